@@ -1,0 +1,167 @@
+"""Turn the caller's data into a clean pandas frame: accepted containers, needed columns, missing values.
+
+Nothing here modifies the caller's object: the frame returned is always a new one holding only the
+columns the model uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = ["CleanData", "as_dataframe", "clean_data", "vector_argument"]
+
+MISSING_POLICIES = ("drop", "raise")
+
+
+def as_dataframe(data) -> pd.DataFrame:
+    """Accept a pandas DataFrame, a mapping of columns or a polars DataFrame; reject anything else."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, Mapping):
+        try:
+            return pd.DataFrame(dict(data))
+        except ValueError as err:
+            raise DataError(f"Could not turn the dict passed as data into columns of equal length: {err}") from None
+    if type(data).__module__.startswith("polars") and hasattr(data, "to_pandas"):
+        return data.to_pandas()
+    raise DataError(
+        f"data must be a pandas DataFrame (or a dict of columns, or a polars DataFrame), not "
+        f"{type(data).__name__}."
+    )
+
+
+def vector_argument(value, frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    """Resolve a ``weights=``/``offset=`` argument given as a column name or as an array of length n."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in frame.columns:
+            raise DataError(f"{name}={value!r} is not a column of the data; columns are {list(frame.columns)}.")
+        value = frame[value]
+    try:
+        arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(value, dtype=object).ravel()), errors="raise"), dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be numeric.") from None
+    if arr.shape != (len(frame),):
+        raise DataError(f"{name} has length {arr.size} but the data has {len(frame)} rows; give one value per row.")
+    return arr
+
+
+@dataclass
+class CleanData:
+    """The model's columns with incomplete rows removed.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        New frame with only the used columns and the kept rows (index reset to 0..n-1).
+    rows : ndarray
+        Positions of the kept rows in the caller's data.
+    weights, offset : ndarray or None
+        Prior weights and offset for the kept rows.
+    n_dropped : int
+        Rows removed because of missing values.
+    """
+
+    frame: pd.DataFrame
+    rows: np.ndarray
+    weights: np.ndarray | None
+    offset: np.ndarray | None
+    n_dropped: int
+
+
+def _is_numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def clean_data(
+    data: pd.DataFrame,
+    columns: Iterable[str],
+    weights=None,
+    offset=None,
+    missing: str = "drop",
+) -> CleanData:
+    """Select ``columns``, check them and apply the missing-value policy.
+
+    Parameters
+    ----------
+    data : DataFrame
+    columns : iterable of str
+        Every column the model reads.
+    weights, offset : str, array-like or None
+        Column names or one value per row.
+    missing : {"drop", "raise"}
+        ``"drop"`` removes rows with a missing value in any used column (lme4's ``na.omit``);
+        ``"raise"`` raises a :class:`DataError` naming the columns.
+    """
+    if missing not in MISSING_POLICIES:
+        raise DataError(f"missing={missing!r} is not understood; use one of {MISSING_POLICIES}.")
+    if len(data) == 0:
+        raise DataError("The data has no rows.")
+    columns = list(dict.fromkeys(columns))
+    unknown = [c for c in columns if c not in data.columns]
+    if unknown:
+        raise DataError(
+            f"Column(s) {unknown} used in the formula are not in the data; available columns are "
+            f"{list(data.columns)}."
+        )
+    frame = data.loc[:, columns].copy()
+    frame.index = pd.RangeIndex(len(frame))
+    w = vector_argument(weights, data, "weights")
+    off = vector_argument(offset, data, "offset")
+
+    bad = np.zeros(len(frame), dtype=bool)
+    counts: dict[str, int] = {}
+    for name in columns:
+        col = frame[name]
+        na = col.isna().to_numpy()
+        if _is_numeric(col):
+            values = col.to_numpy(dtype=float, na_value=np.nan)
+            infinite = np.isinf(values)
+            if infinite.any():
+                raise DataError(
+                    f"Column {name!r} has {int(infinite.sum())} infinite value(s) (first at row "
+                    f"{int(np.flatnonzero(infinite)[0])}); remove or recode them."
+                )
+        if na.any():
+            counts[name] = int(na.sum())
+            bad |= na
+    for name, arr in (("weights", w), ("offset", off)):
+        if arr is None:
+            continue
+        if np.isinf(arr).any():
+            raise DataError(f"{name} has infinite values; give finite numbers.")
+        na = np.isnan(arr)
+        if na.any():
+            counts[name] = int(na.sum())
+            bad |= na
+    if bad.any() and missing == "raise":
+        detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise DataError(
+            f"Missing values in the model's columns ({detail}); drop those rows or pass missing='drop'."
+        )
+    rows = np.flatnonzero(~bad)
+    if rows.size == 0:
+        raise DataError("No complete rows remain after removing rows with missing values.")
+    if bad.any():
+        frame = frame.iloc[rows].reset_index(drop=True)
+        w = None if w is None else w[rows]
+        off = None if off is None else off[rows]
+    for name in columns:
+        col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            frame[name] = col.cat.remove_unused_categories()
+        elif pd.api.types.is_extension_array_dtype(col.dtype) and _is_numeric(col):
+            frame[name] = col.to_numpy(dtype=float)  # nullable Int64/Float64 -> float64
+    if w is not None and np.any(w <= 0):
+        raise DataError(
+            f"weights must be positive; {int(np.sum(w <= 0))} are zero or negative. Drop rows with "
+            "zero weight before fitting."
+        )
+    return CleanData(frame, rows, w, off, int(bad.sum()))

@@ -1,0 +1,308 @@
+"""Model matrices: fixed-effects ``X`` (formulaic), response ``y``, the sparse ``Zt`` and the ``Λθ`` template.
+
+Layout follows lme4 (reformulas ``mkReTrms``): random terms are sorted by decreasing number of levels;
+each term owns ``m × k`` consecutive columns of ``Z`` (level-major, ``k`` coefficients per level);
+``θ`` holds, term by term, the lower triangle of that term's ``k × k`` factor, column by column.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from formulaic import Formula, model_matrix
+
+from .data import CleanData, clean_data
+from .errors import DataError, FormulaError, ModelSpecError
+from .formula import ParsedFormula, RandomTerm
+
+__all__ = ["Design", "ReTerm", "build_design", "encode_grouping", "required_columns"]
+
+RANK_TOL = 1e-7  # lme4 / R's qr() default tolerance for dropping collinear columns
+
+
+class RankDeficiencyWarning(UserWarning):
+    """Fixed-effects columns were dropped because the model matrix is rank deficient."""
+
+
+@dataclass
+class ReTerm:
+    """One random-effects term: its grouping factor, coefficient matrix and place in ``Z`` and ``θ``."""
+
+    term: RandomTerm
+    cnms: list[str]  # names of the k varying coefficients, e.g. ["Intercept", "Days"]
+    levels: pd.Index  # level labels of the grouping factor, in lme4's order
+    refs: np.ndarray  # level code of each row
+    z: np.ndarray  # n × k coefficient matrix (the term's "lhs" model matrix)
+    lhs_spec: object  # formulaic ModelSpec for re-building z on new data
+    offset: int = 0  # first column of Z
+    theta_offset: int = 0  # first element of theta
+
+    @property
+    def group_name(self) -> str:
+        return self.term.group_name
+
+    @property
+    def k(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def q(self) -> int:
+        return self.k * self.n_levels
+
+    @property
+    def n_theta(self) -> int:
+        return self.k * (self.k + 1) // 2
+
+    def tril_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of each θ element in the term's k × k factor (lower triangle, by column)."""
+        rows, cols = [], []
+        for j in range(self.k):
+            for i in range(j, self.k):
+                rows.append(i)
+                cols.append(j)
+        return np.array(rows), np.array(cols)
+
+    def factor(self, theta: np.ndarray) -> np.ndarray:
+        """The k × k lower-triangular relative covariance factor ``T`` for the full ``theta``."""
+        T = np.zeros((self.k, self.k))
+        r, c = self.tril_indices()
+        T[r, c] = theta[self.theta_offset : self.theta_offset + self.n_theta]
+        return T
+
+
+@dataclass
+class Design:
+    """Everything about the model that does not depend on θ."""
+
+    parsed: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: list[str]
+    fixed_spec: object  # formulaic ModelSpec of the fixed part (without response)
+    dropped_columns: list[str]
+    terms: list[ReTerm]
+    Zt: sp.csc_matrix  # q × n
+    weights: np.ndarray | None
+    offset: np.ndarray | None
+    data: CleanData
+    lower: np.ndarray = field(init=False)
+    theta0: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        lower, start = [], []
+        for t in self.terms:
+            r, c = t.tril_indices()
+            lower.extend(np.where(r == c, 0.0, -np.inf))
+            start.extend((r == c).astype(float))
+        self.lower = np.array(lower)
+        self.theta0 = np.array(start)
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.Zt.shape[0]
+
+    @property
+    def n_theta(self) -> int:
+        return self.theta0.size
+
+    def theta_names(self) -> list[str]:
+        """lme4's names of θ, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
+        names = []
+        for t in self.terms:
+            r, c = t.tril_indices()
+            for i, j in zip(r, c):
+                a, b = _r_name(t.cnms[i]), _r_name(t.cnms[j])
+                names.append(f"{t.group_name}.{a}" if i == j else f"{t.group_name}.{a}.{b}")
+        return names
+
+    def Lambdat(self, theta: np.ndarray) -> sp.csc_matrix:
+        """The sparse upper-triangular ``Λθᵀ`` (q × q)."""
+        blocks = []
+        for t in self.terms:
+            blocks.append(sp.kron(sp.identity(t.n_levels, format="csc"), sp.csc_matrix(t.factor(theta).T)))
+        return sp.block_diag(blocks, format="csc")
+
+
+def _r_name(name: str) -> str:
+    return "(Intercept)" if name == "Intercept" else name
+
+
+def required_columns(parsed: ParsedFormula) -> list[str]:
+    """Data columns read by the formula: response, fixed part, random-term coefficients, grouping factors."""
+    cols: list[str] = []
+    try:
+        cols.extend(sorted(str(v) for v in Formula(parsed.response).required_variables))
+        cols.extend(sorted(str(v) for v in Formula(parsed.fixed).required_variables))
+        for term in parsed.random:
+            cols.extend(sorted(str(v) for v in Formula(term.lhs).required_variables))
+    except Exception as err:  # formulaic's parser errors carry no common base class
+        raise FormulaError(f"Could not parse formula {parsed.formula!r}: {err}") from None
+    for term in parsed.random:
+        cols.extend(term.factors)
+    return list(dict.fromkeys(cols))
+
+
+def _single_factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.cat.remove_unused_categories()
+        return col.cat.codes.to_numpy().astype(np.int64), pd.Index(col.cat.categories)
+    try:
+        codes, uniques = pd.factorize(col, sort=True)
+    except TypeError:  # mixed types that cannot be ordered: order by their text
+        codes, uniques = pd.factorize(col.astype(str), sort=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def encode_grouping(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes and labels of a grouping factor, or of the interaction of several (``a:b``).
+
+    Levels follow R: a factor's own level order, otherwise sorted values; an interaction orders
+    levels by the first factor, then the next, and keeps only combinations that occur.
+    """
+    codes, levels = _single_factor(frame[factors[0]])
+    labels = [levels.astype(str)]
+    for name in factors[1:]:
+        c2, l2 = _single_factor(frame[name])
+        codes = codes * len(l2) + c2
+        labels.append(l2.astype(str))
+    if len(factors) == 1:
+        return codes, levels
+    used, codes = np.unique(codes, return_inverse=True)
+    parts = []
+    for lab in labels[::-1]:
+        parts.append(np.asarray(lab)[used % len(lab)])
+        used = used // len(lab)
+    names = [":".join(x) for x in zip(*parts[::-1])]
+    return codes.astype(np.int64), pd.Index(names)
+
+
+def _keep_independent_columns(X: np.ndarray) -> np.ndarray:
+    """Indices of columns kept by a left-to-right rank check (as R's pivoting ``qr`` with tol 1e-7)."""
+    keep: list[int] = []
+    Q = np.zeros((X.shape[0], 0))
+    for j in range(X.shape[1]):
+        x = X[:, j]
+        norm = np.linalg.norm(x)
+        if norm == 0:
+            continue
+        r = x - Q @ (Q.T @ x)
+        r = r - Q @ (Q.T @ r)  # second pass for orthogonality
+        rn = np.linalg.norm(r)
+        if rn > RANK_TOL * norm:
+            keep.append(j)
+            Q = np.column_stack([Q, r / rn])
+    return np.array(keep, dtype=int)
+
+
+def _model_matrix(spec_text: str, frame: pd.DataFrame, what: str):
+    try:
+        return model_matrix(spec_text, frame, na_action="raise")
+    except Exception as err:  # formulaic raises many unrelated types; name the part that failed
+        raise FormulaError(f"Could not build the {what} from {spec_text!r}: {err}") from None
+
+
+def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
+    raw = frame.get(parsed.response)
+    if raw is not None and (not pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw)):
+        raise DataError(f"The response {parsed.response!r} must be numeric, not {raw.dtype}; convert it first.")
+    col = _model_matrix(f"0 + {parsed.response}", frame, "response")
+    if col.shape[1] != 1:
+        raise DataError(f"The response {parsed.response!r} must be one numeric column.")
+    return np.asarray(col, dtype=float)[:, 0].copy()
+
+
+def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset=None, missing="drop") -> Design:
+    """Build ``y``, ``X``, the random-effects terms and ``Zt`` from a parsed formula and data."""
+    clean = clean_data(data, required_columns(parsed), weights, offset, missing)
+    frame = clean.frame
+    n = len(frame)
+    y = _response(parsed, frame)
+
+    mm = _model_matrix(parsed.fixed, frame, "fixed-effects model matrix")
+    X = np.ascontiguousarray(np.asarray(mm, dtype=float))
+    names = list(mm.columns)
+    keep = _keep_independent_columns(X) if X.shape[1] else np.array([], dtype=int)
+    dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): {dropped}",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+        X = np.ascontiguousarray(X[:, keep])
+        names = [names[j] for j in keep]
+
+    terms: list[ReTerm] = []
+    for term in parsed.random:
+        zmm = _model_matrix(term.lhs, frame, f"random-effects term {term}")
+        z = np.asarray(zmm, dtype=float)
+        if z.shape[1] == 0:
+            raise FormulaError(f"Random-effects term {term} has no columns: it needs at least '1' or a variable.")
+        refs, levels = encode_grouping(frame, term.factors)
+        terms.append(ReTerm(term, list(zmm.columns), levels, refs, np.ascontiguousarray(z), zmm.model_spec))
+
+    _check_identifiable(terms, n)
+    # lme4: sort by decreasing number of levels (rev(order(nl)) reverses ties), only if not already sorted
+    nl = np.array([t.n_levels for t in terms])
+    if np.any(np.diff(nl) > 0):
+        terms = [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
+    col = th = 0
+    for t in terms:
+        t.offset, t.theta_offset = col, th
+        col += t.q
+        th += t.n_theta
+    Zt = _build_Zt(terms, n)
+    return Design(parsed, y, X, names, mm.model_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
+
+
+def _check_identifiable(terms: list[ReTerm], n: int) -> None:
+    for t in terms:
+        if t.n_levels < 2:
+            raise ModelSpecError(
+                f"Grouping factor {t.group_name!r} in {t.term} has only one level; a random effect needs at "
+                "least two groups. Remove the term or model the factor as a fixed effect."
+            )
+        if t.n_levels >= n:
+            raise ModelSpecError(
+                f"Grouping factor {t.group_name!r} has {t.n_levels} levels for {n} observations; the number "
+                "of levels must be smaller than the number of observations, otherwise the random effect "
+                "cannot be told apart from the residual."
+            )
+        if t.q >= n:
+            raise ModelSpecError(
+                f"Term {t.term} has {t.q} random effects ({t.k} per level × {t.n_levels} levels) but there are "
+                f"only {n} observations; the random-effects variances and the residual variance are "
+                "unidentifiable. Simplify the term, e.g. drop a random slope or use '||'."
+            )
+
+
+def _build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
+    rows, cols, vals = [], [], []
+    obs = np.arange(n)
+    for t in terms:
+        for j in range(t.k):
+            rows.append(t.offset + t.refs * t.k + j)
+            cols.append(obs)
+            vals.append(t.z[:, j])
+    q = sum(t.q for t in terms)
+    Zt = sp.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(q, n)
+    )
+    Zt.sort_indices()
+    return Zt

@@ -1,0 +1,257 @@
+"""The profiled deviance of a linear mixed model: penalised least squares with one sparse Cholesky.
+
+For each θ (Bates et al. 2015, JSS 67(1), section 3):
+
+* ``L Lᵀ = P (Λᵀ ZᵀWZ Λ + I) Pᵀ`` (CHOLMOD; ``P`` fixed by one symbolic analysis),
+* ``[R_ZX | c_u] = L⁻¹ P Λᵀ [ZᵀWX | ZᵀWy]``,
+* ``R_Xᵀ R_X = XᵀWX − R_ZXᵀ R_ZX``, ``c_β = R_X⁻ᵀ (XᵀWy − R_ZXᵀ c_u)``, ``β̂ = R_X⁻¹ c_β``,
+* ``r² = yᵀWy − ‖c_u‖² − ‖c_β‖²`` and the ML or REML criterion from ``log|L|²``, ``log|R_X|²`` and ``r²``.
+
+The values of ``Λᵀ ZᵀWZ Λ`` are written in place into a fixed lower-triangular pattern through index
+maps built once (:class:`BlockUpdater`), so an evaluation does no sparse products and allocates no
+new sparse structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as la
+import scipy.sparse as sp
+
+from ._cholmod import SparseCholesky
+from .crossprod import CrossProducts
+from .design import Design, ReTerm
+from .errors import NumericalError
+
+__all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+@dataclass
+class _PairGroup:
+    """All nonzero blocks of ``ZᵀWZ`` between the levels of term ``r`` (rows) and term ``c`` (columns)."""
+
+    r: int
+    c: int
+    blocks: np.ndarray  # (nb, k_r, k_c) dense blocks of ZᵀWZ
+    dest: np.ndarray  # positions in A.data of the kept block entries
+    src: np.ndarray | None  # which entries of the flattened blocks are kept (None: all)
+
+
+class BlockUpdater:
+    """Writes ``Λθᵀ ZᵀWZ Λθ`` into the lower triangle of a fixed CSC pattern, block by block.
+
+    Each random-effects term with ``k`` coefficients makes ``k × k`` blocks in ``Λ``; a block of
+    ``ZᵀWZ`` between level ``i`` of term ``a`` and level ``j`` of term ``b`` maps to ``T_aᵀ G_ij T_b``.
+    The pattern is the block-filled pattern of ``ZᵀWZ`` plus the diagonal.
+    """
+
+    def __init__(self, terms: list[ReTerm], ZtWZ: sp.csc_matrix):
+        q = ZtWZ.shape[0]
+        ks = np.array([t.k for t in terms])
+        nblocks = np.array([t.n_levels for t in terms])
+        block_first = np.concatenate([[0], np.cumsum(nblocks)])
+        col_block = np.empty(q, dtype=np.int64)
+        col_within = np.empty(q, dtype=np.int64)
+        block_term = np.repeat(np.arange(len(terms)), nblocks)
+        block_col0 = np.empty(block_first[-1], dtype=np.int64)
+        for i, t in enumerate(terms):
+            local = np.arange(t.q)
+            col_block[t.offset : t.offset + t.q] = block_first[i] + local // t.k
+            col_within[t.offset : t.offset + t.q] = local % t.k
+            block_col0[block_first[i] : block_first[i + 1]] = t.offset + np.arange(t.n_levels) * t.k
+        NB = int(block_first[-1])
+
+        G = ZtWZ.tocoo()
+        br, bc = col_block[G.row], col_block[G.col]
+        keep = br >= bc
+        er, ec, ev = G.row[keep], G.col[keep], G.data[keep]
+        codes = br[keep] * NB + bc[keep]
+        diag = np.arange(NB, dtype=np.int64) * (NB + 1)
+        pairs, inverse = np.unique(np.concatenate([codes, diag]), return_inverse=True)
+        entry_pair = inverse[: codes.size]
+        pair_r, pair_c = pairs // NB, pairs % NB
+        pair_tr, pair_tc = block_term[pair_r], block_term[pair_c]
+
+        rows_all, cols_all, group_all, src_all = [], [], [], []
+        groups: list[_PairGroup] = []
+        for tr in range(len(terms)):
+            for tc in range(tr + 1):
+                sel = np.flatnonzero((pair_tr == tr) & (pair_tc == tc))
+                if sel.size == 0:
+                    continue
+                kr, kc = ks[tr], ks[tc]
+                local = np.full(pairs.size, -1, dtype=np.int64)
+                local[sel] = np.arange(sel.size)
+                blocks = np.zeros((sel.size, kr, kc))
+                mine = local[entry_pair] >= 0
+                blocks[local[entry_pair[mine]], col_within[er[mine]], col_within[ec[mine]]] = ev[mine]
+                a, b = np.meshgrid(np.arange(kr), np.arange(kc), indexing="ij")
+                rows = (block_col0[pair_r[sel]][:, None] + a.ravel()[None, :]).ravel()
+                cols = (block_col0[pair_c[sel]][:, None] + b.ravel()[None, :]).ravel()
+                kept = rows >= cols
+                src = np.flatnonzero(kept)
+                rows_all.append(rows[kept])
+                cols_all.append(cols[kept])
+                group_all.append(np.full(src.size, len(groups)))
+                src_all.append(src)
+                groups.append(_PairGroup(tr, tc, blocks, np.empty(0, np.int64), None if kept.all() else src))
+        rows = np.concatenate(rows_all)
+        cols = np.concatenate(cols_all)
+        group_of = np.concatenate(group_all)
+        order = np.lexsort((rows, cols))  # CSC order: by column, then row
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        for g, grp in enumerate(groups):
+            grp.dest = position[group_of == g]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=q))])
+        index_dtype = np.int32 if rows.size < 2**31 else np.int64
+        self.A = sp.csc_matrix(
+            (np.zeros(rows.size), rows[order].astype(index_dtype), indptr.astype(index_dtype)), shape=(q, q)
+        )
+        self.groups = groups
+        self.scalar = all(grp.blocks.shape[1:] == (1, 1) for grp in groups)
+
+    def update(self, factors: list[np.ndarray]) -> sp.csc_matrix:
+        """Fill ``A = Λᵀ ZᵀWZ Λ`` (lower triangle) for the terms' k × k factors and return it."""
+        data = self.A.data
+        for grp in self.groups:
+            Tr, Tc = factors[grp.r], factors[grp.c]
+            if grp.blocks.shape[1:] == (1, 1):
+                vals = grp.blocks.reshape(-1) * (Tr[0, 0] * Tc[0, 0])
+            else:
+                vals = np.matmul(np.matmul(Tr.T, grp.blocks), Tc).reshape(-1)
+            data[grp.dest] = vals if grp.src is None else vals[grp.src]
+        return self.A
+
+
+@dataclass
+class PLSState:
+    """The solution of the penalised least-squares problem at one θ."""
+
+    theta: np.ndarray
+    beta: np.ndarray  # fixed effects (on the original, unshifted response)
+    c_u: np.ndarray
+    R_ZX: np.ndarray
+    R_X: np.ndarray  # upper triangular, R_Xᵀ R_X = XᵀWX − R_ZXᵀ R_ZX
+    pwrss: float  # penalised weighted residual sum of squares
+    ldL2: float  # log|L|²
+    ldRX2: float  # log|R_X|²
+    deviance: float
+
+
+class ProfiledDeviance:
+    """The profiled deviance ``f(θ)`` (ML or REML) of a design, as lme4's ``devFunOnly=TRUE`` returns it.
+
+    Parameters
+    ----------
+    design : Design
+    cross : CrossProducts
+    reml : bool
+    ordering : str
+        CHOLMOD fill-reducing ordering for the one symbolic analysis.
+    """
+
+    def __init__(self, design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "default"):
+        self.design = design
+        self.cross = cross
+        self.reml = bool(reml)
+        self.terms = design.terms
+        self.updater = BlockUpdater(design.terms, cross.ZtWZ)
+        self.chol = SparseCholesky(self.updater.A, ordering=ordering)
+        self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
+        self.n, self.p = cross.n, design.p
+        self.n_evals = 0
+        self.state: PLSState | None = None
+
+    def factors(self, theta: np.ndarray) -> list[np.ndarray]:
+        """The k × k lower-triangular factor of each term."""
+        return [t.factor(theta) for t in self.terms]
+
+    def Lambdat_times(self, factors: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """``Λᵀ V`` for a dense V with q rows."""
+        out = np.empty_like(V)
+        for t, T in zip(self.terms, factors):
+            seg = V[t.offset : t.offset + t.q]
+            if t.k == 1:
+                out[t.offset : t.offset + t.q] = seg * T[0, 0]
+            else:
+                shape = seg.shape
+                out[t.offset : t.offset + t.q] = np.matmul(T.T, seg.reshape(t.n_levels, t.k, -1)).reshape(shape)
+        return out
+
+    def Lambda_times(self, factors: list[np.ndarray], v: np.ndarray) -> np.ndarray:
+        """``Λ v`` for a vector v of length q."""
+        out = np.empty_like(v)
+        for t, T in zip(self.terms, factors):
+            seg = v[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
+            out[t.offset : t.offset + t.q] = (seg @ T.T).ravel()
+        return out
+
+    def solve(self, theta) -> PLSState:
+        """Solve the PLS problem at θ; raises :class:`NumericalError` when a factorisation fails."""
+        theta = np.array(theta, dtype=float).ravel()
+        if theta.size != self.design.n_theta:
+            raise ValueError(f"theta must have {self.design.n_theta} elements, not {theta.size}.")
+        self.n_evals += 1
+        factors = self.factors(theta)
+        A = self.updater.update(factors)
+        self.chol.factorize(A, beta=1.0)
+        sol = self.chol.solve_L(self.Lambdat_times(factors, self._rhs))
+        p = self.p
+        R_ZX, c_u = sol[:, :p], sol[:, p]
+        cr = self.cross
+        M = cr.XtWX - R_ZX.T @ R_ZX
+        try:
+            R_X = la.cholesky(M, lower=False) if p else np.zeros((0, 0))
+        except la.LinAlgError:
+            raise NumericalError("The fixed-effects block R_X is not positive definite at this theta.") from None
+        c_beta = la.solve_triangular(R_X, cr.XtWy - R_ZX.T @ c_u, trans="T") if p else np.zeros(0)
+        beta = la.solve_triangular(R_X, c_beta) if p else np.zeros(0)
+        pwrss = cr.ytWy - c_u @ c_u - c_beta @ c_beta
+        if not pwrss > 0:
+            raise NumericalError("The penalised residual sum of squares is not positive at this theta.")
+        ldL2 = self.chol.logdet()
+        ldRX2 = 2.0 * float(np.sum(np.log(np.abs(np.diag(R_X))))) if p else 0.0
+        if self.reml:
+            nmp = self.n - p
+            dev = ldL2 + ldRX2 - cr.sum_log_w + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp))
+        else:
+            dev = ldL2 - cr.sum_log_w + self.n * (1.0 + LOG_2PI + np.log(pwrss / self.n))
+        self.state = PLSState(theta, beta + cr.beta_shift, c_u, R_ZX, R_X, float(pwrss), ldL2, ldRX2, float(dev))
+        return self.state
+
+    def __call__(self, theta) -> float:
+        """The deviance at θ; ``inf`` where the factorisation fails (a rejected optimiser step)."""
+        try:
+            return self.solve(theta).deviance
+        except NumericalError:
+            return float("inf")
+
+    # ---- quantities needed only once, after the fit -------------------------------------------
+    def spherical_modes(self, state: PLSState) -> np.ndarray:
+        """Conditional modes ``u = Pᵀ L⁻ᵀ (c_u − R_ZX β̂)`` of the spherical random effects."""
+        beta_shifted = state.beta - self.cross.beta_shift
+        return self.chol.solve_Lt(state.c_u - state.R_ZX @ beta_shifted)
+
+    def conditional_variance_blocks(self, theta: np.ndarray, sigma: float, batch: int = 512) -> list[np.ndarray]:
+        """Per term, an (m, k, k) array of the blocks of ``σ² Λ (ΛᵀZᵀWZΛ + I)⁻¹ Λᵀ`` (lme4's condVar).
+
+        Assumes the factor currently holds θ (call :meth:`solve` first).
+        """
+        Lambdat = self.design.Lambdat(theta).tocsc()
+        out = []
+        for t in self.terms:
+            res = np.empty((t.n_levels, t.k, t.k))
+            per = max(1, batch // t.k)
+            for start in range(0, t.n_levels, per):
+                stop = min(t.n_levels, start + per)
+                cols = slice(t.offset + start * t.k, t.offset + stop * t.k)
+                M = self.chol.solve_L(Lambdat[:, cols].toarray())
+                Mb = M.reshape(M.shape[0], stop - start, t.k)
+                res[start:stop] = np.einsum("qli,qlj->lij", Mb, Mb)
+            out.append(sigma**2 * res)
+        return out

@@ -1,0 +1,291 @@
+"""Parse lme4's mixed-model formula language into a fixed part and random-effects terms.
+
+The fixed part is handed to formulaic as text; the random part ``(lhs | g)``, ``(lhs || g)``, nested
+``g1/g2`` and interaction ``g1:g2`` grouping factors are expanded here exactly as lme4 (reformulas'
+``findbars`` and ``expandDoubleVerts``) expands them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import FormulaError
+
+__all__ = ["ParsedFormula", "RandomTerm", "parse_formula", "split_top_level"]
+
+_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effects term ``(lhs | g1:g2:...)`` after expansion.
+
+    Attributes
+    ----------
+    lhs : str
+        The model formula (right-hand side only) of the varying coefficients, e.g. ``"1 + Days"``.
+    factors : tuple of str
+        Column names whose interaction is the grouping factor (one name for a plain factor).
+    """
+
+    lhs: str
+    factors: tuple[str, ...]
+
+    @property
+    def group_name(self) -> str:
+        """The grouping factor's name as lme4 prints it, e.g. ``"batch:cask"``."""
+        return ":".join(self.factors)
+
+    def __str__(self) -> str:
+        return f"({self.lhs} | {self.group_name})"
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    """A mixed-model formula split into response, fixed part and random terms."""
+
+    formula: str
+    response: str
+    fixed: str
+    random: tuple[RandomTerm, ...]
+
+    @property
+    def fixed_formula(self) -> str:
+        """The fixed-effects formula with response, ready for formulaic."""
+        return f"{self.response} ~ {self.fixed}"
+
+
+def _point_at(text: str, pos: int, message: str) -> FormulaError:
+    """A FormulaError whose message shows the formula with a caret under position ``pos``."""
+    return FormulaError(f"{message}\n    {text}\n    {' ' * pos}^")
+
+
+def _check_parentheses(text: str) -> None:
+    depth = 0
+    opened: list[int] = []
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+            opened.append(i)
+        elif ch == ")":
+            if depth == 0:
+                raise _point_at(text, i, "Unbalanced parentheses: this ')' has no matching '('.")
+            depth -= 1
+            opened.pop()
+    if quote:
+        raise FormulaError(f"Unterminated quote {quote} in formula {text!r}.")
+    if opened:
+        raise _point_at(text, opened[-1], "Unbalanced parentheses: this '(' is never closed.")
+
+
+def split_top_level(text: str, separators: str) -> list[tuple[str, str]]:
+    """Split ``text`` at the characters in ``separators`` that are outside parentheses and quotes.
+
+    Returns a list of ``(separator, piece)`` pairs; the first separator is ``""``.
+    """
+    pieces: list[tuple[str, str]] = []
+    depth = 0
+    quote = None
+    start = 0
+    sep = ""
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in separators:
+            pieces.append((sep, text[start:i]))
+            sep = ch
+            start = i + 1
+    pieces.append((sep, text[start:]))
+    return pieces
+
+
+def _find_top_level_bar(inner: str) -> tuple[int, int] | None:
+    """Position and width (1 for ``|``, 2 for ``||``) of the bar at depth 0 of ``inner``, if any."""
+    depth = 0
+    quote = None
+    i = 0
+    while i < len(inner):
+        ch = inner[i]
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return (i, 2) if inner[i + 1 : i + 2] == "|" else (i, 1)
+        i += 1
+    return None
+
+
+def _is_wrapped(piece: str) -> bool:
+    """True when ``piece`` is one parenthesised expression, ``( ... )``."""
+    if not (piece.startswith("(") and piece.endswith(")")):
+        return False
+    depth = 0
+    for i, ch in enumerate(piece):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and i < len(piece) - 1:
+            return False
+    return True
+
+
+def _strip_backticks(name: str) -> str:
+    name = name.strip()
+    if len(name) >= 2 and name[0] == name[-1] == "`":
+        return name[1:-1]
+    return name
+
+
+def _expand_grouping(group: str, term_text: str) -> list[tuple[str, ...]]:
+    """``a/b/c`` → ``[(c, b, a), (b, a), (a,)]`` (lme4's order and naming); ``a:b`` → ``[(a, b)]``."""
+    group = group.strip()
+    while _is_wrapped(group):
+        group = group[1:-1].strip()
+    if not group:
+        raise FormulaError(f"Random-effects term {term_text} has no grouping factor after the bar.")
+    nests = [p for _, p in split_top_level(group, "/")]
+    chain: list[str] = []
+    expanded: list[tuple[str, ...]] = []
+    for nest in nests:
+        raw_parts = [p.strip() for _, p in split_top_level(nest, ":")]
+        parts = [_strip_backticks(p) for p in raw_parts]
+        for raw, part in zip(raw_parts, parts):
+            if not part or (raw == part and not _NAME.fullmatch(part)):
+                raise FormulaError(
+                    f"Grouping factor {group!r} in {term_text} is not understood: use column names "
+                    "combined with ':' (interaction) or '/' (nesting), e.g. (1 | school/class)."
+                )
+        chain = parts + chain
+        expanded.append(tuple(chain))
+    # lme4 lists the innermost grouping first and names it inner-first: a/b -> (b:a), (a).
+    return expanded[::-1]
+
+
+def _split_lhs_terms(lhs: str) -> tuple[bool, list[str]]:
+    """Split a random-term lhs into (has_intercept, non-intercept terms), as for ``||`` expansion."""
+    has_intercept = True
+    terms: list[str] = []
+    for sign, piece in split_top_level(lhs, "+-"):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if piece == "1":
+            has_intercept = sign != "-"
+        elif piece == "0":
+            has_intercept = False
+        elif sign == "-":
+            raise FormulaError(f"Cannot expand '- {piece}' inside a '||' random-effects term.")
+        else:
+            terms.append(piece)
+    return has_intercept, terms
+
+
+def _parse_random_term(inner: str, text: str) -> list[RandomTerm]:
+    bar = _find_top_level_bar(inner)
+    assert bar is not None
+    pos, width = bar
+    lhs = inner[:pos].strip()
+    group = inner[pos + width :].strip()
+    if not lhs:
+        raise FormulaError(
+            f"Random-effects term ({text}) has nothing before the bar: write e.g. (1 | g) for a "
+            "random intercept."
+        )
+    if _find_top_level_bar(group) is not None:
+        raise FormulaError(f"Random-effects term ({text}) has more than one bar.")
+    groupings = _expand_grouping(group, f"({text})")
+    if width == 1:
+        return [RandomTerm(lhs, g) for g in groupings]
+    has_intercept, terms = _split_lhs_terms(lhs)
+    lhs_pieces = (["1"] if has_intercept else []) + [f"0 + {t}" for t in terms]
+    out = [RandomTerm(piece, g) for piece in lhs_pieces for g in groupings]
+    if not out:
+        raise FormulaError(f"Random-effects term ({text}) has no terms on the left of '||'.")
+    return out
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Split an lme4 formula into response, fixed-effects part and expanded random-effects terms.
+
+    Parameters
+    ----------
+    formula : str
+        For example ``"Reaction ~ Days + (Days | Subject)"``.
+
+    Returns
+    -------
+    ParsedFormula
+
+    Raises
+    ------
+    FormulaError
+        If the formula is not a string, is empty, is unbalanced, has no response or no random term.
+    """
+    if not isinstance(formula, str):
+        raise FormulaError(
+            f"The formula must be a string such as 'y ~ x + (1 | g)', not {type(formula).__name__}."
+        )
+    text = " ".join(formula.split())
+    if not text:
+        raise FormulaError("The formula is empty: write e.g. 'y ~ x + (1 | g)'.")
+    _check_parentheses(text)
+    sides = split_top_level(text, "~")
+    if len(sides) != 2:
+        if len(sides) == 1:
+            raise FormulaError(f"The formula {text!r} has no '~': write 'response ~ predictors'.")
+        raise _point_at(text, text.index("~", text.index("~") + 1), "The formula has more than one '~'.")
+    response, rhs = sides[0][1].strip(), sides[1][1].strip()
+    if not response:
+        raise FormulaError(f"The formula {text!r} has no response on the left of '~'.")
+    if not rhs:
+        raise FormulaError(f"The formula {text!r} has nothing on the right of '~'.")
+    fixed: list[str] = []
+    random: list[RandomTerm] = []
+    for sign, piece in split_top_level(rhs, "+-"):
+        piece = piece.strip()
+        if not piece:
+            if sign == "-" or not fixed and not random:
+                continue  # leading sign, e.g. "y ~ -1 + ..."
+            raise FormulaError(f"Empty term in {text!r}: check for a doubled '+'.")
+        if _is_wrapped(piece) and _find_top_level_bar(piece[1:-1]) is not None:
+            if sign == "-":
+                raise FormulaError(f"A random-effects term cannot be subtracted: '- {piece}' in {text!r}.")
+            random.extend(_parse_random_term(piece[1:-1].strip(), piece[1:-1].strip()))
+        elif "|" in piece:
+            raise _point_at(
+                text,
+                text.index(piece) if piece in text else 0,
+                "A '|' must stand inside a parenthesised random-effects term such as (1 | g).",
+            )
+        else:
+            fixed.append(f"{'- ' if sign == '-' else '+ ' if fixed else ''}{piece}")
+    if not random:
+        raise FormulaError(
+            f"No random-effects terms in {text!r}: add one such as (1 | group). For a model without "
+            "random effects use ordinary least squares instead."
+        )
+    fixed_text = " ".join(fixed).strip()
+    if not fixed_text or fixed_text.startswith("-"):
+        fixed_text = f"1 {fixed_text}".strip()
+    return ParsedFormula(text, response, fixed_text, tuple(random))
