@@ -1,0 +1,216 @@
+"""Minimise the profiled deviance over θ, then check convergence the way lme4's ``checkConv`` does.
+
+The default optimiser is BOBYQA from NLopt with lme4's settings (``xtol_abs = ftol_abs = 1e-8``), so
+evaluation counts compare directly with lme4's default ``nloptwrap``. After it stops, parameters on the
+boundary are probed (lme4's ``restart_edge``), the fit is checked for singularity, and, when affordable,
+the gradient and Hessian are estimated by central differences to warn about non-convergence.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ConvergenceWarning, ModelSpecError, SingularFitWarning
+
+__all__ = ["OptInfo", "OPTIMIZERS", "optimize_theta", "is_singular"]
+
+OPTIMIZERS = ("bobyqa", "nelder_mead", "lbfgsb")
+SINGULAR_TOL = 1e-4  # lme4's isSingular() and check.conv.singular tolerance
+GRAD_TOL = 0.002  # lme4's check.conv.grad tolerance
+HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
+DERIV_STEP = 1e-4  # lme4's deriv12() step
+MAX_THETA_FOR_DERIVS = 20  # the Hessian needs ~2 n_theta² evaluations
+
+
+@dataclass
+class OptInfo:
+    """A record of the optimisation.
+
+    Attributes
+    ----------
+    optimizer : str
+    n_evals : int
+        Deviance evaluations by the optimiser (restarts included, derivative checks excluded).
+    n_evals_total : int
+        All deviance evaluations, including the convergence checks.
+    converged : bool
+        The optimiser reported success and no convergence check failed.
+    message : str
+    messages : list of str
+        Warnings raised by the checks (convergence, singularity), as lme4 words them.
+    theta_start : ndarray
+    setup_seconds : float
+        From formula and data to a deviance function ready to optimise.
+    optimize_seconds : float
+    gradient, hessian : ndarray or None
+        Finite-difference derivatives at the optimum (None when skipped).
+    """
+
+    optimizer: str
+    n_evals: int
+    converged: bool
+    message: str
+    theta_start: np.ndarray
+    setup_seconds: float = 0.0
+    optimize_seconds: float = 0.0
+    n_evals_total: int = 0
+    messages: list[str] = field(default_factory=list)
+    gradient: np.ndarray | None = None
+    hessian: np.ndarray | None = None
+
+
+def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
+    """lme4's ``isSingular``: a θ element with lower bound 0 (a diagonal of Λ) below ``tol``."""
+    on_diag = lower == 0
+    return bool(np.any(theta[on_diag] < tol))
+
+
+def _run(fun: Callable, x0: np.ndarray, lower: np.ndarray, method: str, ctrl: dict) -> tuple[np.ndarray, float, bool, str]:
+    if method in ("bobyqa", "nelder_mead"):
+        import nlopt
+
+        algo = nlopt.LN_BOBYQA if method == "bobyqa" else nlopt.LN_NELDERMEAD
+        opt = nlopt.opt(algo, x0.size)
+        opt.set_min_objective(lambda x, grad: fun(x))
+        opt.set_lower_bounds(lower)
+        opt.set_xtol_abs(ctrl.get("xtol_abs", 1e-8))
+        opt.set_ftol_abs(ctrl.get("ftol_abs", 1e-8))
+        opt.set_ftol_rel(ctrl.get("ftol_rel", 0.0))
+        opt.set_maxeval(int(ctrl.get("maxeval", 100_000)))
+        if "initial_step" in ctrl:
+            opt.set_initial_step(ctrl["initial_step"])
+        try:
+            x = opt.optimize(x0)
+        except nlopt.RoundoffLimited:
+            return np.asarray(opt.last_optimum_x() if hasattr(opt, "last_optimum_x") else x0), opt.last_optimum_value(), True, "roundoff limited"
+        status = opt.last_optimize_result()
+        ok = status > 0 and status != nlopt.MAXEVAL_REACHED
+        names = {1: "success", 2: "stopval reached", 3: "ftol reached", 4: "xtol reached", 5: "maxeval reached", 6: "maxtime reached"}
+        return np.asarray(x), opt.last_optimum_value(), ok, f"NLopt {names.get(status, status)}"
+    if method == "lbfgsb":
+        from scipy.optimize import minimize
+
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+        res = minimize(fun, x0, method="L-BFGS-B", bounds=bounds, options={"maxfun": int(ctrl.get("maxeval", 100_000))})
+        return res.x, float(res.fun), bool(res.success), str(res.message)
+    raise ModelSpecError(f"optimizer={method!r} is not known; choose one of {OPTIMIZERS}.")
+
+
+def _derivatives(fun: Callable, x: np.ndarray, fx: float, h: float = DERIV_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference gradient and Hessian (the scheme of lme4's ``deriv12``)."""
+    k = x.size
+    grad = np.empty(k)
+    hess = np.empty((k, k))
+    fp, fm = np.empty(k), np.empty(k)
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h
+        fp[i], fm[i] = fun(x + e), fun(x - e)
+        grad[i] = (fp[i] - fm[i]) / (2 * h)
+        hess[i, i] = (fp[i] - 2 * fx + fm[i]) / h**2
+    for i in range(k):
+        for j in range(i):
+            ei, ej = np.zeros(k), np.zeros(k)
+            ei[i], ej[j] = h, h
+            val = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej)) / (4 * h * h)
+            hess[i, j] = hess[j, i] = val
+    return grad, hess
+
+
+def optimize_theta(
+    devfun: Callable[[np.ndarray], float],
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    optimizer: str = "bobyqa",
+    control: dict | None = None,
+    check_conv: bool = True,
+    restart_edge: bool = True,
+) -> tuple[np.ndarray, float, OptInfo]:
+    """Minimise ``devfun`` over θ ≥ ``lower`` and run lme4-style convergence checks.
+
+    Returns the optimum θ, the deviance there and an :class:`OptInfo`; warns with
+    :class:`ConvergenceWarning` or :class:`SingularFitWarning` as lme4 would.
+    """
+    optimizer = optimizer.lower().replace("-", "").replace(" ", "_")
+    if optimizer not in OPTIMIZERS:
+        raise ModelSpecError(f"optimizer={optimizer!r} is not known; choose one of {OPTIMIZERS}.")
+    ctrl = dict(control or {})
+    n_calls = 0
+
+    def counted(x):
+        nonlocal n_calls
+        n_calls += 1
+        val = devfun(np.asarray(x, dtype=float))
+        return val if np.isfinite(val) else 1e300
+
+    t0 = time.perf_counter()
+    x, fx, ok, message = _run(counted, np.asarray(theta0, float), lower, optimizer, ctrl)
+    x = np.maximum(x, lower)
+    fx = counted(x)
+    if restart_edge:
+        # lme4's restart_edge: if stepping off a zero boundary lowers the deviance, optimise again from there
+        at_edge = np.flatnonzero((lower == 0) & (x == 0))
+        if at_edge.size:
+            step = 1e-5
+            for i in at_edge:
+                xi = x.copy()
+                xi[i] = step
+                if counted(xi) < fx:
+                    x2, f2, ok2, msg2 = _run(counted, xi, lower, optimizer, ctrl)
+                    x2 = np.maximum(x2, lower)
+                    f2 = counted(x2)
+                    if f2 < fx:
+                        x, fx, ok, message = x2, f2, ok2, msg2
+                    break
+    n_evals = n_calls
+    messages: list[str] = []
+    grad = hess = None
+    singular = is_singular(x, lower)
+    converged = ok
+    if singular:
+        messages.append("boundary (singular) fit: see help('isSingular')")
+        warnings.warn(messages[-1], SingularFitWarning, stacklevel=3)
+    elif check_conv and x.size <= MAX_THETA_FOR_DERIVS:
+        grad, hess = _derivatives(counted, x, fx)
+        try:
+            scaled = np.linalg.solve(np.linalg.cholesky(hess).T, np.linalg.solve(np.linalg.cholesky(hess), grad))
+            maxgrad = float(np.max(np.minimum(np.abs(scaled), np.abs(grad))))
+            if maxgrad > GRAD_TOL:
+                messages.append(
+                    f"Model failed to converge with max|grad| = {maxgrad:.6g} (tol = {GRAD_TOL}, component "
+                    f"{int(np.argmax(np.minimum(np.abs(scaled), np.abs(grad)))) + 1})"
+                )
+        except np.linalg.LinAlgError:
+            messages.append("unable to evaluate scaled gradient")
+        eig = np.linalg.eigvalsh(hess)
+        if np.any(eig < -HESS_TOL):
+            messages.append(
+                f"Model failed to converge: degenerate Hessian with {int(np.sum(eig < -HESS_TOL))} negative eigenvalues"
+            )
+        elif eig.min() > 0 and eig.max() / eig.min() > 1 / HESS_TOL:
+            messages.append("Model is nearly unidentifiable: very large eigenvalue - Rescale variables?")
+        for msg in messages:
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        converged = ok and not messages
+    if not ok:
+        msg = f"The optimiser did not report convergence: {message}"
+        messages.append(msg)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    info = OptInfo(
+        optimizer=optimizer,
+        n_evals=n_evals,
+        converged=converged,
+        message=message,
+        theta_start=np.asarray(theta0, float).copy(),
+        optimize_seconds=time.perf_counter() - t0,
+        n_evals_total=n_calls,
+        messages=messages,
+        gradient=grad,
+        hessian=hess,
+    )
+    return x, fx, info
