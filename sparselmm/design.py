@@ -19,7 +19,7 @@ from .data import CleanData, clean_data
 from .errors import DataError, FormulaError, ModelSpecError
 from .formula import ParsedFormula, RandomTerm
 
-__all__ = ["Design", "ReTerm", "build_design", "encode_grouping", "required_columns"]
+__all__ = ["Design", "ReTerm", "assemble_design", "build_design", "design_from_arrays", "encode_grouping", "required_columns"]
 
 RANK_TOL = 1e-7  # lme4 / R's qr() default tolerance for dropping collinear columns
 
@@ -37,9 +37,10 @@ class ReTerm:
     levels: pd.Index  # level labels of the grouping factor, in lme4's order
     refs: np.ndarray  # level code of each row
     z: np.ndarray  # n × k coefficient matrix (the term's "lhs" model matrix)
-    lhs_spec: object  # formulaic ModelSpec for re-building z on new data
+    lhs_spec: object  # formulaic ModelSpec for re-building z on new data (None for array-built terms)
     offset: int = 0  # first column of Z
     theta_offset: int = 0  # first element of theta
+    Zt_block: sp.csc_matrix | None = None  # (k·m) × n rows of Zt given directly (several nonzeros per row)
 
     @property
     def group_name(self) -> str:
@@ -257,6 +258,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
         refs, levels = encode_grouping(frame, term.factors)
         terms.append(ReTerm(term, list(zmm.columns), levels, refs, np.ascontiguousarray(z), zmm.model_spec))
 
+    return assemble_design(parsed, y, X, names, mm.model_spec, dropped, terms, clean)
+
+
+def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean) -> Design:
+    """Check identifiability, order the terms as lme4 does, lay out ``Zt`` and return the Design."""
+    n = y.shape[0]
     _check_identifiable(terms, n)
     # lme4: sort by decreasing number of levels (rev(order(nl)) reverses ties), only if not already sorted
     nl = np.array([t.n_levels for t in terms])
@@ -268,7 +275,22 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
         col += t.q
         th += t.n_theta
     Zt = _build_Zt(terms, n)
-    return Design(parsed, y, X, names, mm.model_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
+    return Design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
+
+
+def design_from_arrays(y, X, fixed_names, terms: list[ReTerm], weights=None, offset=None, label="") -> Design:
+    """A Design from ready-made arrays and terms (used by the statsmodels-style interface).
+
+    ``terms`` are :class:`ReTerm` objects; a term may give its rows of ``Zt`` directly in ``Zt_block``
+    (k = 1, one column per "level"), which is how variance components with several nonzeros per row
+    are represented.
+    """
+    y = np.asarray(y, dtype=float).ravel()
+    X = np.ascontiguousarray(np.asarray(X, dtype=float).reshape(y.size, -1))
+    n = y.size
+    clean = CleanData(pd.DataFrame(index=pd.RangeIndex(n)), np.arange(n), weights, offset, 0)
+    parsed = ParsedFormula(label, "y", " + ".join(fixed_names) or "0", tuple(t.term for t in terms))
+    return assemble_design(parsed, y, X, list(fixed_names), None, [], list(terms), clean)
 
 
 def _check_identifiable(terms: list[ReTerm], n: int) -> None:
@@ -293,16 +315,15 @@ def _check_identifiable(terms: list[ReTerm], n: int) -> None:
 
 
 def _build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
-    rows, cols, vals = [], [], []
+    blocks = []
     obs = np.arange(n)
     for t in terms:
-        for j in range(t.k):
-            rows.append(t.offset + t.refs * t.k + j)
-            cols.append(obs)
-            vals.append(t.z[:, j])
-    q = sum(t.q for t in terms)
-    Zt = sp.csc_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(q, n)
-    )
+        if t.Zt_block is not None:
+            blocks.append(sp.csr_matrix(t.Zt_block))
+            continue
+        rows = (t.refs[:, None] * t.k + np.arange(t.k)[None, :]).ravel()
+        cols = np.repeat(obs, t.k)
+        blocks.append(sp.csr_matrix((t.z.ravel(), (rows, cols)), shape=(t.q, n)))
+    Zt = sp.vstack(blocks, format="csc")
     Zt.sort_indices()
     return Zt

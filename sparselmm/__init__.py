@@ -1,0 +1,38 @@
+"""sparselmm: linear mixed-effects models fitted with lme4's whole-dataset sparse method.
+
+Main entry points: :func:`lmer` (lme4's formula language), :func:`deviance_function` (lme4's
+``devFunOnly``), and :mod:`sparselmm.datasets`.
+"""
+
+from . import datasets
+from .design import RankDeficiencyWarning
+from .errors import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    ModelSpecError,
+    NumericalError,
+    SingularFitWarning,
+    SparseLMMError,
+)
+from .lmer import deviance_function, lmer
+from .optimize import OptInfo
+from .results import LmerResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "DataError",
+    "FormulaError",
+    "LmerResult",
+    "ModelSpecError",
+    "NumericalError",
+    "OptInfo",
+    "RankDeficiencyWarning",
+    "SingularFitWarning",
+    "SparseLMMError",
+    "datasets",
+    "deviance_function",
+    "lmer",
+]

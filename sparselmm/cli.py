@@ -1,0 +1,66 @@
+"""``sparselmm fit``: fit an lme4 formula to a CSV file or a bundled dataset and print the summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+import pandas as pd
+
+from . import datasets
+from .errors import SparseLMMError
+from .lmer import lmer
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sparselmm", description="Linear mixed models with lme4's sparse method.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit a model and print its summary")
+    fit.add_argument("formula", help="lme4 formula, e.g. 'Reaction ~ Days + (Days | Subject)'")
+    src = fit.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="CSV", help="CSV file with the data")
+    src.add_argument("--dataset", metavar="NAME", help=f"bundled dataset: {', '.join(datasets.list_datasets())}")
+    fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument("--weights", help="column with prior weights")
+    fit.add_argument("--offset", help="column with an offset")
+    fit.add_argument("--optimizer", default="bobyqa")
+    sub.add_parser("datasets", help="list the bundled datasets")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sparselmm`` console command."""
+    args = _parser().parse_args(argv)
+    if args.command == "datasets":
+        for name in datasets.list_datasets():
+            print(f"{name:12s} {datasets.describe(name).get('description', '')}")
+        return 0
+    try:
+        if args.dataset:
+            data, name = datasets.load(args.dataset), args.dataset
+        else:
+            data, name = pd.read_csv(args.data), args.data
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = lmer(args.formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
+                     optimizer=args.optimizer, data_name=name)
+        seconds = time.perf_counter() - t0
+    except (SparseLMMError, OSError) as err:
+        print(f"sparselmm: error: {err}", file=sys.stderr)
+        return 2
+    print(m.summary())
+    for w in caught:
+        print(f"warning: {w.message}")
+    info = m.optinfo
+    print(
+        f"fit time: {seconds:.3f} s (set-up {info.setup_seconds:.3f} s, optimisation {info.optimize_seconds:.3f} s); "
+        f"{info.n_evals} deviance evaluations by {info.optimizer} ({info.n_evals_total} with convergence checks)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The lme4-style entry points: :func:`lmer` and :func:`deviance_function`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .crossprod import cross_products
+from .data import as_dataframe
+from .design import Design, build_design
+from .deviance import ProfiledDeviance
+from .errors import ModelSpecError
+from .formula import parse_formula
+from .optimize import optimize_theta
+from .results import LmerResult
+
+__all__ = ["lmer", "deviance_function"]
+
+ORDERINGS = ("default", "amd", "metis", "nesdis", "natural", "best", "colamd")
+
+
+def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledDeviance:
+    if ordering not in ORDERINGS:
+        raise ModelSpecError(f"ordering={ordering!r} is not a CHOLMOD ordering; choose one of {ORDERINGS}.")
+    parsed = parse_formula(formula)
+    design: Design = build_design(parsed, as_dataframe(data), weights=weights, offset=offset, missing=missing)
+    return ProfiledDeviance(design, cross_products(design), reml=reml, ordering=ordering)
+
+
+def deviance_function(
+    formula: str,
+    data,
+    reml: bool = True,
+    weights=None,
+    offset=None,
+    missing: str = "drop",
+    ordering: str = "default",
+) -> ProfiledDeviance:
+    """The profiled deviance as a function of θ, equal to lme4's ``lmer(..., devFunOnly = TRUE)``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+    data : DataFrame
+    reml : bool
+        REML criterion (default) or −2 log-likelihood (``reml=False``).
+    weights, offset : str or array-like, optional
+        Prior weights and offset: a column name or one value per row.
+    missing : {"drop", "raise"}
+    ordering : str
+        CHOLMOD fill-reducing ordering.
+
+    Returns
+    -------
+    ProfiledDeviance
+        Callable ``f(theta) -> float``; ``f.design.theta0``, ``f.design.lower`` and
+        ``f.design.theta_names()`` describe θ.
+    """
+    return _setup(formula, data, reml, weights, offset, missing, ordering)
+
+
+def lmer(
+    formula: str,
+    data,
+    reml: bool = True,
+    weights=None,
+    offset=None,
+    missing: str = "drop",
+    optimizer: str = "bobyqa",
+    control: dict | None = None,
+    start=None,
+    check_conv: bool = True,
+    ordering: str = "default",
+    data_name: str | None = None,
+) -> LmerResult:
+    """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula: fixed effects as in R/formulaic plus random terms ``(expr | g)``,
+        ``(expr || g)`` (uncorrelated), ``(1 | a/b)`` (nested), ``(1 | a:b)``.
+    data : DataFrame
+        Also a dict of columns or a polars DataFrame. It is never modified.
+    reml : bool, default True
+    weights, offset : str or array-like, optional
+        Prior weights (positive) and offset: a column name or one value per row.
+    missing : {"drop", "raise"}
+        Rows with missing values in any used column are dropped (lme4's ``na.omit``) or raise.
+    optimizer : {"bobyqa", "nelder_mead", "lbfgsb"}
+    control : dict, optional
+        Optimiser settings: ``xtol_abs``, ``ftol_abs``, ``ftol_rel``, ``maxeval``, ``initial_step``.
+    start : array-like, optional
+        Starting θ (default: 1 on the diagonals, 0 elsewhere, as lme4).
+    check_conv : bool
+        Run lme4's convergence checks (finite-difference gradient and Hessian).
+    ordering : str
+        CHOLMOD fill-reducing ordering (``"default"`` tries AMD and METIS-free options as CHOLMOD does).
+    data_name : str, optional
+        Name shown on the summary's ``Data:`` line.
+
+    Returns
+    -------
+    LmerResult
+    """
+    t0 = time.perf_counter()
+    devfun = _setup(formula, data, reml, weights, offset, missing, ordering)
+    design = devfun.design
+    theta0 = design.theta0.copy()
+    if start is not None:
+        theta0 = np.asarray(start, dtype=float).ravel()
+        if theta0.shape != design.theta0.shape:
+            raise ModelSpecError(
+                f"start has {theta0.size} values but the model has {design.n_theta} theta parameters "
+                f"({design.theta_names()})."
+            )
+        if np.any(theta0 < design.lower):
+            raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
+    setup_seconds = time.perf_counter() - t0
+    theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv)
+    info.setup_seconds = setup_seconds
+    state = devfun.solve(theta)
+    return LmerResult(devfun, state, info, data_name=data_name)

@@ -1,0 +1,368 @@
+"""The fitted model returned by :func:`sparselmm.lmer`: estimates, random effects, prediction, summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .design import Design
+from .deviance import PLSState, ProfiledDeviance
+from .errors import DataError, FormulaError
+from .formula import parse_formula
+from .optimize import SINGULAR_TOL, OptInfo, is_singular
+
+__all__ = ["LmerResult"]
+
+
+class LmerResult:
+    """A linear mixed model fitted by :func:`sparselmm.lmer` (lme4's ``merMod``).
+
+    Attributes
+    ----------
+    theta : ndarray
+        Relative covariance parameters in lme4's order (compare with ``getME(m, "theta")``).
+    sigma : float
+        Residual standard deviation.
+    objective : float
+        The optimised criterion: the REML criterion for REML fits, −2 log-likelihood for ML fits.
+    optinfo : OptInfo
+        What the optimiser did, how long set-up and optimisation took.
+    reml : bool
+    """
+
+    def __init__(self, devfun: ProfiledDeviance, state: PLSState, optinfo: OptInfo, data_name: str | None = None):
+        self._devfun = devfun
+        self._design: Design = devfun.design
+        self._state = state
+        self.optinfo = optinfo
+        self.reml = devfun.reml
+        self.data_name = data_name
+        self.theta = state.theta.copy()
+        self.objective = state.deviance
+        n, p = self._design.n, self._design.p
+        self.sigma = float(np.sqrt(state.pwrss / (n - p if self.reml else n)))
+        factors = devfun.factors(self.theta)
+        self._u = devfun.spherical_modes(state)
+        self._b = devfun.Lambda_times(factors, self._u)
+        self._cond_var: list[np.ndarray] | None = None
+
+    # ---- parameters ---------------------------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        return self._design.parsed.formula
+
+    @property
+    def fixef(self) -> pd.Series:
+        """Fixed-effects estimates, named by model-matrix column."""
+        return pd.Series(self._state.beta.copy(), index=self._design.fixed_names, name="fixef")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effects estimates, ``σ² (R_Xᵀ R_X)⁻¹``."""
+        names = self._design.fixed_names
+        R_inv = np.linalg.inv(self._state.R_X) if names else np.zeros((0, 0))
+        return pd.DataFrame(self.sigma**2 * R_inv @ R_inv.T, index=names, columns=names)
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.vcov)), index=self._design.fixed_names, name="se")
+
+    def _term_covariances(self) -> list[np.ndarray]:
+        """Per term, the k × k covariance matrix ``σ² T Tᵀ`` of its random effects."""
+        return [self.sigma**2 * T @ T.T for T in self._devfun.factors(self.theta)]
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's ``as.data.frame(VarCorr(m))``.
+
+        One row per variance (``var2`` empty, ``sdcor`` the standard deviation) and per covariance
+        (``sdcor`` the correlation), term by term, then the residual.
+        """
+        rows = []
+        for t, cov in zip(self._design.terms, self._term_covariances()):
+            sd = np.sqrt(np.diag(cov))
+            for i in range(t.k):
+                rows.append((t.group_name, t.cnms[i], None, cov[i, i], sd[i]))
+            for j in range(t.k):
+                for i in range(j + 1, t.k):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
+        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    # ---- likelihood -----------------------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        return self._design.n
+
+    @property
+    def n_params(self) -> int:
+        """Number of estimated parameters: β, θ and σ."""
+        return self._design.p + self._design.n_theta + 1
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (the REML log-likelihood for REML fits, as lme4's ``logLik``)."""
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + self.n_params * np.log(self.nobs)
+
+    @property
+    def deviance(self) -> float:
+        """−2 log-likelihood on the ML scale; for REML fits evaluated at the REML θ (lme4's
+        ``deviance(m, REML = FALSE)``)."""
+        if not self.reml:
+            return self.objective
+        ml = ProfiledDeviance(self._design, self._devfun.cross, reml=False)
+        return ml(self.theta)
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.n_params
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
+        out: dict[str, int] = {}
+        for t in self._design.terms:
+            out.setdefault(t.group_name, t.n_levels)
+        return out
+
+    def is_singular(self, tol: float = SINGULAR_TOL) -> bool:
+        """True when a random-effect variance is (near) zero or a correlation is ±1 (lme4's ``isSingular``)."""
+        return is_singular(self.theta, self._design.lower, tol)
+
+    # ---- random effects -------------------------------------------------------------------
+    def _cond_var_blocks(self) -> list[np.ndarray]:
+        if self._cond_var is None:
+            self._devfun.solve(self.theta)  # make sure the factor holds θ̂
+            self._cond_var = self._devfun.conditional_variance_blocks(self.theta, self.sigma)
+        return self._cond_var
+
+    def ranef(self, cond_var: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects, one DataFrame per grouping factor (rows: levels).
+
+        With ``cond_var=True`` each frame carries ``attrs["cond_var"]``, an array (levels × k × k) of
+        conditional covariances (lme4's ``condVar``; block diagonal across terms on one factor), and
+        ``attrs["cond_sd"]``, a DataFrame of conditional standard deviations.
+        """
+        grouped: dict[str, list[int]] = {}
+        for i, t in enumerate(self._design.terms):
+            grouped.setdefault(t.group_name, []).append(i)
+        blocks = self._cond_var_blocks() if cond_var else None
+        out = {}
+        for name, idx in grouped.items():
+            terms = [self._design.terms[i] for i in idx]
+            cols, frames = [], []
+            for t in terms:
+                frames.append(self._b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k))
+                cols.extend(t.cnms)
+            df = pd.DataFrame(np.hstack(frames), index=terms[0].levels.copy(), columns=cols)
+            df.index.name = name
+            if blocks is not None:
+                k = len(cols)
+                cv = np.zeros((len(df), k, k))
+                pos = 0
+                for i, t in zip(idx, terms):
+                    cv[:, pos : pos + t.k, pos : pos + t.k] = blocks[i]
+                    pos += t.k
+                df.attrs["cond_var"] = cv
+                df.attrs["cond_sd"] = pd.DataFrame(
+                    np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols
+                )
+            out[name] = df
+        return out
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-level coefficients: fixed effects plus the level's random effects (lme4's ``coef``)."""
+        fe = self.fixef
+        out = {}
+        for name, re in self.ranef().items():
+            df = pd.DataFrame(np.tile(fe.to_numpy(), (len(re), 1)), index=re.index, columns=fe.index)
+            for col in re.columns:
+                df[col] = df[col] + re[col] if col in df.columns else re[col]
+            out[name] = df
+        return out
+
+    # ---- fitted values and prediction -------------------------------------------------------
+    def _offset(self) -> np.ndarray:
+        off = self._design.offset
+        return np.zeros(self.nobs) if off is None else off
+
+    def fitted(self) -> np.ndarray:
+        """Fitted values ``Xβ̂ + Zb̂ + offset``."""
+        return self._design.X @ self._state.beta + self._design.Zt.T @ self._b + self._offset()
+
+    def residuals(self, type: str = "response") -> np.ndarray:
+        """Residuals: ``"response"`` (y − fitted), ``"pearson"`` (× √w) or ``"scaled"`` (pearson / σ)."""
+        r = self._design.y - self.fitted()
+        if type == "response":
+            return r
+        w = self._design.weights
+        pearson = r if w is None else r * np.sqrt(w)
+        if type == "pearson":
+            return pearson
+        if type == "scaled":
+            return pearson / self.sigma
+        raise DataError(f"residuals(type={type!r}) is not known; use 'response', 'pearson' or 'scaled'.")
+
+    def _terms_for(self, re_form) -> list[int]:
+        terms = self._design.terms
+        if re_form is None:
+            return list(range(len(terms)))
+        if not isinstance(re_form, str):
+            raise FormulaError(f"re_form must be None, '~0' or a formula string, not {type(re_form).__name__}.")
+        if re_form.replace(" ", "") in ("~0", "0", "NA"):
+            return []
+        text = re_form.strip()
+        if text.startswith("~"):
+            text = "y " + text
+        try:
+            wanted = {str(t) for t in parse_formula(text).random}
+        except FormulaError as err:
+            raise FormulaError(f"re_form={re_form!r} is not understood: {err}") from None
+        have = {str(t): i for i, t in enumerate(terms)}
+        missing = wanted - have.keys()
+        if missing:
+            raise FormulaError(f"re_form names random terms {sorted(missing)} that are not in the model {sorted(have)}.")
+        return sorted(have[w] for w in wanted)
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None) -> np.ndarray:
+        """Predictions, as lme4's ``predict.merMod``.
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            Rows to predict for; the fitted data when omitted.
+        re_form : None, "~0" or formula
+            Random effects to include: all (None), none (``"~0"``), or those of a formula such as
+            ``"~(1 | Subject)"``.
+        allow_new_levels : bool
+            If True, levels not seen in fitting contribute zero random effect; otherwise they raise.
+        offset : str or array-like, optional
+            Offset for ``newdata`` (column name or values).
+        """
+        include = self._terms_for(re_form)
+        design = self._design
+        if newdata is None:
+            eta = design.X @ self._state.beta + self._offset()
+            for i in include:
+                t = design.terms[i]
+                b = self._b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
+                eta = eta + np.einsum("nk,nk->n", t.z, b[t.refs])
+            return eta
+        from .data import as_dataframe, vector_argument
+
+        newdata = as_dataframe(newdata)
+        try:
+            X = np.asarray(design.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+        except Exception as err:
+            raise DataError(f"Could not build the fixed-effects matrix for newdata: {err}") from None
+        if design.dropped_columns:
+            names = list(design.fixed_spec.column_names)
+            X = X[:, [names.index(c) for c in design.fixed_names]]
+        eta = X @ self._state.beta
+        off = vector_argument(offset, newdata, "offset")
+        if off is not None:
+            eta = eta + off
+        for i in include:
+            t = design.terms[i]
+            try:
+                z = np.asarray(t.lhs_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+            except Exception as err:
+                raise DataError(f"Could not build random-effects term {t.term} for newdata: {err}") from None
+            missing_cols = [f for f in t.term.factors if f not in newdata.columns]
+            if missing_cols:
+                raise DataError(f"newdata lacks the grouping column(s) {missing_cols} of term {t.term}.")
+            labels = _level_labels(newdata, t.term.factors)
+            pos = _lookup_levels(t.levels, labels)
+            new = pos < 0
+            if new.any() and not allow_new_levels:
+                examples = list(pd.unique(np.asarray(labels, dtype=object)[new]))[:5]
+                raise DataError(
+                    f"newdata has level(s) {examples} of {t.group_name!r} not seen when fitting; pass "
+                    "allow_new_levels=True to predict them at the population level."
+                )
+            b = self._b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
+            contrib = np.einsum("nk,nk->n", z, b[np.where(new, 0, pos)])
+            eta = eta + np.where(new, 0.0, contrib)
+        return eta
+
+    # ---- lme4's getME -----------------------------------------------------------------------
+    @property
+    def X(self) -> np.ndarray:
+        return self._design.X
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._design.y
+
+    @property
+    def Zt(self) -> sp.csc_matrix:
+        return self._design.Zt
+
+    @property
+    def Z(self) -> sp.csr_matrix:
+        return self._design.Zt.T.tocsr()
+
+    @property
+    def Lambdat(self) -> sp.csc_matrix:
+        return self._design.Lambdat(self.theta)
+
+    @property
+    def Lambda(self) -> sp.csc_matrix:
+        return self.Lambdat.T.tocsc()
+
+    @property
+    def factor(self):
+        """The :class:`~sparselmm._cholmod.SparseCholesky` of ``Λᵀ ZᵀWZ Λ + I`` at θ̂."""
+        self._devfun.solve(self.theta)
+        return self._devfun.chol
+
+    @property
+    def u(self) -> np.ndarray:
+        """Spherical random effects ``u`` (``b = Λ u``)."""
+        return self._u.copy()
+
+    @property
+    def b(self) -> np.ndarray:
+        """Random effects on the original scale, in ``Z``'s column order."""
+        return self._b.copy()
+
+    @property
+    def design(self) -> Design:
+        return self._design
+
+    @property
+    def deviance_function(self) -> ProfiledDeviance:
+        return self._devfun
+
+    def summary(self):
+        """lme4-style summary; print it."""
+        from .summary import LmerSummary
+
+        return LmerSummary(self)
+
+    def __repr__(self) -> str:
+        kind = "REML" if self.reml else "ML"
+        return f"<LmerResult {self.formula!r} ({kind}), objective={self.objective:.4f}, n={self.nobs}>"
+
+
+def _level_labels(frame: pd.DataFrame, factors: tuple[str, ...]):
+    if len(factors) == 1:
+        return frame[factors[0]].to_numpy(dtype=object)
+    parts = [frame[f].astype(str).to_numpy(dtype=object) for f in factors]
+    return np.array([":".join(x) for x in zip(*parts)], dtype=object)
+
+
+def _lookup_levels(levels: pd.Index, labels) -> np.ndarray:
+    """Position of each label among the fitted levels, −1 for a level not seen in fitting."""
+    return np.asarray(levels.get_indexer(pd.Index(labels, dtype=object)))

@@ -1,0 +1,164 @@
+"""Text summary of an lmer fit in lme4's layout (``summary(merMod)``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["LmerSummary"]
+
+
+def _r_name(name: str) -> str:
+    return "(Intercept)" if name == "Intercept" else name
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append(" " + " ".join(cells).rstrip())
+    return out
+
+
+def _sig(x: float, digits: int = 4) -> str:
+    """Format like R's ``format(x, digits=)``: ``digits`` significant digits, no exponent when short."""
+    if not np.isfinite(x):
+        return "NaN"
+    if x == 0:
+        return "0"
+    mag = int(np.floor(np.log10(abs(x))))
+    decimals = max(0, digits - 1 - mag)
+    if mag >= 15 or mag < -5:
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{decimals}f}"
+
+
+def _column(values, digits: int = 4) -> list[str]:
+    """Format a numeric column with a common number of decimals, as R formats a column."""
+    vals = np.asarray(values, dtype=float)
+    finite = vals[np.isfinite(vals) & (vals != 0)]
+    if finite.size == 0:
+        return [_sig(v, digits) for v in vals]
+    mag = int(np.floor(np.log10(np.min(np.abs(finite)))))
+    decimals = min(max(0, digits - 1 - mag), 10)
+    return [f"{v:.{decimals}f}" if np.isfinite(v) else "NaN" for v in vals]
+
+
+class LmerSummary:
+    """Printable summary of an :class:`~sparselmm.results.LmerResult`."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def random_effects_lines(self) -> list[str]:
+        res = self.result
+        header = ["Groups", "Name", "Variance", "Std.Dev."]
+        max_k = max(t.k for t in res.design.terms)
+        if max_k > 1:
+            header.append("Corr")
+        entries = []
+        names_seen: dict[str, int] = {}
+        for t, cov in zip(res.design.terms, res._term_covariances()):
+            sd = np.sqrt(np.diag(cov))
+            count = names_seen.get(t.group_name, 0)
+            names_seen[t.group_name] = count + 1
+            label = t.group_name if count == 0 else f"{t.group_name}.{count}"
+            for i in range(t.k):
+                corr = []
+                for j in range(i):
+                    c = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    corr.append(f"{c:.2f}" if np.isfinite(c) else " NaN")
+                entries.append((label if i == 0 else "", _r_name(t.cnms[i]), cov[i, i], sd[i], " ".join(corr)))
+        entries.append(("Residual", "", res.sigma**2, res.sigma, ""))
+        var_col = _column([e[2] for e in entries])
+        sd_col = _column([e[3] for e in entries])
+        rows = [header]
+        for e, v, s in zip(entries, var_col, sd_col):
+            row = [e[0], e[1], v, s]
+            if max_k > 1:
+                row.append(e[4])
+            rows.append(row)
+        return _table(rows, {2, 3})
+
+    def fixed_effects_lines(self) -> list[str]:
+        res = self.result
+        fe, se = res.fixef, res.bse
+        names = [_r_name(n) for n in fe.index]
+        est, ses, tv = _column(fe.to_numpy()), _column(se.to_numpy()), [f"{v:.3f}" for v in fe / se]
+        rows = [["", "Estimate", "Std. Error", "t value"]]
+        rows += [[n, e, s, t] for n, e, s, t in zip(names, est, ses, tv)]
+        return _table(rows, {1, 2, 3})
+
+    def correlation_lines(self) -> list[str]:
+        res = self.result
+        V = res.vcov.to_numpy()
+        if V.shape[0] < 2:
+            return []
+        sd = np.sqrt(np.diag(V))
+        C = V / np.outer(sd, sd)
+        names = [_r_name(n) for n in res.fixef.index]
+        abbrev = [n[:6] if len(n) <= 6 else ("(Intr)" if n == "(Intercept)" else n[:6]) for n in names]
+        rows = [[""] + abbrev[:-1]]
+        for i in range(1, len(names)):
+            rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
+        return ["Correlation of Fixed Effects:"] + _table(rows, set(range(1, len(names))))
+
+    def __str__(self) -> str:
+        res = self.result
+        design = res.design
+        lines = []
+        if res.reml:
+            lines.append("Linear mixed model fit by REML ['LmerResult']")
+        else:
+            lines.append("Linear mixed model fit by maximum likelihood  ['LmerResult']")
+        lines.append(f"Formula: {res.formula}")
+        if design.weights is not None:
+            lines.append("Weights: (prior weights given)")
+        if design.offset is not None:
+            lines.append("Offset: (offset given)")
+        if res.data_name:
+            lines.append(f"   Data: {res.data_name}")
+        lines.append("")
+        if res.reml:
+            lines.append(f"REML criterion at convergence: {res.objective:.1f}")
+        else:
+            stats = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
+            vals = [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.1f}", f"{res.deviance:.1f}", f"{res.df_resid}"]
+            w = [max(len(a), len(b)) + 1 for a, b in zip(stats, vals)]
+            lines.append(" ".join(s.rjust(x) for s, x in zip(stats, w)))
+            lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
+        lines.append("")
+        r = res.residuals("scaled")
+        q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
+        lines.append("Scaled residuals: ")
+        labels = ["Min", "1Q", "Median", "3Q", "Max"]
+        vals = [f"{v:.4f}" for v in q]
+        w = [max(len(a), len(b)) + 1 for a, b in zip(labels, vals)]
+        lines.append(" ".join(s.rjust(x) for s, x in zip(labels, w)))
+        lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
+        lines.append("")
+        lines.append("Random effects:")
+        lines.extend(self.random_effects_lines())
+        groups = ", ".join(f"{k}, {v}" for k, v in res.ngroups.items())
+        lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
+        if design.data.n_dropped:
+            lines.append(f"({design.data.n_dropped} observations deleted due to missingness)")
+        lines.append("")
+        if len(res.fixef):
+            lines.append("Fixed effects:")
+            lines.extend(self.fixed_effects_lines())
+            corr = self.correlation_lines()
+            if corr:
+                lines.append("")
+                lines.extend(corr)
+        if design.dropped_columns:
+            lines.append(
+                f"fit warnings:\nfixed-effect model matrix is rank deficient so dropping "
+                f"{len(design.dropped_columns)} column(s): {design.dropped_columns}"
+            )
+        if res.optinfo.messages:
+            lines.append("optimizer (" + res.optinfo.optimizer + ") convergence code: 0 (OK)" if res.optinfo.converged else "")
+            lines.extend(res.optinfo.messages)
+        return "\n".join(lines) + "\n"
+
+    __repr__ = __str__
