@@ -226,10 +226,10 @@ class LmerResult:
         if text.startswith("~"):
             text = "y " + text
         try:
-            wanted = {str(t) for t in parse_formula(text).random}
+            wanted = {str(t).replace(" ", "") for t in parse_formula(text).random}
         except FormulaError as err:
             raise FormulaError(f"re_form={re_form!r} is not understood: {err}") from None
-        have = {str(t): i for i, t in enumerate(terms)}
+        have = {str(t.term).replace(" ", ""): i for i, t in enumerate(terms)}
         missing = wanted - have.keys()
         if missing:
             raise FormulaError(f"re_form names random terms {sorted(missing)} that are not in the model {sorted(have)}.")
