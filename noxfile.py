@@ -16,7 +16,10 @@ ROOT = Path(__file__).parent
 
 def scikit_sparse_requirement() -> str:
     """scikit-sparse 0.5 needs SuiteSparse >= 7; with the SuiteSparse 5 of Debian 12 use 0.4.x."""
-    for header in ("/usr/include/suitesparse/SuiteSparse_config.h", "/usr/local/include/suitesparse/SuiteSparse_config.h"):
+    for header in (
+        "/usr/include/suitesparse/SuiteSparse_config.h",
+        "/usr/local/include/suitesparse/SuiteSparse_config.h",
+    ):
         path = Path(header)
         if path.exists():
             match = re.search(r"#define\s+SUITESPARSE_MAIN_VERSION\s+(\d+)", path.read_text())
@@ -49,7 +52,9 @@ def validate(session: nox.Session) -> None:
     """Refit every validation case live in R's lme4, compare, write validation/REPORT.md."""
     install(session, "test")
     if shutil.which("Rscript") is None:
-        session.error("Rscript not found: install R and lme4 (apt-get install -y r-base-core r-cran-lme4 r-cran-jsonlite).")
+        session.error(
+            "Rscript not found: install R and lme4 (apt-get install -y r-base-core r-cran-lme4 r-cran-jsonlite)."
+        )
     live = session.create_tmp() + "/reference"
     session.run("Rscript", "validation/run_lme4.R", "--out", live, external=True)
     session.run("python", "validation/compare.py", "--reference", live, "--report", "validation/REPORT.md")

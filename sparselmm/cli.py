@@ -45,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m = lmer(args.formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
-                     optimizer=args.optimizer, data_name=name)
+            m = lmer(
+                args.formula,
+                data,
+                reml=not args.ml,
+                weights=args.weights,
+                offset=args.offset,
+                optimizer=args.optimizer,
+                data_name=name,
+            )
         seconds = time.perf_counter() - t0
     except (SparseLMMError, OSError) as err:
         print(f"sparselmm: error: {err}", file=sys.stderr)

@@ -28,11 +28,11 @@ def as_dataframe(data) -> pd.DataFrame:
             return pd.DataFrame(dict(data))
         except ValueError as err:
             raise DataError(f"Could not turn the dict passed as data into columns of equal length: {err}") from None
-    if type(data).__module__.startswith("polars") and hasattr(data, "to_pandas"):
-        return data.to_pandas()
+    if type(data).__module__.startswith("polars") and hasattr(data, "get_columns"):
+        # column by column through numpy: no pyarrow needed
+        return pd.DataFrame({s.name: s.to_numpy() for s in data.get_columns()})
     raise DataError(
-        f"data must be a pandas DataFrame (or a dict of columns, or a polars DataFrame), not "
-        f"{type(data).__name__}."
+        f"data must be a pandas DataFrame (or a dict of columns, or a polars DataFrame), not {type(data).__name__}."
     )
 
 
@@ -108,8 +108,8 @@ def clean_data(
     unknown = [c for c in columns if c not in data.columns]
     if unknown:
         raise DataError(
-            f"Column(s) {unknown} used in the formula are not in the data; available columns are "
-            f"{list(data.columns)}."
+            f"Name(s) {unknown} used in the formula are not columns of the data (nor functions formulaic "
+            f"knows); available columns are {list(data.columns)}."
         )
     frame = data.loc[:, columns].copy()
     frame.index = pd.RangeIndex(len(frame))
@@ -143,9 +143,7 @@ def clean_data(
             bad |= na
     if bad.any() and missing == "raise":
         detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        raise DataError(
-            f"Missing values in the model's columns ({detail}); drop those rows or pass missing='drop'."
-        )
+        raise DataError(f"Missing values in the model's columns ({detail}); drop those rows or pass missing='drop'.")
     rows = np.flatnonzero(~bad)
     if rows.size == 0:
         raise DataError("No complete rows remain after removing rows with missing values.")

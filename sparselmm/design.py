@@ -19,7 +19,15 @@ from .data import CleanData, clean_data
 from .errors import DataError, FormulaError, ModelSpecError
 from .formula import ParsedFormula, RandomTerm
 
-__all__ = ["Design", "ReTerm", "assemble_design", "build_design", "design_from_arrays", "encode_grouping", "required_columns"]
+__all__ = [
+    "Design",
+    "ReTerm",
+    "assemble_design",
+    "build_design",
+    "design_from_arrays",
+    "encode_grouping",
+    "required_columns",
+]
 
 RANK_TOL = 1e-7  # lme4 / R's qr() default tolerance for dropping collinear columns
 
@@ -232,7 +240,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
     """Build ``y``, ``X``, the random-effects terms and ``Zt`` from a parsed formula and data."""
     clean = clean_data(data, required_columns(parsed), weights, offset, missing)
     frame = clean.frame
-    n = len(frame)
     y = _response(parsed, frame)
 
     mm = _model_matrix(parsed.fixed, frame, "fixed-effects model matrix")

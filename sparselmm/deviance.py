@@ -14,20 +14,22 @@ new sparse structure.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as la
 import scipy.sparse as sp
+from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from ._cholmod import SparseCholesky
 from .crossprod import CrossProducts
 from .design import Design, ReTerm
-from .errors import NumericalError
+from .errors import ModelSpecError, NumericalError
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
 LOG_2PI = float(np.log(2 * np.pi))
+AUTO_ORDERING_MIN_Q = 2000  # below this the factorisation is too cheap for the ordering to matter
 
 
 @dataclass
@@ -155,21 +157,49 @@ class ProfiledDeviance:
         CHOLMOD fill-reducing ordering for the one symbolic analysis.
     """
 
-    def __init__(self, design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "default"):
+    def __init__(self, design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "auto"):
         self.design = design
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
+        self._tril = [t.tril_indices() for t in design.terms]
         self.updater = BlockUpdater(design.terms, cross.ZtWZ)
-        self.chol = SparseCholesky(self.updater.A, ordering=ordering)
+        self.ordering = ordering
+        self.chol = self._analyse(ordering)
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
         self.n, self.p = cross.n, design.p
         self.n_evals = 0
         self.state: PLSState | None = None
 
+    def _analyse(self, ordering: str) -> SparseCholesky:
+        """Symbolic analysis. ``"auto"``: CHOLMOD's default for small q; for larger q, AMD and METIS are
+        both tried and the one whose numeric factorisation at the start θ is faster is kept."""
+        A = self.updater.update(self.factors(self.design.theta0))
+        if ordering != "auto":
+            return SparseCholesky(A, ordering=ordering)
+        if A.shape[0] < AUTO_ORDERING_MIN_Q:
+            self.ordering = "default"
+            return SparseCholesky(A, ordering="default")
+        best = None
+        for candidate in ("amd", "metis"):
+            chol = SparseCholesky(A, ordering=candidate)
+            chol.factorize(A, beta=1.0)  # first touch allocates; time the second
+            t0 = time.perf_counter()
+            chol.factorize(A, beta=1.0)
+            seconds = time.perf_counter() - t0
+            if best is None or seconds < best[0]:
+                best = (seconds, candidate, chol)
+        self.ordering = best[1]
+        return best[2]
+
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
         """The k × k lower-triangular factor of each term."""
-        return [t.factor(theta) for t in self.terms]
+        out = []
+        for t, (r, c) in zip(self.terms, self._tril):
+            T = np.zeros((t.k, t.k))
+            T[r, c] = theta[t.theta_offset : t.theta_offset + t.n_theta]
+            out.append(T)
+        return out
 
     def Lambdat_times(self, factors: list[np.ndarray], V: np.ndarray) -> np.ndarray:
         """``Λᵀ V`` for a dense V with q rows."""
@@ -195,27 +225,31 @@ class ProfiledDeviance:
         """Solve the PLS problem at θ; raises :class:`NumericalError` when a factorisation fails."""
         theta = np.array(theta, dtype=float).ravel()
         if theta.size != self.design.n_theta:
-            raise ValueError(f"theta must have {self.design.n_theta} elements, not {theta.size}.")
+            raise ModelSpecError(
+                f"theta must have {self.design.n_theta} elements ({self.design.theta_names()}), not {theta.size}."
+            )
         self.n_evals += 1
         factors = self.factors(theta)
-        A = self.updater.update(factors)
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge θ overflows; CHOLMOD then rejects it
+            A = self.updater.update(factors)
         self.chol.factorize(A, beta=1.0)
         sol = self.chol.solve_L(self.Lambdat_times(factors, self._rhs))
         p = self.p
         R_ZX, c_u = sol[:, :p], sol[:, p]
         cr = self.cross
-        M = cr.XtWX - R_ZX.T @ R_ZX
-        try:
-            R_X = la.cholesky(M, lower=False) if p else np.zeros((0, 0))
-        except la.LinAlgError:
-            raise NumericalError("The fixed-effects block R_X is not positive definite at this theta.") from None
-        c_beta = la.solve_triangular(R_X, cr.XtWy - R_ZX.T @ c_u, trans="T") if p else np.zeros(0)
-        beta = la.solve_triangular(R_X, c_beta) if p else np.zeros(0)
+        if p:
+            R_X, info = dpotrf(cr.XtWX - R_ZX.T @ R_ZX, lower=0, clean=1)
+            if info != 0:
+                raise NumericalError("The fixed-effects block R_X is not positive definite at this theta.")
+            c_beta, _ = dtrtrs(R_X, cr.XtWy - R_ZX.T @ c_u, lower=0, trans=1)
+            beta, _ = dtrtrs(R_X, c_beta, lower=0)
+        else:
+            R_X, c_beta, beta = np.zeros((0, 0)), np.zeros(0), np.zeros(0)
         pwrss = cr.ytWy - c_u @ c_u - c_beta @ c_beta
         if not pwrss > 0:
             raise NumericalError("The penalised residual sum of squares is not positive at this theta.")
         ldL2 = self.chol.logdet()
-        ldRX2 = 2.0 * float(np.sum(np.log(np.abs(np.diag(R_X))))) if p else 0.0
+        ldRX2 = 2.0 * float(np.sum(np.log(np.abs(np.diagonal(R_X))))) if p else 0.0
         if self.reml:
             nmp = self.n - p
             dev = ldL2 + ldRX2 - cr.sum_log_w + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp))

@@ -209,8 +209,7 @@ def _parse_random_term(inner: str, text: str) -> list[RandomTerm]:
     group = inner[pos + width :].strip()
     if not lhs:
         raise FormulaError(
-            f"Random-effects term ({text}) has nothing before the bar: write e.g. (1 | g) for a "
-            "random intercept."
+            f"Random-effects term ({text}) has nothing before the bar: write e.g. (1 | g) for a random intercept."
         )
     if _find_top_level_bar(group) is not None:
         raise FormulaError(f"Random-effects term ({text}) has more than one bar.")
@@ -243,9 +242,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         If the formula is not a string, is empty, is unbalanced, has no response or no random term.
     """
     if not isinstance(formula, str):
-        raise FormulaError(
-            f"The formula must be a string such as 'y ~ x + (1 | g)', not {type(formula).__name__}."
-        )
+        raise FormulaError(f"The formula must be a string such as 'y ~ x + (1 | g)', not {type(formula).__name__}.")
     text = " ".join(formula.split())
     if not text:
         raise FormulaError("The formula is empty: write e.g. 'y ~ x + (1 | g)'.")

@@ -17,7 +17,7 @@ from .results import LmerResult
 
 __all__ = ["lmer", "deviance_function"]
 
-ORDERINGS = ("default", "amd", "metis", "nesdis", "natural", "best", "colamd")
+ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd")
 
 
 def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledDeviance:
@@ -25,7 +25,14 @@ def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledD
         raise ModelSpecError(f"ordering={ordering!r} is not a CHOLMOD ordering; choose one of {ORDERINGS}.")
     parsed = parse_formula(formula)
     design: Design = build_design(parsed, as_dataframe(data), weights=weights, offset=offset, missing=missing)
-    return ProfiledDeviance(design, cross_products(design), reml=reml, ordering=ordering)
+    cross = cross_products(design)
+    y = design.y if design.offset is None else design.y - design.offset
+    if not cross.ytWy > 1e-24 * max(float(y @ y), 1e-300):
+        raise ModelSpecError(
+            f"The response {parsed.response!r} is constant or exactly fitted by the fixed effects, so there is no "
+            "variation left for random effects or the residual; check the response column and the formula."
+        )
+    return ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
 
 
 def deviance_function(
@@ -35,7 +42,7 @@ def deviance_function(
     weights=None,
     offset=None,
     missing: str = "drop",
-    ordering: str = "default",
+    ordering: str = "auto",
 ) -> ProfiledDeviance:
     """The profiled deviance as a function of θ, equal to lme4's ``lmer(..., devFunOnly = TRUE)``.
 
@@ -50,7 +57,7 @@ def deviance_function(
         Prior weights and offset: a column name or one value per row.
     missing : {"drop", "raise"}
     ordering : str
-        CHOLMOD fill-reducing ordering.
+        CHOLMOD fill-reducing ordering; ``"auto"`` picks AMD or METIS by timing one factorisation each.
 
     Returns
     -------
@@ -72,7 +79,7 @@ def lmer(
     control: dict | None = None,
     start=None,
     check_conv: bool = True,
-    ordering: str = "default",
+    ordering: str = "auto",
     data_name: str | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.
@@ -97,7 +104,7 @@ def lmer(
     check_conv : bool
         Run lme4's convergence checks (finite-difference gradient and Hessian).
     ordering : str
-        CHOLMOD fill-reducing ordering (``"default"`` tries AMD and METIS-free options as CHOLMOD does).
+        CHOLMOD fill-reducing ordering; ``"auto"`` times AMD and METIS on large problems and keeps the faster.
     data_name : str, optional
         Name shown on the summary's ``Data:`` line.
 

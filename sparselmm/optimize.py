@@ -70,7 +70,9 @@ def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL)
     return bool(np.any(theta[on_diag] < tol))
 
 
-def _run(fun: Callable, x0: np.ndarray, lower: np.ndarray, method: str, ctrl: dict) -> tuple[np.ndarray, float, bool, str]:
+def _run(
+    fun: Callable, x0: np.ndarray, lower: np.ndarray, method: str, ctrl: dict
+) -> tuple[np.ndarray, float, bool, str]:
     if method in ("bobyqa", "nelder_mead"):
         import nlopt
 
@@ -87,10 +89,22 @@ def _run(fun: Callable, x0: np.ndarray, lower: np.ndarray, method: str, ctrl: di
         try:
             x = opt.optimize(x0)
         except nlopt.RoundoffLimited:
-            return np.asarray(opt.last_optimum_x() if hasattr(opt, "last_optimum_x") else x0), opt.last_optimum_value(), True, "roundoff limited"
+            return (
+                np.asarray(opt.last_optimum_x() if hasattr(opt, "last_optimum_x") else x0),
+                opt.last_optimum_value(),
+                True,
+                "roundoff limited",
+            )
         status = opt.last_optimize_result()
         ok = status > 0 and status != nlopt.MAXEVAL_REACHED
-        names = {1: "success", 2: "stopval reached", 3: "ftol reached", 4: "xtol reached", 5: "maxeval reached", 6: "maxtime reached"}
+        names = {
+            1: "success",
+            2: "stopval reached",
+            3: "ftol reached",
+            4: "xtol reached",
+            5: "maxeval reached",
+            6: "maxtime reached",
+        }
         return np.asarray(x), opt.last_optimum_value(), ok, f"NLopt {names.get(status, status)}"
     if method == "lbfgsb":
         from scipy.optimize import minimize

@@ -121,7 +121,7 @@ class LmerResult:
         ``deviance(m, REML = FALSE)``)."""
         if not self.reml:
             return self.objective
-        ml = ProfiledDeviance(self._design, self._devfun.cross, reml=False)
+        ml = ProfiledDeviance(self._design, self._devfun.cross, reml=False, ordering=self._devfun.ordering)
         return ml(self.theta)
 
     @property
@@ -175,9 +175,7 @@ class LmerResult:
                     cv[:, pos : pos + t.k, pos : pos + t.k] = blocks[i]
                     pos += t.k
                 df.attrs["cond_var"] = cv
-                df.attrs["cond_sd"] = pd.DataFrame(
-                    np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols
-                )
+                df.attrs["cond_sd"] = pd.DataFrame(np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols)
             out[name] = df
         return out
 
@@ -232,7 +230,9 @@ class LmerResult:
         have = {str(t.term).replace(" ", ""): i for i, t in enumerate(terms)}
         missing = wanted - have.keys()
         if missing:
-            raise FormulaError(f"re_form names random terms {sorted(missing)} that are not in the model {sorted(have)}.")
+            raise FormulaError(
+                f"re_form names random terms {sorted(missing)} that are not in the model {sorted(have)}."
+            )
         return sorted(have[w] for w in wanted)
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None) -> np.ndarray:

@@ -157,7 +157,9 @@ class LmerSummary:
                 f"{len(design.dropped_columns)} column(s): {design.dropped_columns}"
             )
         if res.optinfo.messages:
-            lines.append("optimizer (" + res.optinfo.optimizer + ") convergence code: 0 (OK)" if res.optinfo.converged else "")
+            lines.append(
+                "optimizer (" + res.optinfo.optimizer + ") convergence code: 0 (OK)" if res.optinfo.converged else ""
+            )
             lines.extend(res.optinfo.messages)
         return "\n".join(lines) + "\n"
 

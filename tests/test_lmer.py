@@ -118,8 +118,10 @@ def test_results_api(sleepstudy):
     np.testing.assert_allclose(m.predict(sleepstudy), m.fitted())
     two = lmer("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", sleepstudy)
     codes = sleepstudy["Subject"].cat.codes.to_numpy()
-    np.testing.assert_allclose(two.predict(sleepstudy, re_form="~(1 | Subject)"),
-                               two.predict(sleepstudy, re_form="~0") + two.ranef()["Subject"]["Intercept"].to_numpy()[codes])
+    np.testing.assert_allclose(
+        two.predict(sleepstudy, re_form="~(1 | Subject)"),
+        two.predict(sleepstudy, re_form="~0") + two.ranef()["Subject"]["Intercept"].to_numpy()[codes],
+    )
     with pytest.raises(sparselmm.FormulaError, match="not in the model"):
         m.predict(sleepstudy, re_form="~(1 | Subject)")
     assert m.Z.shape == (180, 36) and m.Lambda.shape == (36, 36)
@@ -129,8 +131,13 @@ def test_results_api(sleepstudy):
     assert info.n_evals > 0 and info.setup_seconds > 0 and info.optimize_seconds > 0
     np.testing.assert_array_equal(info.theta_start, [1.0, 0.0, 1.0])
     text = str(m.summary())
-    for piece in ("REML criterion at convergence: 1743.6", "Subject  (Intercept)", "Number of obs: 180",
-                  "Correlation of Fixed Effects", "t value"):
+    for piece in (
+        "REML criterion at convergence: 1743.6",
+        "Subject  (Intercept)",
+        "Number of obs: 180",
+        "Correlation of Fixed Effects",
+        "t value",
+    ):
         assert piece in text
 
 
@@ -149,8 +156,9 @@ def test_weights_equal_duplication_at_fixed_theta(sleepstudy):
     (σ differs by design: the duplicate adds n residuals), so the PLS solutions agree exactly."""
     doubled = pd.concat([sleepstudy, sleepstudy], ignore_index=True)
     f_dup = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", doubled, reml=False)
-    f_w = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy, reml=False,
-                                      weights=np.full(180, 2.0))
+    f_w = sparselmm.deviance_function(
+        "Reaction ~ Days + (Days | Subject)", sleepstudy, reml=False, weights=np.full(180, 2.0)
+    )
     for theta in ([0.9, 0.05, 0.2], [0.3, -0.1, 0.5]):
         a, b = f_dup.solve(theta), f_w.solve(theta)
         np.testing.assert_allclose(b.beta, a.beta, rtol=1e-10)
