@@ -156,11 +156,11 @@ class LmerSummary:
                 f"fit warnings:\nfixed-effect model matrix is rank deficient so dropping "
                 f"{len(design.dropped_columns)} column(s): {design.dropped_columns}"
             )
-        if res.optinfo.messages:
-            lines.append(
-                "optimizer (" + res.optinfo.optimizer + ") convergence code: 0 (OK)" if res.optinfo.converged else ""
-            )
-            lines.extend(res.optinfo.messages)
+        info = res.optinfo
+        if info.messages:
+            status = "0 (OK)" if info.converged else "-1 (see messages)"
+            lines.append(f"optimizer ({info.optimizer}) convergence code: {status}")
+            lines.extend(info.messages)
         return "\n".join(lines) + "\n"
 
     __repr__ = __str__

@@ -28,6 +28,14 @@ def test_sleepstudy_reml_published(sleepstudy):
     assert m.optinfo.converged and not m.is_singular()
 
 
+def test_reml_fit_deviance_is_ml_deviance_at_reml_estimates(sleepstudy):
+    # R 4.2.2, lme4 1.1-31: deviance(lmer(Reaction ~ Days + (Days|Subject), sleepstudy), REML = FALSE)
+    m = lmer("Reaction ~ Days + (Days | Subject)", sleepstudy)
+    assert m.deviance == pytest.approx(1751.985866432, abs=1e-8)
+    # and the REML log-likelihood, lme4's logLik(m): -871.814135979976
+    assert m.loglik == pytest.approx(-871.814135979976, abs=1e-8)
+
+
 def test_sleepstudy_ml_published(sleepstudy):
     m = lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, reml=False)
     assert digits(m.objective, 1751.9393, 4)
