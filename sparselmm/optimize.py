@@ -164,8 +164,9 @@ def optimize_theta(
 
     t0 = time.perf_counter()
     x, fx, ok, message = _run(counted, np.asarray(theta0, float), lower, optimizer, ctrl)
-    x = np.maximum(x, lower)
-    fx = counted(x)
+    if np.any(x < lower):  # only a scipy method can step outside; NLopt keeps to the bounds
+        x = np.maximum(x, lower)
+        fx = counted(x)
     if restart_edge:
         # lme4's restart_edge: if stepping off a zero boundary lowers the deviance, optimise again from there
         at_edge = np.flatnonzero((lower == 0) & (x == 0))
@@ -176,8 +177,9 @@ def optimize_theta(
                 xi[i] = step
                 if counted(xi) < fx:
                     x2, f2, ok2, msg2 = _run(counted, xi, lower, optimizer, ctrl)
-                    x2 = np.maximum(x2, lower)
-                    f2 = counted(x2)
+                    if np.any(x2 < lower):
+                        x2 = np.maximum(x2, lower)
+                        f2 = counted(x2)
                     if f2 < fx:
                         x, fx, ok, message = x2, f2, ok2, msg2
                     break
