@@ -1,0 +1,43 @@
+"""Optimiser wrapper and lme4-style convergence checks."""
+
+import numpy as np
+import pytest
+
+import sparselmm
+from sparselmm.optimize import _derivatives, is_singular, optimize_theta
+
+
+def test_is_singular_uses_diagonal_elements_only():
+    lower = np.array([0.0, -np.inf, 0.0])
+    assert is_singular(np.array([1.0, 0.0, 5e-5]), lower)
+    assert not is_singular(np.array([1.0, 0.0, 0.5]), lower)  # an off-diagonal 0 is not singular
+
+
+def test_derivatives_of_a_quadratic():
+    H = np.array([[2.0, 0.5], [0.5, 1.0]])
+    fun = lambda x: 0.5 * x @ H @ x + x[0]  # noqa: E731
+    x = np.array([0.3, -0.2])
+    g, h = _derivatives(fun, x, fun(x))
+    np.testing.assert_allclose(g, H @ x + [1, 0], atol=1e-7)
+    np.testing.assert_allclose(h, H, atol=1e-5)
+
+
+def test_quadratic_minimum_found_with_bounds():
+    theta, f, info = optimize_theta(
+        lambda x: (x[0] - 2) ** 2 + (x[1] + 1) ** 2 + 1, np.array([1.0, 0.0]), np.array([0.0, -np.inf])
+    )
+    np.testing.assert_allclose(theta, [2, -1], atol=1e-5)
+    assert info.converged and info.n_evals > 0
+
+
+def test_stopped_early_warns(sleepstudy):
+    with pytest.warns(sparselmm.ConvergenceWarning):
+        m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sleepstudy, control={"maxeval": 5})
+    assert not m.optinfo.converged
+    assert any("did not report convergence" in msg for msg in m.optinfo.messages)
+
+
+def test_restart_from_the_edge():
+    # a minimum just off the boundary: started at 0 the optimiser must still leave it
+    theta, f, info = optimize_theta(lambda x: (x[0] - 0.3) ** 2, np.array([0.0]), np.array([0.0]))
+    assert theta[0] == pytest.approx(0.3, abs=1e-5)
