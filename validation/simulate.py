@@ -45,8 +45,7 @@ def crossed(seed: int, n_users: int, n_items: int, n_target: int) -> pd.DataFram
     # every user and item appears at least once, the rest is heavy tailed
     u = np.concatenate([np.arange(n_users), rng.choice(n_users, n_target - n_users, p=pu)])
     i = np.concatenate(
-        [rng.permutation(np.resize(np.arange(n_items), n_users)),
-         rng.choice(n_items, n_target - n_users, p=pi)]
+        [rng.permutation(np.resize(np.arange(n_items), n_users)), rng.choice(n_items, n_target - n_users, p=pi)]
     )
     order = rng.permutation(n_target)  # repeated (user, item) pairs are allowed
     u, i = u[order], i[order]
@@ -59,8 +58,7 @@ def crossed(seed: int, n_users: int, n_items: int, n_target: int) -> pd.DataFram
     bi = rng.normal(0.0, 0.5, n_items)
     y = 1.0 + 0.5 * x + cond_eff + bu[u] + bu_x[u] * x + bi[i] + rng.normal(0.0, 1.0, n)
     return pd.DataFrame(
-        {"y": y, "x": x, "cond": cond,
-         "user": _labels("u", n_users)[u], "item": _labels("i", n_items)[i]}
+        {"y": y, "x": x, "cond": cond, "user": _labels("u", n_users)[u], "item": _labels("i", n_items)[i]}
     )
 
 
@@ -82,9 +80,7 @@ def partial_crossed(seed: int = 3) -> pd.DataFrame:
     n = len(s)
     x = rng.choice([-0.5, 0.5], n)
     rt = 600 + 30 * x + a[s] + a_x[s] * x + b[t] + rng.normal(0, 60, n)
-    return pd.DataFrame(
-        {"rt": rt, "x": x, "subj": _labels("s", n_subj)[s], "stim": _labels("t", n_stim)[t]}
-    )
+    return pd.DataFrame({"rt": rt, "x": x, "subj": _labels("s", n_subj)[s], "stim": _labels("t", n_stim)[t]})
 
 
 def nested_unbalanced(seed: int = 4) -> pd.DataFrame:
@@ -192,9 +188,7 @@ def twoterms(seed: int = 10) -> pd.DataFrame:
     b1 = rng.normal(0, 0.6, n_g)
     c = rng.normal(0, 0.8, n_h)
     y = 4 + 1.0 * x + b0[g] + b1[g] * x + c[h] + rng.normal(0, 1, n)
-    return pd.DataFrame(
-        {"y": y, "x": x, "g": _labels("g", n_g)[g], "h": _labels("h", n_h)[h]}
-    )
+    return pd.DataFrame({"y": y, "x": x, "g": _labels("g", n_g)[g], "h": _labels("h", n_h)[h]})
 
 
 def _newdata(df: pd.DataFrame, group_cols: list[str], seed: int, n: int = 6) -> pd.DataFrame:
@@ -227,35 +221,45 @@ def main() -> None:
     # newdata for the bundled lme4 datasets (used by predict checks)
     bundled = {
         "sleepstudy": pd.DataFrame(
-            {"Reaction": [250.0, 300.0, 320.0, 280.0, 260.0, 290.0],
-             "Days": [0.0, 3.0, 7.5, 9.0, 1.0, 4.0],
-             "Subject": ["308", "309", "372", "337", "NEW", "NEW"]}
+            {
+                "Reaction": [250.0, 300.0, 320.0, 280.0, 260.0, 290.0],
+                "Days": [0.0, 3.0, 7.5, 9.0, 1.0, 4.0],
+                "Subject": ["308", "309", "372", "337", "NEW", "NEW"],
+            }
         ),
         "Dyestuff": pd.DataFrame(
             {"Batch": ["A", "C", "F", "NEW", "B"], "Yield": [1500.0, 1500.0, 1500.0, 1500.0, 1500.0]}
         ),
         "Penicillin": pd.DataFrame(
-            {"diameter": [23.0] * 6,
-             "plate": ["a", "k", "x", "NEW", "b", "NEW"],
-             "sample": ["A", "B", "F", "C", "NEW", "NEW"]}
+            {
+                "diameter": [23.0] * 6,
+                "plate": ["a", "k", "x", "NEW", "b", "NEW"],
+                "sample": ["A", "B", "F", "C", "NEW", "NEW"],
+            }
         ),
         "Pastes": pd.DataFrame(
-            {"strength": [60.0] * 6,
-             "batch": ["A", "C", "J", "NEW", "B", "NEW"],
-             "cask": ["a", "b", "c", "a", "a", "c"]}
+            {
+                "strength": [60.0] * 6,
+                "batch": ["A", "C", "J", "NEW", "B", "NEW"],
+                "cask": ["a", "b", "c", "a", "a", "c"],
+            }
         ),
         "cake": pd.DataFrame(
-            {"angle": [30] * 6,
-             "recipe": ["A", "B", "C", "A", "B", "C"],
-             "replicate": ["1", "5", "15", "3", "NEW", "NEW"],
-             "temp": [175.0, 195.0, 225.0, 200.0, 185.0, 215.0]}
+            {
+                "angle": [30] * 6,
+                "recipe": ["A", "B", "C", "A", "B", "C"],
+                "replicate": ["1", "5", "15", "3", "NEW", "NEW"],
+                "temp": [175.0, 195.0, 225.0, 200.0, 185.0, 215.0],
+            }
         ),
         "InstEval": pd.DataFrame(
-            {"y": [3] * 6,
-             "s": ["1", "2", "NEW", "10", "NEW", "5"],
-             "d": ["6", "NEW", "7", "8", "NEW", "1"],
-             "service": ["0", "1", "0", "1", "1", "0"],
-             "dept": ["15", "5", "10", "12", "15", "NEW"]}
+            {
+                "y": [3] * 6,
+                "s": ["1", "2", "NEW", "10", "NEW", "5"],
+                "d": ["6", "NEW", "7", "8", "NEW", "1"],
+                "service": ["0", "1", "0", "1", "1", "0"],
+                "dept": ["15", "5", "10", "12", "15", "NEW"],
+            }
         ),
     }
     for name, nd in bundled.items():

@@ -15,7 +15,7 @@ Examples
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ __all__ = ["load", "list_datasets", "describe"]
 _DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _index() -> dict[str, str]:
     """Map lower-cased dataset names to their canonical (R) spelling."""
     names = sorted(p.name[: -len(".json")] for p in _DATA_DIR.glob("*.json"))
@@ -46,14 +46,11 @@ def _resolve(name: str) -> str:
     if canonical is None:
         from ..errors import DataError
 
-        raise DataError(
-            f"unknown dataset {name!r}; available datasets: "
-            f"{', '.join(list_datasets())}"
-        )
+        raise DataError(f"unknown dataset {name!r}; available datasets: {', '.join(list_datasets())}")
     return canonical
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_meta(canonical: str) -> str:
     return (_DATA_DIR / f"{canonical}.json").read_text(encoding="utf-8")
 
@@ -94,7 +91,7 @@ def describe(name: str) -> dict[str, Any]:
     return json.loads(_read_meta(_resolve(name)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_cached(canonical: str) -> pd.DataFrame:
     meta = json.loads(_read_meta(canonical))
     columns = meta["columns"]
@@ -120,8 +117,7 @@ def _load_cached(canonical: str) -> pd.DataFrame:
             n_missing = int((cat.codes < 0).sum()) - int(values.isna().sum())
             if n_missing:
                 raise RuntimeError(
-                    f"corrupt bundled dataset {canonical!r}: column {cname!r} "
-                    "has values outside its declared levels"
+                    f"corrupt bundled dataset {canonical!r}: column {cname!r} has values outside its declared levels"
                 )
             out[cname] = cat
         elif kind == "integer":
@@ -132,10 +128,7 @@ def _load_cached(canonical: str) -> pd.DataFrame:
             raise RuntimeError(f"unknown column kind {kind!r} in {canonical!r}")
     df = pd.DataFrame(out, columns=[c["name"] for c in columns])
     if len(df) != meta["nrow"]:
-        raise RuntimeError(
-            f"corrupt bundled dataset {canonical!r}: expected {meta['nrow']} rows, "
-            f"found {len(df)}"
-        )
+        raise RuntimeError(f"corrupt bundled dataset {canonical!r}: expected {meta['nrow']} rows, found {len(df)}")
     return df
 
 
