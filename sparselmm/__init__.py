@@ -18,6 +18,7 @@ from .errors import (
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
 from .results import LmerResult
+from .statsmodels import MixedLM, MixedLMParams, MixedLMResults, mixedlm
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,9 @@ __all__ = [
     "DataError",
     "FormulaError",
     "LmerResult",
+    "MixedLM",
+    "MixedLMParams",
+    "MixedLMResults",
     "ModelSpecError",
     "NumericalError",
     "OptInfo",
@@ -35,4 +39,5 @@ __all__ = [
     "datasets",
     "deviance_function",
     "lmer",
+    "mixedlm",
 ]

@@ -201,7 +201,7 @@ def encode_grouping(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.n
     return codes.astype(np.int64), pd.Index(names)
 
 
-def _keep_independent_columns(X: np.ndarray) -> np.ndarray:
+def independent_columns(X: np.ndarray) -> np.ndarray:
     """Indices of columns kept by a left-to-right rank check (as R's pivoting ``qr`` with tol 1e-7)."""
     keep: list[int] = []
     Q = np.zeros((X.shape[0], 0))
@@ -245,7 +245,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
     mm = _model_matrix(parsed.fixed, frame, "fixed-effects model matrix")
     X = np.ascontiguousarray(np.asarray(mm, dtype=float))
     names = list(mm.columns)
-    keep = _keep_independent_columns(X) if X.shape[1] else np.array([], dtype=int)
+    keep = independent_columns(X) if X.shape[1] else np.array([], dtype=int)
     dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
     if dropped:
         warnings.warn(

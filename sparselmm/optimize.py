@@ -89,12 +89,8 @@ def _run(
         try:
             x = opt.optimize(x0)
         except nlopt.RoundoffLimited:
-            return (
-                np.asarray(opt.last_optimum_x() if hasattr(opt, "last_optimum_x") else x0),
-                opt.last_optimum_value(),
-                True,
-                "roundoff limited",
-            )
+            # NLopt stops without returning a point; the caller keeps the best point it evaluated
+            return None, opt.last_optimum_value(), True, "NLopt roundoff limited"
         status = opt.last_optimize_result()
         ok = status > 0 and status != nlopt.MAXEVAL_REACHED
         names = {
@@ -156,14 +152,25 @@ def optimize_theta(
     ctrl = dict(control or {})
     n_calls = 0
 
+    best: list = [np.inf, None]  # lowest deviance seen and its θ
+
     def counted(x):
         nonlocal n_calls
         n_calls += 1
-        val = devfun(np.asarray(x, dtype=float))
+        x = np.array(x, dtype=float)
+        val = devfun(x)
+        if val < best[0]:
+            best[0], best[1] = val, x
         return val if np.isfinite(val) else 1e300
 
+    def run(start):
+        x, fx, ok, message = _run(counted, start, lower, optimizer, ctrl)
+        if x is None or best[0] < fx:  # never return a point worse than one already evaluated
+            x, fx = best[1].copy(), best[0]
+        return x, fx, ok, message
+
     t0 = time.perf_counter()
-    x, fx, ok, message = _run(counted, np.asarray(theta0, float), lower, optimizer, ctrl)
+    x, fx, ok, message = run(np.asarray(theta0, float))
     if np.any(x < lower):  # only a scipy method can step outside; NLopt keeps to the bounds
         x = np.maximum(x, lower)
         fx = counted(x)
@@ -176,7 +183,7 @@ def optimize_theta(
                 xi = x.copy()
                 xi[i] = step
                 if counted(xi) < fx:
-                    x2, f2, ok2, msg2 = _run(counted, xi, lower, optimizer, ctrl)
+                    x2, f2, ok2, msg2 = run(xi)
                     if np.any(x2 < lower):
                         x2 = np.maximum(x2, lower)
                         f2 = counted(x2)

@@ -41,3 +41,17 @@ def test_restart_from_the_edge():
     # a minimum just off the boundary: started at 0 the optimiser must still leave it
     theta, f, info = optimize_theta(lambda x: (x[0] - 0.3) ** 2, np.array([0.0]), np.array([0.0]))
     assert theta[0] == pytest.approx(0.3, abs=1e-5)
+
+
+def test_best_point_kept_when_the_optimiser_returns_none(monkeypatch):
+    """NLopt's 'roundoff limited' stop returns no point: the best evaluated θ must be used, not the start."""
+    import sparselmm.optimize as opt
+
+    def fake_run(fun, x0, lower, method, ctrl):
+        for x in ([0.9], [0.5], [0.7]):
+            fun(np.array(x))
+        return None, 0.0, True, "NLopt roundoff limited"
+
+    monkeypatch.setattr(opt, "_run", fake_run)
+    theta, f, info = optimize_theta(lambda x: (x[0] - 0.5) ** 2, np.array([1.0]), np.array([0.0]), check_conv=False)
+    assert theta[0] == 0.5 and f == 0.0

@@ -1,0 +1,405 @@
+"""``MixedLMResults``: statsmodels' results interface for a :class:`~sparselmm.statsmodels.model.MixedLM` fit."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import ConvergenceWarning, ModelSpecError
+from .contrast import ContrastResults, linear_constraints, t_test, wald_test
+from .params import MixedLMParams
+
+__all__ = ["MixedLMResults"]
+
+
+class MixedLMResults:
+    """Results of :meth:`MixedLM.fit`, with statsmodels' attributes and methods.
+
+    ``params`` are packed on the profile scale (fixed effects, lower triangle of ``cov_re / scale``,
+    ``vcomp / scale``); ``cov_re``, ``vcomp`` and ``scale`` are on the data scale; ``bse`` comes from
+    the inverse Hessian of the log-likelihood in the non-square-root parameterisation (fixed effects not
+    profiled), and ``bse_re = sqrt(scale) * bse[k_fe:]``, exactly as statsmodels defines them. ``llf`` is
+    the REML log-likelihood for REML fits (so ``aic`` and ``bic`` are NaN there, as in statsmodels).
+
+    Differences from statsmodels (deliberate): ``random_effects`` are returned also when ``cov_re`` is
+    singular (statsmodels raises; the conditional modes are well defined); ``llf`` is computed with the
+    REML/ML setting of this fit, not whatever the model was last fitted with.
+    """
+
+    def __init__(self, model, params, cov_params):
+        self.model = model
+        self._params_arr = np.asarray(params, dtype=float)
+        self.normalized_cov_params = np.asarray(cov_params, dtype=float)
+        self.nobs = model.nobs
+        self.df_resid = self.nobs - (np.linalg.matrix_rank(model.exog) if model.k_fe else 0)
+        self.k_fe, self.k_re, self.k_re2, self.k_vc = model.k_fe, model.k_re, model.k_re2, model.k_vc
+        self.use_sqrt = model.use_sqrt
+        self.cov_pen = None
+        self.hist = None
+        self.optinfo = None
+        self._cache: dict = {}
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def _from_theta(cls, model, theta, converged, hist, info):
+        lik = model.likelihood()
+        reml = model.reml
+        state = lik.solve(theta, reml)
+        fe = state.beta.copy()
+        scale = state.pwrss / lik.fac(reml)
+        po = lik.params_from_theta(theta, fe)
+        hess, _ = model.hessian(po)
+        free = model._freepat
+        hess_diag = np.diag(hess)
+        if free is not None:
+            pcov = np.zeros_like(hess)
+            pat = free.get_packed(use_sqrt=False, has_fe=True)
+            ii = np.flatnonzero(pat)
+            hess_diag = hess_diag[ii]
+            if ii.size:
+                pcov[np.ix_(ii, ii)] = _inv(-hess[np.ix_(ii, ii)])
+        else:
+            pcov = _inv(-hess)
+        if np.any(hess_diag >= 0) or np.any(~np.isfinite(hess_diag)):
+            warnings.warn(
+                "The Hessian matrix at the estimated parameter values is not positive definite.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        res = cls(model, po.get_packed(use_sqrt=False, has_fe=True), pcov / scale)
+        res._set(po, fe, scale, reml, converged, free)
+        res._theta, res._state = np.asarray(theta, float).copy(), state
+        res.hist, res.optinfo = hist, info
+        return res
+
+    def _set(self, po, fe, scale, reml, converged, free):
+        self.params_object = po
+        self._fe = np.asarray(fe, float)
+        self.scale = float(scale)
+        self._cov_re_unscaled = np.asarray(po.cov_re, float)
+        self._cov_re = self.scale * self._cov_re_unscaled
+        self.vcomp = self.scale * np.asarray(po.vcomp, float)
+        self.reml = bool(reml)
+        self.method = "REML" if reml else "ML"
+        self.converged = bool(converged)
+        self.freepat = free
+        lik = self.model.likelihood()
+        self.llf = lik.loglike(po.cov_re, po.vcomp, self.reml, beta=fe)
+
+    @classmethod
+    def _regularized(cls, mdf, fe, ceps):
+        model = mdf.model
+        params = mdf._params_arr.copy()
+        params[: model.k_fe] = fe
+        po = mdf.params_object.copy()
+        po.fe_params = fe.copy()
+        scale = model.get_scale(fe, po.cov_re, po.vcomp)
+        hess, _ = model.hessian(po)
+        pcov = np.full_like(hess, np.nan)
+        ii = np.abs(params) > ceps
+        ii[model.k_fe :] = True
+        ii = np.flatnonzero(ii)
+        pcov[np.ix_(ii, ii)] = _inv(-hess[np.ix_(ii, ii)])
+        res = cls(model, params, pcov / scale)
+        res._set(po, fe, scale, mdf.reml, True, None)
+        res._cov_re, res.vcomp = mdf._cov_re.copy(), mdf.vcomp.copy()  # statsmodels keeps the unpenalised ones
+        res._theta = mdf._theta
+        res._state = mdf._state
+        res.method = mdf.method
+        return res
+
+    # ---- pandas wrapping (pandas in, pandas out, as statsmodels' wrapper) -------------------------
+    def _series(self, values, names):
+        return pd.Series(values, index=list(names)) if self.model._use_pandas else np.asarray(values)
+
+    def _frame(self, values, rows, cols):
+        return pd.DataFrame(values, index=list(rows), columns=list(cols)) if self.model._use_pandas else values
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.model.param_names)
+
+    @property
+    def params(self):
+        return self._series(self._params_arr, self.param_names)
+
+    @property
+    def fe_params(self):
+        return self._series(self._fe, self.model.exog_names)
+
+    @fe_params.setter
+    def fe_params(self, value):
+        self._fe = np.asarray(value, float)
+
+    @property
+    def cov_re(self):
+        names = self.model.exog_re_names
+        return self._frame(self._cov_re, names, names)
+
+    @property
+    def cov_re_unscaled(self):
+        names = self.model.exog_re_names
+        return self._frame(self._cov_re_unscaled, names, names)
+
+    # ---- inference ------------------------------------------------------------------------------
+    def cov_params(self, r_matrix=None, column=None, scale=None, cov_p=None, other=None):
+        """Covariance of the packed parameters (``normalized_cov_params * scale``), or of ``R params``."""
+        cov = self.normalized_cov_params * (self.scale if scale is None else scale) if cov_p is None else cov_p
+        if column is not None:
+            column = np.atleast_1d(column)
+            return cov[column][:, column] if column.size > 1 else cov[column[0], column[0]]
+        if r_matrix is not None:
+            R = np.atleast_2d(np.asarray(r_matrix, float))
+            O = R if other is None else np.atleast_2d(np.asarray(other, float))
+            return R @ cov @ O.T
+        return self._frame(cov, self.param_names, self.param_names)
+
+    def _cov(self) -> np.ndarray:
+        return self.normalized_cov_params * self.scale
+
+    @property
+    def bse(self):
+        with np.errstate(invalid="ignore"):
+            return self._series(np.sqrt(np.diag(self._cov())), self.param_names)
+
+    @property
+    def bse_fe(self):
+        p = self.k_fe
+        return self._series(np.sqrt(np.diag(self._cov())[:p]), self.model.exog_names)
+
+    @property
+    def bse_re(self):
+        p = self.k_fe
+        with np.errstate(invalid="ignore"):
+            return self._series(np.sqrt(self.scale * np.diag(self._cov())[p:]), self.param_names[p:])
+
+    @property
+    def tvalues(self):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self._series(self._params_arr / np.sqrt(np.diag(self._cov())), self.param_names)
+
+    @property
+    def pvalues(self):
+        t = np.asarray(self.tvalues, float)
+        return self._series(2 * stats.norm.sf(np.abs(t)), self.param_names)
+
+    def conf_int(self, alpha=0.05, cols=None):
+        """Normal (Wald) confidence intervals of the packed parameters."""
+        q = stats.norm.ppf(1 - alpha / 2)
+        se = np.sqrt(np.diag(self._cov()))
+        ci = np.column_stack([self._params_arr - q * se, self._params_arr + q * se])
+        names = self.param_names
+        if cols is not None:
+            ci, names = ci[list(cols)], [names[i] for i in cols]
+        return self._frame(ci, names, [0, 1])
+
+    @property
+    def aic(self):
+        """Akaike information criterion (NaN for REML fits, as statsmodels)."""
+        if self.reml:
+            return np.nan
+        return -2 * (self.llf - self._df_model())
+
+    @property
+    def bic(self):
+        """Bayesian information criterion (NaN for REML fits, as statsmodels)."""
+        if self.reml:
+            return np.nan
+        return -2 * self.llf + np.log(self.nobs) * self._df_model()
+
+    def _df_model(self) -> float:
+        if self.freepat is not None:
+            return float(self.freepat.get_packed(use_sqrt=False, has_fe=True).sum() + 1)
+        return float(self._params_arr.size + 1)
+
+    def t_test(self, r_matrix, use_t=None) -> ContrastResults:
+        """z-tests (t-tests with ``use_t=True``) of linear combinations of the fixed effects;
+        ``r_matrix`` has one column per fixed effect."""
+        R = np.atleast_2d(np.asarray(r_matrix, float))
+        if R.shape[1] != self.k_fe:
+            raise ValueError(f"r_matrix for t-test should have {self.k_fe:d} columns")
+        R = np.hstack([R, np.zeros((R.shape[0], self.k_re2 + self.k_vc))])
+        return t_test(self._params_arr, self._cov(), R, None, bool(use_t), self.df_resid)
+
+    def wald_test(self, r_matrix, cov_p=None, invcov=None, use_f=None, df_constraints=None, scalar=None):
+        """Joint Wald test of ``R params = q`` (array, ``(R, q)`` tuple, or a string such as
+        ``"x1 = 0, x2 = x3"`` over ``param_names``); chi² by default, F with ``use_f=True``."""
+        R, q = linear_constraints(r_matrix, self.param_names)
+        cov = self._cov() if cov_p is None else np.asarray(cov_p, float)
+        return wald_test(self._params_arr, cov, R, q, bool(use_f), self.df_resid, invcov)
+
+    def f_test(self, r_matrix, cov_p=None, invcov=None):
+        """F test of ``R params = q`` (see :meth:`wald_test`)."""
+        return self.wald_test(r_matrix, cov_p=cov_p, invcov=invcov, use_f=True)
+
+    # ---- random effects and fitted values --------------------------------------------------------
+    def _modes(self) -> np.ndarray:
+        if "b" not in self._cache:
+            lik = self.model.likelihood()
+            dev = lik.devfun(self.reml)
+            st = dev.solve(self._theta)
+            st.beta = self._fe.copy()  # conditional modes at the reported fixed effects
+            u = dev.spherical_modes(st)
+            self._cache["b"] = dev.Lambda_times(dev.factors(self._theta), u)
+        return self._cache["b"]
+
+    def _group_columns(self, g: int) -> np.ndarray:
+        """Positions in ``Z``'s columns of group ``g``'s random effects (group term, then components)."""
+        s = self.model.likelihood().structure
+        cols = []
+        if s.re_term is not None:
+            t = s.re_term
+            cols.append(t.offset + g * t.k + np.arange(t.k))
+        for t, blk in zip(s.vc_terms, self.model._vc_blocks):
+            cols.append(t.offset + np.flatnonzero(blk.col_group == g))
+        return np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+
+    def _re_names(self, g: int) -> list[str]:
+        names = list(self.model.exog_re_names)
+        for blk in self.model._vc_blocks:
+            names.extend(f"{blk.name}[{c}]" for c in blk.colnames[g])
+        return names
+
+    @property
+    def random_effects(self) -> dict:
+        """Conditional means (BLUPs) of each group's random effects: a dict group → Series, named as
+        statsmodels names them (``exog_re`` names, then ``"vc[column]"``)."""
+        if "re" not in self._cache:
+            b = self._modes()
+            self._cache["re"] = {
+                lab: pd.Series(b[self._group_columns(g)], index=self._re_names(g))
+                for g, lab in enumerate(self.model.group_labels)
+            }
+        return self._cache["re"]
+
+    @property
+    def random_effects_cov(self) -> dict:
+        """Conditional covariance of each group's random effects given the data (dict group → DataFrame)."""
+        if "recov" not in self._cache:
+            lik = self.model.likelihood()
+            dev = lik.devfun(self.reml)
+            dev.solve(self._theta)
+            Lt = lik.design.Lambdat(self._theta).tocsc()
+            out = {}
+            for g, lab in enumerate(self.model.group_labels):
+                cols = self._group_columns(g)
+                M = dev.chol.solve_L(Lt[:, cols].toarray())
+                names = self._re_names(g)
+                out[lab] = pd.DataFrame(self.scale * (M.T @ M), index=names, columns=names)
+            self._cache["recov"] = out
+        return self._cache["recov"]
+
+    def _index(self):
+        idx = self.model._row_index
+        return idx if idx is not None else pd.RangeIndex(self.nobs)
+
+    @property
+    def fittedvalues(self):
+        """Fixed effects plus the predicted random effects."""
+        Zt = self.model.likelihood().design.Zt
+        fit = self.model.exog @ self._fe + Zt.T @ self._modes()
+        return pd.Series(fit, index=self._index()) if self.model._use_pandas else fit
+
+    @property
+    def resid(self):
+        """``endog − fittedvalues``."""
+        r = self.model.endog - np.asarray(self.fittedvalues)
+        return pd.Series(r, index=self._index()) if self.model._use_pandas else r
+
+    def predict(self, exog=None, transform=True, *args, **kwargs):
+        """Fixed-effects predictions; ``exog`` is a DataFrame run through the formula when the model came
+        from a formula (``transform=True``), else an array of fixed-effects covariates."""
+        model = self.model
+        index = None
+        if exog is None:
+            X = model.exog
+            index = self._index() if model._use_pandas else None
+        elif transform and model._fixed_spec is not None and isinstance(exog, pd.DataFrame | dict):
+            frame = pd.DataFrame(exog)
+            try:
+                X = np.asarray(model._fixed_spec.get_model_matrix(frame, na_action="raise"), dtype=float)
+            except Exception as err:
+                raise ModelSpecError(f"Could not build the fixed-effects matrix for exog: {err}") from None
+            index = frame.index
+        else:
+            X = np.asarray(exog, dtype=float)
+            if X.ndim == 1:
+                X = X[None, :] if X.size == model.k_fe else X[:, None]
+            index = exog.index if isinstance(exog, pd.DataFrame) else None
+        pred = X @ self._fe
+        return pd.Series(pred, index=index) if index is not None else pred
+
+    # ---- profile likelihood --------------------------------------------------------------------------
+    def profile_re(self, re_ix, vtype, num_low=5, dist_low=1.0, num_high=5, dist_high=1.0, **fit_kwargs):
+        """Profile likelihood of one variance parameter: refits with it held fixed over a grid.
+
+        Returns an array with columns (variance on the data scale, log-likelihood), as statsmodels.
+        """
+        if vtype not in ("re", "vc"):
+            raise ValueError(f"vtype must be 're' or 'vc', not {vtype!r}")
+        model = self.model
+        po = self.params_object.copy()
+        if vtype == "re":
+            i = int(re_ix)
+            ru0 = po.cov_re[i, i]
+            value = self._cov_re[i, i]
+        else:
+            if re_ix not in model.vcomp_names:
+                raise ValueError(f"re_ix={re_ix!r} is not a variance component; choose from {model.vcomp_names}.")
+            i = model.vcomp_names.index(re_ix)
+            ru0 = po.vcomp[i]
+            value = self.vcomp[i]
+        low = (value - dist_low) / self.scale
+        high = (value + dist_high) / self.scale
+        if low <= 0:
+            raise ValueError("dist_low is too large and would result in a negative variance. Try a smaller value.")
+        rvalues = np.concatenate([np.linspace(low, ru0, num_low + 1), np.linspace(ru0, high, num_high + 1)[1:]])
+        free = MixedLMParams(model.k_fe, model.k_re, model.k_vc)
+        if self.freepat is None:
+            free.cov_re, free.vcomp = np.ones((model.k_re, model.k_re)), np.ones(model.k_vc)
+        else:
+            free.cov_re = np.array(self.freepat.cov_re, float)
+            free.vcomp = np.array(self.freepat.vcomp, float)
+        if vtype == "re":
+            free.cov_re[i, i] = 0
+        else:
+            free.vcomp[i] = 0
+        lik = model.likelihood()
+        optimizer = model._optimizer(fit_kwargs.pop("method", None))
+        out = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for x in rvalues:
+                if vtype == "re":
+                    po.cov_re[i, i] = x
+                else:
+                    po.vcomp[i] = x
+                theta, _, _ = model._optimize(po, self.reml, free, optimizer, {}, use_sqrt=False)
+                st = lik.solve(theta, self.reml)
+                out.append([x * st.pwrss / lik.fac(self.reml), lik.loglike_state(st, self.reml)])
+        return np.asarray(out)
+
+    # ---- summary ---------------------------------------------------------------------------------------
+    def summary(self, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05):
+        """statsmodels' summary table (same layout as ``summary2``); print it or call ``as_text()``."""
+        from .summary import mixedlm_summary
+
+        return mixedlm_summary(self, yname, xname_fe, xname_re, title, alpha)
+
+    def __repr__(self) -> str:
+        return f"<sparselmm MixedLMResults ({self.method}), llf={self.llf:.4f}, nobs={self.nobs}>"
+
+
+def _inv(A: np.ndarray) -> np.ndarray:
+    if A.size == 0:
+        return A.copy()
+    try:
+        return np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        warnings.warn(
+            "The Hessian is singular; using its pseudo-inverse for the covariance.", ConvergenceWarning, stacklevel=3
+        )
+        return np.linalg.pinv(A)
