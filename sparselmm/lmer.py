@@ -35,6 +35,33 @@ def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledD
     return ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
 
 
+def moment_start(design: Design) -> np.ndarray:
+    """lme4's starting θ for models whose random effects are all scalar intercepts on distinct factors.
+
+    As lme4's ``mkLmerDevfun`` (1.1-29 and later): with ``v_f`` the variance of the factor's group means
+    (expanded to the rows) and ``v_e = var(y) − Σ v_f``, start at ``θ_f = sqrt(v_f / v_e)`` when
+    ``v_e > 0``; otherwise, and for any other model, at lme4's default (1 on diagonals, 0 elsewhere).
+    Starting where lme4 starts also makes evaluation counts comparable with lme4's.
+    """
+    theta0 = design.theta0.copy()
+    terms = design.terms
+    names = [t.group_name for t in terms]
+    if any(t.cnms != ["Intercept"] or t.Zt_block is not None for t in terms) or len(set(names)) != len(names):
+        return theta0
+    y = design.y
+    n = y.size
+    v = []
+    for t in terms:
+        sums = np.bincount(t.refs, weights=y, minlength=t.n_levels)
+        counts = np.bincount(t.refs, minlength=t.n_levels)
+        ave = (sums / np.maximum(counts, 1))[t.refs]
+        v.append(np.var(ave, ddof=1) if n > 1 else np.nan)
+    v_e = (np.var(y, ddof=1) if n > 1 else np.nan) - sum(v)
+    if np.isfinite(v_e) and v_e > 0:
+        return np.sqrt(np.array(v) / v_e)
+    return theta0
+
+
 def deviance_function(
     formula: str,
     data,
@@ -115,7 +142,7 @@ def lmer(
     t0 = time.perf_counter()
     devfun = _setup(formula, data, reml, weights, offset, missing, ordering)
     design = devfun.design
-    theta0 = design.theta0.copy()
+    theta0 = moment_start(design)
     if start is not None:
         theta0 = np.asarray(start, dtype=float).ravel()
         if theta0.shape != design.theta0.shape:
