@@ -1,0 +1,201 @@
+"""Fit one workload with sparselmm or statsmodels in this (fresh) process and write a JSON record.
+
+Run by ``benchmarks/run.py``; usable alone::
+
+    python benchmarks/py_worker.py --program sparselmm --workload insteval_ml --out /tmp/r.json
+
+The data are read and converted before the clock starts; the timed region is the ``lmer()`` (or
+``MixedLM.fit()``) call only. Peak RSS of the fit is ``VmHWM`` right after the fit, before the
+per-evaluation measurement (which the parent also sees as the process's ``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import workloads  # noqa: E402
+
+
+def proc_status_mb() -> dict[str, float]:
+    """Current and peak resident set size of this process (MB), from /proc/self/status."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(val.split()[0]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
+def time_calls(fun, arg, min_calls: int, min_seconds: float, batch_seconds: float = 0.02,
+               max_seconds: float = 60.0) -> dict:
+    """Time ``fun(arg)`` in batches of ``b`` calls (each batch ≳ ``batch_seconds``) until at least
+    ``min_calls`` calls, 5 batches and ``min_seconds`` in total; the median batch time / ``b`` is robust to
+    interference from other processes, the mean is reported too. Same scheme as ``fit_lme4.R``."""
+    t = time.perf_counter()
+    fun(arg)  # warm, and a first estimate of the cost
+    first = time.perf_counter() - t
+    b = max(1, int(np.ceil(batch_seconds / max(first, 1e-7))))
+    batches = []
+    t_all = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        for _ in range(b):
+            fun(arg)
+        batches.append(time.perf_counter() - t)
+        total = time.perf_counter() - t_all
+        if total > max_seconds or (len(batches) * b >= min_calls and len(batches) >= 5 and total >= min_seconds):
+            break
+    return {"per_eval_seconds": float(np.median(batches)) / b, "per_eval_mean_seconds": float(np.sum(batches))
+            / (b * len(batches)), "per_eval_calls": b * len(batches), "per_eval_batch": b}
+
+
+def fit_sparselmm(w, df, args, rec: dict) -> None:
+    import sparselmm
+
+    rec["version"] = sparselmm.__version__
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        res = sparselmm.lmer(w.formula, df, reml=w.reml)
+        if profiler is not None:
+            profiler.disable()
+        rec["fit_seconds"] = time.perf_counter() - t0
+    rec["mem_after_fit_mb"] = proc_status_mb()
+    info = res.optinfo
+    rec.update(
+        objective=float(res.objective),
+        theta=[float(t) for t in res.theta],
+        fixef={str(k): float(v) for k, v in res.fixef.items()},
+        n_evals=int(info.n_evals),
+        n_evals_total=int(info.n_evals_total),
+        setup_seconds=float(info.setup_seconds),
+        optimize_seconds=float(info.optimize_seconds),
+        optimizer=str(info.optimizer),
+        converged=bool(info.converged),
+        messages=list(info.messages),
+    )
+    if profiler is not None:
+        import io
+        import pstats
+
+        profiler.dump_stats(args.profile)
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(25)
+        rec["profile_top"] = buf.getvalue()
+    if args.per_eval_calls > 0:
+        # the fitted model's own deviance function (its CHOLMOD analysis is already done); fall back to
+        # building a new one through the public API
+        devfun = getattr(res, "_devfun", None)
+        if devfun is None:
+            devfun = sparselmm.deviance_function(w.formula, df, reml=w.reml)
+        theta = np.asarray(res.theta, dtype=float)
+        rec.update(time_calls(devfun, theta, args.per_eval_calls, args.per_eval_seconds))
+    try:  # size of Z and of the Cholesky factor (fill-in), best effort through internals
+        devfun = res._devfun
+        rec["q"] = int(devfun.design.q)
+        if rec["q"] <= 200_000:
+            rec["L_nnz"] = int(devfun.chol.nnz())
+    except Exception:
+        pass
+
+
+def fit_statsmodels(w, df, args, rec: dict) -> None:
+    import statsmodels
+    import statsmodels.formula.api as smf
+
+    rec["version"] = statsmodels.__version__
+    spec = dict(w.statsmodels or {})
+    if not spec:
+        raise RuntimeError(f"no statsmodels translation for {w.name}")
+    if spec.get("groups") == "one":
+        df["one"] = 1
+    fixed = w.formula.split("(")[0].rstrip(" +")  # the fixed part: random terms come last
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        model = smf.mixedlm(fixed, df, groups=spec["groups"], re_formula=spec.get("re_formula"),
+                            vc_formula=spec.get("vc_formula"))
+        setup = time.perf_counter() - t0
+        calls = {"loglike": 0, "score": 0}
+        orig_loglike, orig_score = model.loglike, model.score
+
+        def loglike(*a, **k):
+            calls["loglike"] += 1
+            return orig_loglike(*a, **k)
+
+        def score(*a, **k):
+            calls["score"] += 1
+            return orig_score(*a, **k)
+
+        model.loglike, model.score = loglike, score  # count evaluations (instance attributes shadow methods)
+        res = model.fit(reml=w.reml)
+        rec["fit_seconds"] = time.perf_counter() - t0
+    rec["mem_after_fit_mb"] = proc_status_mb()
+    rec.update(
+        objective=float(-2 * res.llf),
+        fixef={str(k): float(v) for k, v in res.fe_params.items()},
+        n_evals=calls["loglike"],
+        n_gradient_evals=calls["score"],
+        setup_seconds=setup,
+        converged=bool(getattr(res, "converged", False)),
+        optimizer=str(getattr(res, "method", "")),
+    )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--program", choices=("sparselmm", "statsmodels"), required=True)
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--per-eval-calls", type=int, default=20, help="min calls of f(θ̂) (0 = skip)")
+    ap.add_argument("--per-eval-seconds", type=float, default=0.5, help="min seconds of f(θ̂) calls")
+    ap.add_argument("--profile", default=None, help="write cProfile stats of the fit to this path")
+    args = ap.parse_args(argv)
+
+    w = workloads.get(args.workload)
+    rec: dict = {"program": args.program, "workload": w.name, "ok": False}
+    try:
+        t0 = time.perf_counter()
+        df = workloads.read_frame(w)
+        rec["load_seconds"] = time.perf_counter() - t0
+        rec["n"] = int(len(df))
+        rec["levels"] = {c: int(df[c].nunique()) for c in w.factors}
+        # import the fitting library before the RSS baseline so ΔRSS is the fit's own footprint
+        if args.program == "sparselmm":
+            import sparselmm  # noqa: F401
+        else:
+            import statsmodels.formula.api  # noqa: F401
+        rec["mem_before_fit_mb"] = proc_status_mb()
+        if args.program == "sparselmm":
+            fit_sparselmm(w, df, args, rec)
+        else:
+            fit_statsmodels(w, df, args, rec)
+        rec["ok"] = True
+    except Exception as exc:  # reported, not raised: the parent records the failure
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        rec["traceback"] = traceback.format_exc()
+    Path(args.out).write_text(json.dumps(rec, indent=1))
+    return 0 if rec["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Benchmark workloads: model formulas, data generators and the on-disk data cache.
+
+Every workload's data is written once, as CSV, to ``benchmarks/.cache/`` and then read by every
+program (sparselmm, lme4 through Rscript, statsmodels), so all of them fit identical bytes. Grouping
+factors are stored as integer codes and converted to factors after reading (``astype("category")`` in
+pandas, ``factor()`` in R); both sort integer levels numerically, so level order agrees too.
+
+Synthetic data use ``numpy.random.default_rng`` with a fixed seed per workload. A file name carries
+``GENERATOR_VERSION``: bump it when a generator changes so stale caches are not reused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("SPARSELMM_BENCH_CACHE", HERE / ".cache"))
+GENERATOR_VERSION = 1
+
+__all__ = ["CACHE", "WORKLOADS", "Workload", "data_path", "ensure_data", "get", "read_frame"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One model on one data set.
+
+    ``factors`` are the columns converted to factors after reading; ``levels`` lists the number of
+    levels of each grouping factor (for reports and plots); ``tags`` select workloads for a run:
+    ``quick`` (the ``--quick`` set), ``default`` (a full run), ``large`` (only with ``--large``),
+    ``sweep_n`` and ``sweep_levels`` (series in the scaling plot).
+    """
+
+    name: str
+    formula: str
+    reml: bool
+    data: str  # key into DATASETS
+    factors: tuple[str, ...]
+    description: str
+    tags: tuple[str, ...] = ("default",)
+    # statsmodels MixedLM translation: groups column, re_formula, vc_formula; None = not attempted
+    statsmodels: dict | None = None
+    # attempt statsmodels in --quick mode too (only where it is known to finish fast)
+    statsmodels_quick: bool = False
+    pair: str | None = None  # replication pair this workload belongs to ("1x" / "10x" by tag)
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# data generators (each returns a DataFrame with integer-coded grouping factors)
+# --------------------------------------------------------------------------------------------------
+
+
+def _insteval() -> pd.DataFrame:
+    from sparselmm import datasets
+
+    df = datasets.load("InstEval")
+    out = pd.DataFrame({"y": df["y"].astype(np.int64)})
+    for col in ("s", "d", "dept", "service"):
+        # labels are integers in lme4's InstEval ("1", "2", ...; service is "0"/"1")
+        out[col] = df[col].astype(str).astype(np.int64)
+    return out
+
+
+def _sleepstudy() -> pd.DataFrame:
+    from sparselmm import datasets
+
+    df = datasets.load("sleepstudy")
+    return pd.DataFrame(
+        {"Reaction": df["Reaction"].astype(float), "Days": df["Days"].astype(float),
+         "Subject": df["Subject"].astype(str).astype(np.int64)}
+    )
+
+
+def _heavy_tailed_codes(rng: np.random.Generator, n_levels: int, n: int, sigma: float) -> np.ndarray:
+    """``n`` draws from ``n_levels`` levels with lognormal (heavy-tailed) activity; every level occurs."""
+    p = rng.lognormal(0.0, sigma, n_levels)
+    p /= p.sum()
+    codes = np.concatenate([np.arange(n_levels), rng.choice(n_levels, n - n_levels, p=p)])
+    return codes
+
+
+def crossed_frame(seed: int, n: int, n_users: int, n_items: int) -> pd.DataFrame:
+    """Users × items with heavy-tailed activity on both sides (lognormal sampling weights).
+
+    ``y = 1 + 0.5 x + b_user + b_item + e`` with ``b_user ~ N(0, 0.8²)``, ``b_item ~ N(0, 0.5²)``,
+    ``e ~ N(0, 1)``. Every user and every item occurs at least once, so the level counts are exact.
+    """
+    if n < max(n_users, n_items):
+        raise ValueError("need n >= number of levels of each factor")
+    rng = np.random.default_rng(seed)
+    u = _heavy_tailed_codes(rng, n_users, n, 1.2)
+    i = _heavy_tailed_codes(rng, n_items, n, 1.0)
+    rng.shuffle(u)
+    rng.shuffle(i)
+    x = rng.normal(0.0, 1.0, n)
+    bu = rng.normal(0.0, 0.8, n_users)
+    bi = rng.normal(0.0, 0.5, n_items)
+    y = 1.0 + 0.5 * x + bu[u] + bi[i] + rng.normal(0.0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "user": u + 1, "item": i + 1})
+
+
+def replicated_frame(seed: int, n_base: int, n_users: int, n_items: int, times: int) -> pd.DataFrame:
+    """The (user, item) rows of ``crossed_frame(seed, n_base, ...)`` repeated ``times`` times.
+
+    The set of (user, item) pairs, hence the pattern of ZᵀZ, is identical for every ``times``; only n
+    and the values change. ``x`` and the noise are drawn fresh for each replicate, the random effects
+    are shared, so the replicated data are a genuine ``times``-fold larger sample of the same design.
+    """
+    base = crossed_frame(seed, n_base, n_users, n_items)
+    rng = np.random.default_rng(seed + 1000)
+    bu = rng.normal(0.0, 0.8, n_users)
+    bi = rng.normal(0.0, 0.5, n_items)
+    u = np.tile(base["user"].to_numpy() - 1, times)
+    i = np.tile(base["item"].to_numpy() - 1, times)
+    n = u.size
+    x = rng.normal(0.0, 1.0, n)
+    y = 1.0 + 0.5 * x + bu[u] + bi[i] + rng.normal(0.0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "user": u + 1, "item": i + 1})
+
+
+def nested_frame(seed: int, n_schools: int, classes_per_school: int, n: int) -> pd.DataFrame:
+    """Pupils in classes in schools; class sizes heavy tailed. Model ``(1 | school/classroom)``."""
+    rng = np.random.default_rng(seed)
+    n_classes = n_schools * classes_per_school
+    cls = _heavy_tailed_codes(rng, n_classes, n, 0.8)
+    rng.shuffle(cls)
+    school = cls // classes_per_school
+    within = cls % classes_per_school  # class label within its school (1..classes_per_school)
+    x = rng.normal(0.0, 1.0, n)
+    bs = rng.normal(0.0, 0.7, n_schools)
+    bc = rng.normal(0.0, 0.4, n_classes)
+    y = 2.0 + 0.3 * x + bs[school] + bc[cls] + rng.normal(0.0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "school": school + 1, "classroom": within + 1})
+
+
+def slopes_frame(seed: int, n_groups: int, n: int) -> pd.DataFrame:
+    """Correlated random intercepts and slopes in many groups of heavy-tailed size: ``(1 + x | g)``."""
+    rng = np.random.default_rng(seed)
+    g = _heavy_tailed_codes(rng, n_groups, n, 0.8)
+    rng.shuffle(g)
+    x = rng.normal(0.0, 1.0, n)
+    cov = np.array([[0.8**2, 0.3 * 0.8 * 0.4], [0.3 * 0.8 * 0.4, 0.4**2]])
+    b = rng.multivariate_normal([0.0, 0.0], cov, n_groups)
+    y = 1.0 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0.0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "g": g + 1})
+
+
+# name -> (generator, float format). Generators are deterministic.
+DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
+    "InstEval": _insteval,
+    "sleepstudy": _sleepstudy,
+    # synthetic crossed sweep over n (levels grow with n)
+    "crossed_1e4": lambda: crossed_frame(101, 10_000, 1_000, 1_000),
+    "crossed_1e5": lambda: crossed_frame(102, 100_000, 10_000, 2_000),
+    "crossed_1e6": lambda: crossed_frame(103, 1_000_000, 50_000, 5_000),
+    "crossed_1e7": lambda: crossed_frame(104, 10_000_000, 100_000, 10_000),
+    # synthetic crossed sweep over levels at fixed n = 2e5
+    "levels_2e3": lambda: crossed_frame(111, 200_000, 2_000, 200),
+    "levels_1e4": lambda: crossed_frame(112, 200_000, 10_000, 1_000),
+    "levels_4e4": lambda: crossed_frame(113, 200_000, 40_000, 4_000),
+    # replication pair: identical ZᵀZ pattern, n × 1 and n × 10
+    "rep_1x": lambda: replicated_frame(121, 50_000, 5_000, 1_000, 1),
+    "rep_10x": lambda: replicated_frame(121, 50_000, 5_000, 1_000, 10),
+    "nested": lambda: nested_frame(131, 1_000, 10, 200_000),
+    "slopes": lambda: slopes_frame(141, 20_000, 200_000),
+}
+
+_CROSSED_SM = {"groups": "one", "re_formula": "0", "vc_formula": {"user": "0 + C(user)", "item": "0 + C(item)"}}
+_CROSSED = "y ~ 1 + x + (1 | user) + (1 | item)"
+
+
+def _crossed(name: str, tags: tuple[str, ...], desc: str, sm_quick: bool = False, pair: str | None = None):
+    return Workload(
+        name=name, formula=_CROSSED, reml=True, data=name, factors=("user", "item"), description=desc,
+        tags=tags, statsmodels=_CROSSED_SM, statsmodels_quick=sm_quick, pair=pair,
+    )
+
+
+WORKLOADS: list[Workload] = [
+    Workload(
+        "insteval_ml", "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", False, "InstEval",
+        ("s", "d", "dept", "service"), "lme4's InstEval, ML (73 421 rows; 2 972 s × 1 128 d × 28 dept:service)",
+        tags=("quick", "default"),
+        statsmodels={"groups": "one", "re_formula": "0",
+                     "vc_formula": {"s": "0 + C(s)", "d": "0 + C(d)", "ds": "0 + C(dept):C(service)"}},
+    ),
+    Workload(
+        "insteval_reml", "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", True, "InstEval",
+        ("s", "d", "dept", "service"), "InstEval, REML", tags=("default",),
+    ),
+    Workload(
+        "sleepstudy", "Reaction ~ Days + (Days | Subject)", True, "sleepstudy", ("Subject",),
+        "sleepstudy, REML (180 rows, 18 subjects): small-model overhead", tags=("quick", "default"),
+        statsmodels={"groups": "Subject", "re_formula": "~Days"}, statsmodels_quick=True,
+    ),
+    _crossed("crossed_1e4", ("quick", "default", "sweep_n"), "crossed users × items, n=1e4, 1e3 × 1e3 levels"),
+    _crossed("crossed_1e5", ("default", "sweep_n"), "crossed, n=1e5, 1e4 × 2e3 levels"),
+    _crossed("crossed_1e6", ("default", "sweep_n"), "crossed, n=1e6, 5e4 × 5e3 levels"),
+    _crossed("crossed_1e7", ("large", "sweep_n"), "crossed, n=1e7, 1e5 × 1e4 levels (only with --large)"),
+    _crossed("levels_2e3", ("default", "sweep_levels"), "crossed, n=2e5, 2e3 × 2e2 levels"),
+    _crossed("levels_1e4", ("default", "sweep_levels"), "crossed, n=2e5, 1e4 × 1e3 levels"),
+    _crossed("levels_4e4", ("default", "sweep_levels"), "crossed, n=2e5, 4e4 × 4e3 levels"),
+    _crossed("rep_1x", ("quick", "default", "rep"), "replication pair base: n=5e4, 5e3 × 1e3 levels", pair="1x"),
+    _crossed("rep_10x", ("quick", "default", "rep"), "the same rows × 10 (n=5e5, identical ZᵀZ pattern)",
+             pair="10x"),
+    Workload(
+        "nested", "y ~ 1 + x + (1 | school/classroom)", True, "nested", ("school", "classroom"),
+        "nested pupils/classes/schools, n=2e5, 1e3 schools × 10 classes", tags=("default",),
+        statsmodels={"groups": "school", "re_formula": "1", "vc_formula": {"classroom": "0 + C(classroom)"}},
+    ),
+    Workload(
+        "slopes", "y ~ 1 + x + (1 + x | g)", True, "slopes", ("g",),
+        "correlated random slopes, n=2e5, 2e4 groups", tags=("default",),
+        statsmodels={"groups": "g", "re_formula": "~x"},
+    ),
+]
+
+_BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+def get(name: str) -> Workload:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown workload {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def data_path(dataset: str) -> Path:
+    return CACHE / f"{dataset}.v{GENERATOR_VERSION}.csv"
+
+
+def ensure_data(dataset: str, verbose: bool = True) -> Path:
+    """Generate ``dataset`` into the cache unless it is there already; return its path."""
+    path = data_path(dataset)
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    df = DATASETS[dataset]()
+    tmp = path.with_suffix(".csv.partial")
+    df.to_csv(tmp, index=False, float_format="%.10g")
+    tmp.replace(path)
+    if verbose:
+        print(f"  generated {path.name}: {len(df):,} rows, {path.stat().st_size / 1e6:.1f} MB", flush=True)
+    return path
+
+
+def read_frame(workload: Workload) -> pd.DataFrame:
+    """Read a workload's cached CSV the way the Python programs see it (factors as categoricals)."""
+    df = pd.read_csv(data_path(workload.data))
+    for col in workload.factors:
+        df[col] = df[col].astype("category")
+    return df
+
+
+def model_columns(workload: Workload) -> int:
+    """Number of data columns the model uses (response, covariates, grouping factors)."""
+    import re
+
+    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", workload.formula))
+    return len(names)
