@@ -584,7 +584,7 @@ class MixedLM:
             warnings.warn("niter_sa is currently ignored", UserWarning, stacklevel=2)
         # tighter than lme4's 1e-8 defaults: the statsmodels parameterisation reports small covariances whose
         # relative accuracy needs it (≈ +10% evaluations)
-        control = {"ftol_abs": 1e-10, "xtol_abs": 1e-10}
+        control = {"ftol_abs": 1e-10, "xtol_abs": 1e-10, "ftol_rel": 0.0}
         if "ftol" in fit_kwargs:
             control["ftol_abs"] = float(fit_kwargs["ftol"])
         if "maxiter" in fit_kwargs:
