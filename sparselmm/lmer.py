@@ -84,7 +84,7 @@ def deviance_function(
         Prior weights and offset: a column name or one value per row.
     missing : {"drop", "raise"}
     ordering : str
-        CHOLMOD fill-reducing ordering; ``"auto"`` picks AMD or METIS by timing one factorisation each.
+        CHOLMOD fill-reducing ordering; ``"auto"``: CHOLMOD's default for small models, METIS from q = 2000.
 
     Returns
     -------
@@ -131,7 +131,7 @@ def lmer(
     check_conv : bool
         Run lme4's convergence checks (finite-difference gradient and Hessian).
     ordering : str
-        CHOLMOD fill-reducing ordering; ``"auto"`` times AMD and METIS on large problems and keeps the faster.
+        CHOLMOD fill-reducing ordering; ``"auto"``: CHOLMOD's default for small models, METIS from q = 2000.
     data_name : str, optional
         Name shown on the summary's ``Data:`` line.
 
