@@ -4,8 +4,9 @@ The default optimiser is BOBYQA from NLopt with lme4's settings (``xtol_abs = ft
 a relative tolerance ``ftol_rel = 1e-12``: for large models an absolute 1e-8 on a deviance of 1e5–1e6
 asks for digits below the deviance's own rounding error, and the extra steps (10–20 % of the
 evaluations on InstEval and the crossed benchmarks) moved the optimum by < 3e-12 relative.
-After it stops, parameters on the boundary are probed (lme4's ``restart_edge``), the fit is checked for singularity, and, when affordable,
-the gradient and Hessian are estimated by central differences to warn about non-convergence.
+After it stops, parameters on the boundary are probed (lme4's ``restart_edge``), the fit is checked
+for singularity, and, when affordable, the gradient and Hessian are estimated by central differences
+to warn about non-convergence.
 """
 
 from __future__ import annotations
