@@ -24,6 +24,7 @@ from ._cholmod import SparseCholesky
 from .crossprod import CrossProducts
 from .design import Design, ReTerm
 from .errors import ModelSpecError, NumericalError
+from .schur import MAX_DENSE, SchurCholesky, schur_applicable
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
@@ -170,7 +171,7 @@ class ProfiledDeviance:
         self.n_evals = 0
         self.state: PLSState | None = None
 
-    def _analyse(self, ordering: str) -> SparseCholesky:
+    def _analyse(self, ordering: str):
         """Symbolic analysis with the given CHOLMOD ordering.
 
         ``"auto"``: CHOLMOD's default (AMD) for small q; METIS from ``AUTO_ORDERING_MIN_Q`` up. Measured
@@ -179,14 +180,35 @@ class ProfiledDeviance:
         crossed design METIS gives 14.9M vs 15.2M entries and analyses in 0.7 s against AMD's 1.6 s.
         Timing both orderings at set-up was tried and dropped: it cost several factorisations and
         the timings were noise-level on a shared machine.
+
+        When the first term is scalar and at most ``MAX_DENSE`` random effects remain, ``"auto"`` uses
+        the dense-Schur factor (:mod:`sparselmm.schur`) instead of CHOLMOD: whole fits, same evaluations
+        and optimum, took 5.2 s vs 8.6 s (2e5 rows, 1e4 × 1e3 levels), 5.3 vs 7.1 s (1e5 rows,
+        1e4 × 2e3), 1.2 vs 1.7 s (5e4 rows, 5e3 × 1e3) and 3.0 vs 3.9 s (InstEval ML). Above that
+        size (1e6 rows, 5e4 × 5e3) CHOLMOD was faster (1.6 s vs 2.7 s per evaluation). ``"schur"``
+        forces it wherever it applies.
         """
         A = self.updater.update(self.factors(self.design.theta0))
+        q1 = self.terms[0].q
+        if ordering == "schur":
+            if not schur_applicable(self.terms, A.shape[0]):
+                raise ModelSpecError(
+                    "ordering='schur' needs a scalar first random-effects term and at most "
+                    f"{MAX_DENSE} other random effects; use ordering='auto'."
+                )
+            self.ordering = "schur"
+            return SchurCholesky(A, q1)
+        large = A.shape[0] >= AUTO_ORDERING_MIN_Q
+        if ordering == "auto" and large and schur_applicable(self.terms, A.shape[0]):
+            self.ordering = "schur"
+            return SchurCholesky(A, q1)
+        requested = ordering
         if ordering == "auto":
-            ordering = "default" if A.shape[0] < AUTO_ORDERING_MIN_Q else "metis"
+            ordering = "metis" if large else "default"
         try:
             chol = SparseCholesky(A, ordering=ordering)
         except Exception:  # a CHOLMOD built without METIS refuses the ordering
-            if self.ordering != "auto":
+            if requested != "auto":
                 raise
             ordering = "default"
             chol = SparseCholesky(A, ordering=ordering)

@@ -17,7 +17,7 @@ from .results import LmerResult
 
 __all__ = ["lmer", "deviance_function"]
 
-ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd")
+ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd", "schur")
 
 
 def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledDeviance:
