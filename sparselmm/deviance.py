@@ -24,7 +24,7 @@ from ._cholmod import SparseCholesky
 from .crossprod import CrossProducts
 from .design import Design, ReTerm
 from .errors import ModelSpecError, NumericalError
-from .schur import MAX_DENSE, SchurCholesky, schur_applicable
+from .schur import MAX_DENSE, NotDiagonalError, SchurCholesky, schur_applicable
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
@@ -191,17 +191,24 @@ class ProfiledDeviance:
         A = self.updater.update(self.factors(self.design.theta0))
         q1 = self.terms[0].q
         if ordering == "schur":
-            if not schur_applicable(self.terms, A.shape[0]):
+            try:
+                if not schur_applicable(self.terms, A.shape[0]):
+                    raise NotDiagonalError
+                self.ordering = "schur"
+                return SchurCholesky(A, q1)
+            except NotDiagonalError:
                 raise ModelSpecError(
-                    "ordering='schur' needs a scalar first random-effects term and at most "
-                    f"{MAX_DENSE} other random effects; use ordering='auto'."
-                )
-            self.ordering = "schur"
-            return SchurCholesky(A, q1)
+                    "ordering='schur' needs a scalar first random-effects term with one level per row and "
+                    f"at most {MAX_DENSE} other random effects; use ordering='auto'."
+                ) from None
         large = A.shape[0] >= AUTO_ORDERING_MIN_Q
         if ordering == "auto" and large and schur_applicable(self.terms, A.shape[0]):
-            self.ordering = "schur"
-            return SchurCholesky(A, q1)
+            try:
+                chol = SchurCholesky(A, q1)
+                self.ordering = "schur"
+                return chol
+            except NotDiagonalError:
+                pass
         requested = ordering
         if ordering == "auto":
             ordering = "metis" if large else "default"

@@ -19,14 +19,22 @@ from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from .errors import NumericalError
 
-__all__ = ["SchurCholesky", "schur_applicable"]
+__all__ = ["NotDiagonalError", "SchurCholesky", "schur_applicable"]
 
 MAX_DENSE = 4000  # largest dense Schur complement tried (4000² doubles = 128 MB)
 
 
+class NotDiagonalError(ValueError):
+    """The first term's block of ``A`` has off-diagonal entries: the Schur factor does not apply."""
+
+
 def schur_applicable(terms, q: int) -> bool:
-    """The first term is scalar with one level per row, and what remains is small enough to hold dense."""
-    if not terms or terms[0].k != 1 or terms[0].Zt_block is not None:
+    """The first term is scalar and what remains is small enough to hold dense.
+
+    (Its block of ``A`` must also be diagonal — one level per row — which :class:`SchurCholesky`
+    checks on the pattern; a variance component given as ``Zt_block`` can pass or fail that check.)
+    """
+    if not terms or terms[0].k != 1:
         return False
     q1 = terms[0].q
     return 0 < q - q1 <= MAX_DENSE and q1 >= q - q1
@@ -51,7 +59,7 @@ class SchurCholesky:
         pos = np.arange(rows.size)
         top = cols < q1
         if np.any(top & (rows < q1) & (rows != cols)):
-            raise ValueError("the first block of A is not diagonal")
+            raise NotDiagonalError("the first block of A is not diagonal")
         self.perm = np.arange(self.n)
         self.iperm = self.perm
         # where each piece's values sit in A.data (the pattern never changes)
