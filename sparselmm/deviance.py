@@ -14,6 +14,7 @@ new sparse structure.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,14 @@ class BlockUpdater:
         return self.A
 
 
+def _seconds_per_factorisation(factor, A: sp.csc_matrix) -> float:
+    """Time of one numeric factorisation of ``A + I``, after a warm-up call (first-touch allocation)."""
+    factor.factorize(A, beta=1.0)
+    start = time.perf_counter()
+    factor.factorize(A, beta=1.0)
+    return time.perf_counter() - start
+
+
 @dataclass
 class PLSState:
     """The solution of the penalised least-squares problem at one θ."""
@@ -181,11 +190,11 @@ class ProfiledDeviance:
         Timing both orderings at set-up was tried and dropped: it cost several factorisations and
         the timings were noise-level on a shared machine.
 
-        When the first term is scalar and at most ``MAX_DENSE`` random effects remain, ``"auto"`` uses
-        the dense-Schur factor (:mod:`sparselmm.schur`) instead of CHOLMOD: whole fits, same evaluations
-        and optimum, took 5.2 s vs 8.6 s (2e5 rows, 1e4 × 1e3 levels), 5.3 vs 7.1 s (1e5 rows,
-        1e4 × 2e3), 1.2 vs 1.7 s (5e4 rows, 5e3 × 1e3) and 3.0 vs 3.9 s (InstEval ML). Above that
-        size (1e6 rows, 5e4 × 5e3) CHOLMOD was faster (1.6 s vs 2.7 s per evaluation). ``"schur"``
+        When the first term is scalar and at most ``MAX_DENSE`` random effects remain, ``"auto"`` also
+        times the dense-Schur factor (:mod:`sparselmm.schur`) against CHOLMOD once and keeps the faster.
+        Neither wins everywhere: whole fits took 5.2 s (Schur) vs 8.6 s (CHOLMOD) on 2e5 rows with
+        1e4 × 1e3 levels, 3.0 vs 3.9 s on InstEval ML, but on 1e4 rows over 1e3 × 1e3 levels, where
+        CHOLMOD's factor stays half empty, an evaluation took 12.7 ms against 10.4 ms. ``"schur"``
         forces it wherever it applies.
         """
         A = self.updater.update(self.factors(self.design.theta0))
@@ -202,13 +211,6 @@ class ProfiledDeviance:
                     f"at most {MAX_DENSE} other random effects; use ordering='auto'."
                 ) from None
         large = A.shape[0] >= AUTO_ORDERING_MIN_Q
-        if ordering == "auto" and large and schur_applicable(self.terms, A.shape[0]):
-            try:
-                chol = SchurCholesky(A, q1)
-                self.ordering = "schur"
-                return chol
-            except NotDiagonalError:
-                pass
         requested = ordering
         if ordering == "auto":
             ordering = "metis" if large else "default"
@@ -220,6 +222,15 @@ class ProfiledDeviance:
             ordering = "default"
             chol = SparseCholesky(A, ordering=ordering)
         self.ordering = ordering
+        if requested == "auto" and large and schur_applicable(self.terms, A.shape[0]):
+            try:
+                schur = SchurCholesky(A, q1)
+            except NotDiagonalError:
+                return chol
+            # which is faster depends on how much CHOLMOD's supernodes fill: measure it on this model
+            if _seconds_per_factorisation(schur, A) < _seconds_per_factorisation(chol, A):
+                self.ordering = "schur"
+                return schur
         return chol
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:

@@ -44,11 +44,11 @@ def test_fit_results_equal_cholmod():
         np.testing.assert_allclose(ra.attrs["cond_sd"].to_numpy(), rb.attrs["cond_sd"].to_numpy(), rtol=1e-6)
 
 
-def test_auto_uses_schur_on_large_crossed_designs():
+def test_auto_considers_schur_on_large_crossed_designs():
     f = sparselmm.deviance_function(
         "y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)", sparselmm.datasets.load("InstEval"), reml=False
     )
-    assert f.ordering == "schur"
+    assert f.ordering in ("schur", "metis")  # chosen by timing one factorisation of each
     assert f([0.3, 0.5, 0.2]) == pytest.approx(
         sparselmm.deviance_function(
             "y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)",
