@@ -279,14 +279,16 @@ class ProfiledDeviance:
         R_ZX, c_u = sol[:, :p], sol[:, p]
         cr = self.cross
         if p:
-            R_X, info = dpotrf(cr.XtWX - R_ZX.T @ R_ZX, lower=0, clean=1)
+            # einsum, not a BLAS call: a threaded BLAS pool woken here spins and slows the next
+            # CHOLMOD factorisation, which runs on another BLAS library's threads (measured 1.5-2x)
+            R_X, info = dpotrf(cr.XtWX - np.einsum("qi,qj->ij", R_ZX, R_ZX), lower=0, clean=1)
             if info != 0:
                 raise NumericalError("The fixed-effects block R_X is not positive definite at this theta.")
-            c_beta, _ = dtrtrs(R_X, cr.XtWy - R_ZX.T @ c_u, lower=0, trans=1)
+            c_beta, _ = dtrtrs(R_X, cr.XtWy - np.einsum("qi,q->i", R_ZX, c_u), lower=0, trans=1)
             beta, _ = dtrtrs(R_X, c_beta, lower=0)
         else:
             R_X, c_beta, beta = np.zeros((0, 0)), np.zeros(0), np.zeros(0)
-        pwrss = cr.ytWy - c_u @ c_u - c_beta @ c_beta
+        pwrss = cr.ytWy - np.einsum("q,q->", c_u, c_u) - c_beta @ c_beta
         if not pwrss > 0:
             raise NumericalError("The penalised residual sum of squares is not positive at this theta.")
         ldL2 = self.chol.logdet()
