@@ -36,14 +36,17 @@ class SparseCholesky:
 
     def __init__(self, A_lower: sp.csc_matrix, ordering: str = "default", mode: str = "auto"):
         self.n = A_lower.shape[0]
-        if _CholeskyFactor is not None:
-            self._factor = _CholeskyFactor(A_lower, lower=True, order=ordering, supernodal_mode=mode)
-            self.perm = np.asarray(self._factor.get_perm(), dtype=np.int64)
-        else:
-            from sksparse.cholmod import analyze
+        try:
+            if _CholeskyFactor is not None:
+                self._factor = _CholeskyFactor(A_lower, lower=True, order=ordering, supernodal_mode=mode)
+                self.perm = np.asarray(self._factor.get_perm(), dtype=np.int64)
+            else:
+                from sksparse.cholmod import analyze
 
-            self._factor = analyze(A_lower, mode=mode, ordering_method=ordering)
-            self.perm = np.asarray(self._factor.P(), dtype=np.int64)
+                self._factor = analyze(A_lower, mode=mode, ordering_method=ordering)
+                self.perm = np.asarray(self._factor.P(), dtype=np.int64)
+        except CholmodError as err:  # e.g. a CHOLMOD built without METIS asked for ordering="metis"
+            raise NumericalError(f"CHOLMOD's symbolic analysis ({ordering=}) failed: {err}") from None
         self.iperm = np.empty_like(self.perm)
         self.iperm[self.perm] = np.arange(self.n)
 

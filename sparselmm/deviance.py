@@ -187,8 +187,8 @@ class ProfiledDeviance:
         on this project's benchmarks (2-core EPYC, OpenBLAS 0.3.21): InstEval's factor has 449k entries
         with METIS against 677k with AMD (factorisation ≈ 30 ms vs 41 ms); on the 1e6-row, 5e4 × 5e3
         crossed design METIS gives 14.9M vs 15.2M entries and analyses in 0.7 s against AMD's 1.6 s.
-        Timing both orderings at set-up was tried and dropped: it cost several factorisations and
-        the timings were noise-level on a shared machine.
+        (Timing AMD against METIS at set-up was tried and dropped: it cost several factorisations
+        and the differences were noise-level on a shared machine.)
 
         When the first term is scalar and at most ``MAX_DENSE`` random effects remain, ``"auto"`` also
         times the dense-Schur factor (:mod:`sparselmm.schur`) against CHOLMOD once and keeps the faster.
@@ -216,7 +216,7 @@ class ProfiledDeviance:
             ordering = "metis" if large else "default"
         try:
             chol = SparseCholesky(A, ordering=ordering)
-        except Exception:  # a CHOLMOD built without METIS refuses the ordering
+        except NumericalError:  # a CHOLMOD built without METIS refuses the ordering
             if requested != "auto":
                 raise
             ordering = "default"
