@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -72,12 +73,7 @@ class ReTerm:
 
     def tril_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of each θ element in the term's k × k factor (lower triangle, by column)."""
-        rows, cols = [], []
-        for j in range(self.k):
-            for i in range(j, self.k):
-                rows.append(i)
-                cols.append(j)
-        return np.array(rows), np.array(cols)
+        return _tril_by_column(self.k)
 
     def factor(self, theta: np.ndarray) -> np.ndarray:
         """The k × k lower-triangular relative covariance factor ``T`` for the full ``theta``."""
@@ -136,7 +132,7 @@ class Design:
         for t in self.terms:
             r, c = t.tril_indices()
             for i, j in zip(r, c):
-                a, b = _r_name(t.cnms[i]), _r_name(t.cnms[j])
+                a, b = r_name(t.cnms[i]), r_name(t.cnms[j])
                 names.append(f"{t.group_name}.{a}" if i == j else f"{t.group_name}.{a}.{b}")
         return names
 
@@ -148,7 +144,15 @@ class Design:
         return sp.block_diag(blocks, format="csc")
 
 
-def _r_name(name: str) -> str:
+@cache
+def _tril_by_column(k: int) -> tuple[np.ndarray, np.ndarray]:
+    # the upper triangle row by row, transposed, is the lower triangle column by column (lme4's θ order)
+    cols, rows = np.triu_indices(k)
+    return rows, cols
+
+
+def r_name(name: str) -> str:
+    """R's name for a model-matrix column: formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
     return "(Intercept)" if name == "Intercept" else name
 
 

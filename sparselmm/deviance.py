@@ -171,7 +171,6 @@ class ProfiledDeviance:
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
-        self._tril = [t.tril_indices() for t in design.terms]
         self.updater = BlockUpdater(design.terms, cross.ZtWZ)
         self.ordering = ordering
         self.chol = self._analyse(ordering)
@@ -235,12 +234,7 @@ class ProfiledDeviance:
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
         """The k × k lower-triangular factor of each term."""
-        out = []
-        for t, (r, c) in zip(self.terms, self._tril):
-            T = np.zeros((t.k, t.k))
-            T[r, c] = theta[t.theta_offset : t.theta_offset + t.n_theta]
-            out.append(T)
-        return out
+        return [t.factor(theta) for t in self.terms]
 
     def Lambdat_times(self, factors: list[np.ndarray], V: np.ndarray) -> np.ndarray:
         """``Λᵀ V`` for a dense V with q rows."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -115,7 +117,7 @@ class LmerResult:
     def bic(self) -> float:
         return -2 * self.loglik + self.n_params * np.log(self.nobs)
 
-    @property
+    @cached_property
     def deviance(self) -> float:
         """−2 log-likelihood on the ML scale; for REML fits evaluated at the REML θ (lme4's
         ``deviance(m, REML = FALSE)``)."""

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .design import r_name
+
 __all__ = ["LmerSummary"]
-
-
-def _r_name(name: str) -> str:
-    return "(Intercept)" if name == "Intercept" else name
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -68,7 +66,7 @@ class LmerSummary:
                 for j in range(i):
                     c = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
                     corr.append(f"{c:.2f}" if np.isfinite(c) else " NaN")
-                entries.append((label if i == 0 else "", _r_name(t.cnms[i]), cov[i, i], sd[i], " ".join(corr)))
+                entries.append((label if i == 0 else "", r_name(t.cnms[i]), cov[i, i], sd[i], " ".join(corr)))
         entries.append(("Residual", "", res.sigma**2, res.sigma, ""))
         var_col = _column([e[2] for e in entries])
         sd_col = _column([e[3] for e in entries])
@@ -83,7 +81,7 @@ class LmerSummary:
     def fixed_effects_lines(self) -> list[str]:
         res = self.result
         fe, se = res.fixef, res.bse
-        names = [_r_name(n) for n in fe.index]
+        names = [r_name(n) for n in fe.index]
         est, ses, tv = _column(fe.to_numpy()), _column(se.to_numpy()), [f"{v:.3f}" for v in fe / se]
         rows = [["", "Estimate", "Std. Error", "t value"]]
         rows += [[n, e, s, t] for n, e, s, t in zip(names, est, ses, tv)]
@@ -96,8 +94,8 @@ class LmerSummary:
             return []
         sd = np.sqrt(np.diag(V))
         C = V / np.outer(sd, sd)
-        names = [_r_name(n) for n in res.fixef.index]
-        abbrev = [n[:6] if len(n) <= 6 else ("(Intr)" if n == "(Intercept)" else n[:6]) for n in names]
+        names = [r_name(n) for n in res.fixef.index]
+        abbrev = ["(Intr)" if n == "(Intercept)" else n[:6] for n in names]
         rows = [[""] + abbrev[:-1]]
         for i in range(1, len(names)):
             rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
