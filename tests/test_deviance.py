@@ -64,3 +64,10 @@ def test_modes_and_conditional_variances_against_dense_algebra(sleepstudy):
     dense = 4.0 * Lt.T @ np.linalg.inv(A) @ Lt
     np.testing.assert_allclose(cv[3], dense[6:8, 6:8], rtol=1e-9, atol=1e-12)
     assert sp.issparse(f.updater.A)
+
+
+def test_cholmod_analysis_failure_is_a_sparselmm_error():
+    from sparselmm._cholmod import SparseCholesky
+
+    with pytest.raises(sparselmm.NumericalError, match="symbolic analysis"):
+        SparseCholesky(sp.csc_matrix((3, 4)))
