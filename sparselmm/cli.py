@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     fit.add_argument("--weights", help="column with prior weights")
     fit.add_argument("--offset", help="column with an offset")
-    fit.add_argument("--optimizer", default="bobyqa")
+    fit.add_argument("--optimizer", default="auto")
     sub.add_parser("datasets", help="list the bundled datasets")
     return ap
 

@@ -14,7 +14,6 @@ new sparse structure.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,14 +130,6 @@ class BlockUpdater:
         return self.A
 
 
-def _seconds_per_factorisation(factor, A: sp.csc_matrix) -> float:
-    """Time of one numeric factorisation of ``A + I``, after a warm-up call (first-touch allocation)."""
-    factor.factorize(A, beta=1.0)
-    start = time.perf_counter()
-    factor.factorize(A, beta=1.0)
-    return time.perf_counter() - start
-
-
 @dataclass
 class PLSState:
     """The solution of the penalised least-squares problem at one θ."""
@@ -171,48 +162,47 @@ class ProfiledDeviance:
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
-        self.updater = BlockUpdater(design.terms, cross.ZtWZ)
+        self.updater: BlockUpdater | None = None  # built only for a CHOLMOD factor
         self.ordering = ordering
         self.chol = self._analyse(ordering)
+        self.schur = isinstance(self.chol, SchurCholesky)
+        # Λ's diagonal as θ[lambda_index] (all-scalar models only, where the Schur factor applies)
+        self._lambda_index = np.concatenate([np.full(t.q, t.theta_offset) for t in self.terms]) if self.schur else None
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
         self.n, self.p = cross.n, design.p
         self.n_evals = 0
         self.state: PLSState | None = None
 
     def _analyse(self, ordering: str):
-        """Symbolic analysis with the given CHOLMOD ordering.
+        """Choose and analyse the factor of ``ΛᵀZᵀWZΛ + I``.
 
-        ``"auto"``: CHOLMOD's default (AMD) for small q; METIS from ``AUTO_ORDERING_MIN_Q`` up. Measured
-        on this project's benchmarks (2-core EPYC, OpenBLAS 0.3.21): InstEval's factor has 449k entries
-        with METIS against 677k with AMD (factorisation ≈ 30 ms vs 41 ms); on the 1e6-row, 5e4 × 5e3
-        crossed design METIS gives 14.9M vs 15.2M entries and analyses in 0.7 s against AMD's 1.6 s.
-        (Timing AMD against METIS at set-up was tried and dropped: it cost several factorisations
-        and the differences were noise-level on a shared machine.)
-
-        When the first term is scalar and at most ``MAX_DENSE`` random effects remain, ``"auto"`` also
-        times the dense-Schur factor (:mod:`sparselmm.schur`) against CHOLMOD once and keeps the faster.
-        Neither wins everywhere: whole fits took 5.2 s (Schur) vs 8.6 s (CHOLMOD) on 2e5 rows with
-        1e4 × 1e3 levels, 3.0 vs 3.9 s on InstEval ML, but on 1e4 rows over 1e3 × 1e3 levels, where
-        CHOLMOD's factor stays half empty, an evaluation took 12.7 ms against 10.4 ms. ``"schur"``
-        forces it wherever it applies.
+        ``"auto"``: the dense-Schur factor (:mod:`sparselmm.schur`) where it applies (all terms scalar,
+        the first diagonal and at least as large as the rest, at most ``MAX_DENSE`` others) and
+        ``q ≥ AUTO_ORDERING_MIN_Q``; otherwise CHOLMOD, with its default ordering (AMD) for small q and
+        METIS from ``AUTO_ORDERING_MIN_Q`` up. Measured on this project's benchmarks (2-core EPYC,
+        OpenBLAS 0.3.21): InstEval's CHOLMOD factor has 449k entries with METIS against 677k with AMD;
+        on the 1e6-row, 5e4 × 5e3 crossed design METIS analyses in 0.7 s against AMD's 1.6 s.
+        ``"schur"`` forces the Schur factor wherever it applies.
         """
-        A = self.updater.update(self.factors(self.design.theta0))
-        q1 = self.terms[0].q
+        q = self.cross.ZtWZ.shape[0]
+        if ordering in ("schur", "auto") and schur_applicable(self.terms, q):
+            if ordering == "schur" or q >= AUTO_ORDERING_MIN_Q:
+                try:
+                    chol = SchurCholesky(self.cross.ZtWZ, self.terms[0].q)
+                    self.ordering = "schur"
+                    return chol
+                except NotDiagonalError:
+                    pass
         if ordering == "schur":
-            try:
-                if not schur_applicable(self.terms, A.shape[0]):
-                    raise NotDiagonalError
-                self.ordering = "schur"
-                return SchurCholesky(A, q1)
-            except NotDiagonalError:
-                raise ModelSpecError(
-                    "ordering='schur' needs a scalar first random-effects term with one level per row and "
-                    f"at most {MAX_DENSE} other random effects; use ordering='auto'."
-                ) from None
-        large = A.shape[0] >= AUTO_ORDERING_MIN_Q
+            raise ModelSpecError(
+                "ordering='schur' needs scalar random-effects terms only, a first term with one level per row "
+                f"and at most {MAX_DENSE} other random effects; use ordering='auto'."
+            )
+        self.updater = BlockUpdater(self.terms, self.cross.ZtWZ)
+        A = self.updater.update(self.factors(self.design.theta0))
         requested = ordering
         if ordering == "auto":
-            ordering = "metis" if large else "default"
+            ordering = "metis" if q >= AUTO_ORDERING_MIN_Q else "default"
         try:
             chol = SparseCholesky(A, ordering=ordering)
         except NumericalError:  # a CHOLMOD built without METIS refuses the ordering
@@ -221,15 +211,6 @@ class ProfiledDeviance:
             ordering = "default"
             chol = SparseCholesky(A, ordering=ordering)
         self.ordering = ordering
-        if requested == "auto" and large and schur_applicable(self.terms, A.shape[0]):
-            try:
-                schur = SchurCholesky(A, q1)
-            except NotDiagonalError:
-                return chol
-            # which is faster depends on how much CHOLMOD's supernodes fill: measure it on this model
-            if _seconds_per_factorisation(schur, A) < _seconds_per_factorisation(chol, A):
-                self.ordering = "schur"
-                return schur
         return chol
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -265,9 +246,12 @@ class ProfiledDeviance:
             )
         self.n_evals += 1
         factors = self.factors(theta)
-        with np.errstate(over="ignore", invalid="ignore"):  # a huge θ overflows; CHOLMOD then rejects it
-            A = self.updater.update(factors)
-        self.chol.factorize(A, beta=1.0)
+        if self.schur:
+            self.chol.factorize(theta[self._lambda_index])
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # a huge θ overflows; CHOLMOD then rejects it
+                A = self.updater.update(factors)
+            self.chol.factorize(A, beta=1.0)
         sol = self.chol.solve_L(self.Lambdat_times(factors, self._rhs))
         p = self.p
         R_ZX, c_u = sol[:, :p], sol[:, p]
@@ -301,6 +285,53 @@ class ProfiledDeviance:
             return self.solve(theta).deviance
         except NumericalError:
             return float("inf")
+
+    @property
+    def has_gradient(self) -> bool:
+        """An analytic gradient is available (all-scalar models on the Schur factor)."""
+        return self.schur
+
+    def gradient(self, state: PLSState | None = None) -> np.ndarray:
+        """The analytic gradient ``∂f/∂θ`` at the θ of ``state`` (default: the last :meth:`solve`).
+
+        For a scalar term ``k`` with ``Λ`` scaling its ``q_k`` effects by ``θ_k > 0``:
+
+        * ``∂ log|F| / ∂θ_k = (2/θ_k) (q_k − Σ_{i∈k} (F⁻¹)_ii)``, where ``F`` is ``ΛᵀZᵀWZΛ + I``
+          (ML; ``log|F| = log|L|²``) or the whole system with ``X`` appended (REML; ``log|L|² + log|R_X|²``,
+          whose inverse adds ``‖(L⁻ᵀ R_ZX R_X⁻¹)_i‖²`` to the diagonal);
+        * ``∂r²/∂θ_k = −(2/θ_k) Σ_{i∈k} u_i²`` (envelope theorem with the normal equations
+          ``ΛᵀZᵀW(y − Xβ̂ − ZΛu) = u``);
+
+        and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). At ``θ_k = 0`` the
+        deviance is even in ``θ_k`` and the derivative is 0. Costs one extra ``potri`` on the dense block.
+        """
+        if not self.has_gradient:
+            raise ModelSpecError("The analytic gradient needs an all-scalar model on the Schur factor.")
+        state = self.state if state is None else state
+        if self.state is None or state is not self.state:
+            state = self.solve(state.theta)
+        trace_first, diag_rest = self.chol.inverse_traces()
+        diag_inv = np.concatenate([np.zeros(self.terms[0].q), diag_rest])
+        u = self.spherical_modes(state)
+        if self.reml and self.p:
+            V = self.chol.solve_Lt(dtrtrs(state.R_X, state.R_ZX.T, lower=0, trans=1)[0].T)
+            diag_inv += np.einsum("qi,qi->q", V, V)
+            trace_first += float(np.sum(diag_inv[: self.terms[0].q]))
+        nu = (self.n - self.p) if self.reml else self.n
+        grad = np.zeros(self.design.n_theta)
+        for i, t in enumerate(self.terms):
+            th = state.theta[t.theta_offset]
+            if th == 0.0:
+                continue
+            seg = slice(t.offset, t.offset + t.q)
+            trace = trace_first if i == 0 else float(np.sum(diag_inv[seg]))
+            grad[t.theta_offset] = (2.0 / th) * ((t.q - trace) - nu / state.pwrss * float(np.sum(u[seg] ** 2)))
+        return grad
+
+    def value_and_gradient(self, theta) -> tuple[float, np.ndarray]:
+        """The deviance and its analytic gradient at θ (see :meth:`gradient`)."""
+        state = self.solve(theta)
+        return state.deviance, self.gradient(state)
 
     # ---- quantities needed only once, after the fit -------------------------------------------
     def spherical_modes(self, state: PLSState) -> np.ndarray:

@@ -102,7 +102,7 @@ def lmer(
     weights=None,
     offset=None,
     missing: str = "drop",
-    optimizer: str = "bobyqa",
+    optimizer: str = "auto",
     control: dict | None = None,
     start=None,
     check_conv: bool = True,
@@ -123,7 +123,10 @@ def lmer(
         Prior weights (positive) and offset: a column name or one value per row.
     missing : {"drop", "raise"}
         Rows with missing values in any used column are dropped (lme4's ``na.omit``) or raise.
-    optimizer : {"bobyqa", "nelder_mead", "lbfgsb"}
+    optimizer : {"auto", "bobyqa", "nelder_mead", "lbfgsb"}
+        ``"auto"``: L-BFGS-B with the analytic gradient of the profiled deviance where it is available
+        (all-scalar models on the dense-Schur factor, see :mod:`sparselmm.schur`), else NLopt's BOBYQA
+        with lme4's tolerances.
     control : dict, optional
         Optimiser settings: ``xtol_abs``, ``ftol_abs``, ``ftol_rel``, ``maxeval``, ``initial_step``.
     start : array-like, optional

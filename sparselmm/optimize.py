@@ -18,16 +18,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConvergenceWarning, ModelSpecError, SingularFitWarning
+from .errors import ConvergenceWarning, ModelSpecError, NumericalError, SingularFitWarning
 
 __all__ = ["OptInfo", "OPTIMIZERS", "optimize_theta", "is_singular"]
 
-OPTIMIZERS = ("bobyqa", "nelder_mead", "lbfgsb")
+OPTIMIZERS = ("auto", "bobyqa", "nelder_mead", "lbfgsb")
 SINGULAR_TOL = 1e-4  # lme4's isSingular() and check.conv.singular tolerance
 GRAD_TOL = 0.002  # lme4's check.conv.grad tolerance
 FTOL_REL = 1e-12  # see the module docstring
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
 DERIV_STEP = 1e-4  # lme4's deriv12() step
+LBFGSB_FTOL = 1e-12  # relative reduction of f at which L-BFGS-B stops (2e-7 on InstEval's 2.4e5)
+LBFGSB_FIRST_STEP = 0.3  # L-BFGS-B's unit first step, as a fraction of the largest starting θ
+LBFGSB_GTOL = 1e-6  # largest projected-gradient component at which L-BFGS-B stops
 MAX_THETA_FOR_DERIVS = 20  # the Hessian needs ~2 n_theta² evaluations
 
 
@@ -75,7 +78,7 @@ def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL)
 
 
 def _run(
-    fun: Callable, x0: np.ndarray, lower: np.ndarray, method: str, ctrl: dict
+    fun: Callable, x0: np.ndarray, lower: np.ndarray, method: str, ctrl: dict, fun_grad: Callable | None = None
 ) -> tuple[np.ndarray, float, bool, str]:
     if method in ("bobyqa", "nelder_mead"):
         import nlopt
@@ -110,8 +113,23 @@ def _run(
         from scipy.optimize import minimize
 
         bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-        res = minimize(fun, x0, method="L-BFGS-B", bounds=bounds, options={"maxfun": int(ctrl.get("maxeval", 100_000))})
-        return res.x, float(res.fun), bool(res.success), str(res.message)
+        options = {"maxfun": int(ctrl.get("maxeval", 100_000))}
+        if fun_grad is None:
+            res = minimize(fun, x0, method="L-BFGS-B", bounds=bounds, options=options)
+            return res.x, float(res.fun), bool(res.success), f"L-BFGS-B: {res.message}"
+        # L-BFGS-B's first step has unit length; in θ that overshoots (3-4 wasted evaluations on
+        # InstEval). Optimising z = θ / (0.3 max θ₀) took 10 instead of 14 evaluations there, 7-8
+        # instead of 8-10 on the crossed benchmarks.
+        scale = 1.0 / (LBFGSB_FIRST_STEP * max(float(np.max(np.abs(x0))), 1e-3))
+
+        def scaled(z):
+            val, grad = fun_grad(z / scale)
+            return val, grad / scale
+
+        options.update(ftol=ctrl.get("ftol_rel", LBFGSB_FTOL), gtol=ctrl.get("gtol", LBFGSB_GTOL))
+        bounds = [(lo * scale if lo is not None else None, None) for lo, _ in bounds]
+        res = minimize(scaled, x0 * scale, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        return res.x / scale, float(res.fun), bool(res.success), f"L-BFGS-B: {res.message}"
     raise ModelSpecError(f"optimizer={method!r} is not known; choose one of {OPTIMIZERS}.")
 
 
@@ -136,39 +154,74 @@ def _derivatives(fun: Callable, x: np.ndarray, fx: float, h: float = DERIV_STEP)
     return grad, hess
 
 
+def _derivatives_from_gradient(fun_grad: Callable, x: np.ndarray, h: float = DERIV_STEP):
+    """The analytic gradient at ``x`` and a Hessian from forward differences of it (``k + 1`` calls)."""
+    _, grad = fun_grad(x)
+    hess = np.empty((x.size, x.size))
+    for i in range(x.size):
+        step = np.zeros(x.size)
+        step[i] = h
+        hess[:, i] = (fun_grad(x + step)[1] - grad) / h
+    return grad, (hess + hess.T) / 2
+
+
 def optimize_theta(
     devfun: Callable[[np.ndarray], float],
     theta0: np.ndarray,
     lower: np.ndarray,
-    optimizer: str = "bobyqa",
+    optimizer: str = "auto",
     control: dict | None = None,
     check_conv: bool = True,
     restart_edge: bool = True,
 ) -> tuple[np.ndarray, float, OptInfo]:
     """Minimise ``devfun`` over θ ≥ ``lower`` and run lme4-style convergence checks.
 
-    Returns the optimum θ, the deviance there and an :class:`OptInfo`; warns with
-    :class:`ConvergenceWarning` or :class:`SingularFitWarning` as lme4 would.
+    ``optimizer="auto"`` uses L-BFGS-B with the analytic gradient when ``devfun`` offers one
+    (``devfun.has_gradient`` and ``devfun.value_and_gradient``), BOBYQA otherwise. Returns the optimum θ,
+    the deviance there and an :class:`OptInfo`; warns with :class:`ConvergenceWarning` or
+    :class:`SingularFitWarning` as lme4 would.
     """
     optimizer = optimizer.lower().replace("-", "").replace(" ", "_")
     if optimizer not in OPTIMIZERS:
         raise ModelSpecError(f"optimizer={optimizer!r} is not known; choose one of {OPTIMIZERS}.")
+    analytic = getattr(devfun, "value_and_gradient", None) if getattr(devfun, "has_gradient", False) else None
+    if optimizer == "auto":
+        optimizer = "lbfgsb" if analytic is not None else "bobyqa"
     ctrl = dict(control or {})
     n_calls = 0
 
     best: list = [np.inf, None]  # lowest deviance seen and its θ
 
-    def counted(x):
-        nonlocal n_calls
-        n_calls += 1
-        x = np.array(x, dtype=float)
-        val = devfun(x)
+    def track(x, val):
         if val < best[0]:
             best[0], best[1] = val, x
         return val if np.isfinite(val) else 1e300
 
+    def counted(x):
+        nonlocal n_calls
+        n_calls += 1
+        x = np.array(x, dtype=float)
+        return track(x, devfun(x))
+
+    last: list = [None, None, None]  # the latest (θ, value, gradient): the check starts where L-BFGS-B stopped
+
+    def counted_grad(x):
+        nonlocal n_calls
+        x = np.array(x, dtype=float)
+        if last[0] is not None and np.array_equal(x, last[0]):
+            return last[1], last[2]
+        n_calls += 1
+        try:
+            val, grad = analytic(x)
+        except NumericalError:  # a rejected step: the line search sees a huge value and steps back
+            return 1e300, np.zeros(x.size)
+        last[:] = x, track(x, val), grad
+        return last[1], grad
+
+    fun_grad = counted_grad if (analytic is not None and optimizer == "lbfgsb") else None
+
     def run(start):
-        x, fx, ok, message = _run(counted, start, lower, optimizer, ctrl)
+        x, fx, ok, message = _run(counted, start, lower, optimizer, ctrl, fun_grad)
         if x is None or best[0] < fx:  # never return a point worse than one already evaluated
             x, fx = best[1].copy(), best[0]
         return x, fx, ok, message
@@ -194,6 +247,15 @@ def optimize_theta(
                     if f2 < fx:
                         x, fx, ok, message = x2, f2, ok2, msg2
                     break
+    if fun_grad is not None:
+        # a gradient method approaches a zero bound without reaching it (the deviance is even in a
+        # scalar θ_k); BOBYQA would land on it: take the bound where it is not worse
+        for i in np.flatnonzero((lower == 0) & (x > 0) & (x < SINGULAR_TOL)):
+            xi = x.copy()
+            xi[i] = 0.0
+            fi = counted(xi)
+            if fi <= fx:
+                x, fx = xi, fi
     n_evals = n_calls
     messages: list[str] = []
     grad = hess = None
@@ -203,7 +265,10 @@ def optimize_theta(
         messages.append("boundary (singular) fit: see help('isSingular')")
         warnings.warn(messages[-1], SingularFitWarning, stacklevel=3)
     elif check_conv and x.size <= MAX_THETA_FOR_DERIVS:
-        grad, hess = _derivatives(counted, x, fx)
+        if fun_grad is not None:
+            grad, hess = _derivatives_from_gradient(counted_grad, x)
+        else:
+            grad, hess = _derivatives(counted, x, fx)
         try:
             scaled = np.linalg.solve(np.linalg.cholesky(hess).T, np.linalg.solve(np.linalg.cholesky(hess), grad))
             maxgrad = float(np.max(np.minimum(np.abs(scaled), np.abs(grad))))

@@ -1,103 +1,176 @@
-"""A Cholesky factor of ``A + I`` that eliminates the first random-effects term analytically.
+"""A Cholesky factor of ``Λ ZᵀWZ Λ + I`` for all-scalar models that eliminates the first term analytically.
 
-When the first term (the one with most levels) is scalar, its block of ``A = Λᵀ ZᵀWZ Λ`` is diagonal
-(each row belongs to one level). Eliminating it leaves the Schur complement
-``S = C − B D⁻¹ Bᵀ`` of the remaining terms, which for crossed designs is nearly dense; it is formed with
-one sparse product and factored by LAPACK's ``potrf`` (the layout MixedModels.jl uses). This avoids
-CHOLMOD's many small supernodal updates, which dominate on designs such as 1e4 users × 1e3 items.
-:class:`ProfiledDeviance` keeps this factor only where a timed factorisation shows it is faster.
+When every random-effects term is scalar, ``Λ = diag(λ)``. The first term (the one with most levels)
+has a diagonal block ``G₁₁`` of ``G = ZᵀWZ`` (each row belongs to one level), so with ``t = λ₁`` (one θ)
 
-The factor is ``L = [[D^½, 0], [B D^-½, L_S]]`` with no permutation, and offers the same methods as
-:class:`~sparselmm._cholmod.SparseCholesky`.
+* ``D = t² diag(G₁₁) + I`` is diagonal,
+* the Schur complement of the other terms is ``S = diag(λ₂) K diag(λ₂) + I`` with
+  ``K = G₂₂ − G₂₁ diag(w) G₁₂``, ``w_s = t² / (t² g_s + 1)``, ``g_s = (G₁₁)_ss``.
+
+``G₂₁ diag(w) G₁₂`` has a fixed pattern and is linear in ``w``, and ``w_s`` depends on level ``s`` only
+through ``g_s`` (its weighted count), so it is one sparse matrix-vector product ``Q w̃`` with ``w̃``
+indexed by the distinct counts; ``Q`` is built once. An evaluation then scatters the pattern into a
+dense array and calls LAPACK's ``potrf`` (the layout MixedModels.jl uses for crossed factors), with no
+sparse-sparse product. The factor is ``L = [[D^½, 0], [B D^-½, L_S]]``, ``B = diag(λ₂) G₂₁ t``, no
+permutation, with the methods of :class:`~sparselmm._cholmod.SparseCholesky`.
+
+:meth:`SchurCholesky.inverse_traces` also gives the traces of ``(ΛᵀZᵀWZΛ + I)⁻¹`` that the analytic
+gradient of the profiled deviance needs (one ``potri`` on ``L_S``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf, dtrtrs
+from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from .errors import NumericalError
 
-__all__ = ["NotDiagonalError", "SchurCholesky", "schur_applicable"]
+__all__ = ["MAX_DENSE", "NotDiagonalError", "SchurCholesky", "schur_applicable"]
 
-MAX_DENSE = 4000  # largest dense Schur complement tried (4000² doubles = 128 MB)
+MAX_DENSE = 8000  # largest dense Schur complement (8000² doubles = 512 MB, twice with the gradient)
+TRIPLES_PER_CHUNK = 4_000_000  # bounds the memory used while Q is built
 
 
 class NotDiagonalError(ValueError):
-    """The first term's block of ``A`` has off-diagonal entries: the Schur factor does not apply."""
+    """The first term's block of ``ZᵀWZ`` has off-diagonal entries: the Schur factor does not apply."""
 
 
 def schur_applicable(terms, q: int) -> bool:
-    """The first term is scalar and what remains is small enough to hold dense.
+    """Every term is scalar, the first has at least as many levels as the rest together, and the rest fit dense.
 
-    (Its block of ``A`` must also be diagonal — one level per row — which :class:`SchurCholesky`
-    checks on the pattern; a variance component given as ``Zt_block`` can pass or fail that check.)
+    (The first term's block of ``ZᵀWZ`` must also be diagonal — one level per row — which
+    :class:`SchurCholesky` checks on the pattern.)
     """
-    if not terms or terms[0].k != 1:
+    if not terms or any(t.k != 1 for t in terms):
         return False
     q1 = terms[0].q
     return 0 < q - q1 <= MAX_DENSE and q1 >= q - q1
 
 
+def _pair_triples(G21_csc: sp.csc_matrix, cols: np.ndarray, with_values: bool = True):
+    """Every pair ``(i ≥ j)`` of nonzeros sharing a column ``s`` of ``G₂₁``, over a contiguous run ``cols``.
+
+    Returns rows ``i``, ``j`` and, with ``with_values``, ``G_is G_js`` and ``s``.
+    """
+    indptr = G21_csc.indptr
+    lo, hi = indptr[cols[0]], indptr[cols[-1] + 1]
+    col_start = np.repeat(indptr[cols], np.diff(indptr[cols[0] : cols[-1] + 2]))  # per entry: its column's start
+    entry = np.arange(lo, hi)
+    reps = entry - col_start + 1  # an entry pairs with itself and every earlier entry of its column
+    first = np.repeat(entry, reps)
+    ends = np.cumsum(reps)
+    second = np.arange(ends[-1]) - np.repeat(ends - reps - col_start, reps)
+    i, j = G21_csc.indices[first], G21_csc.indices[second]
+    if not with_values:
+        return i, j
+    data = G21_csc.data
+    s = np.repeat(np.repeat(cols, np.diff(indptr[cols[0] : cols[-1] + 2])), reps)
+    return i, j, data[first] * data[second], s
+
+
 class SchurCholesky:
-    """``A + βI = L Lᵀ`` by eliminating the first ``q1`` (diagonal) rows, then a dense Cholesky.
+    """``Λ G Λ + I = L Lᵀ`` for a diagonal ``Λ``, eliminating the first ``q1`` (diagonal) rows.
 
     Parameters
     ----------
-    A_lower : scipy.sparse.csc_matrix
-        Lower triangle of ``A`` with its fixed pattern; ``A[:q1, :q1]`` must be diagonal.
+    G : scipy.sparse.csc_matrix
+        The full symmetric ``ZᵀWZ``; ``G[:q1, :q1]`` must be diagonal.
     q1 : int
         Number of columns of the first term.
     """
 
-    def __init__(self, A_lower: sp.csc_matrix, q1: int):
-        self.n = A_lower.shape[0]
+    def __init__(self, G: sp.csc_matrix, q1: int):
+        G = sp.csc_matrix(G)
+        self.n = G.shape[0]
         self.q1, self.q2 = q1, self.n - q1
-        coo = A_lower.tocoo()
-        rows, cols = coo.row, coo.col
-        pos = np.arange(rows.size)
-        top = cols < q1
-        if np.any(top & (rows < q1) & (rows != cols)):
-            raise NotDiagonalError("the first block of A is not diagonal")
+        q2 = self.q2
+        G11 = G[:q1, :q1].tocoo()
+        if np.any(G11.row != G11.col):
+            raise NotDiagonalError("the first block of ZᵀWZ is not diagonal")
+        self._g = np.asarray(G.diagonal()[:q1], dtype=float)
+        G21 = G[q1:, :q1].tocsc()
+        G21.sort_indices()
+        self._G21 = G21.tocsr()
+        self._G12 = G21.T.tocsr()
         self.perm = np.arange(self.n)
         self.iperm = self.perm
-        # where each piece's values sit in A.data (the pattern never changes)
-        diag = top & (rows == cols)
-        self._d_pos = np.empty(q1, dtype=np.int64)
-        self._d_pos[rows[diag]] = pos[diag]
-        off = top & (rows >= q1)
-        b_rows, b_cols, b_pos = rows[off] - q1, cols[off], pos[off]
-        order = np.lexsort((b_cols, b_rows))  # CSR order: by row, then column
-        self._B_pos = b_pos[order]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(b_rows, minlength=self.q2))])
-        self._B = sp.csr_matrix((np.zeros(order.size), b_cols[order], indptr), shape=(self.q2, q1))
-        low = ~top
-        self._C_pos = pos[low]
-        self._C_idx = ((rows[low] - q1), (cols[low] - q1))
-        self._d = np.ones(q1)
-        self._L_S = np.zeros((self.q2, self.q2), order="F")
+        # levels of the first term grouped by their count g_s: w_s depends on s only through g_s
+        self._g_class, s_class = np.unique(self._g, return_inverse=True)
 
-    def factorize(self, A_lower: sp.csc_matrix, beta: float = 0.0) -> None:
-        """Numeric factorisation of ``A + βI``; raises NumericalError when it is not positive definite."""
-        data = A_lower.data
-        d = data[self._d_pos] + beta
-        if not np.all(d > 0):
-            raise NumericalError("The first block of A + I is not positive definite.")
-        self._d = d
-        self._B.data[:] = data[self._B_pos]
-        Bs = self._B @ sp.diags(1.0 / np.sqrt(d))
-        S = -(Bs @ Bs.T).toarray()
-        S[self._C_idx] += data[self._C_pos]
-        S[np.diag_indices_from(S)] += beta
-        L, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)
+        # the lower-triangle pattern of K: G₂₂'s entries and every pair of effects sharing a level s
+        G22 = G[q1:, q1:].tocoo()
+        low = G22.row >= G22.col
+        g22_key = G22.col[low].astype(np.int64) * q2 + G22.row[low]
+        marked = np.zeros(q2 * q2, dtype=bool)
+        marked[g22_key] = True
+        chunks = self._column_chunks(G21)
+        for cols in chunks:
+            i, j = _pair_triples(G21, cols, with_values=False)
+            marked[j.astype(np.int64) * q2 + i] = True
+        marked[np.arange(q2) * (q2 + 1)] = True  # the diagonal (for + I)
+        self._flat = np.flatnonzero(marked)  # column-major positions in the dense q2 × q2 array
+        del marked
+        n_pattern = self._flat.size
+        self._row = (self._flat % q2).astype(np.int32)
+        self._col = (self._flat // q2).astype(np.int32)
+        self._offdiag = self._row != self._col
+        where = np.full(q2 * q2, -1, dtype=np.int32 if n_pattern < 2**31 else np.int64)
+        where[self._flat] = np.arange(n_pattern)
+        self._K0 = np.zeros(n_pattern)
+        np.add.at(self._K0, where[g22_key], G22.data[low])
+        Q = sp.csr_matrix((n_pattern, self._g_class.size))
+        for cols in chunks:
+            i, j, v, s = _pair_triples(G21, cols)
+            Q = Q + sp.csr_matrix(
+                (v, (where[j.astype(np.int64) * q2 + i], s_class[s])), shape=(n_pattern, self._g_class.size)
+            )
+        del where
+        self._Q = Q
+        self._t = 1.0
+        self._lam2 = np.ones(q2)
+        self._d = np.ones(q1)
+        self._S = np.zeros((q2, q2), order="F")
+        self._L_S = self._S
+        self._S_inv = None
+
+    def _column_chunks(self, G21: sp.csc_matrix) -> list[np.ndarray]:
+        k = np.diff(G21.indptr).astype(np.int64)
+        pairs = np.cumsum(k * (k + 1) // 2)
+        edges = np.searchsorted(pairs, np.arange(TRIPLES_PER_CHUNK, pairs[-1] if pairs.size else 0, TRIPLES_PER_CHUNK))
+        return [c for c in np.split(np.arange(k.size), edges) if c.size]
+
+    def factorize(self, lam: np.ndarray) -> None:
+        """Numeric factorisation for ``Λ = diag(lam)`` (constant over the first ``q1`` entries)."""
+        lam = np.asarray(lam, dtype=float)
+        t, lam2 = float(lam[0]), lam[self.q1 :]
+        t2 = t * t
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = t2 * self._g + 1.0
+            k_vals = self._K0 - self._Q @ (t2 / (t2 * self._g_class + 1.0))
+            vals = k_vals * lam2[self._row] * lam2[self._col]
+        if not (np.all(np.isfinite(d)) and np.all(np.isfinite(vals))):
+            raise NumericalError("Λ ZᵀWZ Λ + I overflows at this theta.")
+        S = self._S
+        S.fill(0.0)
+        flat = S.reshape(-1, order="F")  # a view: S is Fortran-ordered
+        flat[self._flat] = vals
+        flat[:: self.q2 + 1] += 1.0
+        L, info = dpotrf(S, lower=1, clean=0, overwrite_a=1)
         if info != 0:
             raise NumericalError("The Schur complement is not positive definite at this theta.")
-        self._L_S = L
+        self._t, self._lam2, self._d, self._L_S = t, lam2, d, L
+        self._S_inv = None
 
     def logdet(self) -> float:
-        """``log|A + βI| = log|L|²``."""
+        """``log|ΛGΛ + I| = log|L|²``."""
         return float(np.sum(np.log(self._d)) + 2.0 * np.sum(np.log(np.diagonal(self._L_S))))
+
+    def _B_times(self, x: np.ndarray) -> np.ndarray:
+        return self._lam2[:, None] * (self._G21 @ (self._t * x))
+
+    def _Bt_times(self, x: np.ndarray) -> np.ndarray:
+        return self._t * (self._G12 @ (self._lam2[:, None] * x))
 
     def solve_L(self, b: np.ndarray) -> np.ndarray:
         """``L⁻¹ b`` (no permutation)."""
@@ -106,7 +179,7 @@ class SchurCholesky:
         b2d = b.reshape(self.n, -1)
         sd = np.sqrt(self._d)[:, None]
         x1 = b2d[: self.q1] / sd
-        rhs = b2d[self.q1 :] - self._B @ (b2d[: self.q1] / self._d[:, None])
+        rhs = b2d[self.q1 :] - self._B_times(b2d[: self.q1] / self._d[:, None])
         x2, _ = dtrtrs(self._L_S, rhs, lower=1)
         out = np.vstack([x1, x2])
         return out.ravel() if vec else out
@@ -118,10 +191,30 @@ class SchurCholesky:
         c2d = c.reshape(self.n, -1)
         x2, _ = dtrtrs(self._L_S, c2d[self.q1 :], lower=1, trans=1)
         sd = np.sqrt(self._d)[:, None]
-        x1 = (c2d[: self.q1] - (self._B.T @ x2) / sd) / sd
+        x1 = (c2d[: self.q1] - self._Bt_times(x2) / sd) / sd
         out = np.vstack([x1, x2])
         return out.ravel() if vec else out
 
+    def inverse_traces(self) -> tuple[float, np.ndarray]:
+        """``tr`` of the first block of ``M⁻¹ = (ΛGΛ + I)⁻¹`` and the diagonal of its other block.
+
+        ``M⁻¹₁₁ = D⁻¹ + D⁻¹ Bᵀ S⁻¹ B D⁻¹``, so its trace is ``Σ 1/d_s + Σ_ij (λ₂ᵢ S⁻¹ᵢⱼ λ₂ⱼ) H'ᵢⱼ`` with
+        ``H' = G₂₁ diag(t²/d²) G₁₂`` (the same ``Q``, other weights); ``M⁻¹₂₂ = S⁻¹``.
+        """
+        if self._S_inv is None:
+            self._S_inv = np.empty_like(self._L_S, order="F")
+        np.copyto(self._S_inv, self._L_S)
+        inv, info = dpotri(self._S_inv, lower=1, overwrite_c=1)
+        if info != 0:
+            raise NumericalError("The Schur complement could not be inverted at this theta.")
+        self._S_inv = inv
+        t2 = self._t * self._t
+        h = self._Q @ (t2 / (t2 * self._g_class + 1.0) ** 2)
+        s_hat = inv.reshape(-1, order="F")[self._flat] * self._lam2[self._row] * self._lam2[self._col]
+        weighted = s_hat * h
+        trace_first = float(np.sum(1.0 / self._d) + np.sum(weighted) + np.sum(weighted[self._offdiag]))
+        return trace_first, np.diagonal(inv).copy()
+
     def nnz(self) -> int:
         """Stored entries of ``L``: the diagonal, ``B`` and the dense lower triangle of ``L_S``."""
-        return self.q1 + self._B.nnz + self.q2 * (self.q2 + 1) // 2
+        return self.q1 + self._G21.nnz + self.q2 * (self.q2 + 1) // 2

@@ -4,6 +4,7 @@ deviance equals lme4's devFunOnly values (R 4.2.2, lme4 1.1-31; validation/refer
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from compare import REFERENCE_DIR, load_case_data, load_cases
@@ -71,3 +72,45 @@ def test_cholmod_analysis_failure_is_a_sparselmm_error():
 
     with pytest.raises(sparselmm.NumericalError, match="symbolic analysis"):
         SparseCholesky(sp.csc_matrix((3, 4)))
+
+
+def _central_gradient(f, theta, h=1e-6):
+    theta = np.asarray(theta, float)
+    return np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(theta.size)])
+
+
+@pytest.mark.parametrize("case_id", ["penicillin_reml", "penicillin_ml", "crossed_small_reml", "crossed_small_ml",
+                                     "pastes_interaction_reml", "nested_slash_ml"])
+def test_analytic_gradient_matches_finite_differences(case_id):
+    case = CASES[case_id]
+    f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=case["reml"], ordering="schur")
+    assert f.has_gradient
+    for theta in ([0.8, 1.7], [0.3, 0.05], [2.5, 0.9]):
+        value, grad = f.value_and_gradient(theta)
+        assert value == f(theta)
+        np.testing.assert_allclose(grad, _central_gradient(f, theta), rtol=2e-6, atol=1e-5)
+
+
+def test_analytic_gradient_with_weights_offset_and_a_zero_theta():
+    rng = np.random.default_rng(7)
+    n = 400
+    data = pd.DataFrame({"u": rng.integers(0, 40, n), "i": rng.integers(0, 12, n), "x": rng.normal(size=n)})
+    data["y"] = 1 + data.x + rng.normal(size=40)[data.u] + 0.5 * rng.normal(size=12)[data.i] + rng.normal(size=n)
+    data["w"] = rng.uniform(0.5, 2.0, n)
+    data["off"] = rng.normal(size=n)
+    for reml in (True, False):
+        f = sparselmm.deviance_function("y ~ x + (1|u) + (1|i)", data, reml=reml, weights="w", offset="off",
+                                        ordering="schur")
+        np.testing.assert_allclose(f.value_and_gradient([0.9, 0.4])[1], _central_gradient(f, [0.9, 0.4]),
+                                   rtol=2e-6, atol=1e-6)
+        # the deviance is even in a scalar θ: zero slope on the boundary
+        grad = f.value_and_gradient([0.0, 0.4])[1]
+        assert grad[0] == 0.0
+        assert grad[1] == pytest.approx(_central_gradient(f, [0.0, 0.4])[1], rel=2e-6)
+
+
+def test_gradient_needs_the_schur_factor(sleepstudy):
+    f = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy)
+    assert not f.has_gradient
+    with pytest.raises(sparselmm.ModelSpecError, match="gradient"):
+        f.gradient()

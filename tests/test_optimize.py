@@ -47,7 +47,7 @@ def test_best_point_kept_when_the_optimiser_returns_none(monkeypatch):
     """NLopt's 'roundoff limited' stop returns no point: the best evaluated θ must be used, not the start."""
     import sparselmm.optimize as opt
 
-    def fake_run(fun, x0, lower, method, ctrl):
+    def fake_run(fun, x0, lower, method, ctrl, fun_grad=None):
         for x in ([0.9], [0.5], [0.7]):
             fun(np.array(x))
         return None, 0.0, True, "NLopt roundoff limited"
@@ -55,3 +55,44 @@ def test_best_point_kept_when_the_optimiser_returns_none(monkeypatch):
     monkeypatch.setattr(opt, "_run", fake_run)
     theta, f, info = optimize_theta(lambda x: (x[0] - 0.5) ** 2, np.array([1.0]), np.array([0.0]), check_conv=False)
     assert theta[0] == 0.5 and f == 0.0
+
+
+class _QuadraticWithGradient:
+    """(θ₀ − 0.5)² + θ₁², even in θ₁ like a profiled deviance: its minimum is on the bound θ₁ = 0."""
+
+    has_gradient = True
+
+    def __call__(self, x):
+        return float((x[0] - 0.5) ** 2 + x[1] ** 2)
+
+    def value_and_gradient(self, x):
+        return self(x), np.array([2 * (x[0] - 0.5), 2 * x[1]])
+
+
+def test_auto_uses_the_analytic_gradient_and_lands_on_the_bound():
+    with pytest.warns(sparselmm.SingularFitWarning):
+        theta, f, info = optimize_theta(_QuadraticWithGradient(), np.array([1.0, 1.0]), np.zeros(2))
+    assert info.optimizer == "lbfgsb"
+    assert theta[1] == 0.0  # snapped to the bound, as BOBYQA would land there
+    assert theta[0] == pytest.approx(0.5, abs=1e-6)
+    assert info.n_evals < 20
+
+
+def test_auto_without_gradient_is_bobyqa():
+    theta, f, info = optimize_theta(lambda x: float((x[0] - 0.5) ** 2), np.array([1.0]), np.zeros(1))
+    assert info.optimizer == "bobyqa"
+    assert theta[0] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_derivative_check_uses_the_analytic_gradient():
+    class Bowl(_QuadraticWithGradient):
+        def __call__(self, x):
+            return float((x[0] - 0.5) ** 2 + 3 * (x[1] - 0.25) ** 2)
+
+        def value_and_gradient(self, x):
+            return self(x), np.array([2 * (x[0] - 0.5), 6 * (x[1] - 0.25)])
+
+    theta, f, info = optimize_theta(Bowl(), np.array([1.0, 1.0]), np.zeros(2))
+    np.testing.assert_allclose(info.hessian, [[2, 0], [0, 6]], atol=1e-6)
+    np.testing.assert_allclose(info.gradient, 0, atol=1e-5)
+    assert info.converged and not info.messages

@@ -8,7 +8,7 @@ from compare import REFERENCE_DIR, load_case_data, load_cases
 
 import sparselmm
 from sparselmm import ModelSpecError
-from sparselmm.schur import SchurCholesky
+from sparselmm.schur import NotDiagonalError, SchurCholesky
 
 CASES = {c["id"]: c for c in load_cases()}
 CROSSED = ["crossed_small_reml", "crossed_large_ml", "penicillin_reml", "pastes_nested_reml", "nested_slash_reml"]
@@ -29,43 +29,75 @@ def test_deviance_equals_cholmod_and_lme4(case_id):
 
 
 def test_fit_results_equal_cholmod():
-    case = CASES["crossed_small_slopes_reml"]  # first term (user) has a slope: schur does not apply
+    case = CASES["crossed_small_slopes_reml"]  # a term with a slope: schur does not apply
     with pytest.raises(ModelSpecError, match="ordering='schur'"):
         sparselmm.deviance_function(case["formula"], load_case_data(case), ordering="schur")
     case = CASES["crossed_small_ml"]
     data = load_case_data(case)
-    a = sparselmm.lmer(case["formula"], data, reml=False, ordering="schur")
+    a = sparselmm.lmer(case["formula"], data, reml=False, ordering="schur", optimizer="bobyqa")
     b = sparselmm.lmer(case["formula"], data, reml=False, ordering="default")
+    assert b.optinfo.optimizer == "bobyqa"  # no analytic gradient on the CHOLMOD factor
     assert a.objective == pytest.approx(b.objective, rel=1e-12)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-7)
+    # with the analytic gradient (L-BFGS-B): the same optimum, a deviance no higher
+    g = sparselmm.lmer(case["formula"], data, reml=False, ordering="schur")
+    assert g.optinfo.optimizer == "lbfgsb"
+    assert g.objective <= b.objective + 1e-9 * abs(b.objective)
+    np.testing.assert_allclose(g.theta, b.theta, rtol=1e-5)
     for g in ("user", "item"):
         ra, rb = a.ranef(cond_var=True)[g], b.ranef(cond_var=True)[g]
         np.testing.assert_allclose(ra.to_numpy(), rb.to_numpy(), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(ra.attrs["cond_sd"].to_numpy(), rb.attrs["cond_sd"].to_numpy(), rtol=1e-6)
 
 
-def test_auto_considers_schur_on_large_crossed_designs():
-    f = sparselmm.deviance_function(
-        "y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)", sparselmm.datasets.load("InstEval"), reml=False
-    )
-    assert f.ordering in ("schur", "metis")  # chosen by timing one factorisation of each
-    assert f([0.3, 0.5, 0.2]) == pytest.approx(
-        sparselmm.deviance_function(
-            "y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)",
-            sparselmm.datasets.load("InstEval"),
-            reml=False,
-            ordering="metis",
-        )([0.3, 0.5, 0.2]),
-        rel=1e-12,
-    )
+def test_auto_uses_schur_on_large_crossed_designs():
+    formula = "y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)"
+    data = sparselmm.datasets.load("InstEval")
+    f = sparselmm.deviance_function(formula, data, reml=False)
+    assert f.ordering == "schur" and f.has_gradient
+    metis = sparselmm.deviance_function(formula, data, reml=False, ordering="metis")
+    assert not metis.has_gradient
+    assert f([0.3, 0.5, 0.2]) == pytest.approx(metis([0.3, 0.5, 0.2]), rel=1e-12)
 
 
-def test_not_positive_definite_is_a_numerical_error():
+def _small_G():
+    """ZᵀZ of 7 rows crossing a 4-level factor (first term) with a 2-level one and a 2-level one."""
     import scipy.sparse as sp
 
-    A = sp.csc_matrix(np.array([[1.0, 0, 0], [0, 1.0, 0], [2.0, 2.0, 1.0]]))
-    fac = SchurCholesky(A, 2)
+    f1 = np.array([0, 0, 1, 2, 2, 3, 3])
+    f2 = np.array([0, 1, 1, 0, 1, 0, 0])
+    f3 = np.array([1, 0, 1, 1, 0, 0, 1])
+    rows = np.arange(7)
+    Zt = sp.vstack([sp.csr_matrix((np.ones(7), (f, rows))) for f in (f1, f2, f3)]).tocsc()
+    return (Zt @ Zt.T).tocsc()
+
+
+def test_factor_logdet_solves_and_inverse_traces_match_dense_algebra():
+    G = _small_G()
+    lam = np.array([0.7] * 4 + [1.3, 1.3, 0.4, 0.4])
+    M = np.diag(lam) @ G.toarray() @ np.diag(lam) + np.eye(8)
+    fac = SchurCholesky(G, 4)
+    fac.factorize(lam)
+    assert fac.logdet() == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-13)
+    b = np.arange(8.0) - 3
+    L = np.linalg.cholesky(M)
+    np.testing.assert_allclose(fac.solve_L(b), np.linalg.solve(L, b), rtol=1e-12)
+    np.testing.assert_allclose(fac.solve_Lt(b), np.linalg.solve(L.T, b), rtol=1e-12)
+    trace_first, diag_rest = fac.inverse_traces()
+    Minv = np.linalg.inv(M)
+    assert trace_first == pytest.approx(np.trace(Minv[:4, :4]), rel=1e-13)
+    np.testing.assert_allclose(diag_rest, np.diagonal(Minv)[4:], rtol=1e-13)
+
+
+def test_not_diagonal_first_block_is_refused():
+    G = _small_G()
+    with pytest.raises(NotDiagonalError):
+        SchurCholesky(G, 6)  # the first 6 columns mix two factors
+
+
+def test_overflow_is_a_numerical_error():
+    fac = SchurCholesky(_small_G(), 4)
     with pytest.raises(sparselmm.NumericalError):
-        fac.factorize(A, beta=0.0)
-    fac.factorize(A, beta=10.0)
+        fac.factorize(np.full(8, 1e200))
+    fac.factorize(np.ones(8))
     assert np.isfinite(fac.logdet())
