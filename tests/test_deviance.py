@@ -79,8 +79,17 @@ def _central_gradient(f, theta, h=1e-6):
     return np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(theta.size)])
 
 
-@pytest.mark.parametrize("case_id", ["penicillin_reml", "penicillin_ml", "crossed_small_reml", "crossed_small_ml",
-                                     "pastes_interaction_reml", "nested_slash_ml"])
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "penicillin_reml",
+        "penicillin_ml",
+        "crossed_small_reml",
+        "crossed_small_ml",
+        "pastes_interaction_reml",
+        "nested_slash_ml",
+    ],
+)
 def test_analytic_gradient_matches_finite_differences(case_id):
     case = CASES[case_id]
     f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=case["reml"], ordering="schur")
@@ -99,10 +108,12 @@ def test_analytic_gradient_with_weights_offset_and_a_zero_theta():
     data["w"] = rng.uniform(0.5, 2.0, n)
     data["off"] = rng.normal(size=n)
     for reml in (True, False):
-        f = sparselmm.deviance_function("y ~ x + (1|u) + (1|i)", data, reml=reml, weights="w", offset="off",
-                                        ordering="schur")
-        np.testing.assert_allclose(f.value_and_gradient([0.9, 0.4])[1], _central_gradient(f, [0.9, 0.4]),
-                                   rtol=2e-6, atol=1e-6)
+        f = sparselmm.deviance_function(
+            "y ~ x + (1|u) + (1|i)", data, reml=reml, weights="w", offset="off", ordering="schur"
+        )
+        np.testing.assert_allclose(
+            f.value_and_gradient([0.9, 0.4])[1], _central_gradient(f, [0.9, 0.4]), rtol=2e-6, atol=1e-6
+        )
         # the deviance is even in a scalar θ: zero slope on the boundary
         grad = f.value_and_gradient([0.0, 0.4])[1]
         assert grad[0] == 0.0
