@@ -7,12 +7,12 @@ has a diagonal block ``G₁₁`` of ``G = ZᵀWZ`` (each row belongs to one leve
 * the Schur complement of the other terms is ``S = diag(λ₂) K diag(λ₂) + I`` with
   ``K = G₂₂ − G₂₁ diag(w) G₁₂``, ``w_s = t² / (t² g_s + 1)``, ``g_s = (G₁₁)_ss``.
 
-``G₂₁ diag(w) G₁₂`` has a fixed pattern and is linear in ``w``, and ``w_s`` depends on level ``s`` only
-through ``g_s`` (its weighted count), so it is one sparse matrix-vector product ``Q w̃`` with ``w̃``
-indexed by the distinct counts; ``Q`` is built once. An evaluation then scatters the pattern into a
-dense array and calls LAPACK's ``potrf`` (the layout MixedModels.jl uses for crossed factors), with no
-sparse-sparse product. The factor is ``L = [[D^½, 0], [B D^-½, L_S]]``, ``B = diag(λ₂) G₂₁ t``, no
-permutation, with the methods of :class:`~sparselmm._cholmod.SparseCholesky`.
+``G₂₁ diag(w) G₁₂`` has a fixed pattern and is linear in ``w``: it is one sparse matrix-vector product
+``Q w`` with a ``Q`` built once (one column per level ``s``, holding ``G_is G_js`` at each pair
+``i ≥ j``). An evaluation then scatters the pattern into a dense array and calls LAPACK's ``potrf``
+(the layout MixedModels.jl uses for crossed factors), with no sparse-sparse product. The factor is
+``L = [[D^½, 0], [B D^-½, L_S]]``, ``B = diag(λ₂) G₂₁ t``, no permutation, with the methods of
+:class:`~sparselmm._cholmod.SparseCholesky`.
 
 :meth:`SchurCholesky.inverse_traces` also gives the traces of ``(ΛᵀZᵀWZΛ + I)⁻¹`` that the analytic
 gradient of the profiled deviance needs (one ``potri`` on ``L_S``).
@@ -29,7 +29,7 @@ from .errors import NumericalError
 __all__ = ["MAX_DENSE", "NotDiagonalError", "SchurCholesky", "schur_applicable"]
 
 MAX_DENSE = 8000  # largest dense Schur complement (8000² doubles = 512 MB, twice with the gradient)
-TRIPLES_PER_CHUNK = 4_000_000  # bounds the memory used while Q is built
+TRIPLES_PER_CHUNK = 2_000_000  # bounds the memory used while Q is built
 
 
 class NotDiagonalError(ValueError):
@@ -48,25 +48,21 @@ def schur_applicable(terms, q: int) -> bool:
     return 0 < q - q1 <= MAX_DENSE and q1 >= q - q1
 
 
-def _pair_triples(G21_csc: sp.csc_matrix, cols: np.ndarray, with_values: bool = True):
+def _pair_triples(G21: sp.csc_matrix, cols: np.ndarray):
     """Every pair ``(i ≥ j)`` of nonzeros sharing a column ``s`` of ``G₂₁``, over a contiguous run ``cols``.
 
-    Returns rows ``i``, ``j`` and, with ``with_values``, ``G_is G_js`` and ``s``.
+    Returns the rows ``i`` and ``j`` and the positions of ``G_is`` and ``G_js`` in ``G21.data``, column by
+    column (the order of a CSC matrix with one column per ``s``).
     """
-    indptr = G21_csc.indptr
-    lo, hi = indptr[cols[0]], indptr[cols[-1] + 1]
-    col_start = np.repeat(indptr[cols], np.diff(indptr[cols[0] : cols[-1] + 2]))  # per entry: its column's start
-    entry = np.arange(lo, hi)
+    indptr = G21.indptr
+    counts = np.diff(indptr[cols[0] : cols[-1] + 2])
+    col_start = np.repeat(indptr[cols], counts)  # per entry: where its column starts
+    entry = np.arange(indptr[cols[0]], indptr[cols[-1] + 1])
     reps = entry - col_start + 1  # an entry pairs with itself and every earlier entry of its column
     first = np.repeat(entry, reps)
     ends = np.cumsum(reps)
     second = np.arange(ends[-1]) - np.repeat(ends - reps - col_start, reps)
-    i, j = G21_csc.indices[first], G21_csc.indices[second]
-    if not with_values:
-        return i, j
-    data = G21_csc.data
-    s = np.repeat(np.repeat(cols, np.diff(indptr[cols[0] : cols[-1] + 2])), reps)
-    return i, j, data[first] * data[second], s
+    return G21.indices[first], G21.indices[second], first, second
 
 
 class SchurCholesky:
@@ -95,8 +91,6 @@ class SchurCholesky:
         self._G12 = G21.T.tocsr()
         self.perm = np.arange(self.n)
         self.iperm = self.perm
-        # levels of the first term grouped by their count g_s: w_s depends on s only through g_s
-        self._g_class, s_class = np.unique(self._g, return_inverse=True)
 
         # the lower-triangle pattern of K: G₂₂'s entries and every pair of effects sharing a level s
         G22 = G[q1:, q1:].tocoo()
@@ -105,9 +99,10 @@ class SchurCholesky:
         marked = np.zeros(q2 * q2, dtype=bool)
         marked[g22_key] = True
         chunks = self._column_chunks(G21)
+        pairs = None
         for cols in chunks:
-            i, j = _pair_triples(G21, cols, with_values=False)
-            marked[j.astype(np.int64) * q2 + i] = True
+            pairs = _pair_triples(G21, cols)
+            marked[pairs[1].astype(np.int64) * q2 + pairs[0]] = True
         marked[np.arange(q2) * (q2 + 1)] = True  # the diagonal (for + I)
         self._flat = np.flatnonzero(marked)  # column-major positions in the dense q2 × q2 array
         del marked
@@ -119,14 +114,23 @@ class SchurCholesky:
         where[self._flat] = np.arange(n_pattern)
         self._K0 = np.zeros(n_pattern)
         np.add.at(self._K0, where[g22_key], G22.data[low])
-        Q = sp.csr_matrix((n_pattern, self._g_class.size))
+        # Q: one column per level s holding G_is G_js at the pattern position of (i, j)
+        indices, data = [], []
         for cols in chunks:
-            i, j, v, s = _pair_triples(G21, cols)
-            Q = Q + sp.csr_matrix(
-                (v, (where[j.astype(np.int64) * q2 + i], s_class[s])), shape=(n_pattern, self._g_class.size)
-            )
-        del where
-        self._Q = Q
+            i, j, first, second = pairs if len(chunks) == 1 else _pair_triples(G21, cols)
+            indices.append(where[j.astype(np.int64) * q2 + i])
+            data.append(G21.data[first] * G21.data[second])
+        del where, pairs
+        k = np.diff(G21.indptr).astype(np.int64)
+        indptr = np.concatenate([[0], np.cumsum(k * (k + 1) // 2)])
+        self._Q = sp.csc_matrix(
+            (
+                np.concatenate(data) if data else np.zeros(0),
+                np.concatenate(indices) if indices else np.zeros(0, int),
+                indptr,
+            ),
+            shape=(n_pattern, q1),
+        )
         self._t = 1.0
         self._lam2 = np.ones(q2)
         self._d = np.ones(q1)
@@ -147,7 +151,7 @@ class SchurCholesky:
         t2 = t * t
         with np.errstate(over="ignore", invalid="ignore"):
             d = t2 * self._g + 1.0
-            k_vals = self._K0 - self._Q @ (t2 / (t2 * self._g_class + 1.0))
+            k_vals = self._K0 - self._Q @ (t2 / d)
             vals = k_vals * lam2[self._row] * lam2[self._col]
         if not (np.all(np.isfinite(d)) and np.all(np.isfinite(vals))):
             raise NumericalError("Λ ZᵀWZ Λ + I overflows at this theta.")
@@ -209,7 +213,7 @@ class SchurCholesky:
             raise NumericalError("The Schur complement could not be inverted at this theta.")
         self._S_inv = inv
         t2 = self._t * self._t
-        h = self._Q @ (t2 / (t2 * self._g_class + 1.0) ** 2)
+        h = self._Q @ (t2 / self._d**2)
         s_hat = inv.reshape(-1, order="F")[self._flat] * self._lam2[self._row] * self._lam2[self._col]
         weighted = s_hat * h
         trace_first = float(np.sum(1.0 / self._d) + np.sum(weighted) + np.sum(weighted[self._offdiag]))
