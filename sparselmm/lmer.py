@@ -84,7 +84,9 @@ def deviance_function(
         Prior weights and offset: a column name or one value per row.
     missing : {"drop", "raise"}
     ordering : str
-        CHOLMOD fill-reducing ordering; ``"auto"``: CHOLMOD's default for small models, METIS from q = 2000.
+        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.schur`),
+        otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
+        CHOLMOD ordering by name, or ``"schur"``.
 
     Returns
     -------
@@ -134,7 +136,9 @@ def lmer(
     check_conv : bool
         Run lme4's convergence checks (finite-difference gradient and Hessian).
     ordering : str
-        CHOLMOD fill-reducing ordering; ``"auto"``: CHOLMOD's default for small models, METIS from q = 2000.
+        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.schur`),
+        otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
+        CHOLMOD ordering by name, or ``"schur"``.
     data_name : str, optional
         Name shown on the summary's ``Data:`` line.
 

@@ -26,7 +26,7 @@ from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from .errors import NumericalError
 
-__all__ = ["MAX_DENSE", "NotDiagonalError", "SchurCholesky", "schur_applicable"]
+__all__ = ["MAX_DENSE", "NotDiagonalError", "SchurCholesky", "SparseSchurError", "schur_applicable"]
 
 MAX_DENSE = 8000  # largest dense Schur complement (8000² doubles = 512 MB, twice with the gradient)
 TRIPLES_PER_CHUNK = 2_000_000  # bounds the memory used while Q is built
@@ -34,6 +34,10 @@ TRIPLES_PER_CHUNK = 2_000_000  # bounds the memory used while Q is built
 
 class NotDiagonalError(ValueError):
     """The first term's block of ``ZᵀWZ`` has off-diagonal entries: the Schur factor does not apply."""
+
+
+class SparseSchurError(ValueError):
+    """The Schur complement is too sparse for a dense factor to pay (see ``min_density``)."""
 
 
 def schur_applicable(terms, q: int) -> bool:
@@ -74,9 +78,12 @@ class SchurCholesky:
         The full symmetric ``ZᵀWZ``; ``G[:q1, :q1]`` must be diagonal.
     q1 : int
         Number of columns of the first term.
+    min_density : float
+        Raise :class:`SparseSchurError` when the lower triangle of the Schur complement has a smaller
+        share of nonzeros than this (a sparse factor then beats the dense one).
     """
 
-    def __init__(self, G: sp.csc_matrix, q1: int):
+    def __init__(self, G: sp.csc_matrix, q1: int, min_density: float = 0.0):
         G = sp.csc_matrix(G)
         self.n = G.shape[0]
         self.q1, self.q2 = q1, self.n - q1
@@ -107,6 +114,9 @@ class SchurCholesky:
         self._flat = np.flatnonzero(marked)  # column-major positions in the dense q2 × q2 array
         del marked
         n_pattern = self._flat.size
+        self.density = n_pattern / (q2 * (q2 + 1) / 2)
+        if self.density < min_density:
+            raise SparseSchurError(f"the Schur complement is {self.density:.2%} full")
         self._row = (self._flat % q2).astype(np.int32)
         self._col = (self._flat // q2).astype(np.int32)
         self._offdiag = self._row != self._col
