@@ -63,8 +63,10 @@ class MixedLM:
 
     Differences from statsmodels (deliberate):
 
-    * The fit minimises over θ (the Cholesky factor of ``cov_re/scale``, and √(vcomp/scale)) with BOBYQA
-      and a sparse Cholesky, not BFGS over dense per-group matrices; ``method`` may name ``"bobyqa"``,
+    * The fit minimises over θ (the Cholesky factor of ``cov_re/scale``, and √(vcomp/scale)) with the
+      engine's ``optimizer="auto"`` (L-BFGS-B with the analytic gradient for all-scalar crossed models,
+      BOBYQA otherwise) and a sparse or dense-Schur Cholesky, not BFGS over dense per-group matrices;
+      ``method`` may name ``"auto"``, ``"bobyqa"``,
       ``"nelder_mead"``/``"nm"``, ``"lbfgsb"``/``"lbfgs"``; other scipy names fall back to BOBYQA with a
       warning. ``score`` and ``hessian`` are finite differences of the exact log-likelihood (β parts
       analytic) where statsmodels uses analytic formulas; they agree to about 1e-6 relative.
@@ -470,7 +472,7 @@ class MixedLM:
 
     def _optimizer(self, method) -> str:
         if method is None:
-            return "bobyqa"
+            return "auto"  # L-BFGS-B with the analytic gradient where the engine has one, else BOBYQA
         methods = [method] if isinstance(method, str) else list(method)
         for meth in methods:
             if meth.lower() in ("newton", "ncg"):
@@ -664,6 +666,9 @@ def _optimize_tracked(f, x0, lower, optimizer, control, to_theta):
     """``optimize_theta`` keeping the best point evaluated: NLopt's "roundoff limited" stop can hand
     back the starting point (the engine's optimiser then returns ``x0``), so the best evaluated point
     is used whenever it is better than the returned one."""
+    if getattr(f, "has_gradient", False):  # the engine's own deviance: optimize_theta keeps the best point
+        x, fx, info = optimize_theta(f, x0, lower, optimizer, control, check_conv=False)
+        return to_theta(np.array(x, dtype=float)), fx, info
     best = [np.inf, np.asarray(x0, float).copy()]
 
     def tracked(x):
