@@ -9,7 +9,8 @@ For each θ (Bates et al. 2015, JSS 67(1), section 3):
 
 The values of ``Λᵀ ZᵀWZ Λ`` are written in place into a fixed lower-triangular pattern through index
 maps built once (:class:`BlockUpdater`), so an evaluation does no sparse products and allocates no
-new sparse structure.
+new sparse structure. For all-scalar crossed models the factor is instead the dense-Schur one of
+:mod:`sparselmm.schur`, which also gives the exact gradient (:meth:`ProfiledDeviance.gradient`).
 """
 
 from __future__ import annotations
@@ -313,8 +314,10 @@ class ProfiledDeviance:
         """
         if not self.has_gradient:
             raise ModelSpecError("The analytic gradient needs an all-scalar model on the Schur factor.")
+        if state is None and self.state is None:
+            raise ModelSpecError("No theta evaluated yet: call solve(theta) or value_and_gradient(theta).")
         state = self.state if state is None else state
-        if self.state is None or state is not self.state:
+        if state is not self.state:  # the factor holds another θ
             state = self.solve(state.theta)
         trace_first, diag_rest = self.chol.inverse_traces()
         diag_inv = np.concatenate([np.zeros(self.terms[0].q), diag_rest])

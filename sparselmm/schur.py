@@ -65,7 +65,7 @@ def _pair_triples(G21: sp.csc_matrix, cols: np.ndarray):
     reps = entry - col_start + 1  # an entry pairs with itself and every earlier entry of its column
     first = np.repeat(entry, reps)
     ends = np.cumsum(reps)
-    second = np.arange(ends[-1]) - np.repeat(ends - reps - col_start, reps)
+    second = np.arange(first.size) - np.repeat(ends - reps - col_start, reps)
     return G21.indices[first], G21.indices[second], first, second
 
 
@@ -124,23 +124,18 @@ class SchurCholesky:
         where[self._flat] = np.arange(n_pattern)
         self._K0 = np.zeros(n_pattern)
         np.add.at(self._K0, where[g22_key], G22.data[low])
-        # Q: one column per level s holding G_is G_js at the pattern position of (i, j)
-        indices, data = [], []
-        for cols in chunks:
-            i, j, first, second = pairs if len(chunks) == 1 else _pair_triples(G21, cols)
-            indices.append(where[j.astype(np.int64) * q2 + i])
-            data.append(G21.data[first] * G21.data[second])
-        del where, pairs
+        # Q: one column per level s holding G_is G_js at the pattern position of (i, j), filled in place
         k = np.diff(G21.indptr).astype(np.int64)
         indptr = np.concatenate([[0], np.cumsum(k * (k + 1) // 2)])
-        self._Q = sp.csc_matrix(
-            (
-                np.concatenate(data) if data else np.zeros(0),
-                np.concatenate(indices) if indices else np.zeros(0, int),
-                indptr,
-            ),
-            shape=(n_pattern, q1),
-        )
+        data = np.empty(indptr[-1])
+        indices = np.empty(indptr[-1], dtype=where.dtype)
+        for cols in chunks:
+            i, j, first, second = pairs if len(chunks) == 1 else _pair_triples(G21, cols)
+            span = slice(indptr[cols[0]], indptr[cols[-1] + 1])
+            indices[span] = where[j.astype(np.int64) * q2 + i]
+            data[span] = G21.data[first] * G21.data[second]
+        del where, pairs
+        self._Q = sp.csc_matrix((data, indices, indptr), shape=(n_pattern, q1))
         self._t = 1.0
         self._lam2 = np.ones(q2)
         self._d = np.ones(q1)

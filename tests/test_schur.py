@@ -101,3 +101,20 @@ def test_overflow_is_a_numerical_error():
         fac.factorize(np.full(8, 1e200))
     fac.factorize(np.ones(8))
     assert np.isfinite(fac.logdet())
+
+
+def test_a_level_meeting_no_other_effect():
+    """A first-term level whose rows carry no other random effect: an empty column of G₂₁."""
+    import scipy.sparse as sp
+
+    G = _small_G().toarray()
+    G = np.pad(G, ((0, 1), (0, 1)))
+    G = G[np.r_[0:4, 8, 4:8]][:, np.r_[0:4, 8, 4:8]]  # a fifth first-term level, alone
+    G[4, 4] = 3.0
+    lam = np.array([0.7] * 5 + [1.3, 1.3, 0.4, 0.4])
+    fac = SchurCholesky(sp.csc_matrix(G), 5)
+    fac.factorize(lam)
+    M = np.diag(lam) @ G @ np.diag(lam) + np.eye(9)
+    assert fac.logdet() == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-13)
+    trace_first, diag_rest = fac.inverse_traces()
+    assert trace_first == pytest.approx(np.trace(np.linalg.inv(M)[:5, :5]), rel=1e-13)
