@@ -310,7 +310,8 @@ class ProfiledDeviance:
           ``ΛᵀZᵀW(y − Xβ̂ − ZΛu) = u``);
 
         and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). At ``θ_k = 0`` the
-        deviance is even in ``θ_k`` and the derivative is 0. Costs one extra ``potri`` on the dense block.
+        deviance is even in ``θ_k`` and the derivative is 0. Costs one extra ``potri`` on the dense block,
+        which overwrites the factor: call :meth:`solve` before using the factor again.
         """
         if not self.has_gradient:
             raise ModelSpecError("The analytic gradient needs an all-scalar model on the Schur factor.")
@@ -319,11 +320,14 @@ class ProfiledDeviance:
         state = self.state if state is None else state
         if state is not self.state:  # the factor holds another θ
             state = self.solve(state.theta)
-        trace_first, diag_rest = self.chol.inverse_traces()
-        diag_inv = np.concatenate([np.zeros(self.terms[0].q), diag_rest])
         u = self.spherical_modes(state)
+        V = None
         if self.reml and self.p:
             V = self.chol.solve_Lt(dtrtrs(state.R_X, state.R_ZX.T, lower=0, trans=1)[0].T)
+        trace_first, diag_rest = self.chol.inverse_traces()  # consumes the factor
+        self.state = None
+        diag_inv = np.concatenate([np.zeros(self.terms[0].q), diag_rest])
+        if V is not None:
             diag_inv += np.einsum("qi,qi->q", V, V)
             trace_first += float(np.sum(diag_inv[: self.terms[0].q]))
         nu = (self.n - self.p) if self.reml else self.n
