@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     for w in caught:
         print(f"warning: {w.message}")
     info = m.optinfo
+    what = "deviance + gradient" if info.optimizer == "lbfgsb" and m._devfun.has_gradient else "deviance"
     print(
         f"fit time: {seconds:.3f} s (set-up {info.setup_seconds:.3f} s, optimisation {info.optimize_seconds:.3f} s); "
-        f"{info.n_evals} deviance evaluations by {info.optimizer} ({info.n_evals_total} with convergence checks)"
+        f"{info.n_evals} {what} evaluations by {info.optimizer} ({info.n_evals_total} with convergence checks)"
     )
     return 0
 
