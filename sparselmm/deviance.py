@@ -25,7 +25,14 @@ from ._cholmod import SparseCholesky
 from .crossprod import CrossProducts
 from .design import Design, ReTerm
 from .errors import ModelSpecError, NumericalError
-from .schur import MAX_DENSE, NotDiagonalError, SchurCholesky, SparseSchurError, schur_applicable
+from .schur import (
+    MAX_DENSE,
+    MAX_PRODUCT_PAIRS,
+    NotDiagonalError,
+    SchurCholesky,
+    SchurNotWorthwhileError,
+    schur_applicable,
+)
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
@@ -182,8 +189,9 @@ class ProfiledDeviance:
         """Choose and analyse the factor of ``ΛᵀZᵀWZΛ + I``.
 
         ``"auto"``: the dense-Schur factor (:mod:`sparselmm.schur`) where it applies (all terms scalar,
-        the first diagonal and at least as large as the rest, at most ``MAX_DENSE`` others) and the
-        Schur complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full. It also gives the analytic
+        the first diagonal and at least as large as the rest, at most ``MAX_DENSE`` others), the
+        Schur complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full and its product has at most
+        ``MAX_PRODUCT_PAIRS`` entries. It also gives the analytic
         gradient, and with it whole fits were faster than CHOLMOD + BOBYQA at every size measured
         (1e3 rows, 100 × 30 levels: 10.7 vs 12.0 ms; 8e3 rows, 800 × 300: 46 vs 246 ms; InstEval ML:
         0.62 vs 1.6 s). Otherwise CHOLMOD, with its default ordering (AMD) for small q and METIS from
@@ -193,12 +201,17 @@ class ProfiledDeviance:
         """
         q = self.cross.ZtWZ.shape[0]
         if ordering in ("schur", "auto") and schur_applicable(self.terms, q):
-            min_density = AUTO_SCHUR_MIN_DENSITY if ordering == "auto" else 0.0
+            auto = ordering == "auto"
             try:
-                chol = SchurCholesky(self.cross.ZtWZ, self.terms[0].q, min_density=min_density)
+                chol = SchurCholesky(
+                    self.cross.ZtWZ,
+                    self.terms[0].q,
+                    min_density=AUTO_SCHUR_MIN_DENSITY if auto else 0.0,
+                    max_pairs=MAX_PRODUCT_PAIRS if auto else np.iinfo(np.int64).max,
+                )
                 self.ordering = "schur"
                 return chol
-            except (NotDiagonalError, SparseSchurError):
+            except (NotDiagonalError, SchurNotWorthwhileError):
                 pass
         if ordering == "schur":
             raise ModelSpecError(

@@ -26,18 +26,28 @@ from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from .errors import NumericalError
 
-__all__ = ["MAX_DENSE", "NotDiagonalError", "SchurCholesky", "SparseSchurError", "schur_applicable"]
+__all__ = [
+    "MAX_DENSE",
+    "MAX_PRODUCT_PAIRS",
+    "NotDiagonalError",
+    "SchurCholesky",
+    "SchurNotWorthwhileError",
+    "schur_applicable",
+]
 
-MAX_DENSE = 8000  # largest dense Schur complement (8000² doubles = 512 MB, twice with the gradient)
+MAX_DENSE = 8000  # largest dense Schur complement (8000² doubles = 512 MB; S⁻¹ reuses the array)
 TRIPLES_PER_CHUNK = 2_000_000  # bounds the memory used while Q is built
+# Q holds one entry per pair of effects sharing a level of the first term (12 bytes each, twice while it
+# is converted to CSR): the 1e6-row benchmark has 3.4e7; the 1e7-row one (1e5 × 1e4) would have 1.6e9
+MAX_PRODUCT_PAIRS = 100_000_000
 
 
 class NotDiagonalError(ValueError):
     """The first term's block of ``ZᵀWZ`` has off-diagonal entries: the Schur factor does not apply."""
 
 
-class SparseSchurError(ValueError):
-    """The Schur complement is too sparse for a dense factor to pay (see ``min_density``)."""
+class SchurNotWorthwhileError(ValueError):
+    """The dense-Schur factor would not pay: the complement is too sparse or ``Q`` too large."""
 
 
 def schur_applicable(terms, q: int) -> bool:
@@ -79,11 +89,13 @@ class SchurCholesky:
     q1 : int
         Number of columns of the first term.
     min_density : float
-        Raise :class:`SparseSchurError` when the lower triangle of the Schur complement has a smaller
+        Raise :class:`SchurNotWorthwhileError` when the lower triangle of the Schur complement has a smaller
         share of nonzeros than this (a sparse factor then beats the dense one).
+    max_pairs : int
+        Raise :class:`SchurNotWorthwhileError` when ``Q`` would have more entries than this.
     """
 
-    def __init__(self, G: sp.csc_matrix, q1: int, min_density: float = 0.0):
+    def __init__(self, G: sp.csc_matrix, q1: int, min_density: float = 0.0, max_pairs: int = MAX_PRODUCT_PAIRS):
         G = sp.csc_matrix(G)
         self.n = G.shape[0]
         self.q1, self.q2 = q1, self.n - q1
@@ -94,6 +106,10 @@ class SchurCholesky:
         self._g = np.asarray(G.diagonal()[:q1], dtype=float)
         G21 = G[q1:, :q1].tocsc()
         G21.sort_indices()
+        k = np.diff(G21.indptr).astype(np.int64)
+        n_pairs = int(np.sum(k * (k + 1) // 2))
+        if n_pairs > max_pairs:
+            raise SchurNotWorthwhileError(f"the product G₂₁ diag(w) G₁₂ has {n_pairs:,} pairs (> {max_pairs:,})")
         self._G21 = G21.tocsr()
         self._G12 = G21.T.tocsr()
         self.perm = np.arange(self.n)
@@ -116,7 +132,7 @@ class SchurCholesky:
         n_pattern = self._flat.size
         self.density = n_pattern / (q2 * (q2 + 1) / 2)
         if self.density < min_density:
-            raise SparseSchurError(f"the Schur complement is {self.density:.2%} full")
+            raise SchurNotWorthwhileError(f"the Schur complement is {self.density:.2%} full")
         self._row = (self._flat % q2).astype(np.int32)
         self._col = (self._flat // q2).astype(np.int32)
         self._offdiag = self._row != self._col
@@ -125,7 +141,6 @@ class SchurCholesky:
         self._K0 = np.zeros(n_pattern)
         np.add.at(self._K0, where[g22_key], G22.data[low])
         # Q: one column per level s holding G_is G_js at the pattern position of (i, j), filled in place
-        k = np.diff(G21.indptr).astype(np.int64)
         indptr = np.concatenate([[0], np.cumsum(k * (k + 1) // 2)])
         data = np.empty(indptr[-1])
         indices = np.empty(indptr[-1], dtype=where.dtype)

@@ -118,3 +118,28 @@ def test_a_level_meeting_no_other_effect():
     assert fac.logdet() == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-13)
     trace_first, diag_rest = fac.inverse_traces()
     assert trace_first == pytest.approx(np.trace(np.linalg.inv(M)[:5, :5]), rel=1e-13)
+
+
+def test_auto_declines_schur_when_the_product_is_too_large_or_sparse():
+    from sparselmm.schur import SchurNotWorthwhileError
+
+    G = _small_G()
+    with pytest.raises(SchurNotWorthwhileError, match="pairs"):
+        SchurCholesky(G, 4, max_pairs=3)
+    with pytest.raises(SchurNotWorthwhileError, match="full"):
+        SchurCholesky(G, 4, min_density=1.01)  # this small complement is 100 % full
+
+
+def test_auto_keeps_cholmod_for_a_nested_design():
+    """(1 | school/class) with 300 schools: their Schur complement is diagonal (0.7 % full), CHOLMOD wins."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    school = np.repeat(np.arange(300), 10)
+    data = pd.DataFrame({"school": school, "class": rng.integers(0, 5, school.size), "y": rng.normal(size=school.size)})
+    data["y"] += rng.normal(size=300)[school]
+    f = sparselmm.deviance_function("y ~ 1 + (1 | school/class)", data)
+    assert f.ordering != "schur" and not f.has_gradient
+    forced = sparselmm.deviance_function("y ~ 1 + (1 | school/class)", data, ordering="schur")
+    assert forced.ordering == "schur"
+    assert f([0.5, 0.7]) == pytest.approx(forced([0.5, 0.7]), rel=1e-12)
