@@ -231,6 +231,12 @@ def optimize_theta(
     if np.any(x < lower):  # only a scipy method can step outside; NLopt keeps to the bounds
         x = np.maximum(x, lower)
         fx = counted(x)
+    if not ok and fun_grad is not None:
+        # L-BFGS-B gave up (e.g. a line search that found no decrease): finish with BOBYQA from its point
+        x2, f2, ok, msg2 = _run(counted, x, lower, "bobyqa", ctrl)
+        if x2 is not None and f2 <= fx:
+            x, fx = x2, f2
+        message = f"{message}; then {msg2}"
     if restart_edge:
         # lme4's restart_edge: if stepping off a zero boundary lowers the deviance, optimise again from there
         at_edge = np.flatnonzero((lower == 0) & (x == 0))

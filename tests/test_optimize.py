@@ -96,3 +96,21 @@ def test_derivative_check_uses_the_analytic_gradient():
     np.testing.assert_allclose(info.hessian, [[2, 0], [0, 6]], atol=1e-6)
     np.testing.assert_allclose(info.gradient, 0, atol=1e-5)
     assert info.converged and not info.messages
+
+
+def test_a_failed_gradient_run_is_finished_by_bobyqa(monkeypatch):
+    import sparselmm.optimize as opt
+
+    real_run = opt._run
+
+    def failing_lbfgsb(fun, x0, lower, method, ctrl, fun_grad=None):
+        if method == "lbfgsb":
+            fun_grad(x0)
+            return np.asarray(x0, float), fun(x0), False, "L-BFGS-B: ABNORMAL_TERMINATION_IN_LNSRCH"
+        return real_run(fun, x0, lower, method, ctrl, fun_grad)
+
+    monkeypatch.setattr(opt, "_run", failing_lbfgsb)
+    with pytest.warns(sparselmm.SingularFitWarning):
+        theta, f, info = optimize_theta(_QuadraticWithGradient(), np.array([1.0, 1.0]), np.zeros(2), check_conv=False)
+    assert info.optimizer == "lbfgsb" and "then NLopt" in info.message
+    assert theta[0] == pytest.approx(0.5, abs=1e-5) and theta[1] == pytest.approx(0.0, abs=1e-5)
