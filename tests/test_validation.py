@@ -21,7 +21,7 @@ def test_case_list_is_large_enough():
     assert len({c["id"] for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", list(_params()))
 def test_case_matches_lme4(case):
     ref = json.loads((REFERENCE_DIR / f"{case['id']}.json").read_text())
     # the slow InstEval case checks only the fixed-theta deviance here (its fit is in test_lmer.py)
