@@ -440,3 +440,29 @@ def test_full_output_hist_and_exports(school):
     assert res.hist and res.hist[0]["converged"]
     assert set(["MixedLM", "MixedLMParams", "MixedLMResults", "mixedlm"]) <= set(sparselmm.__all__)
     assert isinstance(res, sparselmm.MixedLMResults)
+
+
+def test_crossed_variance_components_start_where_lmer_starts():
+    """Indicator variance components count as intercepts for lme4's moment start; the fit then matches lmer."""
+    from sparselmm.lmer import moment_start
+
+    pen = sparselmm.datasets.load("Penicillin").assign(one=1)
+    model = MixedLM.from_formula(
+        "diameter ~ 1",
+        pen,
+        groups="one",
+        re_formula="0",
+        vc_formula={"plate": "0 + C(plate)", "sample": "0 + C(sample)"},
+    )
+    m = sparselmm.lmer("diameter ~ 1 + (1|plate) + (1|sample)", pen)
+    ours = dict(zip(model.vcomp_names, moment_start(model.likelihood().design)))
+    lme4_start = dict(zip(["plate", "sample"], moment_start(m._devfun.design)))
+    assert ours == pytest.approx(lme4_start, rel=1e-12)
+    assert not np.allclose(list(ours.values()), 1.0)
+    res = model.fit()
+    assert res.optinfo.optimizer == "lbfgsb"
+    assert -2 * res.llf == pytest.approx(m.objective, rel=1e-9)
+    # a vc that is not an indicator matrix (a covariate) falls back to statsmodels' start
+    pen["w"] = np.linspace(0.5, 1.5, len(pen))
+    model2 = MixedLM.from_formula("diameter ~ 1", pen, groups="one", re_formula="0", vc_formula={"p": "0 + C(plate):w"})
+    np.testing.assert_array_equal(moment_start(model2.likelihood().design), [1.0])

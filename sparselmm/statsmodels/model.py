@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from ..data import as_dataframe
 from ..design import independent_columns
 from ..errors import DataError, FormulaError, ModelSpecError, SparseLMMError
+from ..lmer import moment_start
 from ..optimize import OPTIMIZERS, optimize_theta
 from .likelihood import Likelihood
 from .params import MixedLMParams, VCSpec, convert_vc_dict
@@ -70,6 +71,8 @@ class MixedLM:
       ``"nelder_mead"``/``"nm"``, ``"lbfgsb"``/``"lbfgs"``; other scipy names fall back to BOBYQA with a
       warning. ``score`` and ``hessian`` are finite differences of the exact log-likelihood (β parts
       analytic) where statsmodels uses analytic formulas; they agree to about 1e-6 relative.
+    * Without ``start_params`` the optimiser starts where ``lmer`` does (lme4's moment start when every
+      variance component is an indicator matrix); ``fit(do_cg=False)`` returns statsmodels' default start.
     * ``missing="none"`` with missing values raises :class:`~sparselmm.DataError` (statsmodels fits NaNs).
     * ``fe_pen`` and ``cov_pen`` (penalised fits) raise :class:`UnsupportedOptionError`; ``fit_regularized``
       with ``method="l1"`` is supported.
@@ -489,12 +492,16 @@ class MixedLM:
         )
         return "bobyqa"
 
-    def _optimize(self, start: MixedLMParams, reml: bool, free, optimizer: str, control: dict, use_sqrt=None):
-        """Minimise the deviance over the free parameters; returns (θ̂, OptInfo)."""
+    def _optimize(
+        self, start: MixedLMParams, reml: bool, free, optimizer: str, control: dict, use_sqrt=None, theta0=None
+    ):
+        """Minimise the deviance over the free parameters (from ``theta0`` if given, else ``start``);
+        returns (θ̂, OptInfo)."""
         lik = self.likelihood()
         dev = lik.devfun(reml)
         s = lik.structure
-        theta0 = lik.theta(start.cov_re, start.vcomp)
+        if theta0 is None:
+            theta0 = lik.theta(start.cov_re, start.vcomp)
         if theta0 is None:
             raise ModelSpecError("start_params must have a positive semi-definite cov_re and non-negative vcomp.")
         lower = lik.design.lower
@@ -597,7 +604,11 @@ class MixedLM:
         lik = self.likelihood()
         hist = [] if full_output else None
         if do_cg:
-            theta, _, info = self._optimize(start, self.reml, free, optimizer, control)
+            # without start_params, start where lmer() starts (lme4's moment start for intercept-only
+            # variance components; statsmodels' cov_re = I, vcomp = 1 otherwise): the optimum is the same,
+            # the path shorter (InstEval's crossed model: 10 instead of 27 gradient evaluations)
+            theta0 = moment_start(lik.design) if start_params is None and free is None else None
+            theta, _, info = self._optimize(start, self.reml, free, optimizer, control, theta0=theta0)
             converged = info.converged
             if hist is not None:
                 hist.append(
