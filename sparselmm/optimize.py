@@ -241,6 +241,15 @@ def optimize_theta(
         if x2 is not None and f2 <= fx:
             x, fx = x2, f2
         message = f"{message}; then {msg2}"
+    if fun_grad is not None:
+        # a gradient method approaches a zero bound without reaching it (the deviance is even in a
+        # scalar θ_k); BOBYQA would land on it: take the bound where it is not worse
+        for i in np.flatnonzero((lower == 0) & (x > 0) & (x < SINGULAR_TOL)):
+            xi = x.copy()
+            xi[i] = 0.0
+            fi = counted(xi)
+            if fi <= fx:
+                x, fx = xi, fi
     if restart_edge:
         # lme4's restart_edge: if stepping off a zero boundary lowers the deviance, optimise again from there
         at_edge = np.flatnonzero((lower == 0) & (x == 0))
@@ -257,15 +266,6 @@ def optimize_theta(
                     if f2 < fx:
                         x, fx, ok, message = x2, f2, ok2, msg2
                     break
-    if fun_grad is not None:
-        # a gradient method approaches a zero bound without reaching it (the deviance is even in a
-        # scalar θ_k); BOBYQA would land on it: take the bound where it is not worse
-        for i in np.flatnonzero((lower == 0) & (x > 0) & (x < SINGULAR_TOL)):
-            xi = x.copy()
-            xi[i] = 0.0
-            fi = counted(xi)
-            if fi <= fx:
-                x, fx = xi, fi
     n_evals = n_calls
     messages: list[str] = []
     grad = hess = None
