@@ -329,7 +329,10 @@ class ProfiledDeviance:
         if not self.has_gradient:
             raise ModelSpecError("The analytic gradient needs an all-scalar model on the Schur factor.")
         if state is None and self.state is None:
-            raise ModelSpecError("No theta evaluated yet: call solve(theta) or value_and_gradient(theta).")
+            raise ModelSpecError(
+                "No current theta (none evaluated yet, or the last gradient consumed the factor): "
+                "call value_and_gradient(theta), or solve(theta) first."
+            )
         state = self.state if state is None else state
         if state is not self.state:  # the factor holds another θ
             state = self.solve(state.theta)

@@ -125,3 +125,15 @@ def test_gradient_needs_the_schur_factor(sleepstudy):
     assert not f.has_gradient
     with pytest.raises(sparselmm.ModelSpecError, match="gradient"):
         f.gradient()
+
+
+def test_gradient_consumes_the_factor_and_says_so():
+    case = CASES["penicillin_ml"]
+    f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=False, ordering="schur")
+    with pytest.raises(sparselmm.ModelSpecError, match="value_and_gradient"):
+        f.gradient()
+    f([0.8, 1.7])
+    first = f.gradient()
+    with pytest.raises(sparselmm.ModelSpecError, match="consumed"):
+        f.gradient()
+    np.testing.assert_array_equal(f.value_and_gradient([0.8, 1.7])[1], first)
