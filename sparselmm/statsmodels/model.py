@@ -506,7 +506,7 @@ class MixedLM:
             raise ModelSpecError("start_params must have a positive semi-definite cov_re and non-negative vcomp.")
         lower = lik.design.lower
         if free is None:
-            return _optimize_tracked(dev, theta0, lower, optimizer, control, lambda x: x)
+            return _optimize_free(dev, theta0, lower, optimizer, control, lambda x: x)
         mask = np.concatenate(
             [np.asarray(free.cov_re, float)[np.tril_indices(self.k_re)], np.asarray(free.vcomp, float)]
         )
@@ -551,7 +551,7 @@ class MixedLM:
             from ..optimize import OptInfo
 
             return theta0, dev(theta0), OptInfo("none", 1, True, "no free parameters", theta0.copy())
-        return _optimize_tracked(f, x0, lo, optimizer, control, to_theta)
+        return _optimize_free(f, x0, lo, optimizer, control, to_theta)
 
     def fit(
         self,
@@ -673,28 +673,11 @@ class MixedLM:
         )
 
 
-def _optimize_tracked(f, x0, lower, optimizer, control, to_theta):
-    """``optimize_theta`` keeping the best point evaluated: NLopt's "roundoff limited" stop can hand
-    back the starting point (the engine's optimiser then returns ``x0``), so the best evaluated point
-    is used whenever it is better than the returned one."""
-    if getattr(f, "has_gradient", False):  # the engine's own deviance: optimize_theta keeps the best point
-        x, fx, info = optimize_theta(f, x0, lower, optimizer, control, check_conv=False)
-        return to_theta(np.array(x, dtype=float)), fx, info
-    best = [np.inf, np.asarray(x0, float).copy()]
-
-    def tracked(x):
-        val = f(x)
-        if val < best[0]:
-            best[0], best[1] = val, np.array(x, dtype=float)
-        return val
-
-    x, fx, info = optimize_theta(tracked, x0, lower, optimizer, control, check_conv=False)
-    x = np.array(x, dtype=float)
-    if info.message == "roundoff limited" or best[0] < fx:
-        fx = f(x)  # the reported value may belong to another point
-        if best[0] < fx:
-            x, fx = np.maximum(best[1], lower), best[0]
-    return to_theta(x), fx, info
+def _optimize_free(f, x0, lower, optimizer, control, to_theta):
+    """``optimize_theta`` over the free parameters (it never returns a point worse than one it evaluated,
+    NLopt's "roundoff limited" stop included), mapped back to θ."""
+    x, fx, info = optimize_theta(f, x0, lower, optimizer, control, check_conv=False)
+    return to_theta(np.array(x, dtype=float)), fx, info
 
 
 def mixedlm(
