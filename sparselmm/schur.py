@@ -79,6 +79,14 @@ def _pair_triples(G21: sp.csc_matrix, cols: np.ndarray):
     return G21.indices[first], G21.indices[second], first, second
 
 
+def _column_chunks(pair_ends: np.ndarray) -> list[np.ndarray]:
+    """Contiguous runs of levels with about ``TRIPLES_PER_CHUNK`` pairs each."""
+    edges = np.searchsorted(
+        pair_ends, np.arange(TRIPLES_PER_CHUNK, pair_ends[-1] if pair_ends.size else 0, TRIPLES_PER_CHUNK)
+    )
+    return [c for c in np.split(np.arange(pair_ends.size), edges) if c.size]
+
+
 class SchurCholesky:
     """``Λ G Λ + I = L Lᵀ`` for a diagonal ``Λ``, eliminating the first ``q1`` (diagonal) rows.
 
@@ -107,7 +115,8 @@ class SchurCholesky:
         G21 = G[q1:, :q1].tocsc()
         G21.sort_indices()
         k = np.diff(G21.indptr).astype(np.int64)
-        n_pairs = int(np.sum(k * (k + 1) // 2))
+        pair_ends = np.cumsum(k * (k + 1) // 2)  # per level s: where its pairs end in Q
+        n_pairs = int(pair_ends[-1]) if pair_ends.size else 0
         if n_pairs > max_pairs:
             raise SchurNotWorthwhileError(f"the product G₂₁ diag(w) G₁₂ has {n_pairs:,} pairs (> {max_pairs:,})")
         self._G21 = G21.tocsr()
@@ -121,7 +130,7 @@ class SchurCholesky:
         g22_key = G22.col[low].astype(np.int64) * q2 + G22.row[low]
         marked = np.zeros(q2 * q2, dtype=bool)
         marked[g22_key] = True
-        chunks = self._column_chunks(G21)
+        chunks = _column_chunks(pair_ends)
         pairs = None
         for cols in chunks:
             pairs = _pair_triples(G21, cols)
@@ -141,7 +150,7 @@ class SchurCholesky:
         self._K0 = np.zeros(n_pattern)
         np.add.at(self._K0, where[g22_key], G22.data[low])
         # Q: one column per level s holding G_is G_js at the pattern position of (i, j), filled in place
-        indptr = np.concatenate([[0], np.cumsum(k * (k + 1) // 2)])
+        indptr = np.concatenate([[0], pair_ends])
         data = np.empty(indptr[-1])
         indices = np.empty(indptr[-1], dtype=where.dtype)
         for cols in chunks:
@@ -159,12 +168,6 @@ class SchurCholesky:
         self._d = np.ones(q1)
         self._S = np.zeros((q2, q2), order="F")  # the one dense q2 × q2 array: S, then L_S, then S⁻¹
         self._L_S = None
-
-    def _column_chunks(self, G21: sp.csc_matrix) -> list[np.ndarray]:
-        k = np.diff(G21.indptr).astype(np.int64)
-        pairs = np.cumsum(k * (k + 1) // 2)
-        edges = np.searchsorted(pairs, np.arange(TRIPLES_PER_CHUNK, pairs[-1] if pairs.size else 0, TRIPLES_PER_CHUNK))
-        return [c for c in np.split(np.arange(k.size), edges) if c.size]
 
     def factorize(self, lam: np.ndarray) -> None:
         """Numeric factorisation for ``Λ = diag(lam)`` (constant over the first ``q1`` entries)."""

@@ -143,3 +143,15 @@ def test_auto_keeps_cholmod_for_a_nested_design():
     forced = sparselmm.deviance_function("y ~ 1 + (1 | school/class)", data, ordering="schur")
     assert forced.ordering == "schur"
     assert f([0.5, 0.7]) == pytest.approx(forced([0.5, 0.7]), rel=1e-12)
+
+
+def test_q_built_in_many_chunks_equals_one_chunk(monkeypatch):
+    import sparselmm.schur as schur
+
+    case = CASES["crossed_large_ml"]
+    data = load_case_data(case)
+    whole = sparselmm.deviance_function(case["formula"], data, reml=False, ordering="schur")
+    monkeypatch.setattr(schur, "TRIPLES_PER_CHUNK", 50)
+    chunked = sparselmm.deviance_function(case["formula"], data, reml=False, ordering="schur")
+    assert (chunked.chol._Q != whole.chol._Q).nnz == 0
+    assert chunked([0.7, 0.4]) == whole([0.7, 0.4])
