@@ -327,7 +327,11 @@ class ProfiledDeviance:
         which overwrites the factor: call :meth:`solve` before using the factor again.
         """
         if not self.has_gradient:
-            raise ModelSpecError("The analytic gradient needs an all-scalar model on the Schur factor.")
+            raise ModelSpecError(
+                f"This deviance function (ordering={self.ordering!r}) has no analytic gradient: it needs "
+                "scalar random-effects terms only on the dense-Schur factor (ordering='auto' or 'schur'). "
+                "Use its values f(theta), e.g. with optimizer='bobyqa'."
+            )
         if state is None and self.state is None:
             raise ModelSpecError(
                 "No current theta (none evaluated yet, or the last gradient consumed the factor): "

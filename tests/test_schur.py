@@ -95,6 +95,18 @@ def test_not_diagonal_first_block_is_refused():
         SchurCholesky(G, 6)  # the first 6 columns mix two factors
 
 
+def test_a_solve_after_inverse_traces_asks_for_a_new_factorisation():
+    fac = SchurCholesky(_small_G(), 4)
+    with pytest.raises(sparselmm.NumericalError, match="call factorize"):
+        fac.solve_L(np.ones(8))  # nothing factored yet
+    fac.factorize(np.ones(8))
+    fac.inverse_traces()
+    with pytest.raises(sparselmm.NumericalError, match="call factorize"):
+        fac.logdet()
+    fac.factorize(np.ones(8))
+    assert np.isfinite(fac.logdet())
+
+
 def test_overflow_is_a_numerical_error():
     fac = SchurCholesky(_small_G(), 4)
     with pytest.raises(sparselmm.NumericalError):
