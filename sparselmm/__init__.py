@@ -1,7 +1,8 @@
 """sparselmm: linear mixed-effects models fitted with lme4's whole-dataset sparse method.
 
 Main entry points: :func:`lmer` (lme4's formula language), :func:`deviance_function` (lme4's
-``devFunOnly``), and :mod:`sparselmm.datasets`.
+``devFunOnly``), :func:`anova` (lmerTest's F tables, lme4's likelihood-ratio tests) and
+:mod:`sparselmm.datasets`.
 """
 
 from . import datasets
@@ -15,6 +16,7 @@ from .errors import (
     SingularFitWarning,
     SparseLMMError,
 )
+from .inference.anova import anova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
 from .results import LmerResult
@@ -36,6 +38,7 @@ __all__ = [
     "RankDeficiencyWarning",
     "SingularFitWarning",
     "SparseLMMError",
+    "anova",
     "datasets",
     "deviance_function",
     "lmer",

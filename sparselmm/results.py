@@ -347,15 +347,97 @@ class LmerResult:
     def deviance_function(self) -> ProfiledDeviance:
         return self._devfun
 
-    def summary(self):
-        """lme4-style summary; print it."""
+    def summary(self, ddf: str = "Satterthwaite"):
+        """lmerTest-style summary (lme4's layout with df and p-values); print it.
+
+        Parameters
+        ----------
+        ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+            Denominator degrees of freedom of the t tests: Satterthwaite's (lmerTest's default),
+            Kenward–Roger's (REML fits only), or none (lme4's table without df and p-values).
+        """
         from .summary import LmerSummary
 
-        return LmerSummary(self)
+        return LmerSummary(self, ddf=ddf)
+
+    # ---- inference on the fixed effects (inference/) ------------------------------------------
+    def coef_table(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """Fixed-effects table of lmerTest's ``summary``: Estimate, Std. Error, df, t value, Pr(>|t|).
+
+        ``ddf="Kenward-Roger"`` uses the adjusted covariance ``Φ_A`` for the standard errors (REML fits
+        only); ``ddf="lme4"`` gives lme4's table (no df, no p-values). See :mod:`sparselmm.inference`.
+        """
+        from .inference.contest import coef_table
+
+        return coef_table(self, ddf)
+
+    def contest(self, L, ddf: str = "Satterthwaite", joint: bool = True, rhs=0.0, level: float = 0.95):
+        """Test the contrast ``Lβ = rhs`` (lmerTest's ``contest``): an F test of all rows (``joint=True``)
+        or a t test with a confidence interval per row. See :func:`sparselmm.inference.contest.contest`."""
+        from .inference.contest import contest
+
+        return contest(self, L, ddf=ddf, joint=joint, rhs=rhs, level=level)
+
+    def anova(self, *others, type=3, ddf: str = "Satterthwaite", **kwargs):
+        """lmerTest's F table for the model's fixed-effect terms (types I, II, III), or, given other
+        models, lme4's likelihood-ratio table. See :func:`sparselmm.anova`."""
+        from .inference.anova import anova
+
+        return anova(self, *others, type=type, ddf=ddf, **kwargs)
+
+    def anova_contrasts(self, type=3) -> dict[str, np.ndarray]:
+        """The contrast matrix behind each row of :meth:`anova` (lmerTest's ``show_tests``)."""
+        from .inference.contrasts import term_contrasts
+
+        return term_contrasts(self._design, type)
 
     def __repr__(self) -> str:
         kind = "REML" if self.reml else "ML"
         return f"<LmerResult {self.formula!r} ({kind}), objective={self.objective:.4f}, n={self.nobs}>"
+
+    # ---- confidence intervals, refits, bootstrap (inference/) ----
+    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
+        """Responses simulated from the fit (lme4's ``simulate``); n rows × ``nsim`` columns ``sim_1``….
+        See :func:`sparselmm.inference.bootstrap.simulate`."""
+        from .inference.bootstrap import simulate
+
+        return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
+
+    def refit(self, newresp, check_conv: bool = True, control: dict | None = None) -> LmerResult:
+        """The model refitted to a new response from θ̂, reusing the factorisation (lme4's ``refit``).
+        See :func:`sparselmm.inference.bootstrap.refit`."""
+        from .inference.bootstrap import refit
+
+        return refit(self, newresp, check_conv=check_conv, control=control)
+
+    def refit_ml(self) -> LmerResult:
+        """The fit on the ML criterion (lme4's ``refitML``); ``self`` for an ML fit."""
+        from .inference.bootstrap import refit_ml
+
+        return refit_ml(self)
+
+    def bootstrap(self, nsim: int, func=None, seed=None, n_jobs: int = 1, progress: bool = True, tol=None, **kwargs):
+        """Parametric bootstrap (lme4's ``bootMer``): draws, failures and intervals in a ``BootstrapResult``.
+        See :func:`sparselmm.inference.bootstrap.bootstrap`."""
+        from .inference.bootstrap import bootstrap
+
+        return bootstrap(self, nsim, func=func, seed=seed, n_jobs=n_jobs, progress=progress, tol=tol, **kwargs)
+
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile", nsim: int = 500, seed=None, **kwargs):
+        """Confidence intervals with lme4's names (``.sig01``…, ``.sigma``, fixed effects), by ``"profile"``,
+        ``"Wald"`` or ``"boot"`` (lme4's ``confint.merMod``). See :func:`sparselmm.inference.confint.confint`."""
+        from .inference.confint import confint
+
+        return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
+
+    def drop1(self, test: str = "none", scope=None) -> pd.DataFrame:
+        """Each droppable fixed-effect term removed in turn, ML refits, AIC (and with ``test="Chisq"`` the
+        LRT); lme4's ``drop1``. See :func:`sparselmm.inference.lrt.drop1`."""
+        from .inference.lrt import drop1
+
+        return drop1(self, test=test, scope=scope)
+
+    # ---- end of confidence intervals, refits, bootstrap ----
 
 
 def _level_labels(frame: pd.DataFrame, factors: tuple[str, ...]):

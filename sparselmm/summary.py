@@ -42,11 +42,49 @@ def _column(values, digits: int = 4) -> list[str]:
     return [f"{v:.{decimals}f}" if np.isfinite(v) else "NaN" for v in vals]
 
 
+def _pvalue(p: float) -> str:
+    """R's ``format.pval(p, digits = 3)`` with its ``< 2e-16`` floor."""
+    if not np.isfinite(p):
+        return "NA"
+    if p < 2e-16:
+        return "< 2e-16"
+    if p < 1e-4:
+        return f"{p:.2e}"
+    return _sig(p, 3)
+
+
+def _stars(p: float) -> str:
+    if not np.isfinite(p):
+        return ""
+    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return mark
+    return ""
+
+
 class LmerSummary:
     """Printable summary of an :class:`~sparselmm.results.LmerResult`."""
 
-    def __init__(self, result):
+    def __init__(self, result, ddf="Satterthwaite"):
+        from .inference.contest import normalize_ddf
+
         self.result = result
+        self.ddf = normalize_ddf(ddf)
+        self.ddf_note = None
+        self.coefficients = self._coefficients()
+
+    def _coefficients(self):
+        """The fixed-effects table (lmerTest's with df and p-values; lme4's when ``ddf="lme4"``)."""
+        from .errors import ModelSpecError
+
+        res = self.result
+        if self.ddf != "lme4" and len(res.fixef):
+            try:
+                return res.coef_table(ddf=self.ddf)
+            except ModelSpecError as err:  # e.g. KR on an ML fit, or a model too large for exact derivatives
+                self.ddf_note = f"{self.ddf} df not available: {err}"
+                self.ddf = "lme4"
+        return res.coef_table(ddf="lme4")
 
     def random_effects_lines(self) -> list[str]:
         res = self.result
@@ -79,13 +117,22 @@ class LmerSummary:
         return _table(rows, {2, 3})
 
     def fixed_effects_lines(self) -> list[str]:
-        res = self.result
-        fe, se = res.fixef, res.bse
-        names = [r_name(n) for n in fe.index]
-        est, ses, tv = _column(fe.to_numpy()), _column(se.to_numpy()), [f"{v:.3f}" for v in fe / se]
-        rows = [["", "Estimate", "Std. Error", "t value"]]
-        rows += [[n, e, s, t] for n, e, s, t in zip(names, est, ses, tv)]
-        return _table(rows, {1, 2, 3})
+        tab = self.coefficients
+        names = [r_name(n) for n in tab.index]
+        est, ses = _column(tab["Estimate"].to_numpy()), _column(tab["Std. Error"].to_numpy())
+        tv = [f"{v:.3f}" for v in tab["t value"]]
+        if "df" not in tab.columns:
+            rows = [["", "Estimate", "Std. Error", "t value"]]
+            rows += [[n, e, s, t] for n, e, s, t in zip(names, est, ses, tv)]
+            return _table(rows, {1, 2, 3})
+        dfs = _column(tab["df"].to_numpy())
+        pv = tab["Pr(>|t|)"].to_numpy()
+        rows = [["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)", ""]]
+        rows += [[n, e, s, d, t, _pvalue(p), _stars(p)] for n, e, s, d, t, p in zip(names, est, ses, dfs, tv, pv)]
+        lines = _table(rows, {1, 2, 3, 4, 5})
+        lines.append("---")
+        lines.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
+        return lines
 
     def correlation_lines(self) -> list[str]:
         res = self.result
@@ -105,10 +152,14 @@ class LmerSummary:
         res = self.result
         design = res.design
         lines = []
+        method = {
+            "Satterthwaite": ". t-tests use Satterthwaite's method",
+            "Kenward-Roger": (". t-tests use Kenward-Roger's method"),
+        }.get(self.ddf, "")
         if res.reml:
-            lines.append("Linear mixed model fit by REML ['LmerResult']")
+            lines.append(f"Linear mixed model fit by REML{method} ['LmerResult']")
         else:
-            lines.append("Linear mixed model fit by maximum likelihood  ['LmerResult']")
+            lines.append(f"Linear mixed model fit by maximum likelihood{method} ['LmerResult']")
         lines.append(f"Formula: {res.formula}")
         if design.weights is not None:
             lines.append("Weights: (prior weights given)")
@@ -149,6 +200,8 @@ class LmerSummary:
             if corr:
                 lines.append("")
                 lines.extend(corr)
+        if self.ddf_note:
+            lines.append(self.ddf_note)
         if design.dropped_columns:
             lines.append(
                 f"fit warnings:\nfixed-effect model matrix is rank deficient so dropping "

@@ -1,0 +1,76 @@
+"""``sparselmm.anova``: lmerTest's F tables for one model, lme4's likelihood-ratio table for several.
+
+For one model, each fixed-effect term gets the contrast matrix of the requested type
+(:mod:`sparselmm.inference.contrasts`, lmerTest's construction) and an F test of it by
+:func:`sparselmm.inference.contest.contest` with Satterthwaite or Kenward–Roger df; ``ddf="lme4"``
+gives lme4's sequential table (Sum Sq, Mean Sq, npar, F value, no df). For two or more models the
+table is lme4's ``anova(m0, m1, ...)`` (:mod:`sparselmm.inference.lrt`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ModelSpecError
+from .contest import F_COLUMNS, contest, normalize_ddf
+
+__all__ = ["anova"]
+
+_TYPES = {1: 1, 2: 2, 3: 3, "1": 1, "2": 2, "3": 3, "I": 1, "II": 2, "III": 3}
+
+
+def anova(model, *others, type=3, ddf="Satterthwaite", **kwargs) -> pd.DataFrame:
+    """Analysis-of-variance table of a fitted model, or a likelihood-ratio comparison of several.
+
+    Parameters
+    ----------
+    model : LmerResult
+    *others : LmerResult
+        With other models: lme4's likelihood-ratio table (``anova(m0, m1)``; REML fits are refitted by
+        ML first, as lme4 does).
+    type : {1, 2, 3, "I", "II", "III"}
+        lmerTest's type of hypotheses (default 3, its default).
+    ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+
+    Returns
+    -------
+    DataFrame
+        One row per fixed-effect term: Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F). The contrast
+        matrices are in ``.attrs["hypotheses"]`` and the heading in ``.attrs["heading"]``.
+    """
+    if others:
+        from .lrt import likelihood_ratio_table
+
+        return likelihood_ratio_table([model, *others], **kwargs)
+    if kwargs:
+        raise ModelSpecError(f"anova() of one model takes only type= and ddf=, not {sorted(kwargs)}.")
+    key = type.upper() if isinstance(type, str) else type
+    if key not in _TYPES:
+        raise ModelSpecError(f"type={type!r} is not known; use 1, 2 or 3 (or 'I', 'II', 'III').")
+    kind = _TYPES[key]
+    method = normalize_ddf(ddf)
+    from .contrasts import term_contrasts
+
+    hypotheses = term_contrasts(model.design, 1 if method == "lme4" else kind)
+    rows, names = [], []
+    for term, L in hypotheses.items():
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+        names.append(term)
+        if L.size == 0 or not np.any(L):
+            rows.append(None)
+            continue
+        rows.append(contest(model, L, ddf=method, joint=True).iloc[0])
+    columns = ["Sum Sq", "Mean Sq", "npar", "F value"] if method == "lme4" else F_COLUMNS
+    table = pd.DataFrame(
+        [r.to_numpy() if r is not None else [np.nan] * len(columns) for r in rows], index=names, columns=columns
+    )
+    if method == "lme4":
+        table["npar"] = table["npar"].astype(int)
+        table.attrs["heading"] = "Analysis of Variance Table (lme4: sequential, no denominator df)"
+    else:
+        table["NumDF"] = table["NumDF"].astype(int)
+        roman = {1: "I", 2: "II", 3: "III"}[kind]
+        table.attrs["heading"] = f"Type {roman} Analysis of Variance Table with {method}'s method"
+    table.attrs["hypotheses"] = hypotheses
+    return table
