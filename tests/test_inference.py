@@ -1,0 +1,117 @@
+"""Fixed-effect inference on lmer fits (sparselmm/inference/): summary with df and p-values, contest,
+anova, and the bad inputs each must refuse with a clear error.
+
+Reference numbers: lmerTest 3.1-3 / pbkrtest 0.5.2 on R 4.2.2 (``summary(m)``,
+``summary(m, ddf = "Kenward-Roger")`` with ``m <- lmer(Reaction ~ Days + (Days|Subject), sleepstudy)``);
+DESIGN.md lists the sleepstudy Satterthwaite values. Case-by-case comparisons against lmerTest and
+pbkrtest are in tests/test_inference_validation.py.
+"""
+
+import numpy as np
+import pytest
+
+import sparselmm
+from sparselmm.errors import ModelSpecError
+
+
+@pytest.fixture(scope="module")
+def sleep_fit():
+    return sparselmm.lmer("Reaction ~ Days + (Days|Subject)", sparselmm.datasets.load("sleepstudy"))
+
+
+def test_coef_table_satterthwaite(sleep_fit):
+    tab = sleep_fit.coef_table()
+    assert list(tab.columns) == ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
+    np.testing.assert_allclose(tab["df"], [16.9997262885, 16.9999837256], rtol=1e-6)
+    assert tab.loc["Days", "t value"] == pytest.approx(6.771481489, rel=1e-6)
+    assert tab.loc["Days", "Pr(>|t|)"] == pytest.approx(3.26382446993e-06, rel=1e-5)
+
+
+def test_coef_table_kenward_roger(sleep_fit):
+    tab = sleep_fit.coef_table(ddf="Kenward-Roger")
+    np.testing.assert_allclose(tab["df"], [17.0, 17.0], rtol=1e-8)
+    np.testing.assert_allclose(tab["Std. Error"], [6.82459669495, 1.54578964391], rtol=1e-6)
+    assert tab.loc["Days", "Pr(>|t|)"] == pytest.approx(3.26380801815e-06, rel=1e-5)
+
+
+def test_coef_table_lme4_has_no_df(sleep_fit):
+    tab = sleep_fit.coef_table(ddf="lme4")
+    assert list(tab.columns) == ["Estimate", "Std. Error", "t value"]
+
+
+def test_summary_prints_df_and_p_values(sleep_fit):
+    text = str(sleep_fit.summary())
+    assert "t-tests use Satterthwaite's method" in text
+    assert "Pr(>|t|)" in text and "3.26e-06 ***" in text
+    assert "Kenward-Roger's method" in str(sleep_fit.summary(ddf="KR"))
+    assert "Pr(>|t|)" not in str(sleep_fit.summary(ddf="lme4"))
+
+
+def test_contest_one_row_equals_coefficient_test(sleep_fit):
+    t = sleep_fit.contest([0, 1], joint=False)
+    row = sleep_fit.coef_table().loc["Days"]
+    assert t.loc[0, "df"] == pytest.approx(row["df"])
+    assert t.loc[0, "t value"] == pytest.approx(row["t value"])
+    assert t.loc[0, "lower"] < row["Estimate"] < t.loc[0, "upper"]
+    F = sleep_fit.contest([0, 1])
+    assert F.loc[0, "F value"] == pytest.approx(row["t value"] ** 2)
+    assert F.loc[0, "NumDF"] == 1 and F.loc[0, "DenDF"] == pytest.approx(row["df"])
+
+
+def test_contest_rhs_and_names(sleep_fit):
+    import pandas as pd
+
+    by_name = sleep_fit.contest(pd.Series({"Days": 1.0}), joint=False, rhs=10.0)
+    assert by_name.loc[0, "t value"] == pytest.approx((sleep_fit.fixef["Days"] - 10) / sleep_fit.bse["Days"])
+
+
+def test_rank_deficient_contrast_tests_its_row_space(sleep_fit):
+    full = sleep_fit.contest(np.eye(2))
+    doubled = sleep_fit.contest(np.array([[1.0, 0], [0, 1], [1, 1]]))
+    assert doubled.loc[0, "NumDF"] == 2
+    assert doubled.loc[0, "F value"] == pytest.approx(full.loc[0, "F value"], rel=1e-10)
+    kr = sleep_fit.contest(np.array([[1.0, 0], [0, 1], [1, 1]]), ddf="KR")
+    assert kr.loc[0, "NumDF"] == 2
+
+
+@pytest.mark.parametrize(
+    "L,match",
+    [
+        ([1.0, 0.0, 0.0], "p = 2 fixed effects"),
+        ([[0.0, 0.0]], "zero"),
+        ([[np.nan, 1.0]], "missing or infinite"),
+        ("abc", "numeric"),
+    ],
+)
+def test_bad_contrasts_are_refused(sleep_fit, L, match):
+    with pytest.raises(ModelSpecError, match=match):
+        sleep_fit.contest(L)
+
+
+def test_rank_deficient_contrast_with_rhs_is_refused(sleep_fit):
+    with pytest.raises(ModelSpecError, match="rank 1"):
+        sleep_fit.contest([[1.0, 0.0], [2.0, 0.0]], rhs=[1.0, 3.0])
+
+
+def test_unknown_ddf_and_type_are_refused(sleep_fit):
+    with pytest.raises(ModelSpecError, match="ddf='Wald'"):
+        sleep_fit.coef_table(ddf="Wald")
+    with pytest.raises(ModelSpecError, match="type=4"):
+        sleep_fit.anova(type=4)
+
+
+def test_kenward_roger_needs_reml():
+    m = sparselmm.lmer("Reaction ~ Days + (Days|Subject)", sparselmm.datasets.load("sleepstudy"), reml=False)
+    with pytest.raises(ModelSpecError, match="only defined for REML fits"):
+        m.coef_table(ddf="Kenward-Roger")
+    # the summary falls back to lme4's table and says why
+    text = str(m.summary(ddf="Kenward-Roger"))
+    assert "only defined for REML fits" in text
+    assert m.coef_table()["df"].notna().all()  # Satterthwaite works on ML fits
+
+
+def test_inference_is_computed_once(sleep_fit):
+    sleep_fit.coef_table()
+    cached = sleep_fit._inference_cache["Satterthwaite"]
+    sleep_fit.contest([1, 1])
+    assert sleep_fit._inference_cache["Satterthwaite"] is cached
