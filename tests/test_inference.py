@@ -88,6 +88,15 @@ def test_bad_contrasts_are_refused(sleep_fit, L, match):
         sleep_fit.contest(L)
 
 
+def test_unknown_names_are_refused(sleep_fit):
+    import pandas as pd
+
+    with pytest.raises(ModelSpecError, match="'Dayz'"):
+        sleep_fit.contest(pd.Series({"Dayz": 1.0}))
+    with pytest.raises(ModelSpecError, match="not a fixed-effect term"):
+        sleep_fit.contest("Dayz")
+
+
 def test_rank_deficient_contrast_with_rhs_is_refused(sleep_fit):
     with pytest.raises(ModelSpecError, match="rank 1"):
         sleep_fit.contest([[1.0, 0.0], [2.0, 0.0]], rhs=[1.0, 3.0])
@@ -115,3 +124,17 @@ def test_inference_is_computed_once(sleep_fit):
     cached = sleep_fit._inference_cache["Satterthwaite"]
     sleep_fit.contest([1, 1])
     assert sleep_fit._inference_cache["Satterthwaite"] is cached
+
+
+def test_statsmodels_facade_offers_the_same_df_on_request(sleep_fit):
+    r = sparselmm.mixedlm(
+        "Reaction ~ Days", sparselmm.datasets.load("sleepstudy"), groups="Subject", re_formula="~Days"
+    )
+    res = r.fit()
+    tab = res.coef_table()
+    # the facade's optimiser stops at a θ̂ within ~1e-5 of lmer's; df and SEs follow to that accuracy
+    np.testing.assert_allclose(tab["df"], sleep_fit.coef_table()["df"], rtol=1e-4)
+    np.testing.assert_allclose(tab["Std. Error"], sleep_fit.bse, rtol=1e-4)
+    assert res.pvalues.iloc[1] == pytest.approx(2 * __import__("scipy").stats.norm.sf(abs(res.tvalues.iloc[1])))
+    kr = res.contest([0, 1], ddf="Kenward-Roger", joint=False)
+    assert kr.loc[0, "df"] == pytest.approx(17.0, rel=1e-6)

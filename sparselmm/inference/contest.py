@@ -60,13 +60,21 @@ def inference_for(result, method: str):
 def _as_contrast(result, L) -> np.ndarray:
     names = list(result.fixef.index)
     p = len(names)
-    if isinstance(L, pd.Series):
-        L = L.reindex(names, fill_value=0.0).to_numpy()[None, :] if set(L.index) <= set(names) else L.to_numpy()
-    elif isinstance(L, pd.DataFrame):
-        unknown = [c for c in L.columns if c not in names]
-        if unknown and L.shape[1] != p:
-            raise ModelSpecError(f"Contrast columns {unknown} are not fixed effects of the model; have {names}.")
-        L = L.reindex(columns=names, fill_value=0.0).to_numpy() if not unknown else L.to_numpy()
+    if isinstance(L, str):
+        # a fixed-effect term's label: its type-III hypothesis, as a row of lmerTest's anova
+        from .contrasts import term_contrasts
+
+        hyps = term_contrasts(result.design, 3)
+        if L not in hyps:
+            raise ModelSpecError(f"{L!r} is not a fixed-effect term of the model; its terms are {list(hyps)}.")
+        L = hyps[L]
+    elif isinstance(L, (pd.Series, pd.DataFrame)):
+        labels = L.index if isinstance(L, pd.Series) else L.columns
+        unknown = [c for c in labels if c not in names]
+        if unknown:
+            raise ModelSpecError(f"Contrast names {unknown} are not fixed effects of the model; they are {names}.")
+        L = L.reindex(names, fill_value=0.0) if isinstance(L, pd.Series) else L.reindex(columns=names, fill_value=0.0)
+        L = L.to_numpy()
     try:
         L = np.array(L, dtype=float)
     except (TypeError, ValueError):
@@ -135,9 +143,10 @@ def contest(result, L, ddf="Satterthwaite", joint: bool = True, rhs=0.0, level: 
 
     Parameters
     ----------
-    L : array-like or DataFrame
+    L : array-like, Series, DataFrame or str
         A contrast vector (length p) or matrix (p columns); a Series/DataFrame is aligned on the fixed
-        effects' names.
+        effects' names (missing ones count as 0); a term label such as ``"f"`` or ``"x:f"`` tests that
+        term's type-III hypothesis.
     ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
     joint : bool
         True: one F test of all rows (Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)); the rank and the

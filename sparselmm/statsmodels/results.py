@@ -235,6 +235,36 @@ class MixedLMResults:
         """F test of ``R params = q`` (see :meth:`wald_test`)."""
         return self.wald_test(r_matrix, cov_p=cov_p, invcov=invcov, use_f=True)
 
+    # ---- denominator degrees of freedom (lmerTest's methods, on request) --------------------------
+    def _lmer_view(self):
+        """This fit as sparselmm's lme4-side inference sees it: θ̂, the deviance function, β̂ and
+        lme4's conditional ``vcov`` (``σ² (R_XᵀR_X)⁻¹``, not statsmodels' joint-Hessian ``cov_params``)."""
+        if "lmer_view" not in self._cache:
+            lik = self.model.likelihood()
+            dev = lik.devfun(self.reml)
+            state = dev.solve(self._theta)
+            self._cache["lmer_view"] = _LmerView(dev, state, self._theta, self.scale, self.reml, self.model.exog_names)
+        return self._cache["lmer_view"]
+
+    def coef_table(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """lmerTest's fixed-effects table: Estimate, Std. Error, df, t value, Pr(>|t|).
+
+        statsmodels' own ``summary``, ``bse``, ``tvalues``, ``pvalues`` and ``t_test`` stay z-based (its
+        contract); this is the opt-in to Satterthwaite's or Kenward–Roger's (REML only) denominator df,
+        computed exactly as for :meth:`sparselmm.LmerResult.coef_table`. Standard errors here are lme4's
+        (conditional on θ̂), so they differ slightly from ``bse_fe``.
+        """
+        from ..inference.contest import coef_table
+
+        return coef_table(self._lmer_view(), ddf)
+
+    def contest(self, L, ddf: str = "Satterthwaite", joint: bool = True, rhs=0.0, level: float = 0.95):
+        """t or F test of ``L fe_params = rhs`` with Satterthwaite or Kenward–Roger df (lmerTest's
+        ``contest``; ``L`` has one column per fixed effect)."""
+        from ..inference.contest import contest
+
+        return contest(self._lmer_view(), L, ddf=ddf, joint=joint, rhs=rhs, level=level)
+
     # ---- random effects and fitted values --------------------------------------------------------
     def _modes(self) -> np.ndarray:
         if "b" not in self._cache:
@@ -403,3 +433,17 @@ def _inv(A: np.ndarray) -> np.ndarray:
             "The Hessian is singular; using its pseudo-inverse for the covariance.", ConvergenceWarning, stacklevel=3
         )
         return np.linalg.pinv(A)
+
+
+class _LmerView:
+    """The attributes of an :class:`~sparselmm.LmerResult` that :mod:`sparselmm.inference` reads."""
+
+    def __init__(self, devfun, state, theta, scale, reml, names):
+        self.deviance_function = devfun
+        self.design = devfun.design
+        self.theta = np.asarray(theta, float).copy()
+        self.sigma = float(np.sqrt(scale))
+        self.reml = bool(reml)
+        self.fixef = pd.Series(state.beta.copy(), index=list(names))
+        Ri = np.linalg.inv(state.R_X) if state.R_X.size else np.zeros((0, 0))
+        self.vcov = pd.DataFrame(scale * Ri @ Ri.T, index=list(names), columns=list(names))
