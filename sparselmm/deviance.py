@@ -15,7 +15,8 @@ new sparse structure. For all-scalar crossed models the factor is instead the de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -390,3 +391,83 @@ class ProfiledDeviance:
                 res[start:stop] = np.einsum("qli,qlj->lij", Mb, Mb)
             out.append(sigma**2 * res)
         return out
+
+    # ---- siblings for refits (inference/): same design and symbolic factor, other right-hand sides ----
+    def with_response(self, y, share_factor: bool = False) -> ProfiledDeviance:
+        """The deviance function of the same model fitted to another response ``y`` (length n).
+
+        Only ``ZᵀWy``, ``XᵀWy``, ``yᵀWy`` and the shift ``β₀`` are formed anew
+        (:meth:`CrossProducts.with_response`); ``ZᵀWZ``, ``ZᵀWX``, ``XᵀWX``, the block updater and the
+        symbolic analysis are shared, so a bootstrap or ``refit`` replicate costs one pass over ``Zt``
+        plus the optimisation. ``y`` is on the scale of the data (the offset is removed here, as in the
+        fit). The returned function's ``design`` holds ``y`` as its response.
+
+        Parameters
+        ----------
+        y : array-like
+            New response for the model's n rows.
+        share_factor : bool
+            ``False`` (default): the new function gets its own copy of the numeric factor workspace, so
+            evaluating it never disturbs this one (nor this one it). ``True``: the workspace is shared —
+            cheaper, for a loop that owns both; the last :meth:`solve` of either decides what the
+            factor holds.
+        """
+        y = np.array(y, dtype=float).ravel()
+        if y.shape != self.design.y.shape:
+            raise ModelSpecError(f"The new response has {y.size} values; the model was fitted to {self.design.n} rows.")
+        if not np.all(np.isfinite(y)):
+            raise ModelSpecError("The new response has missing or infinite values; refits need complete responses.")
+        new = self._sibling(self.cross.with_response(self.design, y), self.reml, share_factor)
+        new.design = replace(self.design, y=y)
+        return new
+
+    def with_reml(self, reml: bool, share_factor: bool = False) -> ProfiledDeviance:
+        """The same model's deviance function on the other criterion (``reml=False``: −2 log-likelihood).
+
+        Shares the cross-products and the symbolic analysis (no new CHOLMOD analysis, unlike a
+        fresh :class:`ProfiledDeviance`); ``share_factor`` as in :meth:`with_response`.
+        """
+        return self._sibling(self.cross, bool(reml), share_factor)
+
+    def with_columns_in_offset(self, columns, values, reml: bool | None = None, share_factor: bool = False):
+        """The deviance function of the model with fixed-effect ``columns`` moved to the offset.
+
+        ``β_j`` for ``j`` in ``columns`` is held at ``values`` (0 drops the columns, as ``drop1`` does;
+        a grid of values profiles ``β_j``, as lme4's ``profile`` does). The cross-products follow
+        without touching the rows (:meth:`CrossProducts.with_columns_in_offset`). The result's ``p`` and
+        the ``beta`` of its states refer to the remaining columns only; ``design`` still describes the
+        full model, so use the function for deviances and θ, not to build an :class:`LmerResult`.
+        """
+        cross = self.cross.with_columns_in_offset(columns, values)
+        return self._sibling(cross, self.reml if reml is None else bool(reml), share_factor)
+
+    def _sibling(self, cross: CrossProducts, reml: bool, share_factor: bool) -> ProfiledDeviance:
+        new = copy.copy(self)
+        new.cross = cross
+        new.reml = reml
+        new.p = cross.XtWX.shape[0]
+        new._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
+        new.n_evals = 0
+        new.state = None
+        if not share_factor:
+            new.chol, new.updater = self._factor_workspace_copy()
+        return new
+
+    def _factor_workspace_copy(self):
+        """A factor (and block updater) with the same symbolic analysis and its own numeric workspace."""
+        if self.schur:
+            # everything built from the pattern (Q, K₀, index maps) is read-only and shared; only the
+            # dense q₂ × q₂ array is written by a factorisation
+            chol = copy.copy(self.chol)
+            chol._S = np.zeros_like(self.chol._S, order="F")
+            chol._L_S = None
+            return chol, None
+        updater = copy.copy(self.updater)
+        updater.A = self.updater.A.copy()  # update() writes A.data in place
+        chol = copy.copy(self.chol)
+        factor = self.chol._factor
+        if hasattr(factor, "copy"):  # scikit-sparse 0.4: copies the symbolic analysis, no re-ordering
+            chol._factor = factor.copy()
+        else:  # another binding: analyse again (the ordering is deterministic for the same pattern)
+            chol = SparseCholesky(updater.A, ordering=self.ordering)
+        return chol, updater

@@ -80,7 +80,7 @@ def test_rank_deficient_contrast_tests_its_row_space(sleep_fit):
         ([1.0, 0.0, 0.0], "p = 2 fixed effects"),
         ([[0.0, 0.0]], "zero"),
         ([[np.nan, 1.0]], "missing or infinite"),
-        ("abc", "numeric"),
+        ([["a", "b"]], "numeric"),
     ],
 )
 def test_bad_contrasts_are_refused(sleep_fit, L, match):
