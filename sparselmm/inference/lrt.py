@@ -1,0 +1,301 @@
+"""Likelihood-ratio tests between lmer fits: lme4's ``anova(m0, m1, ...)`` table and ``drop1``.
+
+``likelihood_ratio_table`` reproduces ``anova.merMod`` for several models: REML fits are first refitted
+by maximum likelihood (``refitML``, as lme4 does by default), the models are ordered by their number of
+parameters (``npar`` = fixed effects + θ + σ, a stable sort as R's ``order``), and each row is compared
+with the one before it: ``Chisq = 2·max(0, Δ logLik)``, ``Df = Δ npar``, ``Pr(>Chisq)`` from the χ² upper
+tail (NaN where ``Df = 0``). AIC and BIC are those of the ML fits.
+
+Unlike lme4, which only checks that the models saw the same number of rows, the models must have been
+fitted to the same rows (same n, same response values, same weights), and by default consecutive models
+must be nested — see :func:`check_nested` for exactly what is checked. Violations raise errors
+(:class:`~sparselmm.errors.DataError` for different rows, :class:`~sparselmm.errors.ModelSpecError` for
+non-nested models; ``check_nested=False`` turns the latter off).
+
+``drop1`` mirrors ``drop1.merMod``: each fixed-effect term that no other term contains (R's
+``drop.scope``) is removed in turn and the model refitted by ML; the table gives ``npar`` (parameters
+removed) and ``AIC``, plus with ``test="Chisq"`` the LRT statistic and its p-value. A term is removed by
+moving its columns to the offset at 0, which changes only cross-products
+(:meth:`~sparselmm.deviance.ProfiledDeviance.with_columns_in_offset`): no new design, no new factorisation.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from ..design import RANK_TOL
+from ..errors import DataError, ModelSpecError
+from ..optimize import optimize_theta
+from .bootstrap import refit_ml
+
+__all__ = ["check_nested", "check_same_rows", "drop1", "likelihood_ratio_table"]
+
+REFIT_NOTE = "refitting model(s) with ML (instead of REML)"
+
+
+def _named(models, names) -> tuple[list, list[str]]:
+    if isinstance(models, dict):
+        if names is not None:
+            raise ModelSpecError("Give model names either as the keys of a dict or as names=, not both.")
+        names, models = [str(k) for k in models], list(models.values())
+    else:
+        models = list(models)
+        names = [f"m{i}" for i in range(len(models))] if names is None else [str(n) for n in names]
+    if len(models) < 2:
+        raise ModelSpecError(f"A likelihood-ratio table needs at least two models, got {len(models)}.")
+    if len(names) != len(models) or len(set(names)) != len(names):
+        raise ModelSpecError(f"names must give one distinct name per model; got {names} for {len(models)} models.")
+    for name, m in zip(names, models):
+        if not hasattr(m, "deviance_function") or not hasattr(m, "design"):
+            raise ModelSpecError(f"Model {name!r} is a {type(m).__name__}, not a fit from sparselmm.lmer().")
+    return models, names
+
+
+def check_same_rows(models, names) -> None:
+    """Raise :class:`DataError` unless every model was fitted to the same rows: same n, response and weights."""
+    first, name0 = models[0], names[0]
+    for m, name in zip(models[1:], names[1:]):
+        if m.nobs != first.nobs:
+            raise DataError(
+                f"Models {name0!r} and {name!r} were fitted to different numbers of rows ({first.nobs} and "
+                f"{m.nobs}); compare models fitted to the same rows (drop rows with missing values first)."
+            )
+        if not np.array_equal(m.design.y, first.design.y):
+            raise DataError(
+                f"Models {name0!r} and {name!r} were fitted to different response values; a likelihood-ratio "
+                "test compares models of the same data."
+            )
+        w0, w = first.design.weights, m.design.weights
+        if (w0 is None) != (w is None) or (w0 is not None and not np.array_equal(w0, w)):
+            raise DataError(f"Models {name0!r} and {name!r} were fitted with different weights.")
+
+
+def _in_span(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Per column of ``A``: does it lie in the column space of ``B`` (relative residual below R's rank tolerance)?"""
+    if A.shape[1] == 0:
+        return np.zeros(0, dtype=bool)
+    if B.shape[1] == 0:
+        return np.linalg.norm(A, axis=0) == 0
+    coef = np.linalg.lstsq(B, A, rcond=None)[0]
+    resid = np.linalg.norm(A - B @ coef, axis=0)
+    return resid <= RANK_TOL * np.maximum(np.linalg.norm(A, axis=0), np.finfo(float).tiny)
+
+
+def _same_grouping(a, b) -> bool:
+    """The two terms group the rows identically (the same partition, whatever the level labels)."""
+    if a.Zt_block is not None or b.Zt_block is not None:
+        return False
+    if a.n_levels != b.n_levels:
+        return False
+    pairs = np.unique(a.refs.astype(np.int64) * b.n_levels + b.refs)
+    return pairs.size == a.n_levels
+
+
+def check_nested(small, large, small_name: str = "m0", large_name: str = "m1") -> str | None:
+    """Why ``small`` is not nested in ``large``, or None when it is (as far as checked).
+
+    Checked: (1) every fixed-effect column of ``small`` lies in the column space of ``large``'s (relative
+    residual below 1e-7, R's rank tolerance); (2) both have the same offset; (3) every random-effects term of
+    ``small`` has a term in ``large`` on the same grouping of the rows whose coefficient columns span the
+    small term's (one term, so that a correlation of ``small`` can be represented in ``large``:
+    ``(1|g) + (0+x|g)`` is nested in ``(x|g)``, not the reverse). Variance components given as explicit
+    ``Z`` blocks (the statsmodels facade) must be identical. These are sufficient conditions for the
+    smaller model to be a special case of the larger one, not necessary ones: a covariance structure
+    nested in another by a re-parametrisation this does not recognise needs ``check_nested=False``.
+    """
+    ds, dl = small.design, large.design
+    inside = _in_span(ds.X, dl.X)
+    if not inside.all():
+        missing = [ds.fixed_names[j] for j in np.flatnonzero(~inside)]
+        return (
+            f"the fixed-effect column(s) {missing} of {small_name!r} are not in the column space of "
+            f"{large_name!r}'s fixed effects"
+        )
+    o_s, o_l = ds.offset, dl.offset
+    if (o_s is None) != (o_l is None) or (o_s is not None and not np.array_equal(o_s, o_l)):
+        return f"{small_name!r} and {large_name!r} have different offsets"
+    for ts in ds.terms:
+        found = False
+        for tl in dl.terms:
+            if ts.Zt_block is not None and tl.Zt_block is not None:
+                same = ts.Zt_block.shape == tl.Zt_block.shape and (ts.Zt_block != tl.Zt_block).nnz == 0
+                if same:
+                    found = True
+                    break
+            elif _same_grouping(ts, tl) and _in_span(ts.z, tl.z).all():
+                found = True
+                break
+        if not found:
+            return (
+                f"the random-effects term ({ts.term}) of {small_name!r} has no term in {large_name!r} on the same "
+                "grouping factor whose coefficients contain it"
+            )
+    return None
+
+
+def likelihood_ratio_table(models, names=None, refit: bool = True, check_nested_models: bool = True) -> pd.DataFrame:
+    """lme4's ``anova(m0, m1, ...)``: likelihood-ratio tests between nested lmer fits.
+
+    Parameters
+    ----------
+    models : sequence of LmerResult, or dict name -> LmerResult
+        Two or more fits to the same rows.
+    names : list of str, optional
+        Row names (default ``m0``, ``m1``, … in the order given; a dict's keys).
+    refit : bool
+        Refit REML fits by ML first (lme4's default and the only meaningful comparison of models with
+        different fixed effects). With ``refit=False`` REML log-likelihoods are used as they are, and a
+        mix of REML and ML fits warns, as in lme4.
+    check_nested_models : bool
+        Raise :class:`~sparselmm.errors.ModelSpecError` when a model is not nested in the next larger one
+        (see :func:`check_nested`); ``False`` skips the check (lme4 does not check).
+
+    Returns
+    -------
+    DataFrame
+        Rows ordered by ``npar``; columns ``npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)``.
+        ``attrs["refitted"]`` names the models refitted by ML, ``attrs["note"]`` says so as lme4's message
+        does and ``attrs["heading"]`` holds lme4's heading lines (data and the models' formulas); attrs hold
+        plain values only, since pandas deep-copies them with the frame.
+
+    Raises
+    ------
+    DataError
+        The models were fitted to different rows (n, response values or weights differ).
+    ModelSpecError
+        Fewer than two models, or (with ``check_nested_models``) a model not nested in the next one.
+    """
+    models, names = _named(models, names)
+    check_same_rows(models, names)
+    refitted = []
+    if refit:
+        refitted = [name for name, m in zip(names, models) if m.reml]
+        models = [refit_ml(m) for m in models]
+    elif len({m.reml for m in models}) > 1:
+        warnings.warn("some models fit with REML = TRUE, some not", UserWarning, stacklevel=2)
+    npar = np.array([m.n_params for m in models])
+    order = np.argsort(npar, kind="stable")
+    models = [models[i] for i in order]
+    names = [names[i] for i in order]
+    npar = npar[order]
+    if check_nested_models:
+        for i in range(1, len(models)):
+            reason = check_nested(models[i - 1], models[i], names[i - 1], names[i])
+            if reason is not None:
+                raise ModelSpecError(
+                    f"Model {names[i - 1]!r} is not nested in {names[i]!r}: {reason}. A likelihood-ratio test "
+                    "needs nested models; pass check_nested_models=False to compute the table anyway."
+                )
+    loglik = np.array([m.loglik for m in models])
+    chisq = np.concatenate([[np.nan], 2 * np.maximum(0.0, np.diff(loglik))])
+    df = np.concatenate([[np.nan], np.diff(npar).astype(float)])
+    with np.errstate(invalid="ignore"):
+        p = np.where(df == 0, np.nan, chi2.sf(chisq, df))
+    table = pd.DataFrame(
+        {
+            "npar": npar,
+            "AIC": [m.aic for m in models],
+            "BIC": [m.bic for m in models],
+            "logLik": loglik,
+            "deviance": -2 * loglik,
+            "Chisq": chisq,
+            "Df": df,
+            "Pr(>Chisq)": p,
+        },
+        index=names,
+    )
+    data_name = models[0].data_name or "data"
+    table.attrs["heading"] = [f"Data: {data_name}", "Models:"] + [f"{n}: {m.formula}" for n, m in zip(names, models)]
+    table.attrs["refitted"] = refitted
+    table.attrs["note"] = REFIT_NOTE if refitted else ""
+    return table
+
+
+# ---- drop1 ----------------------------------------------------------------------------------------
+def fixed_terms(design) -> dict[str, np.ndarray]:
+    """Each fixed-effect term (R's label, e.g. ``x:cond``) and the positions of its columns in ``X``.
+
+    The intercept is not a term (as in R's ``term.labels``); columns dropped for rank deficiency are skipped.
+    """
+    spec = design.fixed_spec
+    if spec is None:
+        raise ModelSpecError("drop1 needs a model fitted from a formula (sparselmm.lmer), not from arrays.")
+    position = {name: j for j, name in enumerate(design.fixed_names)}
+    columns = list(spec.column_names)
+    out = {}
+    for term, idx in spec.term_indices.items():
+        label = str(term)
+        if label == "1":
+            continue
+        out[label] = np.array([position[columns[i]] for i in idx if columns[i] in position], dtype=np.int64)
+    return out
+
+
+def _drop_scope(design) -> list[str]:
+    """R's ``drop.scope``: the terms not contained in another term (marginality)."""
+    factors = {str(t): {str(f) for f in t.factors} for t in design.fixed_spec.term_indices if str(t) != "1"}
+    return [a for a, fa in factors.items() if not any(fa < fb for b, fb in factors.items() if b != a)]
+
+
+def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFrame:
+    """lme4's ``drop1`` for an lmer fit: refit by ML without each fixed-effect term in turn.
+
+    Parameters
+    ----------
+    result : LmerResult
+    test : {"none", "Chisq"}
+        ``"Chisq"`` adds the likelihood-ratio statistic ``LRT`` and ``Pr(Chi)``.
+    scope : list of str, optional
+        Terms to drop (R's labels, e.g. ``"recipe:temp"``); default: every term not contained in another
+        (R's ``drop.scope``).
+    k : float
+        Penalty per parameter in the "AIC" column (2: AIC; ``log(n)``: BIC).
+
+    Returns
+    -------
+    DataFrame
+        Rows ``<none>`` and one per term; columns ``npar`` (parameters removed; NaN for ``<none>``) and
+        ``AIC`` (of the ML fits), plus ``LRT`` and ``Pr(Chi)`` with ``test="Chisq"``.
+    """
+    if test not in ("none", "Chisq"):
+        raise ModelSpecError(f"test={test!r} is not supported; use 'none' or 'Chisq' (lme4's 'user' is not offered).")
+    design = result.design
+    terms = fixed_terms(design)
+    if scope is None:
+        scope = _drop_scope(design)
+    else:
+        scope = [scope] if isinstance(scope, str) else list(scope)
+        unknown = [s for s in scope if s not in terms]
+        if unknown:
+            raise ModelSpecError(f"scope names term(s) {unknown} that are not fixed-effect terms {list(terms)}.")
+    full = refit_ml(result)
+    devfun = full.deviance_function
+    n_theta = design.n_theta
+    df = [full.n_params]
+    aic = [full.objective + k * full.n_params]
+    for label in scope:
+        cols = terms[label]
+        reduced = devfun.with_columns_in_offset(cols, 0.0, reml=False)
+        _, dev, _ = optimize_theta(reduced, full.theta, design.lower, full.optinfo.optimizer, None, True)
+        npar = reduced.p + n_theta + 1
+        df.append(npar)
+        aic.append(dev + k * npar)
+    df = np.array(df, dtype=float)
+    aic = np.array(aic)
+    dfs = df[0] - df
+    dfs[0] = np.nan
+    table = pd.DataFrame({"npar": dfs, "AIC": aic}, index=["<none>"] + list(scope))
+    if test == "Chisq":
+        dev = aic - k * df
+        lrt = dev - dev[0]
+        lrt[0] = np.nan
+        with np.errstate(invalid="ignore"):
+            table["LRT"] = lrt
+            table["Pr(Chi)"] = np.where(np.isnan(lrt), np.nan, chi2.sf(lrt, dfs))
+    table.attrs["heading"] = ["Single term deletions", "", "Model:", result.formula]
+    table.attrs["note"] = REFIT_NOTE if result.reml else ""
+    return table

@@ -1,0 +1,171 @@
+"""Likelihood-ratio tables (lme4's ``anova(m0, m1, ...)``) and ``drop1`` against lme4.
+
+References: ``validation/reference_ci/anova.json`` and ``drop1.json`` (``Rscript validation/run_lme4_ci.R
+anova drop1``; lme4 1.1-31).
+
+Tolerances: logLik, deviance, AIC, BIC to 1e-6 relative and Chisq to 1e-6 absolute + 1e-5 relative (both
+sides reach the ML optimum to ~1e-8 in the deviance; Chisq is a difference of deviances of order 1e3);
+p-values to 1e-4 relative (they follow from Chisq); npar and Df exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sparselmm
+from sparselmm.errors import DataError, ModelSpecError
+from sparselmm.inference.lrt import check_nested, drop1, likelihood_ratio_table
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT / "validation" / "reference_ci"
+CASES = json.loads((REF / "cases.json").read_text())
+ANOVA = json.loads((REF / "anova.json").read_text())
+DROP1 = json.loads((REF / "drop1.json").read_text())
+RTOL = 1e-6
+
+_cache: dict[str, sparselmm.LmerResult] = {}
+
+
+def fit(case_id: str) -> sparselmm.LmerResult:
+    if case_id not in _cache:
+        cs = CASES["models"][case_id]
+        src = cs["data"]
+        data = sparselmm.datasets.load(src[8:]) if src.startswith("dataset:") else pd.read_csv(ROOT / src[4:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _cache[case_id] = sparselmm.lmer(
+                cs["formula"], data, reml=cs["reml"], weights=cs.get("weights"), offset=cs.get("offset")
+            )
+    return _cache[case_id]
+
+
+def column(ref: dict, name: str) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in ref["values"][name]], dtype=float)
+
+
+def assert_close(got, want, rtol=RTOL, atol=0.0):
+    got = np.asarray(got, dtype=float)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case_id", list(ANOVA["cases"]))
+def test_anova_table_matches_lme4(case_id):
+    ref = ANOVA["cases"][case_id]
+    ids = ref["models"]
+    table = likelihood_ratio_table([fit(i) for i in ids], names=ids)
+    assert list(table.index) == ref["rows"]
+    assert list(table.columns) == ref["columns"]
+    np.testing.assert_array_equal(table["npar"], column(ref, "npar"))
+    assert_close(table["Df"], column(ref, "Df"), rtol=0)
+    for name in ("AIC", "BIC", "logLik", "deviance"):
+        assert_close(table[name], column(ref, name))
+    assert_close(table["Chisq"], column(ref, "Chisq"), rtol=1e-5, atol=1e-6)
+    assert_close(table["Pr(>Chisq)"], column(ref, "Pr(>Chisq)"), rtol=1e-4, atol=1e-300)
+    refitted = bool(table.attrs["refitted"])
+    assert refitted == any("refitting" in msg for msg in ref["messages"])
+    assert (table.attrs["note"] == "refitting model(s) with ML (instead of REML)") == refitted
+
+
+@pytest.mark.parametrize("case_id", list(DROP1["cases"]))
+def test_drop1_matches_lme4(case_id):
+    ref = DROP1["cases"][case_id]
+    table = drop1(fit(ref["model"]), test=ref["test"])
+    assert list(table.index) == ref["rows"]
+    assert list(table.columns) == ref["columns"]
+    assert_close(table["npar"], column(ref, "npar"), rtol=0)
+    assert_close(table["AIC"], column(ref, "AIC"))
+    if ref["test"] == "Chisq":
+        assert_close(table["LRT"], column(ref, "LRT"), rtol=1e-5, atol=1e-6)
+        assert_close(table["Pr(Chi)"], column(ref, "Pr(Chi)"), rtol=1e-4, atol=1e-300)
+
+
+def test_drop1_method_and_scope():
+    m = fit("cake_reml")
+    table = m.drop1(test="Chisq", scope=["temp"])
+    assert list(table.index) == ["<none>", "temp"]
+    with pytest.raises(ModelSpecError, match="not fixed-effect terms"):
+        m.drop1(scope=["tmp"])
+    with pytest.raises(ModelSpecError, match="test="):
+        m.drop1(test="F")
+
+
+def test_anova_accepts_a_dict_and_leaves_the_fits_alone():
+    m0, m1 = fit("sleep_int_reml"), fit("sleep_slopes_reml")
+    before = (m0.objective, m1.objective, m1.theta.copy())
+    table = likelihood_ratio_table({"small": m0, "big": m1})
+    assert list(table.index) == ["small", "big"]
+    assert table.attrs["refitted"] == ["small", "big"]
+    assert table.attrs["heading"][2] == "small: Reaction ~ Days + (1|Subject)"
+    assert (m0.objective, m1.objective) == before[:2] and np.array_equal(m1.theta, before[2])
+    assert m1.reml and m1.deviance_function(m1.theta) == m1.objective
+
+
+def test_anova_without_refit_warns_on_mixed_criteria():
+    with pytest.warns(UserWarning, match="REML"):
+        table = likelihood_ratio_table([fit("sleep_int_reml"), fit("sleep_slopes_ml")], refit=False)
+    assert table.attrs["refitted"] == []
+
+
+def test_models_fitted_to_different_rows_are_refused():
+    sleep = sparselmm.datasets.load("sleepstudy")
+    other = sleep.copy()
+    other["Reaction"] = other["Reaction"] + 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m_other = sparselmm.lmer("Reaction ~ Days + (Days|Subject)", other)
+        m_fewer = sparselmm.lmer("Reaction ~ Days + (Days|Subject)", sleep.iloc[:170])
+    with pytest.raises(DataError, match="different response values"):
+        likelihood_ratio_table([fit("sleep_int_reml"), m_other])
+    with pytest.raises(DataError, match="numbers of rows"):
+        likelihood_ratio_table([fit("sleep_int_reml"), m_fewer])
+
+
+def test_models_that_are_not_nested_are_refused():
+    # same npar, different fixed effects
+    a, b = fit("crossed_x_ml"), fit("crossed_ml")
+    assert check_nested(a, b) is None
+    assert "fixed-effect column" in check_nested(b, a)
+    # a correlated term is not nested in two uncorrelated ones, whatever the parameter count says
+    slopes, uncorr = fit("sleep_slopes_ml"), fit("sleep_uncorr_ml")
+    assert check_nested(uncorr, slopes) is None
+    assert "random-effects term" in check_nested(slopes, uncorr)
+    # different random terms with the same number of parameters
+    pen_sample = fit("penicillin_sample_ml")
+    data = sparselmm.datasets.load("Penicillin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pen_plate = sparselmm.lmer("diameter ~ 1 + (1|plate)", data, reml=False)
+    with pytest.raises(ModelSpecError, match="not nested"):
+        likelihood_ratio_table([pen_sample, pen_plate])
+    table = likelihood_ratio_table([pen_sample, pen_plate], check_nested_models=False)
+    assert np.isnan(table["Pr(>Chisq)"].iloc[1]) and table["Df"].iloc[1] == 0
+
+
+def test_nested_grouping_is_recognised_by_partition_not_name():
+    pastes = sparselmm.datasets.load("Pastes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = sparselmm.lmer("strength ~ 1 + (1|batch)", pastes)
+        big = sparselmm.lmer("strength ~ 1 + (1|batch/cask)", pastes)
+        renamed = pastes.assign(b2=pastes["batch"].astype(str) + "_x")
+        small2 = sparselmm.lmer("strength ~ 1 + (1|b2)", renamed)
+    assert check_nested(small, big) is None
+    assert check_nested(small2, big) is None
+    assert check_nested(big, small) is not None
+
+
+def test_bad_model_lists():
+    with pytest.raises(ModelSpecError, match="at least two"):
+        likelihood_ratio_table([fit("sleep_int_ml")])
+    with pytest.raises(ModelSpecError, match="distinct name"):
+        likelihood_ratio_table([fit("sleep_int_ml"), fit("sleep_slopes_ml")], names=["a", "a"])
+    with pytest.raises(ModelSpecError, match="not a fit"):
+        likelihood_ratio_table([fit("sleep_int_ml"), "model"])

@@ -1,0 +1,163 @@
+#!/usr/bin/env Rscript
+## lme4 references for confidence intervals, likelihood-ratio tables, drop1, the parametric bootstrap
+## and profile intervals (issue 11), for the cases in validation/reference_ci/cases.json.
+##
+## Usage (from the repository root):
+##   Rscript validation/run_lme4_ci.R [--out DIR] [wald] [anova] [drop1] [boot] [profile]
+##
+## With no section names every section runs. Each section writes DIR/<section>.json (default DIR =
+## validation/reference_ci) with jsonlite::write_json(digits = NA) and the R / lme4 versions.
+
+suppressPackageStartupMessages({
+  library(lme4)
+  library(jsonlite)
+})
+
+args <- commandArgs(trailingOnly = TRUE)
+out_dir <- file.path("validation", "reference_ci")
+sections <- character(0)
+i <- 1
+while (i <= length(args)) {
+  if (args[[i]] == "--out") {
+    out_dir <- args[[i + 1]]
+    i <- i + 2
+    next
+  }
+  sections <- c(sections, args[[i]])
+  i <- i + 1
+}
+all_sections <- c("wald", "anova", "drop1", "boot", "profile")
+if (!length(sections)) sections <- all_sections
+bad <- setdiff(sections, all_sections)
+if (length(bad)) stop("unknown section(s): ", paste(bad, collapse = ", "))
+dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
+
+spec <- fromJSON(file.path("validation", "reference_ci", "cases.json"), simplifyVector = FALSE)
+versions <- list(
+  r_version = R.version.string,
+  lme4_version = as.character(packageVersion("lme4")),
+  boot_version = as.character(packageVersion("boot"))
+)
+
+load_data <- function(src) {
+  if (startsWith(src, "dataset:")) {
+    name <- sub("^dataset:", "", src)
+    env <- new.env()
+    data(list = name, package = "lme4", envir = env)
+    as.data.frame(env[[name]])
+  } else {
+    read.csv(sub("^csv:", "", src), stringsAsFactors = TRUE)
+  }
+}
+
+## each model is fitted once; the data object is shared per source so anova's same-data check passes
+data_cache <- list()
+fits <- list()
+fit_model <- function(id) {
+  if (!is.null(fits[[id]])) return(fits[[id]])
+  cs <- spec$models[[id]]
+  if (is.null(data_cache[[cs$data]])) data_cache[[cs$data]] <<- load_data(cs$data)
+  dat <- data_cache[[cs$data]]
+  ..w.. <- if (is.null(cs$weights)) NULL else dat[[cs$weights]]
+  ..off.. <- if (is.null(cs$offset)) NULL else dat[[cs$offset]]
+  form <- as.formula(cs$formula, env = environment())
+  m <- suppressWarnings(suppressMessages(
+    lmer(form, data = dat, REML = isTRUE(cs$reml), weights = ..w.., offset = ..off..)))
+  fits[[id]] <<- m
+  m
+}
+
+vec <- function(x) I(unname(as.numeric(x)))
+table_out <- function(tab) {
+  cols <- lapply(as.list(as.data.frame(tab, check.names = FALSE)), vec)
+  list(rows = I(rownames(tab)), columns = I(colnames(tab)), values = cols)
+}
+write_section <- function(name, payload) {
+  path <- file.path(out_dir, paste0(name, ".json"))
+  write_json(c(versions, payload), path, digits = NA, auto_unbox = TRUE, pretty = TRUE, na = "null",
+             null = "null")
+  cat(sprintf("wrote %s\n", path))
+}
+
+if ("wald" %in% sections) {
+  out <- list()
+  for (id in unlist(spec$wald)) {
+    m <- fit_model(id)
+    per_level <- lapply(unlist(spec$wald_levels), function(lv) {
+      ci <- confint(m, method = "Wald", level = lv)
+      list(level = lv, names = I(rownames(ci)), columns = I(colnames(ci)), lower = vec(ci[, 1]),
+           upper = vec(ci[, 2]))
+    })
+    out[[id]] <- list(model = spec$models[[id]], intervals = per_level)
+  }
+  write_section("wald", list(cases = out))
+}
+
+if ("anova" %in% sections) {
+  out <- list()
+  for (cs in spec$anova) {
+    ids <- unlist(cs$models)
+    mods <- lapply(ids, fit_model)
+    msgs <- character(0)
+    tab <- withCallingHandlers(
+      do.call(anova, c(mods, list(model.names = ids))),
+      message = function(m) {
+        msgs <<- c(msgs, trimws(conditionMessage(m)))
+        invokeRestart("muffleMessage")
+      })
+    out[[cs$id]] <- c(list(models = I(ids), messages = I(msgs)), table_out(tab))
+  }
+  write_section("anova", list(cases = out))
+}
+
+if ("drop1" %in% sections) {
+  out <- list()
+  for (cs in spec$drop1) {
+    m <- fit_model(cs$model)
+    tab <- suppressMessages(drop1(m, test = cs$test))
+    out[[cs$id]] <- c(list(model = cs$model, test = cs$test), table_out(tab))
+  }
+  write_section("drop1", list(cases = out))
+}
+
+if ("boot" %in% sections) {
+  cs <- spec$boot
+  m <- fit_model(cs$model)
+  vn <- c(sprintf(".sig%02d", seq_along(getME(m, "theta"))), ".sigma")
+  fun <- function(x) {
+    ss <- lme4:::Cv_to_Sv(getME(x, "theta"), n = lengths(x@cnms), s = sigma(x))
+    c(setNames(ss, vn), fixef(x))
+  }
+  tm <- system.time(bb <- suppressWarnings(suppressMessages(
+    bootMer(m, FUN = fun, nsim = cs$nsim, seed = cs$seed))))
+  ok <- stats::complete.cases(bb$t)
+  tt <- bb$t[ok, , drop = FALSE]
+  cis <- lapply(c("perc", "basic", "norm"), function(tp) {
+    ci <- suppressWarnings(confint(bb, type = tp, level = 0.95))
+    list(type = tp, lower = vec(ci[, 1]), upper = vec(ci[, 2]))
+  })
+  write_section("boot", list(
+    model = cs$model, nsim = cs$nsim, seed = cs$seed, names = I(names(bb$t0)), t0 = vec(bb$t0),
+    n_ok = sum(ok), mean = vec(colMeans(tt)), sd = vec(apply(tt, 2, sd)),
+    draws = lapply(seq_len(ncol(bb$t)), function(j) vec(bb$t[, j])),
+    confint = cis, seconds = as.numeric(tm[["elapsed"]])
+  ))
+}
+
+if ("profile" %in% sections) {
+  out <- list()
+  for (id in unlist(spec$profile)) {
+    m <- fit_model(id)
+    msgs <- character(0)
+    tm <- system.time(ci <- withCallingHandlers(
+      confint(m, method = "profile", level = 0.95),
+      warning = function(w) {
+        msgs <<- c(msgs, conditionMessage(w))
+        invokeRestart("muffleWarning")
+      },
+      message = function(mm) invokeRestart("muffleMessage")))
+    out[[id]] <- list(model = spec$models[[id]], names = I(rownames(ci)), lower = vec(ci[, 1]),
+                      upper = vec(ci[, 2]), warnings = I(unique(msgs)), seconds = as.numeric(tm[["elapsed"]]))
+  }
+  write_section("profile", list(cases = out))
+}
