@@ -171,6 +171,33 @@ def required_columns(parsed: ParsedFormula) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
+def _transform_arguments(parsed: ParsedFormula) -> list[str]:
+    """Names used inside Python-evaluated factors such as ``poly(x, 2)`` or ``center(x)``.
+
+    formulaic's ``required_variables`` leaves out the arguments of its stateful transforms, so without
+    this the data cleaning would drop ``x`` and the model matrix could not be built. The caller keeps
+    only names that are columns of the data (``contr`` in ``C(f, contr.sum)`` is not).
+    """
+    import ast
+
+    names: list[str] = []
+    for text in [parsed.fixed, *(t.lhs for t in parsed.random)]:
+        try:
+            formula = Formula(text)
+            terms = formula.rhs if hasattr(formula, "rhs") else formula
+            exprs = [f.expr for term in terms for f in term.factors]
+        except Exception:  # reported with context when the model matrix is built
+            continue
+        for expr in exprs:
+            try:
+                tree = ast.parse(expr, mode="eval")
+            except SyntaxError:
+                continue
+            called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+            names.extend(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called)
+    return list(dict.fromkeys(names))
+
+
 def _single_factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.cat.remove_unused_categories()
@@ -242,7 +269,9 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
 
 def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset=None, missing="drop") -> Design:
     """Build ``y``, ``X``, the random-effects terms and ``Zt`` from a parsed formula and data."""
-    clean = clean_data(data, required_columns(parsed), weights, offset, missing)
+    needed = required_columns(parsed)
+    needed += [c for c in _transform_arguments(parsed) if c in data.columns and c not in needed]
+    clean = clean_data(data, needed, weights, offset, missing)
     frame = clean.frame
     y = _response(parsed, frame)
 

@@ -138,3 +138,20 @@ def test_statsmodels_facade_offers_the_same_df_on_request(sleep_fit):
     assert res.pvalues.iloc[1] == pytest.approx(2 * __import__("scipy").stats.norm.sf(abs(res.tvalues.iloc[1])))
     kr = res.contest([0, 1], ddf="Kenward-Roger", joint=False)
     assert kr.loc[0, "df"] == pytest.approx(17.0, rel=1e-6)
+
+
+def test_anova_type3_with_poly_matches_lmertest():
+    """``poly(x, 2)`` (a stateful transform whose variable formulaic does not report) in an interaction.
+
+    lmerTest 3.1-3 on R 4.2.2: ``anova(lmer(y ~ f3*poly(x, 2) + (1|g), d))`` with d =
+    tests/data/contrasts_sim.csv (written by tests/data/make_contrasts_lmertest.R).
+    """
+    import pandas as pd
+
+    d = pd.read_csv(__import__("pathlib").Path(__file__).parent / "data" / "contrasts_sim.csv")
+    tab = sparselmm.lmer("y ~ f3*poly(x, 2) + (1|g)", d).anova()
+    assert list(tab.index) == ["f3", "poly(x, 2)", "f3:poly(x, 2)"]
+    np.testing.assert_allclose(tab["NumDF"], [2, 2, 4])
+    np.testing.assert_allclose(tab["DenDF"], [76.762163, 78.008107, 77.463564], rtol=1e-6)
+    np.testing.assert_allclose(tab["F value"], [23.62038, 28.23333, 6.84484], rtol=1e-5)
+    np.testing.assert_allclose(tab["Sum Sq"], [20.484512, 24.485045, 11.872229], rtol=1e-6)
