@@ -66,10 +66,12 @@ def anova(model, *others, type=3, ddf="Satterthwaite", **kwargs) -> pd.DataFrame
         [r.to_numpy() if r is not None else [np.nan] * len(columns) for r in rows], index=names, columns=columns
     )
     if method == "lme4":
-        table["npar"] = table["npar"].astype(int)
+        if table["npar"].notna().all():
+            table["npar"] = table["npar"].astype(int)
         table.attrs["heading"] = "Analysis of Variance Table (lme4: sequential, no denominator df)"
     else:
-        table["NumDF"] = table["NumDF"].astype(int)
+        if table["NumDF"].notna().all():  # a term whose columns were all dropped is an NA row, as lmerTest
+            table["NumDF"] = table["NumDF"].astype(int)
         roman = {1: "I", 2: "II", 3: "III"}[kind]
         table.attrs["heading"] = f"Type {roman} Analysis of Variance Table with {method}'s method"
     table.attrs["hypotheses"] = hypotheses
