@@ -91,46 +91,59 @@ class DevianceDerivatives:
         C = (LtG @ Lt.T).tocsc()
         C = (C + sp.identity(self.q, format="csc")).tocsc()
         self.Lt = Lt
+        self._T_inv = None
         self.Cinv = Cinv = _c_inverse(C, self.design.terms)
+        LtZtWX = np.asarray(Lt @ cr.ZtWX).reshape(self.q, self.p)
+        self._Xi = self.Xi = Cinv @ LtZtWX  # Ξ = C⁻¹ΛᵀZᵀWX
+        self._Cinv_y = Cinv @ (Lt @ cr.ZtWy)
         T_inv = _term_factor_inverses(self.design.terms, self.theta)
         if T_inv is not None:
             # Λ well conditioned: ΛᵀG = (C − I)Λ⁻¹, so H = (I − C⁻¹)Λ⁻¹ and Ω = Λ⁻ᵀ(I − C⁻¹)Λ⁻¹ —
             # q² work instead of the q · nnz(G) of two sparse-dense products
-            H = -Cinv
+            H = Cinv
+            H *= -1.0
             H[np.diag_indices_from(H)] += 1.0
             _scale_columns(H, self.design.terms, T_inv)  # H = (I − C⁻¹) Λ⁻¹, in place
-            Omega = H.T.copy()
-            _scale_columns(Omega, self.design.terms, T_inv)  # (Λ⁻ᵀ H)ᵀ = Hᵀ Λ⁻¹ = Ω (symmetric)
+            Omega = H.copy()
+            _scale_rows(Omega, self.design.terms, T_inv)  # Ω = Λ⁻ᵀ H
+            self.Cinv = None  # overwritten by H; C⁻¹ = I − H Λ when needed (Kenward–Roger)
+            self._T_inv = T_inv
         else:
             H = np.asarray((LtG.T @ Cinv).T)  # C⁻¹ΛᵀG (C⁻¹ symmetric)
             Omega = G.toarray()
             Omega -= np.asarray(LtG.T @ H)
-        self.H = np.ascontiguousarray(H)
-        Omega = 0.5 * (Omega + Omega.T)
+            Omega = 0.5 * (Omega + Omega.T)
+        self.H = H
         self.Omega = Omega
-        LtZtWX = np.asarray(Lt @ cr.ZtWX).reshape(self.q, self.p)
-        Xi = Cinv @ LtZtWX  # Ξ = C⁻¹ΛᵀZᵀWX
-        self.Xi = Xi
+        Xi = self._Xi
         self.Psi = np.asarray(cr.ZtWX - LtG.T @ Xi).reshape(self.q, self.p)  # Ψ = ZᵀV⁻¹X
         M = cr.XtWX - LtZtWX.T @ Xi
         self.M = 0.5 * (M + M.T)
         self.Minv = _spd_inverse(self.M) if self.p else np.zeros((0, 0))
         # a = ZᵀP y = ZᵀV⁻¹(y − Xβ̂) on the shifted response of the cross-products
-        LtZtWy = Lt @ cr.ZtWy
-        ZtVinvy = cr.ZtWy - LtG.T @ (Cinv @ LtZtWy)
+        ZtVinvy = cr.ZtWy - LtG.T @ self._Cinv_y
         beta_shifted = self.state.beta - cr.beta_shift
         self.a = np.asarray(ZtVinvy - self.Psi @ beta_shifted).ravel()
         self.term_rows = [slice(t.offset, t.offset + t.q) for t in self.design.terms]
 
-    @cached_property
-    def Omega_P(self) -> np.ndarray:
-        """``ZᵀPZ`` with REML's projection ``P``."""
-        return self.Omega - self.Psi @ self.Minv @ self.Psi.T
+    # Ω_X = Ω − [REML] Ψ M⁻¹ Ψᵀ is never formed: its rank-p correction is applied where it is used
+    def _omega_x_times(self, v: np.ndarray, reml: bool | None = None) -> np.ndarray:
+        """``Ω_X v`` (``Ω_P`` for REML, ``Ω`` for ML; ``reml=True`` forces ``Ω_P``)."""
+        out = self.Omega @ v
+        if self.reml if reml is None else reml:
+            out -= self.Psi @ (self.Minv @ (self.Psi.T @ v))
+        return out
 
-    @property
-    def Omega_X(self) -> np.ndarray:
-        """The matrix whose traces differentiate ``ℓ``: ``Ω_P`` for REML, ``Ω`` for ML."""
-        return self.Omega_P if self.reml else self.Omega
+    def _sparse_trace(self, A: sp.spmatrix) -> float:
+        """``tr(A Ω_X)`` for a sparse symmetric ``A``."""
+        if A.nnz == 0:
+            return 0.0
+        A = A.tocoo()
+        val = float(A.data @ self.Omega[A.row, A.col])
+        if self.reml:
+            PM = self.Psi @ self.Minv
+            val -= float(A.data @ np.einsum("ij,ij->i", PM[A.row], self.Psi[A.col]))
+        return val
 
     # ---- θ directions -------------------------------------------------------------------------
     @cached_property
@@ -138,14 +151,28 @@ class DevianceDerivatives:
         """The term of each θ element (and of each of pbkrtest's covariance elements)."""
         return [i for i, t in enumerate(self.design.terms) for _ in range(t.n_theta)]
 
-    def _trace_products(self, mats: list[sp.csr_matrix], Om: np.ndarray) -> np.ndarray:
-        """``tr(A_k Ω A_l Ω)`` for every pair of term-block-diagonal sparse ``A``.
+    def _trace_products(self, mats: list[sp.csr_matrix], reml: bool) -> np.ndarray:
+        """``tr(A_k Ω_X A_l Ω_X)`` for every pair of term-block-diagonal sparse ``A`` (``Ω_P`` if ``reml``).
 
         ``A_k Ω`` is nonzero only on the rows of ``A_k``'s term, so each product is formed on those rows
         (q_t × q) and the trace sums ``(A_kΩ)[:, rows_l] ∘ (A_lΩ)[:, rows_k]ᵀ``.
         """
         rows = [self.term_rows[i] for i in self.param_term]
-        AO = [np.asarray(A[r] @ Om) for A, r in zip(mats, rows)]
+        AO = []
+        for A, r in zip(mats, rows):
+            Ar = A[r]
+            if (
+                Ar.nnz
+                and np.all(np.diff(Ar.tocsr().indptr) <= 1)
+                and np.all(Ar.tocoo().col - r.start == Ar.tocoo().row)
+            ):
+                # a scalar term's direction is diagonal: scale the rows instead of a sparse product
+                prod = Ar.diagonal(k=r.start)[:, None] * self.Omega[r]
+            else:
+                prod = np.asarray(Ar @ self.Omega)
+            if reml:
+                prod -= np.asarray(Ar @ self.Psi) @ (self.Minv @ self.Psi.T)
+            AO.append(prod)
         m = len(mats)
         out = np.empty((m, m))
         for k in range(m):
@@ -183,16 +210,14 @@ class DevianceDerivatives:
         """Hessian of lmerTest's ``devfun_vp`` in ``varpar = (θ, σ)`` at (θ, σ) (exact)."""
         nth = self.theta.size
         s2 = self.sigma**2
-        OX = self.Omega_X
-        OP = self.Omega_P
-        T2 = self._trace_products(self.D, OX)  # tr(Ω_X D_k Ω_X D_l)
+        T2 = self._trace_products(self.D, self.reml)  # tr(Ω_X D_k Ω_X D_l)
         Da = [Dk @ self.a for Dk in self.D]
-        OPDa = [OP @ v for v in Da]
+        OPDa = [self._omega_x_times(v, reml=True) for v in Da]
         Hs = np.zeros((nth + 1, nth + 1))
         for k in range(nth):
             for l in range(k + 1):
                 D2 = self._D2(k, l)
-                t1 = float(D2.multiply(OX).sum()) if D2.nnz else 0.0
+                t1 = self._sparse_trace(D2)
                 t2 = T2[k, l]
                 r2 = 2.0 * float(Da[k] @ OPDa[l]) - (float(self.a @ (D2 @ self.a)) if D2.nnz else 0.0)
                 Hs[k, l] = Hs[l, k] = t1 - t2 + r2 / s2
@@ -204,18 +229,16 @@ class DevianceDerivatives:
         """Gradient of lmerTest's ``devfun_vp`` in ``(θ, σ)`` (zero at the optimum, up to convergence)."""
         nth = self.theta.size
         g = np.zeros(nth + 1)
-        OX = self.Omega_X
         for k, Dk in enumerate(self.D):
-            g[k] = float(Dk.multiply(OX).sum()) - float(self.a @ (Dk @ self.a)) / self.sigma**2
+            g[k] = self._sparse_trace(Dk) - float(self.a @ (Dk @ self.a)) / self.sigma**2
         g[nth] = -2.0 * self.pwrss / self.sigma**3 + 2.0 * self.nu / self.sigma
         return g
 
     def profiled_gradient(self) -> np.ndarray:
         """Gradient of the profiled deviance ``f(θ)`` (ML or REML) in θ."""
         g = np.zeros(self.theta.size)
-        OX = self.Omega_X
         for k, Dk in enumerate(self.D):
-            g[k] = float(Dk.multiply(OX).sum()) - self.nu * float(self.a @ (Dk @ self.a)) / self.pwrss
+            g[k] = self._sparse_trace(Dk) - self.nu * float(self.a @ (Dk @ self.a)) / self.pwrss
         return g
 
     @cached_property
@@ -233,6 +256,25 @@ class DevianceDerivatives:
         return out
 
     # ---- Kenward–Roger (pbkrtest's parametrisation) ---------------------------------------------
+    def _cinv_times(self, B: np.ndarray) -> np.ndarray:
+        """``C⁻¹ B``; with ``H = (I − C⁻¹)Λ⁻¹`` holding C⁻¹'s storage, ``C⁻¹ = I − HΛ``."""
+        if self.Cinv is not None:
+            return self.Cinv @ B
+        return B - self.H @ np.asarray(self.Lt.T @ B)
+
+    def _cinv_frobenius2(self) -> float:
+        """``‖C⁻¹‖²_F = tr(C⁻²)``."""
+        if self.Cinv is not None:
+            return float(np.einsum("ij,ij->", self.Cinv, self.Cinv))
+        # C⁻¹ = I − HΛ: ‖I − HΛ‖² = q − 2 tr(HΛ) + ‖HΛ‖², without a second q × q array in one go
+        total, Lam = 0.0, self.Lt.T.tocsc()
+        for start in range(0, self.q, 1024):
+            cols = slice(start, min(self.q, start + 1024))
+            blk = -np.asarray(self.H @ Lam[:, cols])
+            blk[np.arange(cols.start, cols.stop), np.arange(cols.stop - cols.start)] += 1.0
+            total += float(np.einsum("ij,ij->", blk, blk))
+        return total
+
     @cached_property
     def Delta(self) -> list[sp.csr_matrix]:
         """pbkrtest's random-effect directions: per term, ``I_m ⊗ (E_ij + E_ji)`` for each covariance
@@ -261,7 +303,7 @@ class DevianceDerivatives:
         Psi, Om, Xi = self.Psi, self.Omega, self.Xi
         nre = len(self.Delta)
         DPsi = [np.asarray(Dr @ Psi) for Dr in self.Delta]  # Δ_r Ψ
-        KRE = self._trace_products(self.Delta, Om)  # tr(Δ_r Ω Δ_s Ω)
+        KRE = self._trace_products(self.Delta, False)  # tr(Δ_r Ω Δ_s Ω)
         Rz = Psi - self.H.T @ Xi  # ZᵀV⁻¹W⁻¹V⁻¹X
         HtH_diagblock = self.H  # used through Δ below
         P = [-(Psi.T @ d) / s2**2 for d in DPsi]
@@ -269,13 +311,13 @@ class DevianceDerivatives:
         P.append(-XtVWVX / s2**2)
         m = nre + 1
         Q = [[None] * m for _ in range(m)]
-        OmDPsi = [Om @ d for d in DPsi]  # Ω Δ_s Ψ
+        OmDPsi = [self._omega_x_times(d, reml=False) for d in DPsi]  # Ω Δ_s Ψ
         for r in range(nre):
             for s in range(nre):
                 Q[r][s] = (DPsi[r].T @ OmDPsi[s]) / s2**3
             Q[r][nre] = (DPsi[r].T @ Rz) / s2**3
             Q[nre][r] = Q[r][nre].T
-        Q[nre][nre] = (self.M - Xi.T @ Xi - Xi.T @ (self.Cinv @ Xi)) / s2**3
+        Q[nre][nre] = (self.M - Xi.T @ Xi - Xi.T @ self._cinv_times(Xi)) / s2**3
         K = np.zeros((m, m))
         for r in range(nre):
             for s in range(r + 1):
@@ -283,8 +325,8 @@ class DevianceDerivatives:
             # tr(Δ_r (Ω − HᵀH)): only the entries of HᵀH on Δ_r's pattern are needed
             Dr = self.Delta[r].tocoo()
             hth = np.einsum("ki,ki->i", HtH_diagblock[:, Dr.row], HtH_diagblock[:, Dr.col])
-            K[r, nre] = K[nre, r] = (float(Dr.multiply(Om).sum()) - float(Dr.data @ hth)) / s2**2
-        K[nre, nre] = (self.n - self.q + float(np.sum(self.Cinv**2))) / s2**2
+            K[r, nre] = K[nre, r] = (float(Dr.data @ Om[Dr.row, Dr.col]) - float(Dr.data @ hth)) / s2**2
+        K[nre, nre] = (self.n - self.q + self._cinv_frobenius2()) / s2**2
         return P, Q, K
 
 
@@ -308,22 +350,25 @@ def _c_inverse(C: sp.csc_matrix, terms) -> np.ndarray:
     A[blocks.row // k, blocks.row % k, blocks.col % k] = blocks.data
     Ainv = np.linalg.inv(A)
     rows = np.repeat(np.arange(q1), k)
-    cols = (np.arange(q1) // k * k)[:, None] + np.arange(k)[None, :]
-    Ainv_sp = sp.csr_matrix((Ainv.reshape(-1), (rows, cols.ravel())), shape=(q1, q1))
-    out = np.empty((q, q))
-    if q1 == q:
-        out[:] = Ainv_sp.toarray()
-        return out
-    B = C[:q1, q1:].tocsc()
-    Y = (Ainv_sp @ B).tocsc()  # A⁻¹B, sparse
-    S = C[q1:, q1:].toarray() - np.asarray((B.T @ Y).toarray())
-    Sinv = _spd_inverse(0.5 * (S + S.T))
-    YS = np.asarray(Y @ Sinv)  # q1 × q2 dense
-    out[q1:, q1:] = Sinv
-    out[:q1, q1:] = -YS
-    out[q1:, :q1] = -YS.T
-    out[:q1, :q1] = np.asarray(Y @ YS.T)  # Y S⁻¹ Yᵀ (symmetric)
-    out[:q1, :q1] += Ainv_sp.toarray()
+    cols = ((np.arange(q1) // k * k)[:, None] + np.arange(k)[None, :]).ravel()
+    Ainv_sp = sp.csr_matrix((Ainv.reshape(-1), (rows, cols)), shape=(q1, q1))
+    out = np.zeros((q, q))
+    if q1 < q:
+        B = C[:q1, q1:].tocsc()
+        Y = (Ainv_sp @ B).tocsr()  # A⁻¹B, sparse
+        S = C[q1:, q1:].toarray() - np.asarray((B.T @ Y).toarray())
+        Sinv = _spd_inverse(0.5 * (S + S.T))
+        YS = np.asarray(Y @ Sinv)  # q1 × q2 dense
+        out[q1:, q1:] = Sinv
+        out[:q1, q1:] = -YS
+        out[q1:, :q1] = -YS.T
+        # Y S⁻¹ Yᵀ: threaded BLAS on a dense Y once Y is more than ~2 % full (the sparse product is
+        # single-threaded and ~30× slower per entry)
+        if Y.nnz > 0.02 * q1 * (q - q1):
+            out[:q1, :q1] = YS @ Y.toarray().T
+        else:
+            out[:q1, :q1] = np.asarray(Y @ np.ascontiguousarray(YS.T))
+    out[rows, cols] += Ainv.reshape(-1)
     return out
 
 
@@ -351,6 +396,17 @@ def _scale_columns(A: np.ndarray, terms, T_inv: list[np.ndarray]) -> None:
         else:
             block = A[:, cols].reshape(A.shape[0], t.n_levels, t.k)
             A[:, cols] = np.matmul(block, Ti).reshape(A.shape[0], t.q)
+
+
+def _scale_rows(A: np.ndarray, terms, T_inv: list[np.ndarray]) -> None:
+    """``A ← Λ⁻ᵀ A`` in place."""
+    for t, Ti in zip(terms, T_inv):
+        rows = slice(t.offset, t.offset + t.q)
+        if t.k == 1:
+            A[rows] *= Ti[0, 0]
+        else:
+            block = A[rows].reshape(t.n_levels, t.k, A.shape[1])
+            A[rows] = np.matmul(Ti.T, block).reshape(t.q, A.shape[1])
 
 
 def _spd_inverse(A: np.ndarray) -> np.ndarray:
