@@ -142,6 +142,7 @@ def test_boot_method_returns_lme4_layout():
     assert not again.equals(ci)
 
 
+@pytest.mark.filterwarnings("ignore:extreme order statistics")  # 5 replicates: the ends are the extremes
 def test_confint_does_not_change_the_fit():
     m = fit("sleep_slopes_reml")
     before = (m.theta.copy(), m.fixef.copy(), m.sigma, m.objective)
@@ -149,3 +150,50 @@ def test_confint_does_not_change_the_fit():
     assert np.array_equal(before[0], m.theta) and before[1].equals(m.fixef)
     assert (before[2], before[3]) == (m.sigma, m.objective)
     assert m.deviance_function(m.theta) == m.objective
+
+
+# ---- profile intervals ------------------------------------------------------------------------------
+# References: validation/reference_ci/profile.json (lme4's confint(m), method "profile"). Tolerance 1e-3
+# relative (absolute for values below 1e-2, e.g. an SD whose interval starts at 0): lme4 interpolates a
+# spline through ~8 profile points per side where sparselmm solves ζ = ±z; the two agreed to < 2e-4.
+PROFILE = json.loads((REF / "profile.json").read_text())
+PROFILE_RTOL = 1e-3
+
+
+@pytest.mark.parametrize("case_id", list(PROFILE["cases"]))
+def test_profile_intervals_match_lme4(case_id):
+    ref = PROFILE["cases"][case_id]
+    m = fit(case_id)
+    ci = m.confint(method="profile")
+    same_names(list(ci.index), ref["names"])
+    for col, key in zip(ci.columns, ("lower", "upper")):
+        want = np.array(ref[key], dtype=float)
+        got = ci[col].to_numpy()
+        np.testing.assert_array_less(np.abs(got - want), PROFILE_RTOL * np.maximum(np.abs(want), 1e-2))
+
+
+def test_profile_reports_points_and_leaves_the_fit_alone():
+    from sparselmm.inference.profile import profile
+
+    m = fit("penicillin_reml")
+    before = (m.theta.copy(), m.objective)
+    prof = profile(m, which=[".sig01", "(Intercept)"], level=0.9)
+    assert np.array_equal(m.theta, before[0]) and m.objective == before[1] and m.reml
+    assert m.deviance_function(m.theta) == m.objective
+    assert list(prof.confint(0.9).index) == [".sig01", "(Intercept)"]
+    for name, pts in prof.points.groupby("par"):
+        pts = pts.sort_values("value")
+        assert np.all(np.diff(pts["zeta"]) > -1e-6), name
+    assert prof.notes == []
+    with pytest.raises(sparselmm.NumericalError, match="level"):
+        prof.confint(0.95)
+    # the ML estimate is the centre: ζ there is 0 and the intervals contain it
+    est = prof.estimates
+    lo, hi = prof.intervals[(".sig01", 0.9)]
+    assert lo < est[".sig01"] < hi
+
+
+def test_profile_of_a_boundary_fit_ends_at_zero():
+    m = fit("pastes_nested_reml")
+    ci = m.confint(parm=".sig02", method="profile")
+    assert ci.iloc[0, 0] == 0.0
