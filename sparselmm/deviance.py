@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from ._cholmod import SparseCholesky
+from .blockschur import BlockSchurCholesky, block_schur_applicable
 from .crossprod import CrossProducts
 from .design import Design, ReTerm
 from .errors import ModelSpecError, NumericalError
@@ -179,6 +180,7 @@ class ProfiledDeviance:
         self.ordering = ordering
         self.chol = self._analyse(ordering)
         self.schur = isinstance(self.chol, SchurCholesky)
+        self.block_schur = isinstance(self.chol, BlockSchurCholesky)
         # Λ's diagonal as θ[lambda_index] (all-scalar models only, where the Schur factor applies)
         self._lambda_index = np.concatenate([np.full(t.q, t.theta_offset) for t in self.terms]) if self.schur else None
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
@@ -214,6 +216,10 @@ class ProfiledDeviance:
                 return chol
             except (NotDiagonalError, SchurNotWorthwhileError):
                 pass
+        if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q):
+            if ordering == "schur" or _complement_density(self.cross.ZtWZ, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
+                self.ordering = "schur"
+                return BlockSchurCholesky(self.cross.ZtWZ, self.terms)
         if ordering == "schur":
             raise ModelSpecError(
                 "ordering='schur' needs scalar random-effects terms only, a first term with one level per row "
@@ -269,6 +275,8 @@ class ProfiledDeviance:
         factors = self.factors(theta)
         if self.schur:
             self.chol.factorize(theta[self._lambda_index])
+        elif self.block_schur:
+            self.chol.factorize(factors)
         else:
             with np.errstate(over="ignore", invalid="ignore"):  # a huge θ overflows; CHOLMOD then rejects it
                 A = self.updater.update(factors)
@@ -309,29 +317,31 @@ class ProfiledDeviance:
 
     @property
     def has_gradient(self) -> bool:
-        """An analytic gradient is available (all-scalar models on the Schur factor)."""
-        return self.schur
+        """An analytic gradient is available: the factor gives ``∂ log|ΛᵀZᵀWZΛ + I| / ∂θ`` (the dense-Schur
+        factors of :mod:`sparselmm.schur` and :mod:`sparselmm.blockschur`)."""
+        return hasattr(self.chol, "logdet_gradient")
 
     def gradient(self, state: PLSState | None = None) -> np.ndarray:
         """The analytic gradient ``∂f/∂θ`` at the θ of ``state`` (default: the last :meth:`solve`).
 
-        For a scalar term ``k`` with ``Λ`` scaling its ``q_k`` effects by ``θ_k > 0``:
+        With ``C = ΛᵀZᵀWZΛ + I``, ``D_k = ∂(ΛΛᵀ)/∂θ_k`` and ``V = W⁻¹ + ZΛΛᵀZᵀ``:
 
-        * ``∂ log|F| / ∂θ_k = (2/θ_k) (q_k − Σ_{i∈k} (F⁻¹)_ii)``, where ``F`` is ``ΛᵀZᵀWZΛ + I``
-          (ML; ``log|F| = log|L|²``) or the whole system with ``X`` appended (REML; ``log|L|² + log|R_X|²``,
-          whose inverse adds ``‖(L⁻ᵀ R_ZX R_X⁻¹)_i‖²`` to the diagonal);
-        * ``∂r²/∂θ_k = −(2/θ_k) Σ_{i∈k} u_i²`` (envelope theorem with the normal equations
-          ``ΛᵀZᵀW(y − Xβ̂ − ZΛu) = u``);
+        * ``∂ log|C| / ∂θ_k`` comes from the factor (:meth:`logdet_gradient`: traces of ``C⁻¹`` on the
+          pattern of each term's blocks);
+        * REML adds ``∂ log|R_X|² = −tr(M⁻¹ ΨᵀD_kΨ)`` with ``M = R_XᵀR_X`` and ``Ψ = ZᵀV⁻¹X = ZᵀWX − GΛΞ``,
+          ``Ξ = C⁻¹ΛᵀZᵀWX = L⁻ᵀR_ZX``;
+        * ``∂r²/∂θ_k = −aᵀD_k a`` with ``a = ZᵀV⁻¹(y − Xβ̂) = ZᵀW(y − Xβ̂) − GΛu`` (envelope theorem);
 
-        and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). At ``θ_k = 0`` the
-        deviance is even in ``θ_k`` and the derivative is 0. Costs one extra ``potri`` on the dense block,
-        which overwrites the factor: call :meth:`solve` before using the factor again.
+        and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). The same formulas,
+        with dense algebra, are :meth:`sparselmm.derivatives.DevianceDerivatives.profiled_gradient`. On the
+        scalar Schur factor the traces take one ``potri`` that overwrites the factor: call :meth:`solve`
+        before using the factor again.
         """
         if not self.has_gradient:
             raise ModelSpecError(
                 f"This deviance function (ordering={self.ordering!r}) has no analytic gradient: it needs "
-                "scalar random-effects terms only on the dense-Schur factor (ordering='auto' or 'schur'). "
-                "Use its values f(theta), e.g. with optimizer='bobyqa'."
+                "the dense-Schur factor (ordering='auto' or 'schur'), which applies to crossed designs whose "
+                "first term is eliminated. Use its values f(theta), e.g. with optimizer='bobyqa'."
             )
         if state is None and self.state is None:
             raise ModelSpecError(
@@ -341,26 +351,50 @@ class ProfiledDeviance:
         state = self.state if state is None else state
         if state is not self.state:  # the factor holds another θ
             state = self.solve(state.theta)
+        cr = self.cross
+        factors = self.factors(state.theta)
         u = self.spherical_modes(state)
-        V = None
-        if self.reml and self.p:
-            V = self.chol.solve_Lt(dtrtrs(state.R_X, state.R_ZX.T, lower=0, trans=1)[0].T)
-        trace_first, diag_rest = self.chol.inverse_traces()  # consumes the factor
-        self.state = None
-        diag_inv = np.concatenate([np.zeros(self.terms[0].q), diag_rest])
-        if V is not None:
-            diag_inv += np.einsum("qi,qi->q", V, V)
-            trace_first += float(np.sum(diag_inv[: self.terms[0].q]))
+        Xi = self.chol.solve_Lt(state.R_ZX) if self.p else np.zeros((cr.ZtWZ.shape[0], 0))
+        ld = self.chol.logdet_gradient(state.theta, self.terms)
+        if self.schur:
+            self.state = None  # its potri consumed the factor
+        G = cr.ZtWZ
+        beta_s = state.beta - cr.beta_shift
+        Psi = cr.ZtWX - G @ self._Lambda_times_cols(factors, Xi)
+        a = cr.ZtWy - cr.ZtWX @ beta_s - G @ self.Lambda_times(factors, u)
+        La = self.Lambdat_times(factors, a[:, None])[:, 0]
+        reml_part = self.reml and self.p
+        if reml_part:
+            Rinv = dtrtrs(state.R_X, np.eye(self.p), lower=0)[0]
+            PsiM = Psi @ (Rinv @ Rinv.T)
+            LPsi = self.Lambdat_times(factors, np.asfortranarray(Psi))
         nu = (self.n - self.p) if self.reml else self.n
-        grad = np.zeros(self.design.n_theta)
-        for i, t in enumerate(self.terms):
-            th = state.theta[t.theta_offset]
-            if th == 0.0:
-                continue
+        grad = np.asarray(ld, dtype=float).copy()
+        for t in self.terms:
             seg = slice(t.offset, t.offset + t.q)
-            trace = trace_first if i == 0 else float(np.sum(diag_inv[seg]))
-            grad[t.theta_offset] = (2.0 / th) * ((t.q - trace) - nu / state.pwrss * float(np.sum(u[seg] ** 2)))
+            # Σ_g a[(g,r)] (Λᵀa)[(g,c)] for every (r, c): aᵀ D_k a = 2 of these
+            Ka = a[seg].reshape(t.n_levels, t.k).T @ La[seg].reshape(t.n_levels, t.k)
+            if reml_part:
+                KP = np.einsum(
+                    "grp,gcp->rc", PsiM[seg].reshape(t.n_levels, t.k, -1), LPsi[seg].reshape(t.n_levels, t.k, -1)
+                )
+            for j, (r, c) in enumerate(zip(*t.tril_indices())):
+                k = t.theta_offset + j
+                grad[k] -= 2.0 * nu * Ka[r, c] / state.pwrss
+                if reml_part:
+                    grad[k] -= 2.0 * KP[r, c]
         return grad
+
+    def _Lambda_times_cols(self, factors: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """``Λ V`` for a dense V with q rows."""
+        out = np.empty_like(V)
+        for t, T in zip(self.terms, factors):
+            seg = V[t.offset : t.offset + t.q]
+            if t.k == 1:
+                out[t.offset : t.offset + t.q] = seg * T[0, 0]
+            else:
+                out[t.offset : t.offset + t.q] = np.matmul(T, seg.reshape(t.n_levels, t.k, -1)).reshape(seg.shape)
+        return out
 
     def value_and_gradient(self, theta) -> tuple[float, np.ndarray]:
         """The deviance and its analytic gradient at θ (see :meth:`gradient`)."""
@@ -455,6 +489,10 @@ class ProfiledDeviance:
 
     def _factor_workspace_copy(self):
         """A factor (and block updater) with the same symbolic analysis and its own numeric workspace."""
+        if self.block_schur:  # G's blocks are read-only; every factorisation allocates its own arrays
+            chol = copy.copy(self.chol)
+            chol._L_S = None
+            return chol, None
         if self.schur:
             # everything built from the pattern (Q, K₀, index maps) is read-only and shared; only the
             # dense q₂ × q₂ array is written by a factorisation
@@ -471,3 +509,16 @@ class ProfiledDeviance:
         else:  # another binding: analyse again (the ordering is deterministic for the same pattern)
             chol = SparseCholesky(updater.A, ordering=self.ordering)
         return chol, updater
+
+
+def _complement_density(G: sp.spmatrix, q1: int) -> float:
+    """Share of nonzeros in the lower triangle of the Schur complement of ``G``'s first ``q1`` columns
+    (the pattern of ``G₂₂ + G₂₁G₁₂``)."""
+    G = sp.csc_matrix(G)
+    q2 = G.shape[0] - q1
+    if q2 <= 0:
+        return 1.0
+    P12 = (G[:q1, q1:] != 0).astype(np.float64)
+    P = ((G[q1:, q1:] != 0).astype(np.float64) + P12.T @ P12).tocoo()
+    low = int(np.count_nonzero(P.row >= P.col))
+    return low / (q2 * (q2 + 1) / 2)

@@ -250,6 +250,22 @@ class SchurCholesky:
         trace_first = float(np.sum(1.0 / self._d) + np.sum(s_hat) + np.sum(s_hat[self._offdiag]))
         return trace_first, np.diagonal(inv).copy()
 
+    def logdet_gradient(self, theta: np.ndarray, terms) -> np.ndarray:
+        """``∂ log|ΛGΛ + I| / ∂θ``: ``(2/θ_k)(q_k − Σ_{i∈k} (C⁻¹)_ii)`` for each scalar term (0 at θ_k = 0,
+        where log|C| is even in θ_k). Consumes the factor (:meth:`inverse_traces`)."""
+        trace_first, diag_rest = self.inverse_traces()
+        grad = np.zeros(len(theta))
+        for i, t in enumerate(terms):
+            th = theta[t.theta_offset]
+            if th == 0.0:
+                continue
+            if i == 0:
+                trace = trace_first
+            else:
+                trace = float(np.sum(diag_rest[t.offset - self.q1 : t.offset - self.q1 + t.q]))
+            grad[t.theta_offset] = (2.0 / th) * (t.q - trace)
+        return grad
+
     def nnz(self) -> int:
         """Stored entries of ``L``: the diagonal, ``B`` and the dense lower triangle of ``L_S``."""
         return self.q1 + self._G21.nnz + self.q2 * (self.q2 + 1) // 2

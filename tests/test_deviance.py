@@ -20,7 +20,8 @@ CASES = {c["id"]: c for c in load_cases()}
 )
 def test_block_update_equals_sparse_product(case_id):
     case = CASES[case_id]
-    f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=case["reml"])
+    # the CHOLMOD path's block updater (ordering="default"; "auto" may choose a dense-Schur factor)
+    f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=case["reml"], ordering="default")
     rng = np.random.default_rng(0)
     theta = np.where(f.design.lower == 0, rng.uniform(0.1, 2, f.design.n_theta), rng.normal(size=f.design.n_theta))
     A = f.updater.update(f.factors(theta)).toarray()
@@ -52,8 +53,9 @@ def test_orderings_give_the_same_deviance():
     np.testing.assert_allclose(values, values[0], rtol=1e-12)
 
 
-def test_modes_and_conditional_variances_against_dense_algebra(sleepstudy):
-    f = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy)
+@pytest.mark.parametrize("ordering", ["auto", "default"])  # block-Schur factor and CHOLMOD
+def test_modes_and_conditional_variances_against_dense_algebra(sleepstudy, ordering):
+    f = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy, ordering=ordering)
     theta = np.array([0.9, 0.05, 0.2])
     state = f.solve(theta)
     Lt = f.design.Lambdat(theta).toarray()
@@ -64,7 +66,8 @@ def test_modes_and_conditional_variances_against_dense_algebra(sleepstudy):
     cv = f.conditional_variance_blocks(theta, sigma=2.0)[0]
     dense = 4.0 * Lt.T @ np.linalg.inv(A) @ Lt
     np.testing.assert_allclose(cv[3], dense[6:8, 6:8], rtol=1e-9, atol=1e-12)
-    assert sp.issparse(f.updater.A)
+    if ordering == "default":
+        assert sp.issparse(f.updater.A)
 
 
 def test_cholmod_analysis_failure_is_a_sparselmm_error():
@@ -121,7 +124,7 @@ def test_analytic_gradient_with_weights_offset_and_a_zero_theta():
 
 
 def test_gradient_needs_the_schur_factor(sleepstudy):
-    f = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy)
+    f = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy, ordering="default")
     assert not f.has_gradient
     with pytest.raises(sparselmm.ModelSpecError, match="no analytic gradient.*optimizer='bobyqa'"):
         f.gradient()
@@ -137,3 +140,62 @@ def test_gradient_consumes_the_factor_and_says_so():
     with pytest.raises(sparselmm.ModelSpecError, match="consumed"):
         f.gradient()
     np.testing.assert_array_equal(f.value_and_gradient([0.8, 1.7])[1], first)
+
+
+BLOCK_CASES = [
+    "sleepstudy_slopes_reml",  # one 2 × 2 term, nothing left to the complement
+    "crossed_small_slopes_ml",  # (1 + x|user) + (1|item)
+    "crossed_small_slopes_reml",
+    "partial_crossed_reml",  # (1 + x|subj) + (1|stim)
+    "slopes_many_ml",  # one 3 × 3 term
+    "twoterms_crossed_reml",  # (1|g) + (0 + x|g) + (1|h)
+    "catslope_reml",
+]
+
+
+@pytest.mark.parametrize("case_id", BLOCK_CASES)
+def test_block_schur_factor_equals_cholmod_and_its_gradient_finite_differences(case_id):
+    """The block-Schur factor (vector-valued terms): same deviance as CHOLMOD, and an exact gradient for
+    k = 1, 2, 3 blocks, at θ with zero and negative entries too."""
+    case = CASES[case_id]
+    data = load_case_data(case)
+    f = sparselmm.deviance_function(case["formula"], data, reml=case["reml"], ordering="schur")
+    ref = sparselmm.deviance_function(case["formula"], data, reml=case["reml"], ordering="default")
+    assert f.block_schur or f.schur
+    rng = np.random.default_rng(3)
+    lower = f.design.lower
+    for trial in range(3):
+        theta = np.where(lower == 0, rng.uniform(0.2, 1.5, lower.size), rng.normal(scale=0.4, size=lower.size))
+        if trial == 2:
+            theta[0] = 0.0  # a zero diagonal element: Λ singular
+        assert f(theta) == pytest.approx(ref(theta), rel=1e-11)
+        value, grad = f.value_and_gradient(theta)
+        assert value == pytest.approx(ref(theta), rel=1e-11)
+        fd = _central_gradient(ref, theta, h=1e-6)
+        np.testing.assert_allclose(grad, fd, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(fd).max()))
+
+
+def test_block_schur_gradient_equals_dense_derivatives():
+    from sparselmm.derivatives import DevianceDerivatives
+
+    case = CASES["crossed_small_slopes_reml"]
+    f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=True)
+    assert f.block_schur
+    theta = np.array([0.7, -0.2, 0.4, 0.9])
+    _, grad = f.value_and_gradient(theta)
+    dense = DevianceDerivatives(f, theta).profiled_gradient()
+    np.testing.assert_allclose(grad, dense, rtol=1e-8, atol=1e-8 * np.abs(dense).max())
+
+
+def test_block_schur_is_declined_for_sparse_complements():
+    """Nested designs with many groups keep CHOLMOD: the complement (schools) is block diagonal, < 1 % full."""
+    rng = np.random.default_rng(5)
+    school = np.repeat(np.arange(400), 12)
+    cls = school * 4 + rng.integers(0, 4, school.size)
+    data = pd.DataFrame({"school": school, "cls": cls, "x": rng.normal(size=school.size)})
+    data["y"] = data.x + rng.normal(size=400)[school] + rng.normal(size=1600)[cls] + rng.normal(size=school.size)
+    data[["school", "cls"]] = data[["school", "cls"]].astype(str)
+    f = sparselmm.deviance_function("y ~ x + (1 + x|school) + (1|cls)", data)
+    assert not f.block_schur and f.updater is not None
+    small = CASES["nested_slope_reml"]  # 20 schools: a dense complement is cheap and gives the gradient
+    assert sparselmm.deviance_function(small["formula"], load_case_data(small)).block_schur

@@ -71,6 +71,21 @@ TOLERANCES = {
         "p": 3e-2,  # tiny p-values amplify the t error (Δlog p ≈ |t|·Δt); measured 7.5e-3
         "ss": 5e-4,  # measured 8.2e-5
     },
+    # as fitted, on a boundary fit whose likelihood is flat along the boundary (case field "fit_tier":
+    # "flat"): on singular_slopes_ml the ML deviance is the same to 1e-12 for θ₃ = 1e-5 (sparselmm's
+    # L-BFGS-B), 4.5e-5 (lme4) and 9e-4 (BOBYQA), while the Satterthwaite df move by 1e-3 relative and the
+    # p-value of a 4.6-df contrast by 10 %: the own-fit comparison there can only be coarse (the "at" tier
+    # checks the algebra exactly)
+    "fit_flat": {
+        "estimate": 1e-3,
+        "se": 5e-3,
+        "satt_df": 2e-2,  # measured 5.7e-3
+        "kr_df": 2e-2,
+        "kr_se": 5e-3,
+        "stat": 5e-3,
+        "p": 0.3,  # measured 0.097
+        "ss": 5e-3,
+    },
     "contrast_L": 1e-9,  # anova_contrasts() vs show_tests(anova()), absolute; measured 5.6e-16
 }
 
@@ -325,7 +340,7 @@ def compare_case(case: dict, ref: dict, fit: bool = True) -> CaseResult:
     th, th_ref = np.asarray(m.theta, float), np.asarray(ref["theta"], float)
     out.theta_rel_diff = float(np.max(np.abs(th - th_ref) / np.maximum(np.abs(th_ref), 1.0))) if th.size else 0.0
     t0 = time.perf_counter()
-    _compare_model(chk, "fit", case, ref, m)
+    _compare_model(chk, "fit_flat" if case.get("fit_tier") == "flat" else "fit", case, ref, m)
     out.inference_seconds = time.perf_counter() - t0
     return out
 
@@ -386,7 +401,8 @@ def write_report(results: list[CaseResult], path: Path, meta: dict) -> None:
         "`anova_contrasts()` and lmerTest's `show_tests()`; `Satt df vs exact` compares with the analytic "
         "Satterthwaite derivatives computed in run_lmertest.R. θ̂ diff = max |θ̂ − θ̂_lme4| / max(|θ̂_lme4|, 1).",
         "",
-        f"Tolerances at lme4's θ̂: {_fmt_tol(TOLERANCES['at'])}. As fitted: {_fmt_tol(TOLERANCES['fit'])}. "
+        f"Tolerances at lme4's θ̂: {_fmt_tol(TOLERANCES['at'])}. As fitted: {_fmt_tol(TOLERANCES['fit'])} "
+        f"(boundary fits with a flat likelihood: {_fmt_tol(TOLERANCES['fit_flat'])}). "
         f"Contrast matrices: {TOLERANCES['contrast_L']:g}.",
         "",
         "| case | ok | "
