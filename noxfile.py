@@ -49,15 +49,21 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def validate(session: nox.Session) -> None:
-    """Refit every validation case live in R's lme4, compare, write validation/REPORT.md."""
+    """Refit every validation case live in R (lme4, lmerTest, pbkrtest), compare, write validation/REPORT*.md."""
     install(session, "test")
     if shutil.which("Rscript") is None:
         session.error(
-            "Rscript not found: install R and lme4 (apt-get install -y r-base-core r-cran-lme4 r-cran-jsonlite)."
+            "Rscript not found: install R, lme4, lmerTest and pbkrtest (apt-get install -y r-base-core r-cran-lme4 "
+            "r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite)."
         )
     live = session.create_tmp() + "/reference"
     session.run("Rscript", "validation/run_lme4.R", "--out", live, external=True)
     session.run("python", "validation/compare.py", "--reference", live, "--report", "validation/REPORT.md")
+    # inference (issue #10): lmerTest's Satterthwaite and pbkrtest's Kenward-Roger, refitted live
+    live_inf = session.create_tmp() + "/reference_inference"
+    session.run("Rscript", "validation/run_lmertest.R", "--out", live_inf, external=True)
+    report = "validation/REPORT_INFERENCE.md"
+    session.run("python", "validation/compare_inference.py", "--reference", live_inf, "--report", report)
 
 
 @nox.session
