@@ -151,6 +151,41 @@ def slopes_frame(seed: int, n_groups: int, n: int) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "g": g + 1})
 
 
+def maximal_frame(seed: int, n_subj: int, n_items: int, n_factors: int = 1, missing: float = 0.1) -> pd.DataFrame:
+    """Subjects × items, every subject seeing every item once, ``missing`` of the cells dropped at random.
+
+    Within-subject and within-item two-level factors ``a`` (and ``b``, ``c``) coded ±0.5 and
+    counterbalanced (Latin-square rules on the subject and item codes), with correlated random intercepts
+    and slopes for every factor on both subjects and items: the "maximal" design of psycholinguistics
+    (``y ~ a + (1 + a | subj) + (1 + a | item)``; with three factors, the kb07 layout of MixedModels.jl).
+    """
+    rng = np.random.default_rng(seed)
+    s, i = np.meshgrid(np.arange(n_subj), np.arange(n_items), indexing="ij")
+    s, i = s.ravel(), i.ravel()
+    keep = rng.random(s.size) >= missing
+    s, i = s[keep], i[keep]
+    rules = [(s + i) % 2, (s // 2 + i) % 2, (s + i // 2) % 2][:n_factors]
+    X = np.column_stack([r - 0.5 for r in rules])
+    k = n_factors + 1
+    Z = np.column_stack([np.ones(s.size), X])
+
+    def effects(m, sd, rho):
+        cov = rho * np.outer(sd, sd) + (1 - rho) * np.diag(np.asarray(sd) ** 2)
+        return rng.multivariate_normal(np.zeros(k), cov, m)
+
+    bs = effects(n_subj, [0.6] + [0.25] * n_factors, 0.3)
+    bi = effects(n_items, [0.4] + [0.2] * n_factors, 0.2)
+    beta = np.concatenate([[1.0], 0.3 * np.ones(n_factors)])
+    y = np.column_stack([np.ones(s.size), X]) @ beta + np.einsum("nk,nk->n", Z, bs[s] + bi[i]) + rng.normal(
+        0.0, 1.0, s.size
+    )
+    out = pd.DataFrame({"y": y})
+    for name, col in zip("abc", X.T):
+        out[name] = col
+    out["subj"], out["item"] = s + 1, i + 1
+    return out
+
+
 # name -> (generator, float format). Generators are deterministic.
 DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
     "InstEval": _insteval,
@@ -169,6 +204,11 @@ DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
     "rep_10x": lambda: replicated_frame(121, 50_000, 5_000, 1_000, 10),
     "nested": lambda: nested_frame(131, 1_000, 10, 200_000),
     "slopes": lambda: slopes_frame(141, 20_000, 200_000),
+    # maximal crossed designs (issue #12): random slopes on subjects and items
+    "maximal_60x40": lambda: maximal_frame(151, 60, 40),
+    "maximal_600x400": lambda: maximal_frame(152, 600, 400),
+    "kb07": lambda: maximal_frame(153, 56, 32, n_factors=3, missing=0.0),
+    "maximal_1e6": lambda: maximal_frame(154, 2_000, 600),
 }
 
 _CROSSED_SM = {"groups": "one", "re_formula": "0", "vc_formula": {"user": "0 + C(user)", "item": "0 + C(item)"}}
@@ -209,6 +249,23 @@ WORKLOADS: list[Workload] = [
     _crossed("rep_1x", ("quick", "default", "rep"), "replication pair base: n=5e4, 5e3 × 1e3 levels", pair="1x"),
     _crossed("rep_10x", ("quick", "default", "rep"), "the same rows × 10 (n=5e5, identical ZᵀZ pattern)",
              pair="10x"),
+    Workload(
+        "maximal_60x40", "y ~ 1 + a + (1 + a | subj) + (1 + a | item)", True, "maximal_60x40", ("subj", "item"),
+        "maximal crossed, 60 subjects × 40 items, 2 × 2 blocks, 10 % cells missing", tags=("quick", "default", "maximal"),
+    ),
+    Workload(
+        "maximal_600x400", "y ~ 1 + a + (1 + a | subj) + (1 + a | item)", True, "maximal_600x400", ("subj", "item"),
+        "maximal crossed, 600 × 400, 2 × 2 blocks, 10 % missing", tags=("default", "maximal"),
+    ),
+    Workload(
+        "kb07", "y ~ 1 + a * b * c + (1 + a + b + c | subj) + (1 + a + b + c | item)", True, "kb07",
+        ("subj", "item"), "kb07-sized: 56 subjects × 32 items, three 2-level factors, 4 × 4 blocks (20 θ)",
+        tags=("quick", "default", "maximal"),
+    ),
+    Workload(
+        "maximal_1e6", "y ~ 1 + a + (1 + a | subj) + (1 + a | item)", True, "maximal_1e6", ("subj", "item"),
+        "maximal crossed, 2,000 × 600, 1.08e6 rows, 2 × 2 blocks", tags=("default", "maximal"),
+    ),
     Workload(
         "nested", "y ~ 1 + x + (1 | school/classroom)", True, "nested", ("school", "classroom"),
         "nested pupils/classes/schools, n=2e5, 1e3 schools × 10 classes", tags=("default",),
