@@ -347,14 +347,18 @@ class LmerResult:
     def deviance_function(self) -> ProfiledDeviance:
         return self._devfun
 
-    def summary(self, ddf: str = "Satterthwaite"):
+    def summary(self, ddf: str | None = None):
         """lmerTest-style summary (lme4's layout with df and p-values); print it.
 
         Parameters
         ----------
-        ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+        ddf : {None, "Satterthwaite", "Kenward-Roger", "lme4"}
             Denominator degrees of freedom of the t tests: Satterthwaite's (lmerTest's default),
-            Kenward–Roger's (REML fits only), or none (lme4's table without df and p-values).
+            Kenward–Roger's (REML fits only), or none (lme4's table without df and p-values). The
+            default ``None`` is Satterthwaite's for models with up to
+            :data:`sparselmm.summary.AUTO_DDF_MAX_Q` random effects and lme4's table (with a note) above,
+            where the exact derivatives' dense q × q work would cost more than the fit; ask for
+            ``ddf="Satterthwaite"`` explicitly to have it there too.
         """
         from .summary import LmerSummary
 

@@ -6,7 +6,11 @@ import numpy as np
 
 from .design import r_name
 
-__all__ = ["LmerSummary"]
+__all__ = ["AUTO_DDF_MAX_Q", "LmerSummary"]
+
+# summary() computes Satterthwaite's df by default up to this many random effects (InstEval has 4,128:
+# about the fit's own time again); above, the default table is lme4's and says how to ask for the df
+AUTO_DDF_MAX_Q = 6000
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -65,12 +69,22 @@ def _stars(p: float) -> str:
 class LmerSummary:
     """Printable summary of an :class:`~sparselmm.results.LmerResult`."""
 
-    def __init__(self, result, ddf="Satterthwaite"):
+    def __init__(self, result, ddf=None):
         from .inference.contest import normalize_ddf
 
         self.result = result
-        self.ddf = normalize_ddf(ddf)
         self.ddf_note = None
+        if ddf is None:
+            q = result.design.q
+            if q > AUTO_DDF_MAX_Q:
+                ddf = "lme4"
+                self.ddf_note = (
+                    f"t tests without df: the model has q = {q:,} random effects (> {AUTO_DDF_MAX_Q:,}); "
+                    "summary(ddf='Satterthwaite') computes them (exact, dense q × q work)."
+                )
+            else:
+                ddf = "Satterthwaite"
+        self.ddf = normalize_ddf(ddf)
         self.coefficients = self._coefficients()
 
     def _coefficients(self):

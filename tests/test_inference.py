@@ -171,3 +171,12 @@ def test_anova_type3_with_poly_matches_lmertest():
     np.testing.assert_allclose(tab["DenDF"], [76.762163, 78.008107, 77.463564], rtol=1e-6)
     np.testing.assert_allclose(tab["F value"], [23.62038, 28.23333, 6.84484], rtol=1e-5)
     np.testing.assert_allclose(tab["Sum Sq"], [20.484512, 24.485045, 11.872229], rtol=1e-6)
+
+
+def test_summary_default_skips_df_on_large_models(sleep_fit, monkeypatch):
+    import sparselmm.summary as summ
+
+    monkeypatch.setattr(summ, "AUTO_DDF_MAX_Q", 10)
+    text = str(sleep_fit.summary())
+    assert "Pr(>|t|)" not in text and "summary(ddf='Satterthwaite')" in text
+    assert "Pr(>|t|)" in str(sleep_fit.summary(ddf="Satterthwaite"))
