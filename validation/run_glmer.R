@@ -1,0 +1,81 @@
+#!/usr/bin/env Rscript
+## Reference results from lme4's glmer for the cases in validation/glmm_cases.json.
+##
+## Usage (from the repository root):
+##   Rscript validation/run_glmer.R [--out DIR] [case_id ...]
+## Each case writes DIR/<id>.json (default validation/reference_glmm), numbers at full precision
+## (jsonlite digits = NA), with the R and lme4 versions. Non-zero exit if any case failed.
+suppressPackageStartupMessages({
+  library(lme4)
+  library(jsonlite)
+})
+args <- commandArgs(trailingOnly = TRUE)
+out_dir <- file.path("validation", "reference_glmm")
+ids <- character(0)
+i <- 1
+while (i <= length(args)) {
+  if (args[[i]] == "--out") {
+    out_dir <- args[[i + 1]]
+    i <- i + 2
+    next
+  }
+  ids <- c(ids, args[[i]])
+  i <- i + 1
+}
+dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
+cases <- fromJSON(file.path("validation", "glmm_cases.json"), simplifyVector = FALSE)
+if (length(ids)) cases <- Filter(function(cs) cs$id %in% ids, cases)
+
+failed <- 0
+for (cs in cases) {
+  res <- tryCatch({
+    d <- read.csv(cs$data, stringsAsFactors = TRUE)
+    for (f in unlist(cs$factors)) d[[f]] <- factor(d[[f]])
+    link <- if (is.null(cs$link)) NULL else cs$link
+    fam <- switch(cs$family,
+      binomial = if (is.null(link)) binomial() else binomial(link = link),
+      poisson = if (is.null(link)) poisson() else poisson(link = link),
+      stop("unknown family ", cs$family))
+    d$.w <- if (is.null(cs$weights)) 1 else d[[cs$weights]]
+    d$.off <- if (is.null(cs$offset)) 0 else d[[cs$offset]]
+    warns <- character(0)
+    t0 <- proc.time()[["elapsed"]]
+    m <- withCallingHandlers(
+      glmer(as.formula(cs$formula), data = d, family = fam, nAGQ = cs$nAGQ, weights = .w, offset = .off),
+      warning = function(w) {
+        warns <<- c(warns, conditionMessage(w))
+        invokeRestart("muffleWarning")
+      })
+    elapsed <- proc.time()[["elapsed"]] - t0
+    ll <- logLik(m)
+    re <- ranef(m, condVar = TRUE)
+    re_out <- lapply(names(re), function(nm) {
+      r <- re[[nm]]
+      pv <- attr(r, "postVar")
+      list(group = nm, levels = rownames(r), names = colnames(r),
+           values = unname(as.list(as.data.frame(r))),
+           cond_var_diag = if (length(dim(pv)) == 3) lapply(seq_len(dim(pv)[1]), function(j) pv[j, j, ]) else NULL)
+    })
+    list(
+      id = cs$id, r_version = R.version.string, lme4_version = as.character(packageVersion("lme4")),
+      beta = unname(fixef(m)), beta_names = names(fixef(m)), theta = unname(getME(m, "theta")),
+      se = unname(sqrt(diag(as.matrix(vcov(m))))), vcov = unname(as.matrix(vcov(m))),
+      minus2loglik = -2 * as.numeric(ll), loglik = as.numeric(ll), aic = AIC(m), bic = BIC(m),
+      deviance = deviance(m), df_resid = df.residual(m), nobs = nobs(m),
+      fitted_head = unname(head(fitted(m), 20)),
+      resid_deviance_head = unname(head(residuals(m, type = "deviance"), 20)),
+      resid_pearson_head = unname(head(residuals(m, type = "pearson"), 20)),
+      ranef = re_out, singular = isSingular(m), warnings = warns,
+      feval = m@optinfo$feval, seconds = elapsed, nAGQ = cs$nAGQ)
+  }, error = function(e) {
+    message("case ", cs$id, " failed: ", conditionMessage(e))
+    NULL
+  })
+  if (is.null(res)) {
+    failed <- failed + 1
+    next
+  }
+  write_json(res, file.path(out_dir, paste0(cs$id, ".json")), digits = NA, auto_unbox = TRUE, null = "null")
+  cat(sprintf("%-24s -2logL %.6f  %d evals  %.2fs\n", cs$id, res$minus2loglik, as.integer(res$feval), res$seconds))
+}
+if (failed > 0) quit(status = 1)

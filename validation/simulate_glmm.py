@@ -1,0 +1,72 @@
+"""Simulated GLMM validation data (fixed seeds): validation/data/glmm_sim_*.csv.
+
+Run from the repository root: ``python validation/simulate_glmm.py``. Each design is documented below;
+the files are committed so R and Python read the same rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OUT = Path(__file__).parent / "data"
+
+
+def crossed(seed, n_subj, n_item, sd_s, sd_i, beta, family, slope_sd=0.0):
+    rng = np.random.default_rng(seed)
+    s = np.repeat(np.arange(n_subj), n_item)
+    i = np.tile(np.arange(n_item), n_subj)
+    keep = rng.random(s.size) < 0.85  # unbalanced
+    s, i = s[keep], i[keep]
+    x = rng.normal(size=s.size)
+    cond = rng.integers(0, 2, size=s.size)
+    bs = rng.normal(scale=sd_s, size=n_subj)
+    bi = rng.normal(scale=sd_i, size=n_item)
+    slope = rng.normal(scale=slope_sd, size=n_subj)
+    eta = beta[0] + beta[1] * x + beta[2] * cond + bs[s] + bi[i] + slope[s] * x
+    df = pd.DataFrame({"subj": [f"s{k:03d}" for k in s], "item": [f"i{k:03d}" for k in i], "x": x, "cond": cond})
+    if family == "binomial":
+        df["y"] = (rng.random(s.size) < 1 / (1 + np.exp(-eta))).astype(int)
+    else:
+        expo = rng.uniform(0.5, 4.0, size=s.size)
+        df["exposure"] = expo
+        df["log_exposure"] = np.log(expo)
+        df["y"] = rng.poisson(np.exp(eta + np.log(expo)))
+        df["y0"] = rng.poisson(np.exp(eta))  # without exposure
+    return df
+
+
+def binomial_trials(seed, n_grp=40, per=8):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_grp), per)
+    x = rng.normal(size=g.size)
+    n = rng.integers(1, 25, size=g.size)
+    eta = -0.5 + 0.8 * x + rng.normal(scale=0.9, size=n_grp)[g]
+    k = rng.binomial(n, 1 / (1 + np.exp(-eta)))
+    return pd.DataFrame({"g": [f"g{k:02d}" for k in g], "x": x, "k": k, "n": n, "prop": k / n})
+
+
+def singular(seed):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(10), 30)
+    x = rng.normal(size=g.size)
+    eta = 0.2 + 0.5 * x  # no group effect: the ML variance is at (or next to) zero
+    y = (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"g": [f"g{k:02d}" for k in g], "x": x, "y": y})
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    crossed(101, 60, 40, 0.8, 0.5, (-0.3, 0.6, 0.4), "binomial").to_csv(OUT / "glmm_sim_binary.csv", index=False)
+    crossed(202, 50, 30, 0.5, 0.3, (0.4, 0.3, -0.2), "poisson").to_csv(OUT / "glmm_sim_poisson.csv", index=False)
+    crossed(303, 40, 20, 0.7, 0.4, (0.1, 0.5, 0.3), "binomial", slope_sd=0.4).to_csv(
+        OUT / "glmm_sim_slopes.csv", index=False
+    )
+    binomial_trials(404).to_csv(OUT / "glmm_sim_trials.csv", index=False)
+    singular(11).to_csv(OUT / "glmm_sim_singular.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
