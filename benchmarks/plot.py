@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-STYLE = {"sparselmm": ("tab:blue", "o"), "lme4": ("tab:orange", "s"), "statsmodels": ("tab:green", "^")}
+STYLE = {"sparselmm": ("tab:blue", "o"), "lme4": ("tab:orange", "s"), "mixedlm": ("tab:red", "D"),
+         "statsmodels": ("tab:green", "^")}
 
 
 def _series(results: dict, tag: str, program: str, x_of, y_of):
@@ -89,8 +90,8 @@ def plot(results: dict, out: Path) -> Path | None:
     if not anything:
         plt.close(fig)
         return None
-    fig.suptitle(f"sparselmm vs lme4 — {results.get('mode', '')} run, {results['environment'].get('date', '')}",
-                 fontsize=11)
+    date = results["environment"].get("date", "")
+    fig.suptitle(f"sparselmm vs lme4 and mixedlm — {results.get('mode', '')} run, {date}", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

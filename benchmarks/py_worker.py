@@ -1,12 +1,14 @@
-"""Fit one workload with sparselmm or statsmodels in this (fresh) process and write a JSON record.
+"""Fit one workload with sparselmm, mixedlm or statsmodels in this (fresh) process and write a JSON record.
 
 Run by ``benchmarks/run.py``; usable alone::
 
     python benchmarks/py_worker.py --program sparselmm --workload insteval_ml --out /tmp/r.json
+    python benchmarks/py_worker.py --program mixedlm --workload kb07 --out /tmp/r.json
 
-The data are read and converted before the clock starts; the timed region is the ``lmer()`` (or
-``MixedLM.fit()``) call only. Peak RSS of the fit is ``VmHWM`` right after the fit, before the
-per-evaluation measurement (which the parent also sees as the process's ``ru_maxrss``).
+The data are read and converted, and the fitting library imported, before the clock starts; the timed
+region is the ``lmer()`` (or ``MixedLM.fit()``) call only. Peak RSS of the fit is ``VmHWM`` right after
+the fit, before the per-evaluation measurement (which the parent also sees as the process's ``ru_maxrss``).
+``mixedlm`` is the PyPI package (a Rust-backed lme4 clone), fitted with its defaults.
 """
 
 from __future__ import annotations
@@ -118,6 +120,102 @@ def fit_sparselmm(w, df, args, rec: dict) -> None:
         pass
 
 
+def _count_mixedlm_stages(stages: list[dict]):
+    """Record each optimiser run inside a mixedlm fit (method, evaluations, seconds).
+
+    mixedlm's ``optimizer="auto"`` runs L-BFGS-B on its exact (Rust) gradient and, when the result is
+    near the boundary of a correlated block or not converged, a COBYQA fit from the same start; the
+    result reports one method and the summed ``nfev``. Wrapping the module-level ``run_optimizer`` that
+    ``estimation.reml`` calls shows which stages ran. Best effort: a no-op if the internals moved."""
+    try:
+        from mixedlm.estimation import reml
+    except ImportError:
+        return
+    orig = getattr(reml, "run_optimizer", None)
+    if orig is None:
+        return
+
+    def run_optimizer(fun, x0, method, *a, **k):
+        t = time.perf_counter()
+        res = orig(fun, x0, method, *a, **k)
+        stages.append({"method": str(method), "nfev": int(getattr(res, "nfev", -1)),
+                       "seconds": time.perf_counter() - t, "gradient": k.get("jac") is not None})
+        return res
+
+    reml.run_optimizer = run_optimizer
+
+
+def _mixedlm_theta_lme4_order(res, theta: np.ndarray) -> list[float] | None:
+    """mixedlm's θ in lme4's order, or None where its layout is not understood.
+
+    mixedlm 1.3.0 lists each k × k block's lower triangle row by row (L11, L21, L22, L31, ...); lme4 (and
+    sparselmm) column by column (L11, L21, L31, ..., L22, L32, ...). The two agree for k ≤ 2 only."""
+    out, pos = [], 0
+    try:
+        for rs in res.matrices.random_structures:
+            k = int(rs.n_terms)
+            if rs.correlated and rs.cov_type == "us":
+                rows = [(i, j) for i in range(k) for j in range(i + 1)]
+                block = dict(zip(rows, theta[pos:pos + len(rows)], strict=True))
+                out += [block[(i, j)] for j in range(k) for i in range(j, k)]
+                pos += len(rows)
+            elif not rs.correlated:  # (x || g): one scale per column, same order in both
+                out += list(theta[pos:pos + k])
+                pos += k
+            else:
+                return None
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return [float(t) for t in out] if pos == theta.size else None
+
+
+def fit_mixedlm(w, df, args, rec: dict) -> None:
+    """``mixedlm.lmer(formula, data, REML=)`` with its defaults; f(θ̂) from its ``mkLmerDevfun``."""
+    import gc
+    import importlib.metadata as md
+
+    import mixedlm
+    from mixedlm import lmer  # mixedlm imports its models lazily: load them before the clock (~0.3 s)
+
+    rec["version"] = md.version("mixedlm")
+    stages: list[dict] = []
+    _count_mixedlm_stages(stages)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        res = lmer(w.formula, df, REML=w.reml)
+        rec["fit_seconds"] = time.perf_counter() - t0
+    rec["mem_after_fit_mb"] = proc_status_mb()
+    # REMLcrit() is lme4's REML criterion for REML fits; for ML fits mixedlm returns the deviance there too,
+    # but ask for the deviance explicitly so the meaning does not depend on that
+    objective = res.REMLcrit() if w.reml else res.deviance
+    theta = np.asarray(res.theta, dtype=float)
+    rec.update(
+        objective=float(objective),
+        theta=_mixedlm_theta_lme4_order(res, theta),  # comparable with lme4's and sparselmm's
+        theta_native=[float(t) for t in theta],
+        fixef={str(k): float(v) for k, v in res.fixef().items()},
+        n_evals=int(res.function_evals),
+        n_iter=int(res.n_iter),
+        optimizer=str(res.optimizer),
+        optimizer_stages=stages,
+        converged=bool(res.converged),
+        gradient_norm=None if res.gradient_norm is None else float(res.gradient_norm),
+        singular=bool(res.isSingular()),
+        messages=[str(res.message)] + sorted({str(c.message) for c in caught}),
+    )
+    del res
+    gc.collect()  # so building a second deviance function below does not raise the peak RSS of the fit
+    if args.per_eval_calls > 0:
+        # lme4's modular interface: the same (Rust) objective the optimiser calls; like lme4's devFunOnly
+        # set-up, timed after the fit
+        t0 = time.perf_counter()
+        devfun = mixedlm.mkLmerDevfun(mixedlm.lFormula(w.formula, df, REML=w.reml))
+        rec["setup_seconds"] = time.perf_counter() - t0
+        rec["devfun_at_theta"] = float(devfun(theta))
+        rec.update(time_calls(devfun, theta, args.per_eval_calls, args.per_eval_seconds))
+
+
 def fit_statsmodels(w, df, args, rec: dict) -> None:
     import statsmodels
     import statsmodels.formula.api as smf
@@ -163,7 +261,7 @@ def fit_statsmodels(w, df, args, rec: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--program", choices=("sparselmm", "statsmodels"), required=True)
+    ap.add_argument("--program", choices=("sparselmm", "mixedlm", "statsmodels"), required=True)
     ap.add_argument("--workload", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--per-eval-calls", type=int, default=20, help="min calls of f(θ̂) (0 = skip)")
@@ -182,13 +280,13 @@ def main(argv=None) -> int:
         # import the fitting library before the RSS baseline so ΔRSS is the fit's own footprint
         if args.program == "sparselmm":
             import sparselmm  # noqa: F401
+        elif args.program == "mixedlm":
+            from mixedlm import lmer  # noqa: F401  (triggers its lazy imports)
         else:
             import statsmodels.formula.api  # noqa: F401
         rec["mem_before_fit_mb"] = proc_status_mb()
-        if args.program == "sparselmm":
-            fit_sparselmm(w, df, args, rec)
-        else:
-            fit_statsmodels(w, df, args, rec)
+        fit = {"sparselmm": fit_sparselmm, "mixedlm": fit_mixedlm, "statsmodels": fit_statsmodels}[args.program]
+        fit(w, df, args, rec)
         rec["ok"] = True
     except Exception as exc:  # reported, not raised: the parent records the failure
         rec["error"] = f"{type(exc).__name__}: {exc}"

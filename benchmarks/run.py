@@ -1,15 +1,19 @@
-"""Benchmark sparselmm against lme4 (and statsmodels) in one run on the same data.
+"""Benchmark sparselmm against lme4 and mixedlm (and statsmodels) in one run on the same data.
 
 Usage (from the repository root)::
 
     python benchmarks/run.py                      # default set, writes BENCHMARKS.md + results
     python benchmarks/run.py --quick              # ~3 min subset, writes benchmarks/.cache/last_run.*
     python benchmarks/run.py --only insteval_ml --skip-statsmodels
+    python benchmarks/run.py --tag maximal        # the issue-12 maximal designs (or --only 'maximal*' kb07)
+    python benchmarks/run.py --only maximal_60x40 kb07 --skip-mixedlm
     python benchmarks/run.py --only 'crossed_*' --reuse-r     # reuse cached lme4 records
     python benchmarks/run.py --only insteval_ml --skip-r --profile   # cProfile the sparselmm fit
     python benchmarks/run.py --list
 
-Every (workload, program) pair runs in a fresh subprocess (``py_worker.py`` or ``fit_lme4.R``) so the
+Programs: sparselmm, lme4 (``Rscript``), mixedlm (the PyPI package, a Rust-backed lme4 clone) and
+statsmodels ``MixedLM`` (only where the workload has a translation). Every (workload, program) pair runs in a
+fresh subprocess (``py_worker.py`` or ``fit_lme4.R``) so the
 peak RSS (``ru_maxrss`` from ``os.wait4``) belongs to that one fit; a fit that exceeds its cap is killed
 and reported as ``> cap``. The fit time is measured inside the child around the fit call only (data
 already loaded). BENCHMARKS.md, ``benchmarks/results.json`` and ``benchmarks/bench_scaling.png`` are
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fnmatch
+import importlib.util
 import json
 import os
 import platform
@@ -38,7 +43,7 @@ sys.path.insert(0, str(HERE))
 
 import workloads as wl  # noqa: E402
 
-PROGRAMS = ("sparselmm", "lme4", "statsmodels")
+PROGRAMS = ("sparselmm", "lme4", "mixedlm", "statsmodels")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,6 +90,11 @@ try:
     info["statsmodels"] = statsmodels.__version__
 except Exception:
     info["statsmodels"] = None
+try:
+    import importlib.metadata as md
+    info["mixedlm"] = md.version("mixedlm")
+except Exception:
+    info["mixedlm"] = None
 try:
     from threadpoolctl import threadpool_info
     info["threadpools"] = [{k: d.get(k) for k in ("internal_api", "filepath", "version", "num_threads",
@@ -227,8 +237,9 @@ def run_fit(w: wl.Workload, program: str, cap: float, args) -> dict:
                "TRUE" if w.reml else "FALSE", ",".join(w.factors), str(out),
                str(args.per_eval_calls), str(args.per_eval_seconds)]
     else:
+        per_eval = args.per_eval_calls if program in ("sparselmm", "mixedlm") else 0
         cmd = [sys.executable, str(HERE / "py_worker.py"), "--program", program, "--workload", w.name,
-               "--out", str(out), "--per-eval-calls", str(args.per_eval_calls if program == "sparselmm" else 0),
+               "--out", str(out), "--per-eval-calls", str(per_eval),
                "--per-eval-seconds", str(args.per_eval_seconds)]
         if program == "sparselmm" and args.profile:
             prof = wl.CACHE / "profiles" / f"{w.name}.prof"
@@ -238,7 +249,8 @@ def run_fit(w: wl.Workload, program: str, cap: float, args) -> dict:
     child_env = None
     if args.blas_threads:
         child_env = dict(os.environ)
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        # RAYON: mixedlm's Rust code (faer) runs on a rayon pool
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
             child_env[var] = str(args.blas_threads)
     child = _run_child(cmd, cap, wl.CACHE / "logs" / f"{w.name}.{program}.log", child_env)
     rec: dict = {"program": program, "workload": w.name, "ok": False}
@@ -268,12 +280,15 @@ def _lme4_cache_path(w: wl.Workload) -> Path:
 
 
 def select(args) -> list[wl.Workload]:
-    if args.only:
-        chosen = [w for w in wl.WORKLOADS if any(fnmatch.fnmatch(w.name, pat) for pat in args.only)]
-        unknown = [p for p in args.only if not any(fnmatch.fnmatch(w.name, p) for w in wl.WORKLOADS)]
+    """Workloads named by ``--only`` (names or globs) and/or carrying a ``--tag``; else the default set."""
+    if args.only or args.tag:
+        pats, tags = args.only or [], set(args.tag or [])
+        unknown = [p for p in pats if not any(fnmatch.fnmatch(w.name, p) for w in wl.WORKLOADS)]
+        unknown += [f"tag {t}" for t in tags if not any(t in w.tags for w in wl.WORKLOADS)]
         if unknown:
             raise SystemExit(f"unknown workload(s) {unknown}; see --list")
-        return chosen
+        return [w for w in wl.WORKLOADS
+                if any(fnmatch.fnmatch(w.name, p) for p in pats) or tags.intersection(w.tags)]
     tag = "quick" if args.quick else "default"
     return [w for w in wl.WORKLOADS if tag in w.tags or (args.large and "large" in w.tags)]
 
@@ -283,15 +298,18 @@ def _fmt_s(x) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="sparselmm vs lme4 (vs statsmodels) benchmarks")
+    ap = argparse.ArgumentParser(description="sparselmm vs lme4 and mixedlm (vs statsmodels) benchmarks")
     ap.add_argument("--quick", action="store_true", help="InstEval ML, sleepstudy, smallest crossed, 1x/10x pair")
     ap.add_argument("--large", action="store_true", help="also the 1e7-row crossed workload")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="workload names or globs (see --list)")
+    ap.add_argument("--tag", nargs="+", metavar="TAG",
+                    help="workloads with any of these tags, e.g. maximal (added to --only's)")
     ap.add_argument("--skip-r", action="store_true", help="do not run lme4")
     ap.add_argument("--reuse-r", action="store_true",
                     help="reuse cached lme4 records from an earlier run where present (not same-run!)")
     ap.add_argument("--skip-statsmodels", action="store_true")
     ap.add_argument("--skip-sparselmm", action="store_true")
+    ap.add_argument("--skip-mixedlm", action="store_true", help="do not run the PyPI mixedlm package")
     ap.add_argument("--cap", type=float, default=600.0, help="seconds per sparselmm / lme4 fit (default 600)")
     ap.add_argument("--sm-cap", type=float, default=None,
                     help="seconds per statsmodels fit (default 120; 30 with --quick)")
@@ -299,7 +317,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-eval-calls", type=int, default=20, help="min calls of f(θ̂) for the per-eval time")
     ap.add_argument("--per-eval-seconds", type=float, default=0.5, help="min total seconds of those calls")
     ap.add_argument("--blas-threads", type=int, default=None,
-                    help="set OPENBLAS/OMP/MKL_NUM_THREADS in every child (default: the libraries' own default)")
+                    help="set OPENBLAS/OMP/MKL/RAYON_NUM_THREADS in every child (default: the libraries' own)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile each sparselmm fit (adds overhead; top functions printed)")
     ap.add_argument("--out", default=None,
@@ -316,7 +334,7 @@ def main(argv=None) -> int:
 
     chosen = select(args)
     sm_cap = args.sm_cap if args.sm_cap is not None else (30.0 if args.quick else 120.0)
-    partial = bool(args.quick or args.only)
+    partial = bool(args.quick or args.only or args.tag)
     if args.out:
         out_md = Path(args.out).resolve()
         out_dir = HERE if out_md.parent == ROOT else out_md.parent
@@ -332,10 +350,14 @@ def main(argv=None) -> int:
     skip_r = args.skip_r or not have_r
     programs = [p for p in PROGRAMS if not (
         (p == "sparselmm" and args.skip_sparselmm) or (p == "lme4" and args.skip_r) or
-        (p == "statsmodels" and args.skip_statsmodels))]
+        (p == "mixedlm" and args.skip_mixedlm) or (p == "statsmodels" and args.skip_statsmodels))]
     if "lme4" in programs and not have_r:
         print("Rscript not found: lme4 skipped", flush=True)
         programs.remove("lme4")
+    if "mixedlm" in programs and importlib.util.find_spec("mixedlm") is None:
+        # the workers run under this interpreter, so this is the environment they would import from
+        print("mixedlm not installed (pip install mixedlm): skipped", flush=True)
+        programs.remove("mixedlm")
 
     print(f"workloads: {', '.join(w.name for w in chosen)}\nprograms: {', '.join(programs)}", flush=True)
     env = environment(skip_r)
@@ -408,7 +430,8 @@ def main(argv=None) -> int:
 
     env["loadavg_end"] = os.getloadavg()
     env["total_seconds"] = time.perf_counter() - t_start
-    mode = "quick" if args.quick else ("only: " + " ".join(args.only) if args.only else "full")
+    sel = " ".join((args.only or []) + [f"tag:{t}" for t in args.tag or []])
+    mode = "quick" if args.quick else ("only: " + sel if sel else "full")
     if args.large:
         mode += " + large"
     cmdline = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -430,7 +453,7 @@ def main(argv=None) -> int:
             png = plot.plot(results, out_png)
         except ImportError as exc:
             print(f"plot skipped: {exc} (pip install matplotlib)", flush=True)
-    out_md.write_text(report.render(results, png_path=png, md_path=out_md))
+    report.write_report(out_md, report.render(results, png_path=png, md_path=out_md))
     print(f"\n{report.console_table(results)}")
     print(f"\nwrote {out_md}\nwrote {out_json}" + (f"\nwrote {png}" if png else ""))
     print(f"total {env['total_seconds']:.0f} s")
