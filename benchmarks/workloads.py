@@ -251,7 +251,8 @@ WORKLOADS: list[Workload] = [
              pair="10x"),
     Workload(
         "maximal_60x40", "y ~ 1 + a + (1 + a | subj) + (1 + a | item)", True, "maximal_60x40", ("subj", "item"),
-        "maximal crossed, 60 subjects × 40 items, 2 × 2 blocks, 10 % cells missing", tags=("quick", "default", "maximal"),
+        "maximal crossed, 60 subjects × 40 items, 2 × 2 blocks, 10 % cells missing",
+        tags=("quick", "default", "maximal"),
     ),
     Workload(
         "maximal_600x400", "y ~ 1 + a + (1 + a | subj) + (1 + a | item)", True, "maximal_600x400", ("subj", "item"),
