@@ -164,12 +164,22 @@ PROFILE_RTOL = 1e-3
 def test_profile_intervals_match_lme4(case_id):
     ref = PROFILE["cases"][case_id]
     m = fit(case_id)
-    ci = m.confint(method="profile")
+    ci = m.confint(method="profile", progress=False)
     same_names(list(ci.index), ref["names"])
+    # lme4's known failures (cases.json "profile_exceptions", e.g. lme4 issue #192 with prior weights) are
+    # compared with lme4's Wald interval instead: within 5 % of its half-width
+    special = CASES.get("profile_exceptions", {}).get(case_id, {}).get("params", [])
+    rows = np.array([n not in special for n in ref["names"]])
     for col, key in zip(ci.columns, ("lower", "upper")):
-        want = np.array(ref[key], dtype=float)
-        got = ci[col].to_numpy()
+        want = np.array(ref[key], dtype=float)[rows]
+        got = ci[col].to_numpy()[rows]
         np.testing.assert_array_less(np.abs(got - want), PROFILE_RTOL * np.maximum(np.abs(want), 1e-2))
+    if special:
+        wald = next(iv for iv in WALD["cases"][case_id]["intervals"] if iv["level"] == 0.95)
+        idx = [wald["names"].index(n) for n in special]
+        w = np.column_stack([np.array(wald["lower"], dtype=float)[idx], np.array(wald["upper"], dtype=float)[idx]])
+        half = (w[:, 1] - w[:, 0])[:, None] / 2
+        assert np.all(np.abs(ci.loc[special].to_numpy() - w) < 0.05 * half)
 
 
 def test_profile_reports_points_and_leaves_the_fit_alone():
@@ -177,7 +187,7 @@ def test_profile_reports_points_and_leaves_the_fit_alone():
 
     m = fit("penicillin_reml")
     before = (m.theta.copy(), m.objective)
-    prof = profile(m, which=[".sig01", "(Intercept)"], level=0.9)
+    prof = profile(m, which=[".sig01", "(Intercept)"], level=0.9, progress=False)
     assert np.array_equal(m.theta, before[0]) and m.objective == before[1] and m.reml
     assert m.deviance_function(m.theta) == m.objective
     assert list(prof.confint(0.9).index) == [".sig01", "(Intercept)"]
@@ -185,8 +195,9 @@ def test_profile_reports_points_and_leaves_the_fit_alone():
         pts = pts.sort_values("value")
         assert np.all(np.diff(pts["zeta"]) > -1e-6), name
     assert prof.notes == []
-    with pytest.raises(sparselmm.NumericalError, match="level"):
-        prof.confint(0.95)
+    # another level is interpolated through the tabulated points (as lme4's spline): close to the exact ends
+    exact = profile(m, which=[".sig01", "(Intercept)"], level=0.95, grid=False, progress=False).confint(0.95)
+    np.testing.assert_allclose(prof.confint(0.95), exact, rtol=1e-3)
     # the ML estimate is the centre: ζ there is 0 and the intervals contain it
     est = prof.estimates
     lo, hi = prof.intervals[(".sig01", 0.9)]

@@ -1,12 +1,14 @@
 #!/usr/bin/env Rscript
 ## lme4 references for confidence intervals, likelihood-ratio tables, drop1, the parametric bootstrap
-## and profile intervals (issue 11), for the cases in validation/reference_ci/cases.json.
+## profile intervals and simulate()'s moments (issue 11), for the cases in validation/reference_ci/cases.json.
 ##
 ## Usage (from the repository root):
-##   Rscript validation/run_lme4_ci.R [--out DIR] [wald] [anova] [drop1] [boot] [profile]
+##   Rscript validation/run_lme4_ci.R [--out DIR] [--skip-slow] [wald] [anova] [drop1] [boot] [profile] [simulate]
 ##
 ## With no section names every section runs. Each section writes DIR/<section>.json (default DIR =
 ## validation/reference_ci) with jsonlite::write_json(digits = NA) and the R / lme4 versions.
+## --skip-slow leaves out the profiles of the models listed under "slow" in cases.json (over a minute
+## each in lme4). validation/compare_ci.py compares sparselmm with what this script writes.
 
 suppressPackageStartupMessages({
   library(lme4)
@@ -16,17 +18,24 @@ suppressPackageStartupMessages({
 args <- commandArgs(trailingOnly = TRUE)
 out_dir <- file.path("validation", "reference_ci")
 sections <- character(0)
+skip_slow <- FALSE
 i <- 1
 while (i <= length(args)) {
   if (args[[i]] == "--out") {
+    if (i == length(args)) stop("--out needs a directory")
     out_dir <- args[[i + 1]]
     i <- i + 2
+    next
+  }
+  if (args[[i]] == "--skip-slow") {
+    skip_slow <- TRUE
+    i <- i + 1
     next
   }
   sections <- c(sections, args[[i]])
   i <- i + 1
 }
-all_sections <- c("wald", "anova", "drop1", "boot", "profile")
+all_sections <- c("wald", "anova", "drop1", "boot", "profile", "simulate")
 if (!length(sections)) sections <- all_sections
 bad <- setdiff(sections, all_sections)
 if (length(bad)) stop("unknown section(s): ", paste(bad, collapse = ", "))
@@ -146,7 +155,9 @@ if ("boot" %in% sections) {
 
 if ("profile" %in% sections) {
   out <- list()
-  for (id in unlist(spec$profile)) {
+  ids <- unlist(spec$profile)
+  if (skip_slow) ids <- setdiff(ids, unlist(spec$slow))
+  for (id in ids) {
     m <- fit_model(id)
     msgs <- character(0)
     tm <- system.time(ci <- withCallingHandlers(
@@ -160,4 +171,24 @@ if ("profile" %in% sections) {
                       upper = vec(ci[, 2]), warnings = I(unique(msgs)), seconds = as.numeric(tm[["elapsed"]]))
   }
   write_section("profile", list(cases = out))
+}
+
+if ("simulate" %in% sections) {
+  ## per row: the mean and variance of nsim simulated responses, and the covariance of each row with the
+  ## next one (rows sharing a grouping level are correlated); unconditional (use.u = FALSE) and use.u = TRUE
+  cs <- spec$simulate
+  out <- list()
+  for (id in unlist(cs$models)) {
+    m <- fit_model(id)
+    per_u <- lapply(c(FALSE, TRUE), function(uu) {
+      Y <- as.matrix(simulate(m, nsim = cs$nsim, seed = cs$seed, use.u = uu))
+      Yc <- Y - rowMeans(Y)
+      n <- nrow(Y)
+      list(use_u = uu, mean = vec(rowMeans(Y)), var = vec(apply(Y, 1, var)),
+           cov_next = vec(rowSums(Yc[-n, , drop = FALSE] * Yc[-1, , drop = FALSE]) / (ncol(Y) - 1)))
+    })
+    out[[id]] <- list(model = spec$models[[id]], nsim = cs$nsim, seed = cs$seed, fixef = vec(fixef(m)),
+                      sigma = sigma(m), theta = vec(getME(m, "theta")), draws = per_u)
+  }
+  write_section("simulate", list(cases = out))
 }

@@ -168,7 +168,8 @@ def confint(
         Bootstrap interval type (``boot::boot.ci``'s).
     **kwargs
         Passed to :func:`~sparselmm.inference.bootstrap.bootstrap` (``n_jobs``, ``progress``, ``tol``,
-        ``use_u``) or :func:`~sparselmm.inference.profile.profile` (``method="profile"``).
+        ``use_u``) or :func:`~sparselmm.inference.profile.profile` (``method="profile"``: ``criterion``
+        ``"ML"``, lme4's and the default, or ``"REML"`` for the variance parameters; ``progress``).
 
     Returns
     -------
@@ -194,5 +195,6 @@ def confint(
         return boot.confint(level=level, type=boot_type).iloc[which]
     from .profile import profile
 
+    kwargs.setdefault("grid", False)  # the ends only; LmerResult.profile() tabulates the whole profile
     prof = profile(result, which=[names[i] for i in which], level=level, **kwargs)
     return prof.confint(level=level).loc[[names[i] for i in which]]

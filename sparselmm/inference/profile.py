@@ -1,58 +1,83 @@
 """Likelihood profiles and profile confidence intervals, as lme4's ``profile.merMod`` / ``confint.thpr``.
 
-Every profile is on the ML criterion, as lme4's (its ``devfun2`` refits a REML fit by ML first): a REML fit
-is refitted by ML (:func:`~sparselmm.inference.bootstrap.refit_ml`) and its intervals are those of the ML
-fit. For a parameter ``x`` with ML estimate ``x̂`` and minimum deviance ``d̂``::
+**Criterion.** By default every profile is on the ML criterion, as lme4's (its ``devfun2`` refits a REML fit
+by ML first): a REML fit is refitted by ML (:func:`~sparselmm.inference.bootstrap.refit_ml`) and the
+intervals are those of the ML fit. ``criterion="REML"`` profiles the variance parameters on the REML
+criterion instead (of the REML fit, or of an ML fit refitted by REML); the fixed effects have no REML
+profile (the restricted likelihood does not depend on β). For a parameter ``x`` with estimate ``x̂`` and
+minimum criterion ``d̂``::
 
-    ζ(x) = sign(x − x̂) · sqrt(d(x) − d̂),   d(x) = min of the deviance with x held fixed,
+    ζ(x) = sign(x − x̂) · sqrt(d(x) − d̂),   d(x) = min of the criterion with x held fixed,
 
 and the interval at ``level`` is where ``ζ = ±z_{(1+level)/2}``.
 
 * Variance parameters (lme4's ``.sigNN`` — SDs and correlations on the data scale — and ``.sigma``) are
-  profiled over lme4's ``(sd/cor, σ)`` parametrisation: with ``ψ = (sd/cor…, σ)`` the ML deviance is
-  ``log|L_θ|² + r²(θ)/σ² + n log(2πσ²) − Σ log w`` where ``θ`` follows from ``ψ`` (per term, the Cholesky
-  factor of the SD/correlation matrix over σ); one component of ψ is fixed and the others minimised by
-  BOBYQA within their bounds (SD ≥ 0, −1 ≤ cor ≤ 1, σ > 0).
-* A fixed effect ``β_j`` is profiled by moving its column to the offset at the fixed value
+  profiled over lme4's ``(sd/cor, σ)`` parametrisation ψ: the criterion is
+  ``ld(θ) + r²(θ)/σ² + ν log(2πσ²) − Σ log w`` (ML: ``ld = log|L_θ|²``, ``ν = n``; REML adds ``log|R_X|²``,
+  ``ν = n − p``) with θ following from ψ (per term, the Cholesky factor of the SD/correlation matrix over σ);
+  one component of ψ is held and the others minimised within their bounds (SD ≥ 0, −1 ≤ cor ≤ 1, σ > 0).
+* A fixed effect ``β_j`` is profiled by moving its column to the offset at the held value
   (:meth:`~sparselmm.deviance.ProfiledDeviance.with_columns_in_offset`: only right-hand sides change) and
-  minimising the profiled deviance over θ.
+  minimising the ML deviance over θ.
 
-Where lme4 tabulates ζ on a grid and interpolates a spline through it, this module solves ``ζ(x) = ±z``
-directly (bracketing steps extrapolated from ζ's slope, then Brent's method), warm-starting each
-constrained fit from the nearest point already fitted. Every point fitted is kept (``Profile.points``):
-ζ must be monotone in ``x`` across them, and a constrained fit below ``d̂`` (a better optimum than the fit
-found) is reported in ``Profile.notes`` with a warning, never silently used. An interval end that reaches
-a bound before ``|ζ|`` reaches ``z`` is the bound (an SD's 0, a correlation's ±1), as lme4 reports 0 there.
-The fitted model is not changed: the profile works on its own factor workspace.
+**How, and why it is fast.** Each constrained fit is a projected BFGS on the exact gradient
+(:mod:`sparselmm.inference._engine`: dense q × q algebra for small models, the dense-Schur factors' gradient
+for large crossed ones), warm-started from the neighbouring point (extrapolated along the profile) with the
+Hessian of the problem carried along; the gradient in ψ is the chain rule through the Cholesky factor's
+derivative. Its by-product, the derivative of the profiled criterion in the held value (the envelope
+theorem), makes ``ζ(x) = ±z`` a Newton iteration — on ``log x`` for SDs and σ, on ``atanh x`` for
+correlations — that needs 2–4 constrained fits per interval end, where lme4 tabulates ζ on a grid of ~10
+points per side and interpolates a spline. Models without an exact gradient (large q with vector-valued
+terms on CHOLMOD) use BOBYQA and the secant method instead. :meth:`Profile.table` also tabulates ζ on lme4's
+grid (steps of ``cutoff/8`` in ζ out to ``cutoff = sqrt(χ²_{1−alphamax}(npar))``) for plots and lme4's
+``as.data.frame(profile(m))`` layout.
+
+Every point fitted is kept: ζ must be monotone in ``x`` across them, and a constrained fit below ``d̂`` (a
+better optimum than the fit found) is reported in ``Profile.notes`` with a warning, never silently used. An
+interval end that reaches a bound before ``|ζ|`` reaches ``z`` is the bound (an SD's 0, a correlation's ±1),
+as lme4 reports 0 there. The fitted model is not changed: the profile works on its own factor workspace.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
-from scipy.stats import norm
+from scipy.interpolate import PchipInterpolator
+from scipy.stats import chi2, norm
 
-from ..errors import NumericalError
+from ..errors import ModelSpecError, NumericalError
 from ..optimize import optimize_theta
-from .bootstrap import refit_ml
-from .confint import check_level, estimates, parameter_names, percent_labels, select_parameters
+from ._engine import evaluator, hessian, quasi_newton
+from .confint import check_level, estimates, parameter_names, percent_labels, sdcor, select_parameters
 
-__all__ = ["Profile", "profile"]
+__all__ = ["Profile", "ProfileWarning", "profile"]
 
 # a constrained deviance below the minimum by more than this (absolute + relative) is reported as a new
 # optimum; smaller differences are the optimisers' tolerance
 DEV_TOL_ABS, DEV_TOL_REL = 1e-6, 1e-9
 NON_MONO_TOL = 0.01  # lme4's confint.thpr non.mono.tol
-MAX_BRACKET_STEPS = 30
-# BOBYQA's tolerances for the constrained fits: ζ² = d − d̂ is ≈ 4 at the ends, so 1e-7 in the deviance is
-# ~1e-8 in ζ, far below the 1e-4 at which lme4's spline-interpolated ends differ from the solved ones
+MAX_STEPS = 40  # constrained fits per interval end (root finding) or per side (grid)
+# the constrained fits stop when the predicted decrease of the criterion is below this (deviance units):
+# ζ² = d − d̂ ≈ 4 at the ends, so the error in ζ is ~1e-10
+FIT_TOL = 1e-9
+# the interval ends are solved to |ζ − z| below this: an error in x of ZETA_TOL / ζ'(x), ~1e-7 of the
+# interval's half-width, where lme4's spline-interpolated ends differ from the exact ones by ~1e-4
+ZETA_TOL = 1e-7
+# BOBYQA's tolerances where no gradient is available
 NLOPT_FTOL, NLOPT_XTOL = 1e-7, 1e-6
-# Brent's tolerance on the interval ends, relative
-END_RTOL = 1e-7
+# lme4's profile defaults: alphamax = 0.01, maxpts = 100, delta = cutoff / 8
+ALPHAMAX, GRID_STEPS = 0.01, 8
+# the SD or σ of a Newton step on log x that goes below this fraction of the estimate is tried at 0; a
+# correlation beyond ±(1 − this) at ±1
+BOUND_SNAP = 1e-3
+# a constrained fit that stops at a zero SD (θ_k = 0) tries this step off it (in θ; in ψ times σ̂): the
+# criterion is even in a scalar θ_k, so 0 is stationary and may be a maximum along θ_k (Dyestuff2's β
+# profile: θ = 0 at the estimate, 0.12 with β held 1.7 SE away)
+PROBE = 1e-3
 
 
 class ProfileWarning(UserWarning):
@@ -76,12 +101,15 @@ def _psd_cholesky(A: np.ndarray) -> np.ndarray:
 
 
 class _Psi:
-    """Map between lme4's ``(sd/cor…, σ)`` and θ, and the ML deviance in those parameters."""
+    """Map between lme4's ``(sd/cor…, σ)`` and θ with its Jacobian, and the criterion in those parameters."""
 
-    def __init__(self, devfun, design):
+    def __init__(self, devfun, design, ev):
         self.devfun = devfun
         self.design = design
+        self.ev = ev  # exact-gradient evaluator of the criterion's pieces, or None
         self.n = devfun.n
+        self.nu = devfun.n - devfun.p if devfun.reml else devfun.n
+        self.reml = devfun.reml
         lower, upper = [], []
         for t in design.terms:
             r, c = t.tril_indices()
@@ -89,35 +117,96 @@ class _Psi:
             upper.extend(np.where(r == c, np.inf, 1.0))
         self.lower = np.array(lower + [0.0])
         self.upper = np.array(upper + [np.inf])
+        self.is_cor = self.lower == -1.0
 
-    def theta(self, psi: np.ndarray) -> np.ndarray:
+    def theta(self, psi: np.ndarray, jacobian: bool = False):
+        """θ at ψ; with ``jacobian``, also ``∂θ/∂ψ`` (n_theta × (n_theta + 1), σ last)."""
         sigma = psi[-1]
-        theta = np.empty(self.design.n_theta)
+        n_theta = self.design.n_theta
+        theta = np.empty(n_theta)
+        J = np.zeros((n_theta, n_theta + 1)) if jacobian else None
         for t in self.design.terms:
-            vals = psi[t.theta_offset : t.theta_offset + t.n_theta]
-            r, c = t.tril_indices()
+            sl = slice(t.theta_offset, t.theta_offset + t.n_theta)
+            vals = psi[sl]
             if t.k == 1:
                 theta[t.theta_offset] = vals[0] / sigma
+                if jacobian:
+                    J[t.theta_offset, t.theta_offset] = 1.0 / sigma
                 continue
+            r, c = t.tril_indices()
             S = np.zeros((t.k, t.k))
             S[r, c] = vals
             sd = np.diag(S).copy()
             below = np.tril(S, -1)  # the correlations
             R = np.eye(t.k) + below + below.T
-            cov = (sd[:, None] * R * sd[None, :]) / sigma**2
-            T = _psd_cholesky(cov)
-            theta[t.theta_offset : t.theta_offset + t.n_theta] = T[r, c]
+            A = sd[:, None] * R * sd[None, :]
+            C = _psd_cholesky(A)
+            theta[sl] = C[r, c] / sigma
+            if jacobian:
+                J[sl, sl] = self._chol_jacobian(C, A, sd, R, r, c) / sigma
+        if jacobian:
+            J[:, -1] = -theta / sigma
+            return theta, J
         return theta
 
+    @staticmethod
+    def _chol_jacobian(C, A, sd, R, r, c) -> np.ndarray:
+        """``∂ tril(C) / ∂(sd/cor)`` for ``C Cᵀ = A = diag(sd) R diag(sd)``: ``dC = C Φ(C⁻¹ dA C⁻ᵀ)``."""
+        k = C.shape[0]
+        out = np.empty((r.size, r.size))
+        if np.min(np.diag(C)) <= 1e-10 * max(float(np.max(np.diag(C))), 1e-300):
+            raise NumericalError("the SD/correlation matrix is singular here: no derivative")
+        Cinv = np.linalg.inv(C)
+        for m, (i, j) in enumerate(zip(r, c)):
+            dA = np.zeros((k, k))
+            if i == j:  # an SD
+                v = R[i] * sd
+                dA[i, :] += v
+                dA[:, i] += v
+            else:  # a correlation
+                dA[i, j] = dA[j, i] = sd[i] * sd[j]
+            X = Cinv @ dA @ Cinv.T
+            Phi = np.tril(X, -1) + np.diag(np.diag(X)) / 2
+            out[:, m] = (C @ Phi)[r, c]
+        return out
+
+    def _in_bounds(self, psi) -> bool:
+        return psi[-1] > 0 and not (np.any(psi < self.lower) or np.any(psi > self.upper))
+
     def deviance(self, psi: np.ndarray) -> float:
-        if psi[-1] <= 0 or np.any(psi < self.lower) or np.any(psi > self.upper):
+        """The criterion at ψ (inf outside the bounds or where the factorisation fails)."""
+        if not self._in_bounds(psi):
             return np.inf
         try:
-            state = self.devfun.solve(self.theta(psi))
+            theta = self.theta(psi)
+            if self.ev is not None:
+                parts = self.ev.parts(theta, gradient=False)
+                ld, r2 = parts.ld, parts.r2
+            else:
+                state = self.devfun.solve(theta)
+                ld = state.ldL2 + (state.ldRX2 if self.reml else 0.0)
+                r2 = state.pwrss
         except (NumericalError, np.linalg.LinAlgError):
             return np.inf
         s2 = psi[-1] ** 2
-        return float(state.ldL2 - self.devfun.cross.sum_log_w + state.pwrss / s2 + self.n * np.log(2 * np.pi * s2))
+        return float(ld - self.devfun.cross.sum_log_w + r2 / s2 + self.nu * np.log(2 * np.pi * s2))
+
+    def deviance_and_gradient(self, psi: np.ndarray):
+        """The criterion, its gradient in ψ and the pieces at θ(ψ) (raises NumericalError where undefined)."""
+        if not self._in_bounds(psi):
+            raise NumericalError("outside the bounds")
+        try:
+            theta, J = self.theta(psi, jacobian=True)
+        except np.linalg.LinAlgError as err:
+            raise NumericalError(str(err)) from None
+        parts = self.ev.parts(theta, gradient=True)
+        sigma = psi[-1]
+        s2 = sigma * sigma
+        dev = float(parts.ld - self.devfun.cross.sum_log_w + parts.r2 / s2 + self.nu * np.log(2 * np.pi * s2))
+        g_theta = parts.dld + parts.dr2 / s2
+        grad = J.T @ g_theta
+        grad[-1] += -2.0 * parts.r2 / (s2 * sigma) + 2.0 * self.nu / sigma
+        return dev, grad, parts
 
 
 def _minimise(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
@@ -159,21 +248,40 @@ def _minimise(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tupl
 
 
 @dataclass
+class _Point:
+    """One constrained fit: the held value, ζ, the criterion, its derivative in the held value, all
+    parameters there (lme4's order) and what warm-starts a neighbour."""
+
+    x: float
+    zeta: float
+    deviance: float
+    slope: float | None  # dζ/dx, None where no gradient is available
+    params: np.ndarray
+    free: np.ndarray  # the optimised variables (ψ without x, or θ)
+    H: np.ndarray | None
+
+
+@dataclass
 class Profile:
-    """The profiles of an ML (or ML-refitted) lmer fit.
+    """The profiles of an lmer fit (lme4's ``thpr``), from :func:`profile` or ``LmerResult.profile``.
 
     Attributes
     ----------
     points : DataFrame
         Every constrained fit: ``par`` (lme4's name), ``value``, ``zeta``, ``deviance``.
     estimates : Series
-        The ML estimates (the centre of each profile).
+        The estimates on the profiled criterion (the centre of each profile).
     intervals : dict
-        Per parameter and level, the interval found.
+        ``(name, level) -> (lower, upper)``, the ends solved for.
     notes : list of str
         New lower deviances, non-monotone profiles, interval ends at a bound.
     base_deviance : float
-        The ML deviance of the fit (``d̂``).
+        The criterion at the estimates (``d̂``).
+    criterion : str
+        ``"ML"`` or ``"REML"``.
+    frame : DataFrame
+        lme4's ``as.data.frame(profile(m))``: ``.zeta``, every parameter at each point, ``.par``,
+        ``.focal`` (the held value), plus ``deviance``; see :meth:`table`.
     """
 
     points: pd.DataFrame
@@ -181,149 +289,552 @@ class Profile:
     intervals: dict
     notes: list[str] = field(default_factory=list)
     base_deviance: float = np.nan
+    criterion: str = "ML"
+    frame: pd.DataFrame | None = None
+    seconds: float = np.nan
+    bounds: dict = field(default_factory=dict)
+
+    def table(self, which=None) -> pd.DataFrame:
+        """The ζ table in lme4's ``as.data.frame(profile(m))`` layout (optionally for some parameters).
+
+        One row per point fitted, grouped by profiled parameter (``.par``) and sorted by its value
+        (``.focal``), with the values of all parameters at that point and the criterion (``deviance``).
+        """
+        frame = self.frame
+        if which is None:
+            return frame.copy()
+        names = [which] if isinstance(which, str) else list(which)
+        unknown = [n for n in names if n not in set(frame[".par"])]
+        if unknown:
+            raise ModelSpecError(f"{unknown} were not profiled; the profile has {list(dict.fromkeys(frame['.par']))}.")
+        return frame[frame[".par"].isin(names)].copy()
+
+    @property
+    def parameters(self) -> list[str]:
+        """The parameters profiled, in lme4's order."""
+        return list(dict.fromkeys(self.points["par"]))
 
     def confint(self, level: float = 0.95) -> pd.DataFrame:
-        """Profile intervals, lme4's layout (rows: parameters profiled; columns e.g. ``2.5 %``, ``97.5 %``)."""
+        """Profile intervals, lme4's layout (rows: parameters profiled; columns e.g. ``2.5 %``, ``97.5 %``).
+
+        At a level the profile solved for, the ends are exact; at another level they are interpolated
+        (monotone cubic through the points fitted, as lme4's spline), NaN where the points do not reach.
+        """
         level = check_level(level)
-        names = [n for n in self.estimates.index if (n, level) in self.intervals]
-        if not names:
-            raise NumericalError(f"No profile was computed at level={level}; call profile(..., level={level}).")
-        table = np.array([self.intervals[(n, level)] for n in names])
+        names = self.parameters
+        table = np.full((len(names), 2), np.nan)
+        z = float(norm.ppf((1 + level) / 2))
+        for i, name in enumerate(names):
+            if (name, level) in self.intervals:
+                table[i] = self.intervals[(name, level)]
+                continue
+            pts = self.points[self.points["par"] == name].sort_values("value")
+            zeta, x = pts["zeta"].to_numpy(), pts["value"].to_numpy()
+            keep = np.concatenate([[True], np.diff(zeta) > 0])  # a strictly increasing ζ to invert
+            zeta, x = zeta[keep], x[keep]
+            if zeta.size < 2:
+                continue
+            back = PchipInterpolator(zeta, x, extrapolate=False)
+            ends = back([-z, z])
+            lo, hi = self.bounds.get(name, (-np.inf, np.inf))
+            if np.isnan(ends[0]) and x[0] == lo:
+                ends[0] = lo
+            if np.isnan(ends[1]) and x[-1] == hi:
+                ends[1] = hi
+            table[i] = ends
         return pd.DataFrame(table, index=names, columns=percent_labels(level))
+
+    def plot(self, which=None, absolute: bool = False, ax=None, **kwargs):
+        """ζ against each parameter (lme4's ``xyplot(profile)``); see :func:`sparselmm.plot.plot_profile`."""
+        from ..plot import plot_profile
+
+        return plot_profile(self, which=which, absolute=absolute, ax=ax, **kwargs)
 
 
 class _Profiler:
-    def __init__(self, result):
+    def __init__(self, result, criterion: str):
+        from .bootstrap import refit_ml, refit_reml
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.fit = refit_ml(result)
-        self.devfun = self.fit.deviance_function.with_reml(False)  # own workspace: the fit is not touched
+            self.fit = refit_ml(result) if criterion == "ML" else refit_reml(result)
+        reml = criterion == "REML"
+        self.criterion = criterion
+        self.devfun = self.fit.deviance_function.with_reml(reml)  # own workspace: the fit is not touched
         self.design = self.fit.design
-        self.psi_map = _Psi(self.devfun, self.design)
+        self.ev = evaluator(self.devfun)
+        self.psi_map = _Psi(self.devfun, self.design, self.ev)
         self.est = estimates(self.fit)
         self.names = parameter_names(self.fit)
         self.n_var = self.design.n_theta + 1
         self.base = self.fit.objective
         self.psi_hat = self.est.to_numpy()[: self.n_var].copy()
+        self.beta_hat = self.fit.fixef.to_numpy()
         self.se = np.sqrt(np.diag(self.fit.vcov.to_numpy())) if self.design.p else np.zeros(0)
         self.rows: list[tuple] = []
+        self.points: dict[int, list[_Point]] = {}
         self.notes: list[str] = []
-        self.start: dict[str, list] = {}
+        self._H_psi = None
+        self._H_theta = None
+        self._ev_ml_full = None
 
-    # the constrained deviance of one parameter at one value, warm-started from the nearest fitted point
-    def deviance_at(self, j: int, x: float) -> float:
-        name = self.names[j]
-        starts = self.start.setdefault(name, [])
+    # ---- Hessians at the estimates (once, by differences of the exact gradient) ---------------------
+    def H_psi(self):
+        if self._H_psi is None and self.ev is not None:
+            lo, hi = self.psi_map.lower, self.psi_map.upper
+
+            def fg(psi):
+                dev, grad, _ = self.psi_map.deviance_and_gradient(psi)
+                return dev, grad
+
+            try:
+                self._H_psi = hessian(fg, self.psi_hat, lo, hi)
+            except NumericalError:
+                self._H_psi = None
+        return self._H_psi
+
+    def H_theta(self):
+        if self._H_theta is None and self.ev is not None:
+            try:
+                self._H_theta = hessian(self.ev.value_and_gradient, self.fit.theta, None, None)
+            except NumericalError:
+                self._H_theta = None
+        return self._H_theta
+
+    def initial_slope(self, j: int) -> float | None:
+        """dζ/dx at the estimate from the curvature: ``1 / sqrt(2 (H⁻¹)_jj)`` (Wald's SE for β)."""
+        if j >= self.n_var:
+            se = self.se[j - self.n_var]
+            return 1.0 / se if se > 0 else None
+        H = self.H_psi()
+        if H is None:
+            return None
+        try:
+            v = float(np.linalg.inv(H)[j, j])
+        except np.linalg.LinAlgError:
+            return None
+        return 1.0 / math.sqrt(2 * v) if v > 0 else None
+
+    # ---- one constrained fit ----------------------------------------------------------------------
+    def bounds(self, j: int) -> tuple[float, float]:
         if j < self.n_var:
-            free = np.arange(self.n_var) != j
-            x0 = self.psi_hat if not starts else min(starts, key=lambda s: abs(s[0] - x))[1]
-            psi = x0.copy()
-            psi[j] = x
+            return float(self.psi_map.lower[j]), float(self.psi_map.upper[j])
+        return -np.inf, np.inf
+
+    def _start(self, j: int, x: float):
+        """Warm start for the fit at x: the nearest point's variables (extrapolated along the profile from
+        the two nearest points on that side) and its Hessian approximation."""
+        pts = self.points.get(j, [])
+        x_hat = float(self.est.iloc[j])
+        side = [p for p in pts if (p.x - x_hat) * (x - x_hat) > 0 or p.x == x_hat]
+        if not side:
+            return None, None
+        side.sort(key=lambda p: abs(p.x - x))
+        near = side[0]
+        start = near.free.copy()
+        if len(side) > 1 and side[1].x != near.x:
+            slope = (near.free - side[1].free) / (near.x - side[1].x)
+            start = start + slope * (x - near.x)
+        return start, near.H
+
+    def deviance_at(self, j: int, x: float) -> _Point:
+        """The constrained fit with parameter j held at x (warm-started), recorded."""
+        start, H = self._start(j, x)
+        if j < self.n_var:
+            pt = self._fit_variance(j, x, start, H)
+        else:
+            pt = self._fit_beta(j, x, start, H)
+        diff = pt.deviance - self.base
+        if diff < -(DEV_TOL_ABS + DEV_TOL_REL * abs(self.base)):
+            self.notes.append(
+                f"profiling {self.names[j]} at {x:.6g} found a criterion {-diff:.3g} below the fit's: the fit is not "
+                "at the optimum; refit from there (the profile keeps the fit's minimum)"
+            )
+        self.points.setdefault(j, []).append(pt)
+        self.rows.append((self.names[j], x, pt.zeta, pt.deviance, pt.params))
+        return pt
+
+    def _zeta(self, j: int, x: float, dev: float, ddev: float | None):
+        diff = dev - self.base
+        zeta = float(np.sign(x - self.est.iloc[j]) * math.sqrt(max(diff, 0.0)))
+        slope = None
+        if ddev is not None and zeta != 0.0:
+            slope = ddev / (2.0 * zeta)
+        return zeta, slope
+
+    def _fit_variance(self, j: int, x: float, start, H) -> _Point:
+        pm = self.psi_map
+        free = np.arange(self.n_var) != j
+        lo, hi = pm.lower[free], pm.upper[free]
+        if start is None:
+            start = self.psi_hat[free].copy()
+            Hs = self.H_psi()
+            if Hs is not None:  # first order along the profile: dψ_free/dx = −H_ff⁻¹ H_fj
+                try:
+                    start = start - np.linalg.solve(Hs[np.ix_(free, free)], Hs[free, j]) * (x - self.psi_hat[j])
+                except np.linalg.LinAlgError:
+                    pass
+        start = np.clip(start, lo, hi)
+        start[-1] = max(start[-1], 1e-8 * self.psi_hat[-1])
+        psi = self.psi_hat.copy()
+        psi[j] = x
+        result = None
+        if self.ev is not None:
+            if H is None:
+                Hs = self.H_psi()
+                H = Hs[np.ix_(free, free)] if Hs is not None else np.eye(free.sum())
+            last = {}
+
+            def fg(z):
+                p = psi.copy()
+                p[free] = z
+                dev, grad, parts = pm.deviance_and_gradient(p)
+                last["z"], last["grad"], last["parts"] = z, grad, parts
+                return dev, grad[free]
+
+            probe = np.where(lo == 0, PROBE * self.psi_hat[-1], 0.0)
+            try:
+                z, dev, _, H_new, _, ok = quasi_newton(fg, start, lo, hi, H, FIT_TOL, probe=probe)
+            except NumericalError:
+                ok = False
+            if ok and np.isfinite(dev):
+                if not np.array_equal(last.get("z"), z):
+                    dev, _ = fg(z)
+                p = psi.copy()
+                p[free] = z
+                result = (p, dev, float(last["grad"][j]), last["parts"].beta, H_new)
+        if result is None:  # no gradient, or the quasi-Newton fit failed: BOBYQA
 
             def fun(z):
                 p = psi.copy()
                 p[free] = z
-                return self.psi_map.deviance(p)
+                return pm.deviance(p)
 
-            z, dev = _minimise(fun, x0[free], self.psi_map.lower[free], self.psi_map.upper[free])
-            psi[free] = z
-            starts.append((x, psi))
-        else:
-            col = j - self.n_var
-            theta0 = self.fit.theta if not starts else min(starts, key=lambda s: abs(s[0] - x))[1]
+            z, dev = _minimise(fun, start, lo, hi)
+            p = psi.copy()
+            p[free] = z
+            beta = self.devfun.solve(pm.theta(p)).beta if np.isfinite(dev) else np.full(self.design.p, np.nan)
+            result = (p, dev, None, beta, None)
+        p, dev, ddev, beta, H_new = result
+        zeta, slope = self._zeta(j, x, dev, ddev)
+        return _Point(x, zeta, float(dev), slope, np.concatenate([p, beta]), p[free], H_new)
+
+    def _beta_evaluator(self, col: int, x: float):
+        from ._engine import DenseDeviance, FactorDeviance
+
+        if isinstance(self.ev, DenseDeviance):
+            return self.ev.with_cross(self.devfun.cross.with_columns_in_offset([col], x), reml=False)
+        if isinstance(self.ev, FactorDeviance):
+            return FactorDeviance(self.devfun.with_columns_in_offset([col], x, reml=False, share_factor=True))
+        return None
+
+    def _fit_beta(self, j: int, x: float, start, H) -> _Point:
+        col = j - self.n_var
+        lower = self.design.lower
+        theta0 = self.fit.theta if start is None else np.maximum(start, lower)
+        ev = self._beta_evaluator(col, x)
+        theta = None
+        if ev is not None:
+            if H is None:
+                H = self.H_theta() if self.H_theta() is not None else np.eye(lower.size)
+            try:
+                theta, dev, _, H_new, _, ok = quasi_newton(
+                    ev.value_and_gradient,
+                    theta0,
+                    lower,
+                    np.full(lower.size, np.inf),
+                    H,
+                    FIT_TOL,
+                    probe=np.where(lower == 0, PROBE, 0.0),
+                )
+                parts = ev.parts(theta, gradient=True)
+            except NumericalError:
+                ok = False
+            if not ok:
+                theta = None
+        if theta is None:
             reduced = self.devfun.with_columns_in_offset([col], x, reml=False, share_factor=True)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                theta, dev, _ = optimize_theta(
-                    reduced, theta0, self.design.lower, self.fit.optinfo.optimizer, None, False, True
-                )
-            starts.append((x, theta))
-        diff = dev - self.base
-        if diff < -(DEV_TOL_ABS + DEV_TOL_REL * abs(self.base)):
-            self.notes.append(
-                f"profiling {name} at {x:.6g} found a deviance {-diff:.3g} below the fit's: the fit is not at "
-                "the optimum; refit from there (the profile keeps the fit's minimum)"
-            )
-        zeta = np.sign(x - self.est.iloc[j]) * np.sqrt(max(diff, 0.0))
-        self.rows.append((name, x, zeta, dev))
-        return zeta
+                theta, dev, _ = optimize_theta(reduced, theta0, lower, "bobyqa", None, False, True)
+            state = reduced.solve(theta)
+            beta_k, r2, ddev, H_new = state.beta, state.pwrss, None, None
+        else:
+            beta_k, r2 = parts.beta, parts.r2
+            ddev = self._beta_slope(col, x, beta_k, parts.Lu, r2)
+        n = self.devfun.n
+        sigma = math.sqrt(r2 / n)
+        beta = np.insert(beta_k, col, x)
+        params = np.concatenate([sdcor(self.design, theta, sigma), [sigma], beta])
+        zeta, slope = self._zeta(j, x, float(dev), ddev)
+        return _Point(x, zeta, float(dev), slope, params, np.asarray(theta, float).copy(), H_new)
 
-    def bounds(self, j: int) -> tuple[float, float]:
-        if j < self.n_var:
-            return self.psi_map.lower[j], self.psi_map.upper[j]
-        return -np.inf, np.inf
+    def _beta_slope(self, col: int, x: float, beta_k, Lu, r2: float) -> float:
+        """``d/dx`` of the profiled ML deviance with ``β_col = x``: ``(n/r²) ∂r²/∂x``, ``∂r²/∂x = −2 x_jᵀWe``
+        (envelope theorem), from the full model's cross-products."""
+        cr = self.devfun.cross
+        beta = np.insert(beta_k, col, x) - cr.beta_shift
+        xWe = cr.XtWy[col] - cr.XtWX[col] @ beta - cr.ZtWX[:, col] @ Lu
+        return (self.devfun.n / r2) * (-2.0 * float(xWe))
 
-    def first_step(self, j: int) -> float:
-        x = self.est.iloc[j]
-        if j >= self.n_var:
-            return float(self.se[j - self.n_var]) if self.se[j - self.n_var] > 0 else max(abs(x), 1.0) * 0.1
+    # ---- interval ends and the grid --------------------------------------------------------------
+    def _kind(self, j: int) -> str:
+        """The scale of the Newton steps: ``"log"`` for SDs and σ with a positive estimate, ``"atanh"`` for
+        correlations inside (−1, 1), else ``"id"``."""
+        x_hat = float(self.est.iloc[j])
+        if j < self.n_var and self.psi_map.is_cor[j]:
+            return "atanh" if abs(x_hat) < 1 else "id"
+        if j < self.n_var and x_hat > 0:
+            return "log"
+        return "id"
+
+    def _propose(self, j: int, direction: int, prev: _Point | None, target: float, kind: str) -> float:
+        """The next value to fit: a Newton step for ζ = target from ``prev`` (the estimate if None) on the
+        ``kind`` scale, limited to one unit there (a factor e for an SD); the bound itself where a step on
+        the linear scale would cross it."""
+        x_hat = float(self.est.iloc[j])
+        if prev is None:
+            slope, x0, z0 = self.initial_slope(j), x_hat, 0.0
+        else:
+            slope, x0, z0 = prev.slope, prev.x, prev.zeta
+        if slope is None or not slope > 0:
+            slope = self._secant_slope(j, direction)
+        if slope is None or not slope > 0:  # no idea of the scale: 20 % of the estimate (or 0.1 for a correlation)
+            if kind == "atanh" or (j < self.n_var and self.psi_map.is_cor[j]):
+                h = 0.1
+            elif j < self.n_var:
+                h = max(0.2 * abs(x0), 1e-3 * self.psi_hat[-1])
+            else:
+                h = 0.2 * max(abs(x0), 1.0)
+            return x0 + direction * h
+        linear = x0 + (target - z0) / slope
         lo, hi = self.bounds(j)
-        if lo == -1.0:  # a correlation
-            return 0.1
-        return max(0.2 * abs(x), 1e-3 * self.psi_hat[-1])
+        if linear <= lo or linear >= hi:
+            return lo if linear <= lo else hi
+        if kind == "log" and x0 > 0:
+            return x0 * math.exp(float(np.clip((target - z0) / (slope * x0), -1.0, 1.0)))
+        if kind == "atanh" and abs(x0) < 1:
+            dy = (target - z0) / (slope * (1.0 - x0 * x0))
+            return math.tanh(math.atanh(x0) + float(np.clip(dy, -2.0, 2.0)))
+        return linear
+
+    def _secant_slope(self, j: int, direction: int) -> float | None:
+        """dζ/dx from the two points nearest the estimate on this side (or one point and the estimate)."""
+        x_hat = float(self.est.iloc[j])
+        pts = sorted(
+            [p for p in self.points.get(j, []) if (p.x - x_hat) * direction > 0], key=lambda p: abs(p.x - x_hat)
+        )
+        if not pts:
+            return None
+        a = pts[-1]
+        xb, zb = (pts[-2].x, pts[-2].zeta) if len(pts) > 1 else (x_hat, 0.0)
+        return (a.zeta - zb) / (a.x - xb) if a.x != xb else None
+
+    def _snap(self, j: int, x: float) -> float:
+        """Clip x to the bounds; within BOUND_SNAP of a zero bound (SDs) or of ±1 (correlations), the bound."""
+        lo, hi = self.bounds(j)
+        x_hat = float(self.est.iloc[j])
+        if lo == 0.0 and x < BOUND_SNAP * x_hat:
+            return 0.0
+        if lo == -1.0 and abs(x) > 1 - BOUND_SNAP:
+            return float(np.sign(x))
+        return float(np.clip(x, lo, hi))
 
     def end(self, j: int, direction: int, z: float) -> float:
-        """The value where ζ = direction·z, or the bound if ζ stays short of it there."""
+        """The value where ζ = direction·z, or the bound if |ζ| stays below z up to it.
+
+        Newton steps on ζ (safeguarded: once a point beyond the end is known, steps stay inside the bracket,
+        by the secant method or bisection where Newton leaves it), warm-started from the points already
+        fitted on this side (e.g. the grid's).
+        """
         x_hat = float(self.est.iloc[j])
         lo, hi = self.bounds(j)
         bound = lo if direction < 0 else hi
-        h = self.first_step(j)
-        x_prev, zeta_prev = x_hat, 0.0
-        for _ in range(MAX_BRACKET_STEPS):
-            x = x_prev + direction * h
-            if (direction < 0 and x <= bound) or (direction > 0 and x >= bound):
-                x = bound
-            zeta = self.deviance_at(j, x)
-            if abs(zeta) >= z:
-                target = direction * z
-
-                def gap(v, j=j, target=target):
-                    return self.deviance_at(j, v) - target
-
-                return brentq(gap, min(x_prev, x), max(x_prev, x), xtol=END_RTOL * max(abs(x), 1e-8), rtol=END_RTOL)
-            if x == bound:
-                self.notes.append(f"{self.names[j]}: |zeta| stays below {z:.3g} up to the bound {bound:g}")
-                return bound
-            slope = abs(zeta - zeta_prev) / h
-            grow = (z - abs(zeta)) / slope * 1.2 if slope > 0 else 2 * h
-            x_prev, zeta_prev = x, zeta
-            h = float(np.clip(grow, 0.2 * h, 4 * h))
-        self.notes.append(f"{self.names[j]}: no end of the profile within {MAX_BRACKET_STEPS} steps")
+        if x_hat == bound:
+            return bound
+        target = direction * z
+        kind = self._kind(j)
+        side = [p for p in self.points.get(j, []) if (p.x - x_hat) * direction > 0]
+        inside = max((p for p in side if abs(p.zeta) < z), key=lambda p: abs(p.x - x_hat), default=None)
+        outside = min((p for p in side if abs(p.zeta) >= z), key=lambda p: abs(p.x - x_hat), default=None)
+        known = [p for p in (inside, outside) if p is not None]
+        prev = min(known, key=lambda p: abs(p.zeta - target)) if known else None
+        for _ in range(MAX_STEPS):
+            x = self._snap(j, self._propose(j, direction, prev, target, kind))
+            a, za = (x_hat, 0.0) if inside is None else (inside.x, inside.zeta)
+            if outside is not None:
+                b, zb = outside.x, outside.zeta
+                if not min(a, b) < x < max(a, b):  # Newton left the bracket: secant, else bisection
+                    x = a + (target - za) * (b - a) / (zb - za) if zb != za else (a + b) / 2
+                    if not min(a, b) < x < max(a, b):
+                        x = (a + b) / 2
+            elif (x - a) * direction <= 0:  # no progress outwards (flat or non-monotone ζ): double the distance
+                x = self._snap(j, a + direction * max(2 * abs(a - x_hat), 1e-3 * max(abs(x_hat), 1e-3)))
+            pt = self.deviance_at(j, x)
+            if not np.isfinite(pt.zeta):
+                self.notes.append(f"{self.names[j]}: the constrained fit failed at {x:.6g}")
+                return np.nan
+            if abs(pt.zeta - target) <= ZETA_TOL:
+                return x
+            if pt.zeta * direction < 0:  # ζ on the wrong side of 0: the profile is not monotone here
+                self.notes.append(f"non-monotonic profile for {self.names[j]}")
+            if abs(pt.zeta) < z:
+                if x == bound:
+                    self.notes.append(f"{self.names[j]}: |zeta| stays below {z:.3g} up to the bound {bound:g}")
+                    return bound
+                if inside is None or abs(pt.x - x_hat) > abs(inside.x - x_hat):
+                    inside = pt
+            elif outside is None or abs(pt.x - x_hat) < abs(outside.x - x_hat):
+                outside = pt
+            if inside is not None and outside is not None and abs(outside.x - inside.x) <= 1e-13 * max(abs(x), 1e-8):
+                return x
+            prev = pt
+        self.notes.append(f"{self.names[j]}: no end of the profile within {MAX_STEPS} steps")
         return np.nan
 
+    def grid(self, j: int, direction: int, cutoff: float, delta: float, maxpts: int) -> None:
+        """lme4's tabulation: steps of about ``delta`` in ζ from the estimate until |ζ| > cutoff or a bound."""
+        x_hat = float(self.est.iloc[j])
+        lo, hi = self.bounds(j)
+        bound = lo if direction < 0 else hi
+        if x_hat == bound:
+            return
+        kind = self._kind(j)
+        prev = None
+        for _ in range(maxpts):
+            target = (0.0 if prev is None else prev.zeta) + direction * delta
+            x = self._snap(j, self._propose(j, direction, prev, target, kind))
+            if prev is not None and (x - prev.x) * direction <= 0:
+                return
+            pt = self.deviance_at(j, x)
+            if not np.isfinite(pt.zeta) or abs(pt.zeta) > cutoff or x == bound:
+                return
+            prev = pt
 
-def profile(result, which=None, level: float = 0.95) -> Profile:
-    """Profile the ML deviance of an lmer fit (lme4's ``profile.merMod``) and find the intervals at ``level``.
+
+def _check_criterion(criterion) -> str:
+    if not isinstance(criterion, str) or criterion.upper() not in ("ML", "REML"):
+        raise ModelSpecError(f"criterion must be 'ML' (lme4's) or 'REML', not {criterion!r}.")
+    return criterion.upper()
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bar is optional
+        return None
+    return tqdm(total=total, desc="profile", unit="end", delay=2.0)
+
+
+def profile(
+    result,
+    which=None,
+    level: float = 0.95,
+    criterion: str = "ML",
+    progress: bool = True,
+    grid: bool = True,
+    alphamax: float = ALPHAMAX,
+) -> Profile:
+    """Profile the criterion of an lmer fit (lme4's ``profile.merMod``) and find the intervals at ``level``.
 
     Parameters
     ----------
     result : LmerResult
-        A REML fit is profiled on the ML criterion, as in lme4 (see the module docstring).
     which : str, list or None
-        Parameters (lme4's names, ``"theta_"``, ``"beta_"``, positions); all by default.
+        Parameters (lme4's names ``.sig01``…, ``.sigma``, fixed effects; ``"theta_"``, ``"beta_"``;
+        positions); all by default (the variance parameters only with ``criterion="REML"``).
     level : float
-        Confidence level of the intervals located (default 0.95).
+        Confidence level of the interval ends solved for exactly (default 0.95).
+    criterion : {"ML", "REML"}
+        ``"ML"`` (default, as lme4: a REML fit is refitted by ML first and its profile is the ML one) or
+        ``"REML"``: the variance parameters profiled on the REML criterion (an ML fit is refitted by REML
+        first). Fixed effects have no REML profile.
+    progress : bool
+        Show a progress bar (tqdm, if installed) for profiles longer than 2 seconds.
+    grid : bool
+        Also tabulate ζ on lme4's grid (steps of ``cutoff/8`` up to ``|ζ| = cutoff``) for
+        :meth:`Profile.table` and plots; ``False`` solves only the interval ends (what ``confint`` needs).
+    alphamax : float
+        lme4's ``alphamax``: ``cutoff = sqrt(qchisq(1 − alphamax, npar))``.
 
     Returns
     -------
     Profile
     """
+    import time
+
     level = check_level(level)
-    prof = _Profiler(result)
-    chosen = select_parameters(which, prof.names, prof.n_var)
+    criterion = _check_criterion(criterion)
+    if not 0 < float(alphamax) < 1:
+        raise ModelSpecError(f"alphamax must be strictly between 0 and 1, not {alphamax!r}.")
+    t_start = time.perf_counter()
+    prof = _Profiler(result, criterion)
+    names = prof.names
+    if criterion == "REML":
+        if which is None:
+            which = "theta_"
+        chosen = select_parameters(which, names, prof.n_var)
+        betas = [names[j] for j in chosen if j >= prof.n_var]
+        if betas:
+            raise ModelSpecError(
+                f"{betas} cannot be profiled on the REML criterion, which does not depend on the fixed effects; "
+                "profile them on ML (criterion='ML', lme4's choice) or use 'theta_'."
+            )
+    else:
+        chosen = select_parameters(which, names, prof.n_var)
     z = float(norm.ppf((1 + level) / 2))
+    n_par = len(names)
+    cutoff = max(float(np.sqrt(chi2.ppf(1 - alphamax, n_par))), z * 1.05)
     intervals = {}
-    for j in chosen:
-        lower, upper = prof.end(j, -1, z), prof.end(j, +1, z)
-        intervals[(prof.names[j], level)] = (lower, upper)
-        pts = sorted((r[1], r[2]) for r in prof.rows if r[0] == prof.names[j])
-        zetas = np.array([p[1] for p in pts])
-        if zetas.size > 1 and np.min(np.diff(zetas)) < -NON_MONO_TOL:
-            prof.notes.append(f"non-monotonic profile for {prof.names[j]}")
-    prof.devfun.solve(prof.fit.theta)
+    bar = _progress_bar(2 * len(chosen), progress)
+    try:
+        for j in chosen:
+            ends = []
+            for direction in (-1, 1):
+                if grid:
+                    prof.grid(j, direction, cutoff, cutoff / GRID_STEPS, 100)
+                ends.append(prof.end(j, direction, z))
+                if bar is not None:
+                    bar.update(1)
+            intervals[(names[j], level)] = tuple(ends)
+            pts = sorted((p.x, p.zeta) for p in prof.points.get(j, []))
+            zetas = np.array([0.0] + [p[1] for p in pts])
+            xs = np.array([float(prof.est.iloc[j])] + [p[0] for p in pts])
+            zetas = zetas[np.argsort(xs, kind="stable")]
+            if zetas.size > 1 and np.min(np.diff(zetas)) < -NON_MONO_TOL:
+                prof.notes.append(f"non-monotonic profile for {names[j]}")
+    finally:
+        if bar is not None:
+            bar.close()
     notes = list(dict.fromkeys(prof.notes))
     for note in notes:
         if "below the fit" in note or "non-monotonic" in note:
             warnings.warn(note, ProfileWarning, stacklevel=2)
-    points = pd.DataFrame(prof.rows, columns=["par", "value", "zeta", "deviance"])
-    return Profile(points, prof.est, intervals, notes, prof.base)
+    points = pd.DataFrame([r[:4] for r in prof.rows], columns=["par", "value", "zeta", "deviance"])
+    frame = _frame(prof, chosen)
+    bounds = {names[j]: prof.bounds(j) for j in chosen}
+    seconds = time.perf_counter() - t_start
+    return Profile(points, prof.est, intervals, notes, prof.base, criterion, frame, seconds, bounds)
+
+
+def _frame(prof: _Profiler, chosen: list[int]) -> pd.DataFrame:
+    """lme4's ``as.data.frame(profile(m))``: the estimate plus every point, per parameter, by value."""
+    names = prof.names
+    est = prof.est.to_numpy()
+    blocks = []
+    for j in chosen:
+        rows = [(0.0, est, prof.base)] + [(p.zeta, p.params, p.deviance) for p in prof.points.get(j, [])]
+        rows.sort(key=lambda r: r[1][j])
+        df = pd.DataFrame([r[1] for r in rows], columns=names)
+        df.insert(0, ".zeta", [r[0] for r in rows])
+        df[".par"] = names[j]
+        df[".focal"] = df[names[j]]
+        df["deviance"] = [r[2] for r in rows]
+        blocks.append(df)
+    if not blocks:
+        return pd.DataFrame(columns=[".zeta", *names, ".par", ".focal", "deviance"])
+    frame = pd.concat(blocks, ignore_index=True)
+    frame[".par"] = pd.Categorical(frame[".par"], categories=[names[j] for j in chosen])
+    return frame
