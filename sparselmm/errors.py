@@ -20,6 +20,10 @@ class DataError(SparseLMMError, ValueError):
     """Data that cannot be used: unknown columns, missing values, wrong types or lengths."""
 
 
+class RowsNotHeldError(DataError):
+    """A result fitted from chunks (parquet files, Dask) was asked for something that needs its rows."""
+
+
 class ModelSpecError(SparseLMMError, ValueError):
     """A model that is well formed but cannot be estimated (e.g. unidentifiable random effects)."""
 

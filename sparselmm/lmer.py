@@ -15,6 +15,7 @@ from .errors import ModelSpecError
 from .formula import parse_formula
 from .optimize import optimize_theta
 from .results import LmerResult
+from .scale import as_source, fit_streamed, streamed_setup
 
 __all__ = ["lmer", "deviance_function"]
 
@@ -24,6 +25,9 @@ ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "co
 def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledDeviance:
     if ordering not in ORDERINGS:
         raise ModelSpecError(f"ordering={ordering!r} is not a CHOLMOD ordering; choose one of {ORDERINGS}.")
+    source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
+    if source is not None:
+        return streamed_setup(formula, source, reml, weights, offset, missing, ordering)[0]
     parsed = parse_formula(formula)
     design: Design = build_design(parsed, as_dataframe(data), weights=weights, offset=offset, missing=missing)
     cross = cross_products(design)
@@ -133,7 +137,9 @@ def lmer(
         lme4 formula: fixed effects as in R/formulaic plus random terms ``(expr | g)``,
         ``(expr || g)`` (uncorrelated), ``(1 | a/b)`` (nested), ``(1 | a:b)``.
     data : DataFrame
-        Also a dict of columns or a polars DataFrame. It is never modified.
+        Also a dict of columns or a polars DataFrame. It is never modified. Data larger than memory: a
+        parquet path, glob or list of paths, a ``dask.dataframe.DataFrame`` or a
+        :class:`sparselmm.scale.Source` — summed chunk by chunk, see :mod:`sparselmm.scale`.
     reml : bool, default True
     weights, offset : str or array-like, optional
         Prior weights (positive) and offset: a column name or one value per row.
@@ -160,6 +166,11 @@ def lmer(
     -------
     LmerResult
     """
+    source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
+    if source is not None and ordering in ORDERINGS:
+        return fit_streamed(
+            formula, source, reml, weights, offset, missing, optimizer, control, start, check_conv, ordering, data_name
+        )
     t0 = time.perf_counter()
     devfun = _setup(formula, data, reml, weights, offset, missing, ordering)
     design = devfun.design

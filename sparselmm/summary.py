@@ -191,14 +191,17 @@ class LmerSummary:
             lines.append(" ".join(s.rjust(x) for s, x in zip(stats, w)))
             lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
         lines.append("")
-        r = res.residuals("scaled")
-        q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
-        lines.append("Scaled residuals: ")
-        labels = ["Min", "1Q", "Median", "3Q", "Max"]
-        vals = [f"{v:.4f}" for v in q]
-        w = [max(len(a), len(b)) + 1 for a, b in zip(labels, vals)]
-        lines.append(" ".join(s.rjust(x) for s, x in zip(labels, w)))
-        lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
+        if getattr(res, "rows_held", True):
+            r = res.residuals("scaled")
+            q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
+            lines.append("Scaled residuals: ")
+            labels = ["Min", "1Q", "Median", "3Q", "Max"]
+            vals = [f"{v:.4f}" for v in q]
+            w = [max(len(a), len(b)) + 1 for a, b in zip(labels, vals)]
+            lines.append(" ".join(s.rjust(x) for s, x in zip(labels, w)))
+            lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
+        else:  # fitted from chunks (sparselmm.scale): the residuals were never held
+            lines.append("Scaled residuals: not computed (fitted from chunks; the rows are not held)")
         lines.append("")
         lines.append("Random effects:")
         lines.extend(self.random_effects_lines())

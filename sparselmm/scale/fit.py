@@ -1,0 +1,291 @@
+"""The two passes over a chunked source and the fit from their cross-products.
+
+:func:`streamed_setup` is :func:`sparselmm.lmer._setup` for data that arrives in chunks: the level pass,
+the :class:`~sparselmm.scale.chunked.Plan`, the cross-product pass, then the same
+:class:`~sparselmm.deviance.ProfiledDeviance` the in-memory path builds (on a design without rows).
+:func:`fit_streamed` is :func:`sparselmm.lmer` after that, starting where lme4 starts (its moment start,
+from per-level sums). :class:`StreamedLmerResult` is the result: everything but the row-wise methods.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from ..deviance import ProfiledDeviance
+from ..errors import DataError, ModelSpecError
+from ..formula import parse_formula
+from ..results import LmerResult
+from .chunked import ModelColumns, Plan, Progress, _c_arguments, _kind, level_partial
+
+__all__ = ["ChunkedFrames", "Source", "StreamedLmerResult", "fit_streamed", "streamed_setup"]
+
+
+class Source:
+    """Where chunks of rows come from. Subclasses: :class:`ChunkedFrames`, ``ParquetSource``, ``DaskSource``.
+
+    A local source yields ``(label, frame)`` pairs from :meth:`chunks` (called once per pass) and is
+    summed in this process; :class:`~sparselmm.scale.dask.DaskSource` overrides :meth:`reduce`.
+    """
+
+    label = "chunks"
+    progress = False
+
+    def columns(self) -> list[str]:
+        raise NotImplementedError
+
+    def kinds(self) -> dict[str, str]:
+        """``"numeric"`` or ``"categorical"`` for each column, from the schema or the first chunk."""
+        raise NotImplementedError
+
+    def total_rows(self) -> int | None:
+        return None
+
+    def chunks(self, columns: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+        raise NotImplementedError
+
+    def reduce(self, fn: Callable, columns: list[str], desc: str, inplace: bool = False):
+        """``fn(frame, label)`` on every chunk, summed. Returns ``(total, rows read, seconds)``."""
+        bar = Progress(self.progress, self.total_rows(), desc)
+        total = None
+        t0 = time.perf_counter()
+        try:
+            for label, frame in self.chunks(columns):
+                part = fn(frame, label)
+                if total is None:
+                    total = part
+                elif inplace:
+                    total.add_inplace(part)
+                else:
+                    total = total + part
+                bar.update(len(frame))
+        finally:
+            bar.close()
+        return total, bar.rows, time.perf_counter() - t0
+
+
+class ChunkedFrames(Source):
+    """pandas frames read one at a time: a DataFrame cut into ``rows``-row chunks, a list of frames, or a
+    callable returning an iterable of frames (called once per pass, so a generator over files works).
+    """
+
+    def __init__(self, data, rows: int = 100_000, progress: bool = False, label: str = "chunked frames"):
+        self.data, self.rows, self.progress, self.label = data, int(rows), progress, label
+        self._first: pd.DataFrame | None = None
+
+    def _frames(self) -> Iterable[pd.DataFrame]:
+        if isinstance(self.data, pd.DataFrame):
+            return (self.data.iloc[i : i + self.rows] for i in range(0, len(self.data), self.rows))
+        if callable(self.data):
+            return self.data()
+        return iter(self.data)
+
+    def _head(self) -> pd.DataFrame:
+        if self._first is None:
+            if isinstance(self.data, pd.DataFrame):
+                self._first = self.data.iloc[:0]
+            else:
+                first = next(iter(self._frames()), None)
+                if first is None:
+                    raise DataError(f"{self.label} has no chunks.")
+                self._first = first.iloc[:0]
+        return self._first
+
+    def columns(self) -> list[str]:
+        return list(self._head().columns)
+
+    def kinds(self) -> dict[str, str]:
+        head = self._head()
+        return {c: _kind(head[c]) for c in head.columns}
+
+    def total_rows(self) -> int | None:
+        return len(self.data) if isinstance(self.data, pd.DataFrame) else None
+
+    def chunks(self, columns):
+        for i, frame in enumerate(self._frames()):
+            if not isinstance(frame, pd.DataFrame):
+                raise DataError(f"chunk {i} of {self.label} is a {type(frame).__name__}, not a pandas DataFrame.")
+            yield f"chunk {i} of {self.label}", frame
+
+
+def as_source(data) -> Source | None:
+    """The chunked source for ``data`` (parquet path / glob / list of paths, a Dask DataFrame, a Source),
+    or None for in-memory data. Imports pyarrow or dask only when such data is given."""
+    import os
+
+    def parquet_like(d) -> bool:  # a directory, or a file name / glob ending in .parquet (.parq, .pq)
+        if not isinstance(d, (str, os.PathLike)):
+            return False
+        d = os.fspath(d)
+        return os.path.isdir(d) or d.lower().endswith((".parquet", ".parq", ".pq"))
+
+    if isinstance(data, Source):
+        return data
+    if parquet_like(data) or (isinstance(data, (list, tuple)) and data and all(parquet_like(d) for d in data)):
+        from .parquet import ParquetSource
+
+        return ParquetSource(data)
+    mod = type(data).__module__
+    if mod.startswith(("dask.", "dask_expr")) and hasattr(data, "to_delayed"):
+        from .dask import DaskSource
+
+        return DaskSource(data)
+    return None
+
+
+def streamed_setup(formula, source: Source, reml, weights, offset, missing, ordering):
+    """The deviance function, lme4's starting θ and pass statistics for a chunked source."""
+    t0 = time.perf_counter()
+    parsed = parse_formula(formula)
+    cols = ModelColumns.of(parsed, source.columns(), weights, offset, missing)
+    kinds = source.kinds()
+    response_only = {parsed.response} - set(cols.grouping)
+    categorical = {c for c in cols.needed if kinds.get(c) == "categorical" and c not in response_only}
+    categorical |= _c_arguments(parsed) & set(cols.needed)
+    level_columns = list(dict.fromkeys([*cols.grouping, *sorted(categorical)]))
+    levels, rows1, s1 = source.reduce(
+        functools.partial(level_partial, cols, level_columns), cols.read, "sparselmm level pass"
+    )
+    if levels is None:
+        raise DataError(f"{source.label} has no rows.")
+    plan = Plan(cols, levels, categorical, source.label)
+    total, rows2, s2 = source.reduce(plan.partial, cols.read, "sparselmm cross-products", inplace=True)
+    design, cross, theta0 = plan.finish(total)
+    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
+    stats = {
+        "rows": int(rows2),
+        "complete_rows": int(plan.n),
+        "chunks": int(total.chunks),
+        "level_pass_seconds": s1,
+        "cross_pass_seconds": s2,
+        "rows_per_second": rows2 / max(s2, 1e-9),
+        "setup_seconds": time.perf_counter() - t0,
+    }
+    return devfun, theta0, stats, plan
+
+
+def fit_streamed(
+    formula,
+    source: Source,
+    reml=True,
+    weights=None,
+    offset=None,
+    missing="drop",
+    optimizer="auto",
+    control=None,
+    start=None,
+    check_conv=True,
+    ordering="auto",
+    data_name=None,
+) -> StreamedLmerResult:
+    """:func:`sparselmm.lmer` for a chunked source (called from it)."""
+    from ..optimize import optimize_theta
+
+    t0 = time.perf_counter()
+    devfun, theta0, stats, plan = streamed_setup(formula, source, reml, weights, offset, missing, ordering)
+    design = devfun.design
+    if start is not None:
+        theta0 = np.asarray(start, dtype=float).ravel()
+        if theta0.shape != design.theta0.shape:
+            raise ModelSpecError(
+                f"start has {theta0.size} values but the model has {design.n_theta} theta parameters "
+                f"({design.theta_names()})."
+            )
+        if np.any(theta0 < design.lower):
+            raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
+    setup_seconds = time.perf_counter() - t0
+    theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv)
+    info.setup_seconds = setup_seconds
+    state = devfun.solve(theta)
+    res = StreamedLmerResult(devfun, state, info, data_name=data_name or source.label)
+    res.scale_info = stats
+    res._source = source
+    res._columns = plan.columns
+    return res
+
+
+class StreamedLmerResult(LmerResult):
+    """An :class:`~sparselmm.results.LmerResult` fitted from chunks: the rows were never held.
+
+    ``fixef``, ``theta``, ``sigma``, ``vcov``, ``ranef(cond_var=True)``, ``varcorr``, ``summary()`` (without
+    the scaled-residual quantiles), tests and ``predict(newdata)`` work as usual. ``fitted()``,
+    ``residuals()`` and ``predict()`` without ``newdata`` raise :class:`~sparselmm.errors.RowsNotHeldError`,
+    except for a fit from a Dask DataFrame, where they return lazy Dask series over its partitions (the
+    rows kept by the missing-value policy, with the partition's index). ``predict(ddf)`` on a Dask
+    DataFrame is lazy too. ``scale_info``: rows read, chunks, seconds and rows per second of the passes.
+    """
+
+    rows_held = False
+    scale_info: dict
+    _source: Source
+
+    def _lazy(self):
+        from .dask import DaskSource
+
+        return self._source if isinstance(self._source, DaskSource) else None
+
+    def fitted(self):
+        src = self._lazy()
+        if src is None:
+            return self._design._not_held("fitted()")
+        return src.map_rows(functools.partial(_fitted_part, self, self._columns, None, False), "fitted")
+
+    def residuals(self, type: str = "response"):
+        src = self._lazy()
+        if src is None:
+            return self._design._not_held("residuals()")
+        if type not in ("response", "pearson", "scaled"):
+            raise DataError(f"residuals(type={type!r}) is not known; use 'response', 'pearson' or 'scaled'.")
+        return src.map_rows(functools.partial(_residual_part, self, self._columns, type), "residuals")
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None):
+        if newdata is None:
+            src = self._lazy()
+            if src is None:
+                return self._design._not_held("predict() without newdata")
+            fn = functools.partial(_fitted_part, self, self._columns, re_form, allow_new_levels)
+            return src.map_rows(fn, "predict")
+        if type(newdata).__module__.startswith(("dask.", "dask_expr")) and hasattr(newdata, "map_partitions"):
+            fn = functools.partial(_predict_part, self, re_form, allow_new_levels, offset)
+            return newdata.map_partitions(fn, meta=pd.Series(dtype=float, name="predict"))
+        return super().predict(newdata, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
+
+    def __getstate__(self):  # shipped to Dask workers for lazy predictions: the source stays behind
+        state = dict(self.__dict__)
+        state["_source"] = None
+        return state
+
+
+def _predict_part(res, re_form, allow_new_levels, offset, part: pd.DataFrame) -> pd.Series:
+    if len(part) == 0:
+        return pd.Series(np.zeros(0), index=part.index, dtype=float, name="predict")
+    eta = LmerResult.predict(res, part, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
+    return pd.Series(eta, index=part.index, name="predict")
+
+
+def _fitted_part(res, cols: ModelColumns, re_form, allow_new_levels, part: pd.DataFrame) -> pd.Series:
+    clean = cols.clean(part)
+    if clean is None or len(clean.frame) == 0:
+        return pd.Series(np.zeros(0), dtype=float, name="fitted")
+    kept = part.iloc[clean.rows]
+    eta = LmerResult.predict(res, kept, re_form=re_form, allow_new_levels=allow_new_levels, offset=cols.offset)
+    return pd.Series(eta, index=kept.index, name="fitted")
+
+
+def _residual_part(res, cols: ModelColumns, type: str, part: pd.DataFrame) -> pd.Series:
+    from ..design import _response
+
+    clean = cols.clean(part)
+    if clean is None or len(clean.frame) == 0:
+        return pd.Series(np.zeros(0), dtype=float, name="residuals")
+    kept = part.iloc[clean.rows]
+    r = _response(cols.parsed, clean.frame) - LmerResult.predict(res, kept, offset=cols.offset)
+    if type != "response" and clean.weights is not None:
+        r = r * np.sqrt(clean.weights)
+    if type == "scaled":
+        r = r / res.sigma
+    return pd.Series(r, index=kept.index, name="residuals")
