@@ -16,6 +16,7 @@ from .errors import (
     SingularFitWarning,
     SparseLMMError,
 )
+from .glmm import glmer
 from .inference.anova import anova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
@@ -41,6 +42,7 @@ __all__ = [
     "anova",
     "datasets",
     "deviance_function",
+    "glmer",
     "lmer",
     "mixedlm",
 ]

@@ -1,0 +1,504 @@
+"""``glmer``: generalised linear mixed models by lme4's Laplace / adaptive Gauss–Hermite method.
+
+What is computed (and matched to lme4 1.1-31, ``validation/compare_glmm.py``):
+
+* ``nAGQ = 0`` — lme4's first stage (MixedModels.jl's ``fast = true``): at each θ, PIRLS over ``(u, β)``
+  jointly, objective ``ℓ(θ) = −2 log p(y | μ) + ‖u‖² + log|L|²`` (``L Lᵀ = ΛᵀZᵀWZΛ + I`` at the
+  converged weights), θ by BOBYQA.
+* ``nAGQ = 1`` — the Laplace approximation over ``(θ, β)`` (lme4's second stage): PIRLS over ``u`` at
+  fixed ``(θ, β)``, same objective. Started from the ``nAGQ = 0`` optimum, β enters the derivative-free
+  optimiser standardised by its ``nAGQ = 0`` standard errors (``β = β₀ + s ⊙ z``), so BOBYQA's trust
+  region is well scaled in every direction; ``u`` is warm-started across evaluations, so each one costs
+  1-3 PIRLS iterations. lme4 uses Nelder–Mead on the raw ``(θ, β)``.
+* ``nAGQ > 1`` — adaptive Gauss–Hermite quadrature for one scalar random-effects term, exactly lme4's
+  ``glmerAGQ``: ``Σⱼ devcⱼ(u₀) + log|L|² − 2 Σⱼ log Σₖ wₖ exp(zₖ²/2 − (devcⱼ(u₀ + zₖ σⱼ) − devcⱼ(u₀))/2)``
+  with ``devcⱼ = uⱼ² + Σ_{i∈j} devresidᵢ`` and ``σⱼ = 1/Lⱼⱼ``. As in lme4, this criterion uses the
+  deviance residuals, *not* ``−2 log p(y|μ)``: it omits the family's normalising constant, so lme4's
+  ``logLik`` (and ours) for ``nAGQ > 1`` is on a different scale from the Laplace fit's.
+
+``deviance`` / ``objective`` of the result is ``−2 log L`` — the ``deviance`` column of lme4's
+summary, ``-2 * logLik(m)``; lme4's ``deviance(m)`` (the sum of squared deviance residuals) is
+``GlmerResult.deviance_residual_sum``.
+
+The standard errors are lme4's (``vcov.merMod`` with ``use.hessian = TRUE``): ``2 H⁻¹`` restricted to β,
+``H`` the central-difference Hessian of the criterion in ``(θ, β)`` at the optimum (step 1e-4, as
+lme4's ``deriv12``); for ``nAGQ = 0`` (or if ``H`` is not positive definite) they come from ``RX``.
+
+GLMMs are fitted in memory: the PIRLS weights change every iteration, so ``ZᵀWZ`` is re-formed from the
+rows each time (values only, on a fixed pattern), unlike ``lmer``'s one-pass cross-products.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from formulaic import model_matrix
+
+from ..data import as_dataframe, clean_data, vector_argument
+from ..design import Design, ReTerm, encode_grouping, independent_columns, required_columns
+from ..errors import ConvergenceWarning, DataError, FormulaError, ModelSpecError, SingularFitWarning
+from ..formula import ParsedFormula, parse_formula, split_top_level
+from .family import Family, get_family
+from .pirls import PirlsModel, PirlsNotConverged
+
+__all__ = ["glmer", "GLMM_RESPONSE"]
+
+GLMM_RESPONSE = "glmm_response__"
+SINGULAR_TOL = 1e-4
+GRAD_TOL = 0.002  # lme4's check.conv.grad (relative gradient)
+DERIV_STEP = 1e-4
+_CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
+
+
+# --- formula and design ----------------------------------------------------------------------------------
+def _evaluate(expr: str, frame: pd.DataFrame, what: str) -> np.ndarray:
+    try:
+        value = frame.eval(expr, engine="python")
+    except Exception:
+        try:
+            value = model_matrix(f"0 + I({expr})", frame, na_action="ignore").iloc[:, 0]
+        except Exception as err:
+            raise FormulaError(f"Could not evaluate {what} {expr!r} in the data: {err}") from None
+    arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(value).ravel()), errors="coerce"), dtype=float)
+    if arr.shape != (len(frame),):
+        raise FormulaError(f"{what} {expr!r} does not give one number per row.")
+    return arr
+
+
+def _response(formula: str, frame: pd.DataFrame, weights):
+    """Replace the response by a column: ``(new formula, frame, prior weights, successes/trials flag)``."""
+    if not isinstance(formula, str):
+        raise FormulaError(f"The formula must be a string such as 'y ~ x + (1 | g)', not {type(formula).__name__}.")
+    sides = split_top_level(" ".join(formula.split()), "~")
+    if len(sides) != 2:
+        parse_formula(formula)  # raises the lmer parser's message
+    lhs, rhs = sides[0][1].strip(), sides[1][1].strip()
+    w = vector_argument(weights, frame, "weights")
+    frame = frame.copy()
+    m = _CBIND.match(lhs)
+    if m:
+        parts = [p for _s, p in split_top_level(m.group(1), ",")]
+        if len(parts) != 2:
+            raise FormulaError(f"cbind() in {lhs!r} needs exactly two arguments: cbind(successes, failures).")
+        succ = _evaluate(parts[0].strip(), frame, "successes")
+        fail = _evaluate(parts[1].strip(), frame, "failures")
+        if np.any(succ < 0) or np.any(fail < 0):
+            raise DataError(f"cbind(successes, failures) in {lhs!r}: negative counts are not allowed.")
+        trials = succ + fail
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame[GLMM_RESPONSE] = np.where(trials > 0, succ / trials, np.nan)
+        w = trials if w is None else w * trials
+        cbind = True
+    else:
+        frame[GLMM_RESPONSE] = _evaluate(lhs, frame, "response") if lhs not in frame.columns else frame[lhs]
+        if lhs in frame.columns:
+            col = frame[lhs]
+            if pd.api.types.is_bool_dtype(col):
+                frame[GLMM_RESPONSE] = col.astype(float)
+            elif not pd.api.types.is_numeric_dtype(col):
+                raise DataError(f"The response {lhs!r} must be numeric (0/1, counts or proportions), not {col.dtype}.")
+        cbind = False
+    return f"{GLMM_RESPONSE} ~ {rhs}", frame, w, cbind
+
+
+def _build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
+    # as sparselmm.design._build_Zt (copied: that module is not ours to change)
+    blocks = []
+    obs = np.arange(n)
+    for t in terms:
+        rows = (t.refs[:, None] * t.k + np.arange(t.k)[None, :]).ravel()
+        cols = np.repeat(obs, t.k)
+        blocks.append(sp.csr_matrix((t.z.ravel(), (rows, cols)), shape=(t.q, n)))
+    Zt = sp.vstack(blocks, format="csc")
+    Zt.sort_indices()
+    return Zt
+
+
+def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offset, missing) -> Design:
+    """As ``sparselmm.design.build_design`` but with glmer's level checks (a factor may have n levels)."""
+    needed = required_columns(parsed)
+    clean = clean_data(frame, needed, weights, offset, missing)
+    f = clean.frame
+    y = np.asarray(f[GLMM_RESPONSE], dtype=float)
+    try:
+        mm = model_matrix(parsed.fixed, f, na_action="raise")
+    except Exception as err:
+        raise FormulaError(f"Could not build the fixed-effects model matrix from {parsed.fixed!r}: {err}") from None
+    X = np.ascontiguousarray(np.asarray(mm, dtype=float))
+    names = list(mm.columns)
+    keep = independent_columns(X) if X.shape[1] else np.array([], dtype=int)
+    dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
+    if dropped:
+        from ..design import RankDeficiencyWarning
+
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): {dropped}",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+        X = np.ascontiguousarray(X[:, keep])
+        names = [names[j] for j in keep]
+    terms: list[ReTerm] = []
+    n = y.size
+    for term in parsed.random:
+        try:
+            zmm = model_matrix(term.lhs, f, na_action="raise")
+        except Exception as err:
+            raise FormulaError(f"Could not build random-effects term {term}: {err}") from None
+        refs, levels = encode_grouping(f, term.factors)
+        t = ReTerm(
+            term, list(zmm.columns), levels, refs, np.ascontiguousarray(np.asarray(zmm, dtype=float)), zmm.model_spec
+        )
+        if t.n_levels < 2:
+            raise ModelSpecError(f"Grouping factor {t.group_name!r} in {term} has only one level.")
+        if t.n_levels > n:  # glmer: allow.n = TRUE
+            raise ModelSpecError(f"Grouping factor {t.group_name!r} has more levels ({t.n_levels}) than rows ({n}).")
+        terms.append(t)
+    nl = np.array([t.n_levels for t in terms])
+    if np.any(np.diff(nl) > 0):
+        terms = [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
+    col = th = 0
+    for t in terms:
+        t.offset, t.theta_offset = col, th
+        col += t.q
+        th += t.n_theta
+    Zt = _build_Zt(terms, n)
+    return Design(parsed, y, X, names, mm.model_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
+
+
+# --- objectives --------------------------------------------------------------------------------------------
+class GlmmObjective:
+    """The criterion at (θ) for nAGQ = 0 and at (θ, β) for nAGQ >= 1, with warm starts and counters."""
+
+    def __init__(self, model: PirlsModel, nAGQ: int):
+        self.model = model
+        self.nAGQ = nAGQ
+        self.n_evals = 0
+        self.eta_start = model.family.link.linkfun(model.family.mustart(model.y, model.pw))
+        if nAGQ > 1:
+            t = model.design.terms[0]
+            self.refs = t.refs
+            self.nlev = t.n_levels
+            nodes, weights = np.polynomial.hermite_e.hermegauss(nAGQ)
+            self.gh_z, self.gh_w = nodes, weights / np.sqrt(2 * np.pi)
+
+    def laplace(self, mu, u) -> float:
+        m = self.model
+        return m.family.aic_term(m.y, mu, m.pw) + float(u @ u) + m.chol.logdet()
+
+    def stage0(self, theta) -> float:
+        """nAGQ = 0: β and u by PIRLS at θ."""
+        self.n_evals += 1
+        m = self.model
+        try:
+            if m.beta is None:
+                raise PirlsNotConverged("cold start")
+            u, beta, eta, mu, w, pdev, RX = m.pirls_ub(theta)
+        except PirlsNotConverged:
+            u, beta, eta, mu, w, pdev, RX = m.pirls_ub(theta, eta_start=self.eta_start)
+        self.RX = RX
+        return self.laplace(mu, u)
+
+    def stage1(self, theta, beta) -> float:
+        """nAGQ >= 1: u by PIRLS at (θ, β); Laplace or AGQ criterion."""
+        self.n_evals += 1
+        m = self.model
+        try:
+            u, eta, mu, w, pdev = m.pirls_u(theta, beta)
+        except PirlsNotConverged:
+            u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=np.zeros(m.q))
+        if self.nAGQ <= 1:
+            return self.laplace(mu, u)
+        return self.agq(theta, beta, u, eta, mu)
+
+    def agq(self, theta, beta, u, eta, mu) -> float:
+        m = self.model
+        fam, y, pw = m.family, m.y, m.pw
+        lam = theta[0]
+        refs = self.refs
+        devc0 = u * u + np.bincount(refs, weights=fam.dev_resids(y, mu, pw), minlength=self.nlev)
+        # one scalar term: C = ΛᵀZᵀWZΛ + I is diagonal, L_jj = sqrt(C_jj)
+        w, _d = fam.working_weights(eta, mu, pw)
+        zcol = m.design.terms[0].z[:, 0]
+        Cjj = 1.0 + lam * lam * np.bincount(refs, weights=w * zcol * zcol, minlength=self.nlev)
+        sd = 1.0 / np.sqrt(Cjj)
+        mult = np.zeros(self.nlev)
+        for zk, wk in zip(self.gh_z, self.gh_w):
+            if zk == 0:
+                mult += wk
+                continue
+            uk = u + zk * sd
+            eta_k = eta + lam * zcol * (uk - u)[refs]
+            devc = uk * uk + np.bincount(
+                refs, weights=fam.dev_resids(y, fam.link.linkinv(eta_k), pw), minlength=self.nlev
+            )
+            mult += np.exp(-0.5 * (devc - devc0) + 0.5 * zk * zk) * wk
+        return float(devc0.sum() + np.log(Cjj).sum() - 2 * np.log(mult).sum())
+
+
+def _bobyqa(fun, x0, lower, step, ftol_abs=1e-8, xtol_abs=1e-8, ftol_rel=1e-12, maxeval=100_000):
+    import nlopt
+
+    best = [np.inf, x0.copy()]
+
+    def f(x, grad):
+        val = fun(x)
+        if val < best[0]:
+            best[0], best[1] = val, x.copy()
+        return val
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, x0.size)
+    opt.set_min_objective(f)
+    opt.set_lower_bounds(lower)
+    opt.set_xtol_abs(xtol_abs)
+    opt.set_ftol_abs(ftol_abs)
+    opt.set_ftol_rel(ftol_rel)
+    opt.set_maxeval(maxeval)
+    opt.set_initial_step(step)
+    message = "success"
+    ok = True
+    try:
+        opt.optimize(x0)
+        status = opt.last_optimize_result()
+        ok = status > 0 and status != nlopt.MAXEVAL_REACHED
+        message = f"NLopt status {status}"
+    except nlopt.RoundoffLimited:
+        message = "NLopt roundoff limited"
+    return best[1], best[0], ok, message
+
+
+def _hessian(fun, x, fx, lower, h=DERIV_STEP):
+    """Central-difference gradient and Hessian as lme4's ``deriv12`` (steps clipped at the lower bounds)."""
+    m = x.size
+    up = x + h
+    dn = np.maximum(x - h, lower)
+    fp, fm = np.empty(m), np.empty(m)
+    for i in range(m):
+        xa, xs = x.copy(), x.copy()
+        xa[i], xs[i] = up[i], dn[i]
+        fp[i], fm[i] = fun(xa), fun(xs)
+    width = up - dn
+    g = (fp - fm) / width
+    H = np.diag((fp - 2 * fx + fm) / (width / 2) ** 2)
+    for i in range(m):
+        for j in range(i):
+            vals = []
+            for si, sj in ((up, up), (up, dn), (dn, up), (dn, dn)):
+                xx = x.copy()
+                xx[i], xx[j] = si[i], sj[j]
+                vals.append(fun(xx))
+            H[i, j] = H[j, i] = (vals[0] - vals[1] - vals[2] + vals[3]) / (width[i] * width[j])
+    return g, H
+
+
+# --- the entry point ----------------------------------------------------------------------------------------
+def glmer(
+    formula: str,
+    data,
+    family="binomial",
+    nAGQ: int = 1,
+    weights=None,
+    offset=None,
+    link: str | None = None,
+    missing: str = "drop",
+    calc_derivs: bool = True,
+    start=None,
+    data_name: str | None = None,
+):
+    """Fit a generalised linear mixed model as lme4's ``glmer``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4's formula, e.g. ``"cbind(incidence, size - incidence) ~ period + (1 | herd)"``,
+        ``"r2 ~ Anger + Gender + (1 | id) + (1 | item)"``. A binomial response is 0/1, a proportion with
+        ``weights=`` the number of trials, or ``cbind(successes, failures)``.
+    data : DataFrame (or dict of columns, polars DataFrame)
+    family : str or Family
+        ``"binomial"`` (links logit, probit, cloglog, log) or ``"poisson"`` (log, identity, sqrt); or an
+        instance such as ``sparselmm.glmm.Binomial("probit")``.
+    nAGQ : int
+        0: β inside PIRLS, θ optimised; 1: Laplace (θ and β jointly); > 1: adaptive Gauss–Hermite with
+        that many nodes (one scalar random-effects term only).
+    weights, offset : str or array-like, optional
+        Prior weights (binomial: the trials of a proportion response) and an offset on the link scale.
+    link : str, optional
+        Link for a family given by name.
+    calc_derivs : bool
+        Compute the Hessian at the optimum (lme4's ``calc.derivs``) for the standard errors and the
+        convergence check (nAGQ >= 1).
+
+    Returns
+    -------
+    GlmerResult
+
+    Notes
+    -----
+    GLMMs are fitted in memory: PIRLS re-forms ``ZᵀWZ`` from the rows at every iteration. See the
+    module docstring for the criterion (``deviance`` is ``−2 log L``, lme4's summary column).
+    """
+    from .results import GlmerResult
+
+    t0 = time.perf_counter()
+    fam: Family = get_family(family, link)
+    if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
+        raise ModelSpecError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}.")
+    nAGQ = int(nAGQ)
+    frame = as_dataframe(data)
+    new_formula, frame, w, _cbind = _response(formula, frame, weights)
+    parsed0 = parse_formula(new_formula)
+    parsed = ParsedFormula(" ".join(str(formula).split()), parsed0.response, parsed0.fixed, parsed0.random)
+    design = build_glmm_design(parsed, frame, w, offset, missing)
+    y = design.y
+    pw = np.ones(design.n) if design.weights is None else design.weights
+    off = np.zeros(design.n) if design.offset is None else design.offset
+    fam.validate(y, pw)
+    if nAGQ > 1:
+        if len(design.terms) != 1 or design.terms[0].k != 1:
+            raise ModelSpecError(
+                f"nAGQ = {nAGQ} (adaptive Gauss-Hermite) needs a single scalar random-effects term such as "
+                f"(1 | g); this model has {[str(t.term) for t in design.terms]}. Use nAGQ = 1 (Laplace)."
+            )
+        if nAGQ > 25:
+            raise ModelSpecError(f"nAGQ = {nAGQ} is more than lme4's maximum of 25 quadrature points.")
+    model = PirlsModel(design, fam, y, pw, off)
+    obj = GlmmObjective(model, nAGQ)
+    setup = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    theta0 = design.theta0.copy() if start is None else np.asarray(start, dtype=float)
+    lower = design.lower
+    step0 = np.full(theta0.size, 0.2)
+    theta, f0, ok0, msg0 = _bobyqa(obj.stage0, theta0, lower, step0)
+    evals0 = obj.n_evals
+    f0 = obj.stage0(theta)  # leaves u, β, RX at the optimum
+    beta0 = model.beta.copy()
+    RX0 = obj.RX
+    info = {
+        "optimizer": "bobyqa",
+        "n_evals_stage0": evals0,
+        "converged": ok0,
+        "messages": [msg0],
+    }
+    if nAGQ == 0:
+        beta, fval = beta0, f0
+        crit = lambda th: obj.stage0(th)  # noqa: E731
+        x_opt = theta
+        n_theta = theta.size
+    else:
+        Rinv = np.linalg.inv(RX0)
+        s = np.sqrt(np.sum(Rinv * Rinv, axis=0))  # SEs of β at nAGQ = 0: sqrt diag (RX RXᵀ)⁻¹
+        s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+        nth = theta.size
+
+        def fz(x):
+            return obj.stage1(x[:nth], beta0 + s * x[nth:])
+
+        x0 = np.concatenate([theta, np.zeros(beta0.size)])
+        low = np.concatenate([lower, np.full(beta0.size, -np.inf)])
+        step = np.concatenate([np.maximum(0.1 * np.abs(theta), 0.05), np.full(beta0.size, 0.5)])
+        model.u = model.u.copy()
+        xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step)
+        theta, beta = xz[:nth], beta0 + s * xz[nth:]
+        info["n_evals_stage1"] = obj.n_evals - evals0 - 1
+        info["converged"] = ok1
+        info["messages"].append(msg1)
+        fval = obj.stage1(theta, beta)
+        crit = lambda x: obj.stage1(x[:nth], x[nth:])  # noqa: E731
+        x_opt = np.concatenate([theta, beta])
+        n_theta = nth
+    n_opt = obj.n_evals
+    opt_seconds = time.perf_counter() - t1
+
+    # final state at the optimum (u, μ, factor), then derivatives
+    if nAGQ == 0:
+        obj.stage0(theta)
+    else:
+        obj.stage1(theta, beta)
+    u_hat = model.u.copy()
+    state = _final_state(model, theta, beta, u_hat)
+    grad = hess = None
+    if calc_derivs and nAGQ > 0:
+        t2 = time.perf_counter()
+        grad, hess = _hessian(crit, x_opt, fval, np.concatenate([lower, np.full(beta.size, -np.inf)]))
+        info["deriv_seconds"] = time.perf_counter() - t2
+        obj.stage1(theta, beta)  # restore warm start and factor
+        model.u = u_hat
+    singular = bool(np.any((lower == 0) & (theta < SINGULAR_TOL)))
+    messages = info["messages"]
+    if singular:
+        msg = "boundary (singular) fit: see help('isSingular')"
+        messages.append(msg)
+        warnings.warn(msg, SingularFitWarning, stacklevel=2)
+    if grad is not None:
+        try:
+            rel = np.linalg.solve(hess, grad)
+            check = float(np.max(np.abs(rel)))
+        except np.linalg.LinAlgError:
+            check = float(np.max(np.abs(grad)))
+        info["max_rel_grad"] = check
+        if check > GRAD_TOL and not singular:
+            msg = f"Model failed to converge with max|grad| = {check:.6g} (tol = {GRAD_TOL}, component 1)"
+            messages.append(msg)
+            info["converged"] = False
+            warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+        if hess is not None:
+            try:
+                ev = np.linalg.eigvalsh(hess)
+                if np.min(ev) <= 0 and not singular:
+                    msg = "Model is nearly unidentifiable: Hessian of the criterion is not positive definite"
+                    messages.append(msg)
+                    warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+            except np.linalg.LinAlgError:
+                pass
+    info.update(
+        n_evals=n_opt,
+        n_evals_total=obj.n_evals,
+        n_pirls=model.n_pirls,
+        n_factor=model.n_factor,
+        setup_seconds=setup,
+        optimize_seconds=opt_seconds,
+        gradient=grad,
+        hessian=hess,
+        n_theta=n_theta,
+    )
+    return GlmerResult(
+        design=design,
+        family=fam,
+        nAGQ=nAGQ,
+        theta=theta,
+        beta=beta,
+        criterion=float(fval),
+        state=state,
+        model=model,
+        optinfo=info,
+        data_name=data_name,
+    )
+
+
+def _final_state(model: PirlsModel, theta, beta, u) -> dict:
+    parts = model._lambda_parts(theta)
+    eta = model.eta(parts, u, beta)
+    fam = model.family
+    mu = fam.link.linkinv(eta)
+    w, _d = fam.working_weights(eta, mu, model.pw)
+    model.factor(theta, w, parts)
+    Lt = parts[0]
+    WX = model.X * w[:, None]
+    RZX = model.chol.solve_L(np.asarray(Lt @ (model.Zt @ WX)))
+    S = model.X.T @ WX - RZX.T @ RZX
+    return {
+        "u": u,
+        "b": Lt.T @ u,
+        "eta": eta,
+        "mu": mu,
+        "w": w,
+        "RZX": RZX,
+        "XtWX_schur": S,
+        "ldL2": model.chol.logdet(),
+    }

@@ -1,0 +1,389 @@
+"""``GlmerResult``: what :func:`sparselmm.glmer` returns — lme4's ``glmerMod`` accessors and summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..design import r_name
+from ..errors import DataError, ModelSpecError
+
+__all__ = ["GlmerResult"]
+
+
+class GlmerResult:
+    """A fitted GLMM.
+
+    Attributes
+    ----------
+    fixef : Series            β (formulaic's column names)
+    theta : ndarray           lme4's θ (relative covariance factors; σ = 1 for binomial/Poisson)
+    criterion : float         the minimised criterion (−2 log L for nAGQ <= 1; lme4's AGQ criterion otherwise)
+    optinfo : dict            evaluations, PIRLS iterations, timings, messages, gradient, Hessian
+    """
+
+    def __init__(self, design, family, nAGQ, theta, beta, criterion, state, model, optinfo, data_name=None):
+        self._design = design
+        self.family = family
+        self.nAGQ = nAGQ
+        self.theta = np.asarray(theta, dtype=float)
+        self._beta = np.asarray(beta, dtype=float)
+        self.criterion = criterion
+        self._state = state
+        self._model = model
+        self.optinfo = optinfo
+        self.data_name = data_name
+
+    # ---- parameters ---------------------------------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        return self._design.parsed.formula
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self._beta, index=self._design.fixed_names, name="fixef")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of β as lme4's ``vcov``: from the Hessian of the criterion (nAGQ >= 1) or from RX."""
+        names = self._design.fixed_names
+        V = None
+        H = self.optinfo.get("hessian")
+        nth = self.theta.size
+        if H is not None:
+            try:
+                Hi = np.linalg.inv(H)
+                Vh = Hi[nth:, nth:] + Hi[nth:, nth:].T
+                if np.all(np.isfinite(Vh)) and np.all(np.linalg.eigvalsh(Vh) > 0):
+                    V = Vh
+            except np.linalg.LinAlgError:
+                V = None
+        if V is None:
+            V = np.linalg.inv(self._state["XtWX_schur"])
+        return pd.DataFrame(V, index=names, columns=names)
+
+    @property
+    def bse(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self._design.fixed_names, name="bse")
+
+    def coef_table(self) -> pd.DataFrame:
+        """Estimate, Std. Error, z value, Pr(>|z|) (lme4's Wald z tests)."""
+        est, se = self.fixef.to_numpy(), self.bse.to_numpy()
+        z = est / se
+        return pd.DataFrame(
+            {"Estimate": est, "Std. Error": se, "z value": z, "Pr(>|z|)": 2 * stats.norm.sf(np.abs(z))},
+            index=self._design.fixed_names,
+        )
+
+    def _term_covariances(self) -> list[np.ndarray]:
+        return [t.factor(self.theta) @ t.factor(self.theta).T for t in self._design.terms]
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """``as.data.frame(VarCorr(m))``: variances, SDs, covariances/correlations (no residual row)."""
+        rows = []
+        for t, cov in zip(self._design.terms, self._term_covariances()):
+            sd = np.sqrt(np.diag(cov))
+            for i in range(t.k):
+                rows.append((t.group_name, t.cnms[i], None, cov[i, i], sd[i]))
+            for j in range(t.k):
+                for i in range(j + 1, t.k):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    # ---- likelihood -----------------------------------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        return self._design.n
+
+    @property
+    def n_params(self) -> int:
+        return self.theta.size + self._beta.size
+
+    @property
+    def objective(self) -> float:
+        return self.criterion
+
+    @property
+    def deviance(self) -> float:
+        """−2 log L: the ``deviance`` column of lme4's summary (``-2 * logLik(m)``).
+
+        For nAGQ <= 1 it includes the family's normalising constant; for nAGQ > 1 it is lme4's AGQ
+        criterion, which does not (see :mod:`sparselmm.glmm.glmer`). lme4's ``deviance(m)`` is
+        :attr:`deviance_residual_sum`.
+        """
+        return self.criterion
+
+    @property
+    def deviance_residual_sum(self) -> float:
+        """Sum of squared deviance residuals — what lme4's ``deviance(m)`` returns for a GLMM."""
+        return float(np.sum(self.residuals("deviance") ** 2))
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + np.log(self.nobs) * self.n_params
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.n_params
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        return {t.group_name: t.n_levels for t in self._design.terms}
+
+    def is_singular(self, tol: float = 1e-4) -> bool:
+        """lme4's ``isSingular``: a diagonal θ within ``tol`` of 0."""
+        return bool(np.any((self._design.lower == 0) & (self.theta < tol)))
+
+    # ---- random effects -------------------------------------------------------------------------------
+    def _cond_var_blocks(self, max_q: int = 20000) -> list[np.ndarray] | None:
+        """Per term, the (levels × k × k) conditional covariances ``Λ C⁻¹ Λᵀ`` (lme4's ``postVar``)."""
+        d, model = self._design, self._model
+        q = d.q
+        if q > max_q:
+            return None
+        _final_refactor(self)
+        Lt = d.Lambdat(self.theta)
+        out = []
+        for t in d.terms:
+            blocks = np.zeros((t.n_levels, t.k, t.k))
+            cols = np.arange(t.offset, t.offset + t.q)
+            for start in range(0, cols.size, 2000):
+                c = cols[start : start + 2000]
+                E = np.zeros((q, c.size))
+                E[c, np.arange(c.size)] = 1.0
+                # Λ C⁻¹ Λᵀ e: apply Λᵀ, solve, apply Λ
+                rhs = np.asarray(Lt @ np.asarray(Lt.T @ E)) if False else np.asarray(Lt @ E)
+                sol = model.solve(rhs)
+                S = np.asarray(Lt.T @ sol)[c, :]
+                lev = (c - t.offset) // t.k
+                pos = (c - t.offset) % t.k
+                for ii in range(t.k):
+                    sel = np.flatnonzero(pos == ii)
+                    for jj in range(t.k):
+                        rows = np.flatnonzero(pos == jj)
+                        blocks[lev[sel], jj, ii] = S[rows, :][:, sel].diagonal() if rows.size == sel.size else 0
+            out.append(blocks)
+        return out
+
+    def ranef(self, cond_var: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes ``b = Λû`` per grouping factor; ``cond_var=True`` adds lme4's ``postVar``.
+
+        With ``cond_var`` each frame has ``attrs["cond_var"]`` (levels × k × k) and ``attrs["cond_sd"]``.
+        """
+        d = self._design
+        b = self._state["b"]
+        blocks = self._cond_var_blocks() if cond_var else None
+        out = {}
+        for i, t in enumerate(d.terms):
+            vals = b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
+            df = pd.DataFrame(vals, index=t.levels, columns=[r_name(c) for c in t.cnms])
+            if blocks is not None:
+                df.attrs["cond_var"] = blocks[i]
+                df.attrs["cond_sd"] = np.sqrt(np.einsum("lkk->lk", blocks[i]))
+            out.setdefault(t.group_name, df) if t.group_name not in out else out.__setitem__(
+                t.group_name, pd.concat([out[t.group_name], df], axis=1)
+            )
+        return out
+
+    # ---- fitted values and residuals --------------------------------------------------------------------
+    def fitted(self) -> np.ndarray:
+        """μ̂ (response scale), as lme4's ``fitted``."""
+        return self._state["mu"].copy()
+
+    def residuals(self, type: str = "deviance") -> np.ndarray:
+        """``"deviance"`` (lme4's default), ``"pearson"``, ``"response"`` or ``"working"`` residuals."""
+        y, mu, pw = self._design.y, self._state["mu"], self._model.pw
+        fam = self.family
+        if type == "deviance":
+            return np.sign(y - mu) * np.sqrt(np.maximum(fam.dev_resids(y, mu, pw), 0))
+        if type == "pearson":
+            return (y - mu) * np.sqrt(pw) / np.sqrt(fam.variance(mu))
+        if type == "response":
+            return y - mu
+        if type == "working":
+            return (y - mu) / fam.link.mu_eta(self._state["eta"])
+        raise ModelSpecError(f"type={type!r}: use 'deviance', 'pearson', 'response' or 'working'.")
+
+    def predict(self, newdata=None, type: str = "link", re_form=None, allow_new_levels: bool = False, offset=None):
+        """Predictions on the link (``type="link"``) or response scale, as lme4's ``predict.merMod``.
+
+        ``re_form="~0"`` leaves the random effects out; unseen levels raise unless ``allow_new_levels``.
+        """
+        if type not in ("link", "response"):
+            raise ModelSpecError(f"type={type!r}: use 'link' or 'response'.")
+        d = self._design
+        include = re_form is None
+        if re_form is not None and re_form.replace(" ", "") not in ("~0", "0", "NA"):
+            raise ModelSpecError("re_form: only None (all random effects) or '~0' are supported for GLMMs.")
+        b = self._state["b"]
+        if newdata is None:
+            eta = d.X @ self._beta + (0 if d.offset is None else d.offset)
+            if include:
+                eta = eta + self._model.Z @ b
+        else:
+            from ..data import as_dataframe, vector_argument
+
+            newdata = as_dataframe(newdata)
+            try:
+                X = np.asarray(d.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+            except Exception as err:
+                raise DataError(f"Could not build the fixed-effects matrix for newdata: {err}") from None
+            if d.dropped_columns:
+                names = list(d.fixed_spec.column_names)
+                X = X[:, [names.index(c) for c in d.fixed_names]]
+            eta = X @ self._beta
+            off = vector_argument(offset, newdata, "offset")
+            if off is not None:
+                eta = eta + off
+            if include:
+                for t in d.terms:
+                    z = np.asarray(t.lhs_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+                    labels = (
+                        newdata[t.term.factors[0]].to_numpy(dtype=object)
+                        if len(t.term.factors) == 1
+                        else np.array(
+                            [":".join(map(str, r)) for r in zip(*(newdata[f] for f in t.term.factors))], dtype=object
+                        )
+                    )
+                    lookup = {lv: i for i, lv in enumerate(t.levels)}
+                    lookup.update({str(lv): i for i, lv in enumerate(t.levels)})
+                    pos = np.array([lookup.get(v, lookup.get(str(v), -1)) for v in labels])
+                    new = pos < 0
+                    if new.any() and not allow_new_levels:
+                        raise DataError(
+                            f"newdata has level(s) {list(pd.unique(labels[new]))[:5]} of {t.group_name!r} not seen "
+                            "when fitting; pass allow_new_levels=True to predict them at the population level."
+                        )
+                    bt = b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
+                    contrib = np.einsum("nk,nk->n", z, bt[np.where(new, 0, pos)])
+                    eta = eta + np.where(new, 0.0, contrib)
+        return eta if type == "link" else self.family.link.linkinv(eta)
+
+    # ---- summary -------------------------------------------------------------------------------------
+    def summary(self) -> GlmmSummary:
+        return GlmmSummary(self)
+
+    def __repr__(self) -> str:
+        return f"<GlmerResult {self.family!r} {self.formula!r} -2logL={self.criterion:.4f}>"
+
+
+def _final_refactor(res: GlmerResult) -> None:
+    """Put the factor of ``ΛᵀZᵀWZΛ + I`` at the fitted weights back into the model's CHOLMOD object."""
+    res._model.factor(res.theta, res._state["w"])
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}" if np.isfinite(x) else "NA"
+
+
+def _p(p: float) -> str:
+    if not np.isfinite(p):
+        return "NA"
+    return "< 2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
+def _stars(p: float) -> str:
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "." if p < 0.1 else ""
+
+
+class GlmmSummary:
+    """lme4's ``summary(glmerMod)`` printout (``str(summary)``), and its parts as data."""
+
+    def __init__(self, res: GlmerResult):
+        self.res = res
+        self.coefficients = res.coef_table()
+
+    def __str__(self) -> str:
+        r = self.res
+        method = (
+            "Laplace Approximation"
+            if r.nAGQ == 1
+            else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {r.nAGQ}"
+            if r.nAGQ > 1
+            else "Laplace Approximation, nAGQ = 0"
+        )
+        out = [
+            f"Generalized linear mixed model fit by maximum likelihood ({method}) ['glmerMod']",
+            f" Family: {r.family.name}  ( {r.family.link.name} )",
+            f"Formula: {r.formula}",
+        ]
+        if r.data_name:
+            out.append(f"   Data: {r.data_name}")
+        out.append("")
+        heads = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
+        vals = [f"{r.aic:.1f}", f"{r.bic:.1f}", f"{r.loglik:.1f}", f"{r.deviance:.1f}", f"{r.df_resid}"]
+        width = max(max(len(h), len(v)) for h, v in zip(heads, vals)) + 1
+        out.append(" ".join(h.rjust(width) for h in heads))
+        out.append(" ".join(v.rjust(width) for v in vals))
+        out.append("")
+        pr = r.residuals("pearson")
+        qs = np.quantile(pr, [0, 0.25, 0.5, 0.75, 1])
+        out.append("Scaled residuals: ")
+        out.append("    ".join(f"{h:>7}" for h in ["Min", "1Q", "Median", "3Q", "Max"]))
+        out.append("    ".join(f"{v:7.4f}" for v in qs))
+        out.append("")
+        out.append("Random effects:")
+        vc = r.varcorr
+        rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
+        last = None
+        for _, row in vc[vc["var2"].isna()].iterrows():
+            rows.append(
+                [
+                    row["group"] if row["group"] != last else "",
+                    r_name(row["var1"]),
+                    _fmt(row["vcov"]),
+                    _fmt(row["sdcor"]),
+                    "",
+                ]
+            )
+            last = row["group"]
+        corr = vc[vc["var2"].notna()]
+        for _, row in corr.iterrows():
+            for rr in rows[1:]:
+                if rr[1] == r_name(row["var2"]):
+                    rr[4] = (rr[4] + " " if rr[4] else "") + f"{row['sdcor']:.2f}"
+        if corr.empty:
+            rows = [x[:4] for x in rows]
+        widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
+        for x in rows:
+            out.append(" " + " ".join(v.ljust(w) for v, w in zip(x, widths)).rstrip())
+        groups = ", ".join(f"{g}, {n}" for g, n in r.ngroups.items())
+        out.append(f"Number of obs: {r.nobs}, groups:  {groups}")
+        out.append("")
+        out.append("Fixed effects:")
+        ct = self.coefficients
+        table = [["", "Estimate", "Std. Error", "z value", "Pr(>|z|)", ""]]
+        for name, row in ct.iterrows():
+            table.append(
+                [
+                    r_name(name),
+                    f"{row['Estimate']:.5f}",
+                    f"{row['Std. Error']:.5f}",
+                    f"{row['z value']:.3f}",
+                    _p(row["Pr(>|z|)"]),
+                    _stars(row["Pr(>|z|)"]),
+                ]
+            )
+        widths = [max(len(x[i]) for x in table) for i in range(6)]
+        for x in table:
+            out.append(" ".join([x[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(x[1:5], widths[1:5])] + [x[5]]))
+        out.append("---")
+        out.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
+        msgs = [m for m in r.optinfo.get("messages", []) if not m.startswith("NLopt")]
+        if msgs:
+            out.append("optimizer (bobyqa) convergence code: 0 (OK)")
+            out.extend(msgs)
+        return "\n".join(out)
+
+    __repr__ = __str__
