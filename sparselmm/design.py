@@ -301,10 +301,14 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
     return assemble_design(parsed, y, X, names, mm.model_spec, dropped, terms, clean)
 
 
-def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean) -> Design:
-    """Check identifiability, order the terms as lme4 does, lay out ``Zt`` and return the Design."""
+def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean, check_levels=True) -> Design:
+    """Check identifiability, order the terms as lme4 does, lay out ``Zt`` and return the Design.
+
+    ``check_levels=False`` skips lme4's refusal of terms with as many levels or random effects as rows
+    (the statsmodels facade fits those, as statsmodels does, and warns itself).
+    """
     n = y.shape[0]
-    _check_identifiable(terms, n)
+    _check_identifiable(terms, n, check_levels)
     # lme4: sort by decreasing number of levels (rev(order(nl)) reverses ties), only if not already sorted
     nl = np.array([t.n_levels for t in terms])
     if np.any(np.diff(nl) > 0):
@@ -318,7 +322,9 @@ def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean
     return Design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
 
 
-def design_from_arrays(y, X, fixed_names, terms: list[ReTerm], weights=None, offset=None, label="") -> Design:
+def design_from_arrays(
+    y, X, fixed_names, terms: list[ReTerm], weights=None, offset=None, label="", check_levels=True
+) -> Design:
     """A Design from ready-made arrays and terms (used by the statsmodels-style interface).
 
     ``terms`` are :class:`ReTerm` objects; a term may give its rows of ``Zt`` directly in ``Zt_block``
@@ -330,16 +336,18 @@ def design_from_arrays(y, X, fixed_names, terms: list[ReTerm], weights=None, off
     n = y.size
     clean = CleanData(pd.DataFrame(index=pd.RangeIndex(n)), np.arange(n), weights, offset, 0)
     parsed = ParsedFormula(label, "y", " + ".join(fixed_names) or "0", tuple(t.term for t in terms))
-    return assemble_design(parsed, y, X, list(fixed_names), None, [], list(terms), clean)
+    return assemble_design(parsed, y, X, list(fixed_names), None, [], list(terms), clean, check_levels)
 
 
-def _check_identifiable(terms: list[ReTerm], n: int) -> None:
+def _check_identifiable(terms: list[ReTerm], n: int, check_levels: bool = True) -> None:
     for t in terms:
         if t.n_levels < 2:
             raise ModelSpecError(
                 f"Grouping factor {t.group_name!r} in {t.term} has only one level; a random effect needs at "
                 "least two groups. Remove the term or model the factor as a fixed effect."
             )
+        if not check_levels:
+            continue
         if t.n_levels >= n:
             raise ModelSpecError(
                 f"Grouping factor {t.group_name!r} has {t.n_levels} levels for {n} observations; the number "

@@ -18,7 +18,7 @@ import pytest
 
 import sparselmm
 from sparselmm import DataError, MixedLM, MixedLMParams, ModelSpecError, mixedlm
-from sparselmm.statsmodels import UnsupportedOptionError, VCSpec
+from sparselmm.statsmodels import VCSpec
 
 sm = pytest.importorskip("statsmodels.api")
 smf = pytest.importorskip("statsmodels.formula.api")
@@ -412,8 +412,12 @@ def test_missing_values(school):
 
 def test_unsupported_options(school):
     m = mixedlm("y ~ x", school, groups="school")
-    with pytest.raises(UnsupportedOptionError, match="fe_pen"):
+    with pytest.raises(ModelSpecError, match="fe_pen must be a penalty object"):
         m.fit(fe_pen=object())
+    with pytest.raises(ModelSpecError, match="cov_pen must be a penalty object"):
+        m.fit(cov_pen="psd")
+    with pytest.raises(ModelSpecError, match="method must be 'l1' or a penalty object"):
+        m.fit_regularized(method=object())
     with pytest.raises(ValueError, match="not available"):
         m.fit(method="newton")
     with pytest.warns(FutureWarning, match="not used by MixedLM.fit"):
@@ -466,3 +470,276 @@ def test_crossed_variance_components_start_where_lmer_starts():
     pen["w"] = np.linspace(0.5, 1.5, len(pen))
     model2 = MixedLM.from_formula("diameter ~ 1", pen, groups="one", re_formula="0", vc_formula={"p": "0 + C(plate):w"})
     np.testing.assert_array_equal(moment_start(model2.likelihood().design), [1.0])
+
+
+# ---- drop-in behaviour that statsmodels' own test module relies on (issue 15) -------------------------
+
+
+def times_three(x):
+    return 3 * x
+
+
+def test_formula_functions_from_the_callers_namespace(school):
+    def plus_one(x):
+        return x + 1
+
+    a = quiet_fit(mixedlm("y ~ plus_one(x) + times_three(z)", school, groups="school"))
+    b = quiet_fit(MixedLM.from_formula("y ~ x + z", school, groups="school"))
+    assert list(a.model.exog_names) == ["Intercept", "plus_one(x)", "times_three(z)"]
+    assert a.params["times_three(z)"] == pytest.approx(b.params["z"] / 3, rel=1e-6)
+    # the same context is used by predict on new data
+    np.testing.assert_allclose(a.predict(school.iloc[:4]), b.predict(school.iloc[:4]), rtol=1e-6)
+    # an explicit namespace, and none
+    c = MixedLM.from_formula("y ~ f(x)", school, groups="school", eval_env={"f": plus_one})
+    assert "f(x)" in c.exog_names
+    with pytest.raises(sparselmm.FormulaError, match="plus_one"):
+        MixedLM.from_formula("y ~ plus_one(x)", school, groups="school", eval_env=-1)
+    with pytest.raises(sparselmm.FormulaError, match="eval_env must be"):
+        MixedLM.from_formula("y ~ x", school, groups="school", eval_env="here")
+    with pytest.raises(sparselmm.FormulaError, match="not a frame offset"):
+        MixedLM.from_formula("y ~ x", school, groups="school", eval_env=-3)
+    with pytest.raises(sparselmm.FormulaError, match="outermost frame"):
+        MixedLM.from_formula("y ~ x", school, groups="school", eval_env=10_000)
+
+
+@pytest.mark.parametrize("how", ["arrays", "formula", "formula_vc", "formula_slopes"])
+def test_model_data_matches_statsmodels(school, how):
+    if how == "arrays":
+        y, X, g = school.y.to_numpy(), np.column_stack([np.ones(len(school)), school.x]), school.school.to_numpy()
+        ref, ours = sm.MixedLM(y, X, g), MixedLM(y, X, g)
+    elif how == "formula":
+        ref, ours = _both(school, CASES["intercept"])
+    elif how == "formula_vc":
+        ref, ours = _both(school, CASES["vc_multi"])
+    else:
+        ref, ours = _both(school, CASES["slopes"])
+    for attr in ("xnames", "ynames", "param_names", "exog_re_names", "exog_re_names_full"):
+        assert getattr(ours.data, attr) == getattr(ref.data, attr), attr
+    assert ours.data.k_constant == 1 and ours.data.const_idx == 0
+    assert ours.data.cov_names == ours.data.param_names
+    if how == "arrays":
+        assert ours.data.frame is None and isinstance(ours.data.orig_exog, np.ndarray)
+    else:
+        assert ours.data.frame is not None and list(ours.data.orig_exog.columns) == ours.exog_names
+
+
+def test_model_data_records_dropped_rows(school):
+    d = school.copy()
+    d.loc[[3, 7], "x"] = np.nan
+    m = mixedlm("y ~ x", d, groups="school", missing="drop")
+    np.testing.assert_array_equal(m.data.missing_row_idx, [3, 7])
+    y, X = d.y.to_numpy(), np.column_stack([np.ones(len(d)), d.x])
+    a = MixedLM(pd.Series(y), pd.DataFrame(X, columns=["c", "x"]), d.school.to_numpy(), missing="drop")
+    np.testing.assert_array_equal(a.data.missing_row_idx, [3, 7])
+    assert len(a.data.orig_exog) == len(d) - 2
+    assert "sparselmm MixedLM data" in repr(a.data)
+
+
+def test_summary_is_statsmodels_summary_and_summary_col_works(school):
+    from statsmodels.iolib.summary2 import Summary, summary_col
+
+    m_sm, m_ours = _both(school, CASES["intercept"])
+    ref, ours = sm_fit(m_sm), quiet_fit(m_ours)
+    s = ours.summary()
+    assert isinstance(s, Summary)
+    assert list(s.tables[1].index) == list(ref.summary().tables[1].index)
+    assert "\\begin{table}" in s.as_latex() and "<table" in s.as_html()
+    m2 = mixedlm("z ~ x", school, groups="school")
+    col = summary_col([ours, quiet_fit(m2)], stars=True)
+    text = str(col)
+    assert "school Var" in text and "Intercept" in text and "z" in text
+
+
+def test_summary_without_statsmodels(school, monkeypatch):
+    """Without statsmodels the look-alike summary gives the same text and the same methods."""
+    from sparselmm.statsmodels import summary as summary_mod
+    from sparselmm.statsmodels.summary import MixedLMSummary
+
+    ours = quiet_fit(mixedlm("y ~ x + z", school, groups="school", vc_formula={"c": "0 + C(classroom)"}))
+    with_sm = ours.summary(title="T_1")
+    monkeypatch.setattr(summary_mod, "statsmodels_summary2", lambda: None)
+    plain = ours.summary(title="T_1")
+    assert isinstance(plain, MixedLMSummary)
+    assert plain.as_text() == with_sm.as_text()
+    assert plain.title == "T_1" and list(plain.tables[1].index) == list(with_sm.tables[1].index)
+    latex = plain.as_latex(label="tab:x")
+    assert r"\caption{T\_1}" in latex and r"\label{tab:x}" in latex and latex.count(r"\begin{tabular}") == 2
+    assert r"c Var" in latex and r"P>|z|" in latex
+    html = plain.as_html()
+    assert html.count("<table") == 2 and "<caption>T_1</caption>" in html and "<th>P&gt;|z|</th>" in html
+
+
+def test_remove_data_keeps_summary(school):
+    res = quiet_fit(mixedlm("y ~ x", school, groups="school"))
+    text = res.summary().as_text()
+    params, bse = res.params.copy(), res.bse.copy()
+    res.remove_data()
+    assert res.summary().as_text() == text
+    pd.testing.assert_series_equal(res.params, params)
+    pd.testing.assert_series_equal(res.bse, bse)
+    assert res.model.endog is None and res.model.data.exog is None
+    np.testing.assert_allclose(res.predict(np.array([[1.0, 0.5]])), res.fe_params.iloc[0] + 0.5 * res.fe_params.iloc[1])
+    for what in (lambda: res.random_effects, lambda: res.fittedvalues, lambda: res.model.loglike(res.params_object)):
+        with pytest.raises(DataError, match="remove_data"):
+            what()
+    with pytest.raises(DataError, match="remove_data"):
+        res.model.get_distribution(res.params, res.scale)
+    with pytest.raises(DataError, match="remove_data"):
+        res.model.group_list(np.arange(3))
+
+
+def test_get_distribution_draws_as_statsmodels(school):
+    m_sm, m_ours = _both(school, CASES["vc_multi"])
+    ref = sm_fit(m_sm)
+    params = np.asarray(ref.params)
+    for seed in (1, 2):
+        a = m_sm.get_distribution(params, ref.scale, None).rvs(0, rng=np.random.RandomState(seed))
+        b = m_ours.get_distribution(params, ref.scale, None).rvs(0, rng=np.random.RandomState(seed))
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+        a = m_sm.get_distribution(params, ref.scale, None).rvs(0, rng=np.random.default_rng(seed))
+        b = m_ours.get_distribution(params, ref.scale, None).rvs(0, rng=seed)
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+    new_exog = np.asarray(m_ours.exog) * 2
+    b = m_ours.get_distribution(params, ref.scale, new_exog).rvs(None, random_state=np.random.RandomState(3))
+    a = m_sm.get_distribution(params, ref.scale, new_exog).rvs(0, rng=np.random.RandomState(3))
+    np.testing.assert_allclose(b, a, rtol=1e-10)
+    assert m_ours.get_distribution(params, ref.scale).rvs().shape == (m_ours.nobs,)
+    with pytest.raises(ModelSpecError, match="params must have"):
+        m_ours.get_distribution(params[:-1], ref.scale)
+    with pytest.raises(ModelSpecError, match="scale must be"):
+        m_ours.get_distribution(params, -1.0)
+    with pytest.raises(DataError, match="exog must have"):
+        m_ours.get_distribution(params, ref.scale, new_exog[:5])
+    with pytest.raises(ModelSpecError, match="positive semi-definite"):
+        bad = params.copy()
+        bad[m_ours.k_fe] = -1.0
+        m_ours.get_distribution(bad, ref.scale)
+    with pytest.raises(ModelSpecError, match="rng must be"):
+        m_ours.get_distribution(params, ref.scale).rvs(0, rng="seed")
+
+
+def test_singular_warning_class():
+    """A boundary fit warns with a class statsmodels users filter on (and sparselmm's own)."""
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning as SMConvergence
+    from statsmodels.tools.sm_exceptions import SingularMatrixWarning
+
+    from sparselmm.statsmodels import MixedLMConvergenceWarning, SingularCovarianceWarning
+
+    assert issubclass(SingularCovarianceWarning, SingularMatrixWarning)
+    assert issubclass(SingularCovarianceWarning, sparselmm.SingularFitWarning)
+    assert issubclass(MixedLMConvergenceWarning, SMConvergence)
+    assert issubclass(MixedLMConvergenceWarning, sparselmm.ConvergenceWarning)
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(10), 6)
+    x = rng.normal(size=60)
+    d = pd.DataFrame({"y": x + rng.normal(size=60), "x": x, "g": g})  # no group effect
+    with pytest.warns(SingularMatrixWarning, match="random effects covariance matrix is singular"):
+        mixedlm("y ~ x", d, groups="g").fit()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        mixedlm("y ~ x", d, groups="g").fit()  # statsmodels' filter silences it
+    assert not [w for w in caught if issubclass(w.category, sparselmm.SingularFitWarning)]
+    with pytest.warns(SMConvergence, match="did not report convergence"):
+        mixedlm("y ~ x", d.assign(y=d.x + 0.1 * np.sin(np.arange(60))), groups="g").fit(method="nm", maxiter=2)
+
+
+def test_more_random_effects_than_observations_fits_with_a_warning():
+    from sparselmm.statsmodels import UnidentifiableWarning
+
+    rng = np.random.default_rng(5)
+    n = 40
+    d = pd.DataFrame({"g": np.repeat(np.arange(20), 2), "x": rng.normal(size=n), "z": rng.normal(size=n)})
+    d["y"] = d.x + rng.normal(size=20)[d.g] + rng.normal(size=n)
+    with pytest.warns(UnidentifiableWarning, match="40 coefficients for 40 observations"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sparselmm.SingularFitWarning)
+            warnings.simplefilter("ignore", sparselmm.ConvergenceWarning)
+            res = mixedlm("y ~ x", d, groups="g", re_formula="1 + z").fit()
+    assert np.isfinite(res.llf)
+    with pytest.raises(ModelSpecError, match="unidentifiable"):
+        sparselmm.lmer("y ~ x + (1 + z | g)", d)  # lme4's refusal stays for lmer
+
+
+def test_penalised_fits(school):
+    from statsmodels.base import _penalties as penalties
+
+    y, X = school.y.to_numpy(), np.column_stack([np.ones(len(school)), school.x, school.z])
+    g = school.school.to_numpy()
+    m = MixedLM(y, X, g)
+    base = quiet_fit(m)
+    zero = m.fit_regularized(method=penalties.L2(), alpha=0.0)
+    assert zero.llf == pytest.approx(base.llf, rel=1e-9)
+    for pen, alpha in ((penalties.L2(), 50.0), (penalties.PseudoHuber(0.3), 20.0)):
+        ours = m.fit_regularized(method=pen, alpha=alpha)
+        assert m.fe_pen is pen and pen.alpha == alpha
+        po = ours.params_object
+        assert ours.llf == pytest.approx(m.loglike(po, profile_fe=False), rel=1e-10)  # llf includes the penalty
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = sm.MixedLM(y, X, g).fit_regularized(method=pen, alpha=alpha)
+        # the same penalised criterion; statsmodels' optimiser (its gradient omits the penalty) stops short
+        assert ours.llf >= ref.llf - 1e-6 * abs(ref.llf)
+        assert ours.summary() is not None
+    # a covariance penalty: statsmodels' PSD barrier keeps cov_re away from zero
+    res = m.fit(cov_pen=penalties.PSD(5.0))
+    assert res.cov_re[0, 0] > base.cov_re[0, 0]
+    assert res.llf == pytest.approx(m.loglike(res.params_object, profile_fe=False), rel=1e-10)
+
+
+def test_exact_score_and_hessian_against_statsmodels(school):
+    """Exact derivatives in every parameterisation statsmodels offers: the score against statsmodels'
+    analytic score at points away from the optimum; the Hessian against statsmodels' at its optimum and,
+    away from it, against a numerical Hessian of the log-likelihood (statsmodels' analytic Hessian is the
+    Hessian of its log-likelihood only at the optimum: 14 % off at these points, REML)."""
+    import statsmodels.tools.numdiff as nd
+    from statsmodels.regression.mixed_linear_model import MixedLMParams as SMParams
+
+    rng = np.random.default_rng(8)
+    for case in ("slopes", "vc_multi"):
+        m_sm, m_ours = _both(school, CASES[case])
+        k_fe, k_re, k_vc = m_ours.k_fe, m_ours.k_re, m_ours.k_vc
+        for reml in (True, False):
+            ref = sm_fit(m_sm, reml=reml)
+            m_sm.reml = m_ours.reml = reml
+            h_ref, _ = m_sm.hessian(ref.params_object)
+            h_ours, sing = m_ours.hessian(ref.params_object)
+            assert not sing
+            np.testing.assert_allclose(h_ours, h_ref, rtol=1e-8, atol=1e-8 * np.abs(h_ref).max())
+            A = rng.normal(size=(k_re, k_re))
+            po = SMParams.from_components(
+                rng.normal(size=k_fe), A @ A.T + 0.2 * np.eye(k_re), vcomp=rng.uniform(0.2, 2, k_vc)
+            )
+            x = po.get_packed(use_sqrt=False, has_fe=True)
+
+            def loglike(v, m=m_ours, k_fe=k_fe, k_re=k_re):
+                return m.loglike(SMParams.from_packed(v, k_fe, k_re, False, True), profile_fe=False)
+
+            h_num = nd.approx_hess(x, loglike)
+            h_ours = m_ours.hessian(po)[0]
+            assert np.max(np.abs(h_ours - h_num)) < 1e-4 * np.max(np.abs(h_num))
+            for use_sqrt in (True, False):
+                m_sm.use_sqrt = m_ours.use_sqrt = use_sqrt
+                for profile in (True, False):
+                    g_ref = m_sm.score(po.copy(), profile_fe=profile)
+                    g_ours = m_ours.score(po.copy(), profile_fe=profile)
+                    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-8, atol=1e-8 * np.abs(g_ref).max())
+
+
+def test_finite_difference_fallback_for_large_models(school, monkeypatch):
+    from sparselmm.statsmodels import likelihood
+
+    m_ours = _both(school, CASES["vc_multi"])[1]
+    res = quiet_fit(m_ours)
+    exact = m_ours.hessian(res.params_object)[0]
+    g_exact = m_ours.score(res.params_object.copy(), profile_fe=False)
+    monkeypatch.setattr(likelihood, "EXACT_MAX_Q", 0)
+    approx = m_ours.hessian(res.params_object)[0]
+    assert np.max(np.abs(approx - exact)) < 1e-5 * np.max(np.abs(exact))
+    g_fd = m_ours.score(res.params_object.copy(), profile_fe=False)
+    assert np.max(np.abs(g_fd - g_exact)) < 1e-4 * max(1.0, np.max(np.abs(exact)))
+
+
+def test_subset_mask_of_wrong_length(school):
+    with pytest.raises(DataError, match="subset is a mask of 3 values"):
+        mixedlm("y ~ x", school, groups="school", subset=np.array([True, False, True]))

@@ -2,12 +2,27 @@
 
 ``from sparselmm import MixedLM, mixedlm`` in place of ``statsmodels.api.MixedLM`` /
 ``statsmodels.formula.api.mixedlm``. Modules: :mod:`.params` (MixedLMParams, VCSpec), :mod:`.structure`
-(groups, exog_re, exog_vc → one sparse design), :mod:`.likelihood` (statsmodels' log-likelihood from the
-engine), :mod:`.model` (MixedLM), :mod:`.results` (MixedLMResults), :mod:`.summary`, :mod:`.contrast`.
+(groups, exog_re, exog_vc → one sparse design), :mod:`.likelihood` (statsmodels' log-likelihood and its exact
+derivatives from the engine), :mod:`.model` (MixedLM), :mod:`.results` (MixedLMResults), :mod:`.data`
+(``model.data``), :mod:`.summary`, :mod:`.contrast`, :mod:`._compat` (the optional contacts with statsmodels).
 """
 
-from .model import MixedLM, UnsupportedOptionError, mixedlm
+from ._compat import MixedLMConvergenceWarning, SingularCovarianceWarning, UnidentifiableWarning
+from .data import ModelData
+from .model import MixedLM, MixedLMDistribution, UnsupportedOptionError, mixedlm
 from .params import MixedLMParams, VCSpec
 from .results import MixedLMResults
 
-__all__ = ["MixedLM", "MixedLMParams", "MixedLMResults", "UnsupportedOptionError", "VCSpec", "mixedlm"]
+__all__ = [
+    "MixedLM",
+    "MixedLMConvergenceWarning",
+    "MixedLMDistribution",
+    "MixedLMParams",
+    "MixedLMResults",
+    "ModelData",
+    "SingularCovarianceWarning",
+    "UnidentifiableWarning",
+    "UnsupportedOptionError",
+    "VCSpec",
+    "mixedlm",
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -10,11 +12,26 @@ import scipy.sparse as sp
 
 from ..data import as_dataframe
 from ..design import independent_columns
-from ..errors import DataError, FormulaError, ModelSpecError, SparseLMMError
+from ..errors import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    ModelSpecError,
+    NumericalError,
+    SingularFitWarning,
+    SparseLMMError,
+)
 from ..lmer import moment_start
 from ..optimize import OPTIMIZERS, optimize_theta
+from ._compat import (
+    MixedLMConvergenceWarning,
+    SingularCovarianceWarning,
+    UnidentifiableWarning,
+    is_penalty,
+)
+from .data import ModelData
 from .likelihood import Likelihood
-from .params import MixedLMParams, VCSpec, convert_vc_dict
+from .params import MixedLMParams, VCSpec, convert_vc_dict, psd_factor
 from .structure import (
     VCBlock,
     build_structure,
@@ -24,7 +41,7 @@ from .structure import (
     vc_block_from_spec,
 )
 
-__all__ = ["MixedLM", "UnsupportedOptionError", "mixedlm"]
+__all__ = ["MixedLM", "MixedLMDistribution", "UnsupportedOptionError", "mixedlm"]
 
 _FIT_KWARGS = ["gtol", "maxiter", "eps", "maxcor", "ftol", "tol", "disp", "maxls"]  # statsmodels' accepted set
 # statsmodels' scipy method names → our optimisers; any other name falls back to BOBYQA with a warning
@@ -32,7 +49,8 @@ _METHOD_MAP = {"nm": "nelder_mead", "nelder-mead": "nelder_mead", "lbfgs": "lbfg
 
 
 class UnsupportedOptionError(SparseLMMError, NotImplementedError):
-    """A statsmodels option that sparselmm's MixedLM does not implement."""
+    """A statsmodels option that sparselmm's MixedLM does not implement (none at present: penalised fits
+    are supported since 0.1; the class stays for code that catches it)."""
 
 
 def _as_2d(a, name: str) -> tuple[np.ndarray, list[str] | None]:
@@ -69,20 +87,35 @@ class MixedLM:
       BOBYQA otherwise) and a sparse or dense-Schur Cholesky, not BFGS over dense per-group matrices;
       ``method`` may name ``"auto"``, ``"bobyqa"``,
       ``"nelder_mead"``/``"nm"``, ``"lbfgsb"``/``"lbfgs"``; other scipy names fall back to BOBYQA with a
-      warning. ``score`` and ``hessian`` are finite differences of the exact log-likelihood (β parts
-      analytic) where statsmodels uses analytic formulas; they agree to about 1e-6 relative.
+      warning. ``score`` and ``hessian`` are exact, as statsmodels' (computed from the sparse engine's
+      q × q blocks, :mod:`sparselmm.statsmodels.likelihood`; they agree with statsmodels' to ~1e-10).
+      With ``fe_pen`` / ``cov_pen`` (statsmodels' penalised profile likelihood) the fit uses BOBYQA.
     * Without ``start_params`` the optimiser starts where ``lmer`` does (lme4's moment start when every
-      variance component is an indicator matrix); ``fit(do_cg=False)`` returns statsmodels' default start.
+      random effect is an intercept or an indicator-matrix variance component); ``fit(do_cg=False)``
+      returns statsmodels' default start.
     * ``missing="none"`` with missing values raises :class:`~sparselmm.DataError` (statsmodels fits NaNs).
-    * ``fe_pen`` and ``cov_pen`` (penalised fits) raise :class:`UnsupportedOptionError`; ``fit_regularized``
-      with ``method="l1"`` is supported.
-    * A boundary fit warns with :class:`~sparselmm.SingularFitWarning` (lme4's criterion, θ < 1e-4)
-      instead of statsmodels' scale-dependent "vcomp < 0.01" ConvergenceWarning.
+    * A boundary fit warns with :class:`~sparselmm.statsmodels.SingularCovarianceWarning` (lme4's criterion,
+      θ < 1e-4; the class is also statsmodels' ``SingularMatrixWarning`` and sparselmm's
+      ``SingularFitWarning``) instead of statsmodels' scale-dependent "vcomp < 0.01" ConvergenceWarning.
+      Convergence warnings are :class:`~sparselmm.statsmodels.MixedLMConvergenceWarning` (also
+      statsmodels' ``ConvergenceWarning``).
+    * A model with as many random effects (or levels) in a term as observations is fitted, as statsmodels
+      fits it, with an :class:`~sparselmm.statsmodels.UnidentifiableWarning` (``lmer`` refuses it, as lme4).
     * ``fit(do_cg=False)`` returns results at the starting values (statsmodels raises a NameError).
     """
 
     def __init__(self, endog, exog, groups, exog_re=None, exog_vc=None, use_sqrt=True, missing="none", **kwargs):
-        allowed = {"_formula", "_fixed_spec", "_data", "_group_name", "_exog_re_names", "_vc_blocks", "_endog_name"}
+        allowed = {
+            "_formula",
+            "_fixed_spec",
+            "_data",
+            "_group_name",
+            "_exog_re_names",
+            "_vc_blocks",
+            "_endog_name",
+            "_context",
+            "_missing_idx",
+        }
         for key in kwargs:
             if key not in allowed:
                 raise ValueError(f"argument {key} not permitted for MixedLM initialization")
@@ -94,6 +127,7 @@ class MixedLM:
         self._freepat = None
         self.formula = kwargs.get("_formula")
         self._fixed_spec = kwargs.get("_fixed_spec")
+        self._context = kwargs.get("_context")
         self.data_frame = kwargs.get("_data")
         self.missing = missing
         self._use_pandas = isinstance(exog, pd.DataFrame) or isinstance(endog, pd.Series) or self.formula is not None
@@ -115,6 +149,9 @@ class MixedLM:
         bad = ~np.isfinite(y) | ~np.all(np.isfinite(X), axis=1) | pd.isna(groups_arr)
         if Zre is not None:
             bad |= ~np.all(np.isfinite(Zre), axis=1)
+        orig_endog = endog if isinstance(endog, pd.Series | pd.DataFrame) else y
+        orig_exog = exog if isinstance(exog, pd.Series | pd.DataFrame) else X
+        missing_idx = kwargs.get("_missing_idx")
         if bad.any():
             if missing == "drop":
                 if exog_vc is not None:
@@ -123,6 +160,11 @@ class MixedLM:
                         f"{int(bad.sum())} incomplete rows before building exog_vc, or use from_formula."
                     )
                 keep = ~bad
+                missing_idx = np.flatnonzero(bad)
+                if isinstance(orig_endog, pd.Series | pd.DataFrame):
+                    orig_endog = orig_endog.iloc[keep]
+                if isinstance(orig_exog, pd.Series | pd.DataFrame):
+                    orig_exog = orig_exog.iloc[keep]
                 y, X, groups_arr = y[keep], X[keep], groups_arr[keep]
                 Zre = None if Zre is None else Zre[keep]
                 y_index = None if y_index is None else y_index[keep]
@@ -147,6 +189,7 @@ class MixedLM:
         bounds = np.searchsorted(codes[order], np.arange(self.n_groups + 1))
         self._group_rows = [order[bounds[i] : bounds[i + 1]] for i in range(self.n_groups)]
         self.row_indices = {g: list(r) for g, r in zip(labels, self._group_rows)}
+        self._group_sizes = np.array([r.size for r in self._group_rows], dtype=np.int64)
 
         # variance components
         vc_blocks: list[VCBlock] | None = kwargs.get("_vc_blocks")
@@ -206,6 +249,16 @@ class MixedLM:
                     f"exog is rank deficient: column(s) {dropped} are linear combinations of the others; drop them."
                 )
         self._lik: Likelihood | None = None
+        self._data_removed = False
+        self.data = ModelData(
+            self,
+            orig_endog,
+            orig_exog,
+            row_labels=y_index,
+            frame=self.data_frame,
+            model_spec=self._fixed_spec,
+            missing_row_idx=missing_idx,
+        )
 
     # ---- construction from a formula ---------------------------------------------------------
     @classmethod
@@ -228,6 +281,11 @@ class MixedLM:
         is given), ``vc_formula`` (dict name → formula of a variance component, evaluated within each
         group). Formulas are read by formulaic (patsy-compatible names such as ``C(x)[T.b]``).
 
+        Functions and variables that the formulas use and that are not columns of ``data`` (e.g.
+        ``"y ~ times_two(x)"``) are looked up in the caller's namespace, as statsmodels does; ``eval_env``
+        changes that: an int counts frames above the caller (0, the default, is the caller), ``-1`` means
+        no namespace, and a mapping (or patsy's ``EvalEnvironment``) is used as given.
+
         Differences from statsmodels (deliberate): ``subset`` is honoured (statsmodels silently ignores
         it); ``use_sparse`` is accepted and ignored (the design is always sparse); ``missing="none"`` with
         missing values raises instead of failing later.
@@ -239,7 +297,7 @@ class MixedLM:
         if args:
             raise ModelSpecError("MixedLM.from_formula takes no extra positional arguments.")
         groups = kwargs.pop("groups")
-        kwargs.pop("eval_env", None)
+        context = _formula_context(kwargs.pop("eval_env", None))
         use_sqrt = kwargs.pop("use_sqrt", True)
         if kwargs:
             raise ModelSpecError(f"Unknown keyword argument(s) {sorted(kwargs)} for MixedLM.from_formula.")
@@ -256,15 +314,19 @@ class MixedLM:
             groups = np.asarray(groups).ravel()
             if groups.size != len(data):
                 raise DataError(f"groups has {groups.size} values but data has {len(data)} rows.")
+        n_given = len(data)
+        positions = np.arange(n_given)
         if subset is not None:
             mask = np.asarray(subset)
             if mask.dtype == bool:
-                data, groups = data.loc[mask], groups[mask]
+                if mask.shape != (n_given,):
+                    raise DataError(f"subset is a mask of {mask.size} values but data has {n_given} rows.")
+                data, groups, positions = data.loc[mask], groups[mask], positions[mask]
             else:
                 pos = data.index.get_indexer(pd.Index(subset))
                 if (pos < 0).any():
                     raise DataError("subset names rows that are not in data's index.")
-                data, groups = data.iloc[pos], groups[pos]
+                data, groups, positions = data.iloc[pos], groups[pos], positions[pos]
         if "~" not in formula:
             raise FormulaError(f"formula {formula!r} needs a response: 'y ~ x1 + x2'.")
         re_text = None if re_formula is None else re_formula.strip().lstrip("~").strip()
@@ -278,17 +340,19 @@ class MixedLM:
             raise FormulaError(f"Could not parse the formulas: {err}") from None
         used = [c for c in data.columns if c in used]
         bad = data[used].isna().any(axis=1).to_numpy() | pd.isna(groups)
+        missing_idx = None
         if bad.any():
             if missing != "drop":
                 raise DataError(
                     f"{int(bad.sum())} rows have missing values in the model's columns {used}; pass missing='drop'."
                 )
+            missing_idx = positions[bad]
             data, groups = data.loc[~bad], groups[~bad]
         data = data.reset_index(drop=True) if subset is not None or bad.any() else data
 
         def build(spec, frame, what, output="pandas"):
             try:
-                return model_matrix(spec, frame, na_action="raise", output=output)
+                return model_matrix(spec, frame, na_action="raise", output=output, context=context)
             except Exception as err:
                 raise FormulaError(f"Could not build the {what} from {spec!r}: {err}") from None
 
@@ -340,11 +404,18 @@ class MixedLM:
             _exog_re_names=re_names,
             _vc_blocks=blocks,
             _endog_name=yname,
+            _context=context,
+            _missing_idx=missing_idx,
         )
 
     # ---- internals -----------------------------------------------------------------------------
     def likelihood(self) -> Likelihood:
         """The engine bridge (design, cross-products, deviance functions), built on first use."""
+        if self._data_removed:
+            raise DataError(
+                "This model's data were removed (results.remove_data()); refit from the data to compute "
+                "quantities that need them."
+            )
         if self._lik is None:
             structure = build_structure(
                 self.endog,
@@ -358,11 +429,23 @@ class MixedLM:
                 self._vc_blocks,
             )
             self._lik = Likelihood(structure)
+            for t in structure.design.terms:  # lme4's per-term checks, which lmer enforces
+                if t.q >= self.nobs or t.n_levels >= self.nobs:
+                    what = "group random effects" if t is structure.re_term else f"variance component {t.cnms[0]!r}"
+                    warnings.warn(
+                        f"The {what} have {t.q} coefficients for {self.nobs} observations: the variance "
+                        "parameters are not all identifiable from the residual variance, so the estimates may "
+                        "be arbitrary (lmer refuses such a model; statsmodels fits it).",
+                        UnidentifiableWarning,
+                        stacklevel=3,
+                    )
         return self._lik
 
     @property
     def exog_vc(self) -> VCSpec:
         """The variance components as a :class:`VCSpec` (per-group sparse matrices)."""
+        if self._data_removed:
+            raise DataError("This model's data were removed (results.remove_data()).")
         if self._exog_vc is None:
             mats = [[b.group_matrix(r, g) for g, r in enumerate(self._group_rows)] for b in self._vc_blocks]
             self._exog_vc = VCSpec(self.vcomp_names, [b.colnames for b in self._vc_blocks], mats)
@@ -378,6 +461,8 @@ class MixedLM:
         """``array`` split into one sub-array per group (groups in sorted order)."""
         if array is None:
             return None
+        if self._data_removed:
+            raise DataError("This model's data were removed (results.remove_data()).")
         arr = np.asarray(array)
         return [np.array(arr[r]) for r in self._group_rows]
 
@@ -406,7 +491,29 @@ class MixedLM:
         (MixedLMParams, or packed covariance parameters without fixed effects)."""
         pa = self._as_params(params, has_fe=False)
         beta = None if profile_fe else pa.fe_params
-        return self.likelihood().loglike(pa.cov_re, pa.vcomp, self.reml, beta)
+        lik = self.likelihood()
+        if self.fe_pen is None and self.cov_pen is None:
+            return lik.loglike(pa.cov_re, pa.vcomp, self.reml, beta)
+        theta = lik.theta(pa.cov_re, pa.vcomp)
+        if theta is None:
+            return float("nan")
+        st = lik.solve(theta, self.reml)
+        fe = st.beta if beta is None else beta
+        return lik.loglike_state(st, self.reml, beta) - self._penalty(fe, pa.cov_re)
+
+    def _penalty(self, fe_params, cov_re) -> float:
+        """statsmodels' penalties of a ``fit(fe_pen=..., cov_pen=...)``: subtracted from the log-likelihood."""
+        val = 0.0
+        if self.cov_pen is not None and self.k_re > 0:
+            cov_re = np.asarray(cov_re, dtype=float)
+            try:
+                inv = np.linalg.inv(cov_re)
+            except np.linalg.LinAlgError:
+                inv = np.linalg.pinv(cov_re)
+            val += float(self.cov_pen.func(cov_re, inv))
+        if self.fe_pen is not None:
+            val += float(self.fe_pen.func(np.asarray(fe_params, dtype=float)))
+        return val
 
     def score(self, params, profile_fe=True):
         """Score in the packed parameterisation given by ``use_sqrt`` (finite differences; with
@@ -498,7 +605,7 @@ class MixedLM:
         """Minimise the deviance over the free parameters (from ``theta0`` if given, else ``start``);
         returns (θ̂, OptInfo)."""
         lik = self.likelihood()
-        dev = lik.devfun(reml)
+        dev = self._objective(lik.devfun(reml))
         s = lik.structure
         if theta0 is None:
             theta0 = lik.theta(start.cov_re, start.vcomp)
@@ -553,6 +660,23 @@ class MixedLM:
             return theta0, dev(theta0), OptInfo("none", 1, True, "no free parameters", theta0.copy())
         return _optimize_free(f, x0, lo, optimizer, control, to_theta)
 
+    def _objective(self, dev):
+        """The deviance, or with ``fe_pen`` / ``cov_pen`` set, ``deviance + 2 · penalty`` at the GLS fixed
+        effects (statsmodels' penalised profile likelihood; derivative-free, so BOBYQA)."""
+        if self.fe_pen is None and self.cov_pen is None:
+            return dev
+        lik = self.likelihood()
+
+        def penalised(theta):
+            try:
+                st = dev.solve(theta)
+            except NumericalError:
+                return float("inf")
+            cov_re = lik.params_from_theta(theta).cov_re
+            return st.deviance + 2.0 * self._penalty(st.beta, cov_re)
+
+        return penalised
+
     def fit(
         self,
         start_params=None,
@@ -583,11 +707,13 @@ class MixedLM:
                 FutureWarning,
                 stacklevel=2,
             )
-        if fe_pen is not None or cov_pen is not None:
-            raise UnsupportedOptionError(
-                "fe_pen / cov_pen (penalised likelihood) are not supported by sparselmm.MixedLM; use "
-                "fit_regularized(method='l1', alpha=...) for an L1 penalty on the fixed effects, or statsmodels."
-            )
+        for name, pen, how in (
+            ("fe_pen", fe_pen, "func(params) and deriv(params), e.g. statsmodels.base._penalties.L2()"),
+            ("cov_pen", cov_pen, "func(cov_re, cov_re_inv), e.g. statsmodels.base._penalties.PSD(1.0)"),
+        ):
+            if pen is not None and not callable(getattr(pen, "func", None)):
+                raise ModelSpecError(f"{name} must be a penalty object with {how}; got {type(pen).__name__}.")
+        self.fe_pen, self.cov_pen = fe_pen, cov_pen
         optimizer = self._optimizer(method)
         if niter_sa > 0:
             warnings.warn("niter_sa is currently ignored", UserWarning, stacklevel=2)
@@ -607,8 +733,9 @@ class MixedLM:
             # without start_params, start where lmer() starts (lme4's moment start for intercept-only
             # variance components; statsmodels' cov_re = I, vcomp = 1 otherwise): the optimum is the same,
             # the path shorter (InstEval's crossed model: 10 instead of 27 gradient evaluations)
-            theta0 = moment_start(lik.design) if start_params is None and free is None else None
-            theta, _, info = self._optimize(start, self.reml, free, optimizer, control, theta0=theta0)
+            theta0 = _moment_start(lik) if start_params is None and free is None else None
+            with _statsmodels_warnings():
+                theta, _, info = self._optimize(start, self.reml, free, optimizer, control, theta0=theta0)
             converged = info.converged
             if hist is not None:
                 hist.append(
@@ -628,19 +755,29 @@ class MixedLM:
         return MixedLMResults._from_theta(self, theta, converged, hist, info)
 
     def fit_regularized(self, start_params=None, method="l1", alpha=0, ceps=1e-4, ptol=1e-6, maxit=200, **fit_kwargs):
-        """L1-penalised fixed effects with the covariance held at the unpenalised fit (statsmodels'
-        cyclic coordinate descent on the GLS criterion). Penalty objects are not supported.
+        """Penalised fixed effects, as statsmodels.
 
-        Difference from statsmodels (deliberate): ``llf`` and ``params_object`` of the result use the
+        ``method="l1"``: L1-penalised fixed effects with the covariance held at the unpenalised fit
+        (statsmodels' cyclic coordinate descent on the GLS criterion, weights ``alpha``). A statsmodels
+        penalty object (``statsmodels.base._penalties.L2()``, ``PseudoHuber(0.3)``, ...): its ``alpha`` is
+        set to ``alpha`` and the model is fitted with ``fit(fe_pen=method)``, statsmodels' penalised profile
+        likelihood (the penalty at the GLS fixed effects enters the covariance estimate).
+
+        Difference from statsmodels (deliberate): ``llf`` and ``params_object`` of an L1 result use the
         profile-scale covariance and the variance components (statsmodels passes the scaled ``cov_re``
         and drops ``vcomp``, so its ``llf`` there is not the model's log-likelihood).
         """
         from .results import MixedLMResults
 
         if not isinstance(method, str):
-            raise UnsupportedOptionError(
-                "Penalty objects are not supported by sparselmm.MixedLM.fit_regularized; use method='l1'."
-            )
+            if not is_penalty(method):
+                raise ModelSpecError(
+                    "method must be 'l1' or a penalty object with func(params) and deriv(params) (e.g. "
+                    f"statsmodels.base._penalties.L2()); got {type(method).__name__}."
+                )
+            method.alpha = alpha
+            fit_kwargs["fe_pen"] = method
+            return self.fit(start_params=start_params, **fit_kwargs)
         if method.lower() != "l1":
             raise ValueError("Invalid regularization method")
         alpha = np.full(self.k_fe, float(alpha)) if np.isscalar(alpha) else np.asarray(alpha, dtype=float)
@@ -666,11 +803,70 @@ class MixedLM:
                 break
         return MixedLMResults._regularized(mdf, fe, ceps)
 
+    def get_distribution(self, params, scale, exog=None) -> MixedLMDistribution:
+        """A generator of responses from the model at ``params`` (packed with fixed effects, non-square-root,
+        covariances divided by ``scale``) and residual variance ``scale``; ``exog`` replaces the fixed-effects
+        covariates. Use ``.rvs(n, rng=...)``."""
+        if self._data_removed:
+            raise DataError("This model's data were removed (results.remove_data()); refit to simulate.")
+        return MixedLMDistribution(self, params, scale, exog)
+
     def __repr__(self) -> str:
         return (
             f"<sparselmm.MixedLM n={self.nobs}, groups={self.n_groups}, k_fe={self.k_fe}, k_re={self.k_re}, "
             f"k_vc={self.k_vc}>"
         )
+
+
+def _moment_start(lik: Likelihood) -> np.ndarray:
+    """lme4's moment start (:func:`sparselmm.lmer.moment_start`) for the facade's design.
+
+    ``moment_start`` recognises a random intercept by lme4's column name; the facade names the group's
+    columns the statsmodels way (``"Group"``, the group column's name, ``x_re1``), so a group term whose
+    single column is all ones is presented to it as the intercept it is. (From statsmodels' start, θ = 1,
+    a gradient fit of statsmodels' test model lme05 stopped at the stationary point θ = 0.)
+    """
+    from types import SimpleNamespace
+
+    design = lik.design
+    terms = []
+    for t in design.terms:
+        if t.Zt_block is None and t.k == 1 and np.all(t.z == 1.0):
+            t = SimpleNamespace(
+                Zt_block=None, cnms=["Intercept"], refs=t.refs, n_levels=t.n_levels, group_name=t.group_name
+            )
+        terms.append(t)
+    return moment_start(SimpleNamespace(theta0=design.theta0, terms=terms, y=design.y))
+
+
+class _statsmodels_warnings:
+    """Re-emit the engine's warnings as the facade's classes, which statsmodels users filter on.
+
+    ``SingularFitWarning`` becomes :class:`SingularCovarianceWarning` (also statsmodels'
+    ``SingularMatrixWarning``, worded as statsmodels words it); ``ConvergenceWarning`` becomes
+    :class:`MixedLMConvergenceWarning` (also statsmodels' ``ConvergenceWarning``); others pass unchanged.
+    """
+
+    def __enter__(self):
+        self._cm = warnings.catch_warnings(record=True)
+        self._caught = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        for w in self._caught:
+            msg, cat = str(w.message), w.category
+            if issubclass(cat, SingularFitWarning) and not issubclass(cat, SingularCovarianceWarning):
+                msg = (
+                    "The random effects covariance matrix is singular: a variance is estimated as zero or a "
+                    f"correlation as +-1 ({msg}; lme4's rule, a Cholesky-factor diagonal below 1e-4)."
+                )
+                cat = SingularCovarianceWarning
+            elif issubclass(cat, ConvergenceWarning) and not issubclass(cat, MixedLMConvergenceWarning):
+                cat = MixedLMConvergenceWarning
+            warnings.warn(msg, cat, stacklevel=3)
+        return False
 
 
 def _optimize_free(f, x0, lower, optimizer, control, to_theta):
@@ -680,8 +876,111 @@ def _optimize_free(f, x0, lower, optimizer, control, to_theta):
     return to_theta(np.array(x, dtype=float)), fx, info
 
 
+class MixedLMDistribution:
+    """Draws from a mixed linear model at given parameters (``MixedLM.get_distribution``), as statsmodels'
+    ``_mixedlm_distribution``: ``rvs`` draws the group random effects, then each variance component's
+    coefficients group by group, then the residuals, in statsmodels' order (same draws for the same
+    generator), vectorised over the groups.
+
+    ``params`` are packed with the fixed effects and in the plain (non-square-root) parameterisation, with
+    the covariance parameters divided by ``scale`` (as ``MixedLMResults.params``).
+    """
+
+    def __init__(self, model, params, scale, exog=None):
+        params = np.asarray(params, dtype=float).ravel()
+        need = model.k_fe + model.k_re2 + model.k_vc
+        if params.size != need:
+            raise ModelSpecError(
+                f"params must have {need} values (fixed effects, cov_re lower triangle, variance components), "
+                f"not {params.size}."
+            )
+        if not np.isfinite(scale) or scale <= 0:
+            raise ModelSpecError(f"scale must be a positive number, not {scale!r}.")
+        self.model = model
+        self.exog = model.exog if exog is None else np.asarray(exog, dtype=float)
+        if self.exog.ndim == 1:
+            self.exog = self.exog[:, None]
+        if self.exog.shape != (model.nobs, model.k_fe):
+            raise DataError(
+                f"exog must have {model.nobs} rows (one per observation of the model) and {model.k_fe} columns, "
+                f"not shape {self.exog.shape}."
+            )
+        po = MixedLMParams.from_packed(params, model.k_fe, model.k_re, False, True)
+        self.fe_params = po.fe_params
+        self.cov_re = scale * po.cov_re
+        self.vcomp = scale * po.vcomp
+        self.scale = float(scale)
+        self._T = psd_factor(self.cov_re)
+        if self._T is None or np.any(self.vcomp < 0):
+            raise ModelSpecError("params must give a positive semi-definite cov_re and non-negative vcomp.")
+        self.group_idx = model._codes
+
+    def rvs(self, n=None, rng=None, random_state=None):
+        """A simulated response vector (``n`` is ignored, as in statsmodels). ``rng``: None, a seed, a
+        ``numpy.random.Generator`` or ``RandomState`` (``random_state`` is statsmodels' deprecated name)."""
+        if rng is None:
+            rng = random_state
+        rng = _check_random_state(rng)
+        model = self.model
+        y = self.exog @ self.fe_params
+        if model.k_re:
+            u = rng.normal(size=(model.n_groups, model.k_re)) @ self._T.T
+            y = y + (u[self.group_idx, :] * model.exog_re).sum(1)
+        for blk, v in zip(model._vc_blocks, self.vcomp):
+            y = y + np.sqrt(v) * (blk.matrix @ rng.normal(size=blk.matrix.shape[1]))
+        return y + np.sqrt(self.scale) * rng.normal(size=y.size)
+
+
+def _check_random_state(rng):
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator | np.random.RandomState):
+        return rng
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError):
+        raise ModelSpecError(
+            f"rng must be None, a seed, a numpy Generator or RandomState, not {type(rng).__name__}."
+        ) from None
+
+
 def mixedlm(
     formula, data, re_formula=None, vc_formula=None, subset=None, use_sparse=False, missing="none", *args, **kwargs
 ):
     """Formula interface, as ``statsmodels.formula.api.mixedlm``; see :meth:`MixedLM.from_formula`."""
+    if kwargs.get("eval_env") is None:
+        kwargs["eval_env"] = _formula_context(None)  # this function's caller
     return MixedLM.from_formula(formula, data, re_formula, vc_formula, subset, use_sparse, missing, *args, **kwargs)
+
+
+def _formula_context(eval_env, _frames: int = 2):
+    """The namespace formulas are evaluated in (functions and variables that are not data columns).
+
+    ``None`` or an int ``k``: the locals and globals ``k`` frames above the caller of the public function
+    that calls this helper (``_frames`` counts this helper and that function); ``-1``: none; a mapping,
+    or an object with a ``namespace`` mapping (patsy's ``EvalEnvironment``), as given.
+    """
+    from formulaic.utils.context import capture_context
+
+    if eval_env is None:
+        eval_env = 0
+    if isinstance(eval_env, bool) or not isinstance(eval_env, int | Mapping) and not hasattr(eval_env, "namespace"):
+        raise FormulaError(
+            f"eval_env must be an int (frames above the caller), -1 (no namespace) or a mapping of names, "
+            f"not {type(eval_env).__name__}."
+        )
+    if isinstance(eval_env, int):
+        if eval_env == -1:
+            return {}
+        if eval_env < -1:
+            raise FormulaError(f"eval_env={eval_env} is not a frame offset; use 0 (the caller), 1, ... or -1.")
+        depth = _frames + eval_env
+        frame = sys._getframe(0)
+        for _ in range(depth):
+            if frame.f_back is None:
+                raise FormulaError(f"eval_env={eval_env} reaches above the outermost frame.")
+            frame = frame.f_back
+        return capture_context(depth)
+    if isinstance(eval_env, Mapping):
+        return eval_env
+    return eval_env.namespace

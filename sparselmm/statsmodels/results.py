@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import ConvergenceWarning, ModelSpecError
+from ..errors import DataError, ModelSpecError
+from ._compat import MixedLMConvergenceWarning
 from .contrast import ContrastResults, linear_constraints, t_test, wald_test
 from .params import MixedLMParams
 
@@ -66,7 +67,7 @@ class MixedLMResults:
         if np.any(hess_diag >= 0) or np.any(~np.isfinite(hess_diag)):
             warnings.warn(
                 "The Hessian matrix at the estimated parameter values is not positive definite.",
-                ConvergenceWarning,
+                MixedLMConvergenceWarning,
                 stacklevel=3,
             )
         res = cls(model, po.get_packed(use_sqrt=False, has_fe=True), pcov / scale)
@@ -86,8 +87,12 @@ class MixedLMResults:
         self.method = "REML" if reml else "ML"
         self.converged = bool(converged)
         self.freepat = free
-        lik = self.model.likelihood()
+        model = self.model
+        lik = model.likelihood()
+        self.cov_pen = model.cov_pen
         self.llf = lik.loglike(po.cov_re, po.vcomp, self.reml, beta=fe)
+        if model.fe_pen is not None or model.cov_pen is not None:  # statsmodels' llf includes the penalties
+            self.llf -= model._penalty(fe, po.cov_re)
 
     @classmethod
     def _regularized(cls, mdf, fe, ceps):
@@ -293,6 +298,10 @@ class MixedLMResults:
             names.extend(f"{blk.name}[{c}]" for c in blk.colnames[g])
         return names
 
+    def _need_data(self):
+        if self.model._data_removed:
+            raise DataError("The data were removed (remove_data()); refit the model to compute this.")
+
     @property
     def random_effects(self) -> dict:
         """Conditional means (BLUPs) of each group's random effects: a dict group → Series, named as
@@ -323,6 +332,7 @@ class MixedLMResults:
         return self._cache["recov"]
 
     def _index(self):
+        self._need_data()
         idx = self.model._row_index
         return idx if idx is not None else pd.RangeIndex(self.nobs)
 
@@ -345,12 +355,15 @@ class MixedLMResults:
         model = self.model
         index = None
         if exog is None:
+            self._need_data()
             X = model.exog
             index = self._index() if model._use_pandas else None
         elif transform and model._fixed_spec is not None and isinstance(exog, pd.DataFrame | dict):
             frame = pd.DataFrame(exog)
             try:
-                X = np.asarray(model._fixed_spec.get_model_matrix(frame, na_action="raise"), dtype=float)
+                X = np.asarray(
+                    model._fixed_spec.get_model_matrix(frame, na_action="raise", context=model._context), dtype=float
+                )
             except Exception as err:
                 raise ModelSpecError(f"Could not build the fixed-effects matrix for exog: {err}") from None
             index = frame.index
@@ -414,10 +427,33 @@ class MixedLMResults:
 
     # ---- summary ---------------------------------------------------------------------------------------
     def summary(self, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05):
-        """statsmodels' summary table (same layout as ``summary2``); print it or call ``as_text()``."""
+        """statsmodels' summary: a ``statsmodels.iolib.summary2.Summary`` when statsmodels is installed
+        (``tables``, ``as_text()``, ``as_latex()``, ``as_html()``), else a look-alike with the same
+        methods and text."""
         from .summary import mixedlm_summary
 
         return mixedlm_summary(self, yname, xname_fe, xname_re, title, alpha)
+
+    def remove_data(self):
+        """Drop the data arrays and the factorisation built from them, from the results and the model, as
+        statsmodels' ``remove_data`` (to keep a small object). ``params``, ``bse``, ``cov_params``, ``llf``,
+        ``summary()``, the tests and ``predict(exog)`` keep working; anything that needs the data (random
+        effects, fitted values, ``loglike``, refits) then raises :class:`~sparselmm.DataError`."""
+        model = self.model
+        # what summary() and the scale-dependent attributes need is already stored on the results
+        model.endog = model.exog = model.exog_re = model.groups = None
+        model.data_frame = None
+        model._lik = None
+        model._data_removed = True
+        model._group_rows = None
+        model.row_indices = None
+        model._codes = None
+        model._row_index = None
+        model._vc_blocks = None
+        model._exog_vc = None
+        model.data._remove()
+        self._state = None
+        self._cache.clear()
 
     def __repr__(self) -> str:
         return f"<sparselmm MixedLMResults ({self.method}), llf={self.llf:.4f}, nobs={self.nobs}>"
@@ -430,7 +466,9 @@ def _inv(A: np.ndarray) -> np.ndarray:
         return np.linalg.inv(A)
     except np.linalg.LinAlgError:
         warnings.warn(
-            "The Hessian is singular; using its pseudo-inverse for the covariance.", ConvergenceWarning, stacklevel=3
+            "The Hessian is singular; using its pseudo-inverse for the covariance.",
+            MixedLMConvergenceWarning,
+            stacklevel=3,
         )
         return np.linalg.pinv(A)
 

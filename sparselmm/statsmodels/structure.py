@@ -133,7 +133,11 @@ def build_structure(
     exog_re_names: list[str],
     vc_blocks: list[VCBlock],
 ) -> GroupStructure:
-    """One :class:`~sparselmm.design.Design` for the group term and the variance components."""
+    """One :class:`~sparselmm.design.Design` for the group term and the variance components.
+
+    Unlike ``lmer``, a model with as many random effects (or levels) as observations is built, as
+    statsmodels builds it; :class:`~sparselmm.statsmodels.MixedLM` warns about it.
+    """
     n = y.size
     terms: list[ReTerm] = []
     re_term = None
@@ -181,7 +185,7 @@ def build_structure(
             "The model has no random effects (exog_re has 0 columns and there are no variance components); "
             "fit it with ordinary least squares instead, or give exog_re / re_formula or exog_vc / vc_formula."
         )
-    design = design_from_arrays(y, X, fixed_names, terms, label="MixedLM")
+    design = design_from_arrays(y, X, fixed_names, terms, label="MixedLM", check_levels=False)
     perm = []
     if re_term is not None:
         pos = {rc: i for i, rc in enumerate(zip(*re_term.tril_indices()))}

@@ -1,12 +1,33 @@
-"""The text summary of a MixedLM fit, laid out exactly as statsmodels' ``summary2`` prints it."""
+"""The summary of a MixedLM fit: statsmodels' own ``summary2.Summary`` when statsmodels is installed (so
+``isinstance(res.summary(), Summary)``, ``.tables``, ``.as_latex()``, ``.as_html()`` and code written for
+statsmodels work), otherwise :class:`MixedLMSummary`, which lays the same tables out exactly as
+``summary2`` prints them and offers the same methods."""
 
 from __future__ import annotations
+
+import html
+import re
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._compat import statsmodels_summary2
+
 __all__ = ["MixedLMSummary", "mixedlm_summary"]
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "^": r"\^{}",
+    "~": r"\~{}",
+}
 
 
 def _fmt(x, float_format="%.4f") -> str:
@@ -36,12 +57,59 @@ def _render(
 
 
 class MixedLMSummary:
-    """A printable summary: ``tables`` (info, coefficients as DataFrames), ``as_text()``."""
+    """A printable summary without statsmodels: ``tables`` (info, coefficients as DataFrames), ``title``,
+    ``as_text()``, ``as_latex()``, ``as_html()`` (as ``statsmodels.iolib.summary2.Summary``)."""
 
     def __init__(self, title: str, info: dict, coef: pd.DataFrame):
         self.title = title
         self.info = info
-        self.tables = [pd.DataFrame(list(info.items())), coef]
+        self.extra_txt = None
+        self.tables = [pd.DataFrame([[_fmt(k), _fmt(v)] for k, v in info.items()]), coef]
+
+    def _cells(self) -> list[tuple[list[str] | None, list[list[str]]]]:
+        """Each table as (header or None, rows of text cells)."""
+        info = [[_fmt(k), _fmt(v)] for k, v in self.info.items()]
+        coef = self.tables[1]
+        rows = [[str(idx)] + [str(v) for v in row] for idx, row in zip(coef.index, coef.to_numpy())]
+        return [(None, info), ([""] + [str(c) for c in coef.columns], rows)]
+
+    def as_html(self) -> str:
+        """The tables as HTML (one ``<table>`` each, the title as the first one's caption)."""
+        out = []
+        for i, (header, rows) in enumerate(self._cells()):
+            parts = ['<table class="simpletable">']
+            if i == 0:
+                parts.append(f"<caption>{html.escape(self.title)}</caption>")
+            if header is not None:
+                parts.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+            for r in rows:
+                parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+            parts.append("</table>")
+            out.append("\n".join(parts))
+        return "\n".join(out)
+
+    def as_latex(self, label: str = "") -> str:
+        """The tables as a LaTeX ``table`` with one ``tabular`` per table."""
+
+        def esc(text: str) -> str:
+            return re.sub(r"[\\&%$#_{}^~]", lambda m: _LATEX[m.group(0)], text)
+
+        lines = ["\\begin{table}", f"\\caption{{{esc(self.title)}}}"]
+        if label:
+            lines.append(f"\\label{{{label}}}")
+        lines.append("\\begin{center}")
+        for header, rows in self._cells():
+            ncol = len(rows[0]) if rows else len(header or [])
+            lines.append("\\begin{tabular}{l" + "r" * (ncol - 1) + "}")
+            lines.append("\\hline")
+            if header is not None:
+                lines.append(" & ".join(esc(h) for h in header) + " \\\\")
+                lines.append("\\hline")
+            lines.extend(" & ".join(esc(c) for c in r) + " \\\\" for r in rows)
+            lines.append("\\hline")
+            lines.append("\\end{tabular}")
+        lines += ["\\end{center}", "\\end{table}"]
+        return "\n".join(lines)
 
     def as_text(self) -> str:
         items = [(_fmt(k), _fmt(v)) for k, v in self.info.items()]
@@ -82,7 +150,7 @@ class MixedLMSummary:
         return self.as_text()
 
 
-def mixedlm_summary(res, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05) -> MixedLMSummary:
+def mixedlm_summary(res, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05):
     model = res.model
     names = list(model.param_names)
     k_fe = res.k_fe
@@ -94,7 +162,7 @@ def mixedlm_summary(res, yname=None, xname_fe=None, xname_re=None, title=None, a
         if len(xname_re) != len(names) - k_fe:
             raise ValueError(f"xname_re should be a list of length {len(names) - k_fe:d}")
         names[k_fe:] = xname_re
-    sizes = np.array([r.size for r in model._group_rows])
+    sizes = model._group_sizes
     info = {
         "Model:": "MixedLM",
         "No. Observations:": str(model.nobs),
@@ -127,4 +195,12 @@ def mixedlm_summary(res, yname=None, xname_fe=None, xname_re=None, title=None, a
     frame = pd.DataFrame(
         [[f"{x:.3f}" if np.isfinite(x) else "" for x in row] for row in sdf], index=names, columns=cols
     )
-    return MixedLMSummary(title or "Mixed Linear Model Regression Results", info, frame)
+    title = title or "Mixed Linear Model Regression Results"
+    summary2 = statsmodels_summary2()
+    if summary2 is not None:
+        smry = summary2.Summary()
+        smry.add_dict(info)
+        smry.add_title(title)
+        smry.add_df(frame, align="r")
+        return smry
+    return MixedLMSummary(title, info, frame)
