@@ -3,6 +3,15 @@
 scikit-sparse 0.4 (``analyze`` → ``Factor.cholesky_inplace``) and 0.5 (``CholeskyFactor`` →
 ``.factorize``) differ; :class:`SparseCholesky` gives the rest of the package one small interface over
 both: analyse once, refactor numerically many times, solve with ``L`` and read ``log|L|²``.
+
+Errors: 0.4 reports bad input and failed factorisations as ``CholmodError``; 0.5 raises ``CholmodError``
+for CHOLMOD's own failures but plain ``ValueError`` for input it validates itself (a non-square or
+mis-shaped matrix). Both become :class:`~sparselmm.NumericalError` here, so callers see one error class
+whichever scikit-sparse is installed.
+
+Which scikit-sparse: 0.4.12-0.4.16 build against SuiteSparse 5 (Debian 12) and 7 (Debian 13, Ubuntu
+24.04) alike; 0.5 needs SuiteSparse >= 7 and has no wheels, so the package requires ``<0.5`` (checked on
+fresh Debian 12 and 13 systems, see the README's development section). 0.5 installed by hand works too.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ from sksparse.cholmod import CholmodError
 
 __all__ = ["SparseCholesky", "CHOLMOD_API"]
 
+# what either API raises for a matrix it cannot analyse or factor (ValueError: 0.5's input validation)
+_FAILURES = (CholmodError, ValueError)
+
 CHOLMOD_API = "0.5" if _CholeskyFactor is not None else "0.4"
 
 
@@ -36,6 +48,11 @@ class SparseCholesky:
 
     def __init__(self, A_lower: sp.csc_matrix, ordering: str = "default", mode: str = "auto"):
         self.n = A_lower.shape[0]
+        if A_lower.ndim != 2 or A_lower.shape[0] != A_lower.shape[1]:
+            raise NumericalError(
+                f"CHOLMOD's symbolic analysis ({ordering=}) failed: the matrix is {A_lower.shape[0]} x "
+                f"{A_lower.shape[1]}, not square."
+            )
         try:
             if _CholeskyFactor is not None:
                 self._factor = _CholeskyFactor(A_lower, lower=True, order=ordering, supernodal_mode=mode)
@@ -45,19 +62,24 @@ class SparseCholesky:
 
                 self._factor = analyze(A_lower, mode=mode, ordering_method=ordering)
                 self.perm = np.asarray(self._factor.P(), dtype=np.int64)
-        except CholmodError as err:  # e.g. a CHOLMOD built without METIS asked for ordering="metis"
+        except _FAILURES as err:  # e.g. a CHOLMOD built without METIS asked for ordering="metis"
             raise NumericalError(f"CHOLMOD's symbolic analysis ({ordering=}) failed: {err}") from None
         self.iperm = np.empty_like(self.perm)
         self.iperm[self.perm] = np.arange(self.n)
 
     def factorize(self, A_lower: sp.csc_matrix, beta: float = 0.0) -> None:
         """Numeric factorisation of ``A + βI`` reusing the symbolic analysis; raises NumericalError."""
+        if A_lower.shape != (self.n, self.n):
+            raise NumericalError(
+                f"Sparse Cholesky factorisation failed: the matrix is {A_lower.shape[0]} x {A_lower.shape[1]}, "
+                f"but the analysis was for {self.n} x {self.n}."
+            )
         try:
             if _CholeskyFactor is not None:
                 self._factor.factorize(A_lower, ldl=False, beta=beta)
             else:
                 self._factor.cholesky_inplace(A_lower, beta=beta)
-        except CholmodError as err:
+        except _FAILURES as err:
             raise NumericalError(f"Sparse Cholesky factorisation failed: {err}") from None
 
     def logdet(self) -> float:
