@@ -157,22 +157,15 @@ class GlmerResult:
         out = []
         for t in d.terms:
             blocks = np.zeros((t.n_levels, t.k, t.k))
-            cols = np.arange(t.offset, t.offset + t.q)
-            for start in range(0, cols.size, 2000):
-                c = cols[start : start + 2000]
-                E = np.zeros((q, c.size))
-                E[c, np.arange(c.size)] = 1.0
-                # Λ C⁻¹ Λᵀ e: apply Λᵀ, solve, apply Λ
-                rhs = np.asarray(Lt @ np.asarray(Lt.T @ E)) if False else np.asarray(Lt @ E)
-                sol = model.solve(rhs)
-                S = np.asarray(Lt.T @ sol)[c, :]
-                lev = (c - t.offset) // t.k
-                pos = (c - t.offset) % t.k
-                for ii in range(t.k):
-                    sel = np.flatnonzero(pos == ii)
-                    for jj in range(t.k):
-                        rows = np.flatnonzero(pos == jj)
-                        blocks[lev[sel], jj, ii] = S[rows, :][:, sel].diagonal() if rows.size == sel.size else 0
+            per = max(1, 2000 // t.k)
+            for l0 in range(0, t.n_levels, per):
+                levs = np.arange(l0, min(l0 + per, t.n_levels))
+                cols = (t.offset + levs[:, None] * t.k + np.arange(t.k)[None, :]).ravel()
+                E = np.zeros((q, cols.size))
+                E[cols, np.arange(cols.size)] = 1.0
+                Y = np.asarray(Lt.T @ model.solve(np.asarray(Lt @ E)))  # Λ C⁻¹ Λᵀ E
+                sub = Y[cols, :].reshape(levs.size, t.k, levs.size, t.k)
+                blocks[levs] = sub[np.arange(levs.size), :, np.arange(levs.size), :]
             out.append(blocks)
         return out
 
