@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -14,8 +15,8 @@ nox.options.reuse_existing_virtualenvs = True
 ROOT = Path(__file__).parent
 
 
-def scikit_sparse_requirement() -> str:
-    """scikit-sparse 0.5 needs SuiteSparse >= 7; with the SuiteSparse 5 of Debian 12 use 0.4.x."""
+def suitesparse_version() -> int | None:
+    """SuiteSparse's main version from the installed headers (None when they are not found)."""
     for header in (
         "/usr/include/suitesparse/SuiteSparse_config.h",
         "/usr/local/include/suitesparse/SuiteSparse_config.h",
@@ -23,18 +24,39 @@ def scikit_sparse_requirement() -> str:
         path = Path(header)
         if path.exists():
             match = re.search(r"#define\s+SUITESPARSE_MAIN_VERSION\s+(\d+)", path.read_text())
-            if match and int(match.group(1)) < 7:
-                return "scikit-sparse>=0.4.12,<0.5"
-    return "scikit-sparse>=0.4.12"
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def scikit_sparse_requirement() -> str | None:
+    """An extra scikit-sparse to install over the package's own pin, or None (the usual case).
+
+    pyproject.toml requires ``scikit-sparse>=0.4.12,<0.5``: 0.4.x builds against SuiteSparse 5 and 7 alike,
+    so a plain install needs no help. To exercise sparselmm/_cholmod.py's scikit-sparse 0.5 code path, set
+    ``SPARSELMM_SCIKIT_SPARSE=0.5.0`` (any version): it is installed after the package, without
+    dependencies, and needs SuiteSparse >= 7 for 0.5.
+    """
+    version = os.environ.get("SPARSELMM_SCIKIT_SPARSE", "").strip()
+    if not version:
+        return None
+    ss = suitesparse_version()
+    if version.startswith("0.5") and ss is not None and ss < 7:
+        raise SystemExit(f"SPARSELMM_SCIKIT_SPARSE={version} needs SuiteSparse >= 7; this system has {ss}.")
+    return f"scikit-sparse=={version}"
 
 
 def install(session: nox.Session, extras: str) -> None:
-    session.install(scikit_sparse_requirement(), "-e", f".[{extras}]")
+    session.install("-e", f".[{extras}]")
+    extra = scikit_sparse_requirement()
+    if extra is not None:
+        session.install("--no-deps", extra)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests and the lme4 comparison against the committed reference JSON (no R needed)."""
+    """Unit tests, statsmodels' own MixedLM tests against the facade, and the lme4 comparison against the
+    committed reference JSON (no R needed)."""
     install(session, "test")
     session.run("pytest", "-q", *session.posargs)
 
