@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+from formulaic import Formula
 
 from ..deviance import ProfiledDeviance
 from ..errors import DataError, ModelSpecError
@@ -205,6 +206,8 @@ def fit_streamed(
     res.scale_info = stats
     res._source = source
     res._columns = plan.columns
+    res._plan = plan
+    res._fixed_columns = _formula_columns(plan.columns.parsed)
     return res
 
 
@@ -252,7 +255,28 @@ class StreamedLmerResult(LmerResult):
         if type(newdata).__module__.startswith(("dask.", "dask_expr")) and hasattr(newdata, "map_partitions"):
             fn = functools.partial(_predict_part, self, re_form, allow_new_levels, offset)
             return newdata.map_partitions(fn, meta=pd.Series(dtype=float, name="predict"))
-        return super().predict(newdata, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
+        return self._predict_frame(newdata, re_form, allow_new_levels, offset)
+
+    def _predict_frame(self, newdata, re_form=None, allow_new_levels=False, offset=None):
+        """``LmerResult.predict`` on a pandas frame whose categorical columns of the fixed part (or of a
+        term's coefficients) are first coded over the levels the fit used, whatever their dtype."""
+        from ..data import as_dataframe
+
+        newdata = as_dataframe(newdata)
+        coded = [c for c in self._plan.categorical if c in newdata.columns and c in self._fixed_columns]
+        if coded:
+            newdata = newdata.copy()
+            for col in coded:
+                lv = self._plan.levels[col]
+                s = newdata[col]
+                if isinstance(s.dtype, pd.CategoricalDtype):
+                    s = s.astype(object)
+                idx = lv.get_indexer(s)
+                bad = (idx < 0) & s.notna().to_numpy()
+                if bad.any():
+                    raise DataError(f"newdata column {col!r} has level {s[bad].iloc[0]!r}, not seen when fitting.")
+                newdata[col] = pd.Categorical.from_codes(idx, categories=lv)
+        return LmerResult.predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
 
     def __getstate__(self):  # shipped to Dask workers for lazy predictions: the source stays behind
         state = dict(self.__dict__)
@@ -260,10 +284,23 @@ class StreamedLmerResult(LmerResult):
         return state
 
 
+def _formula_columns(parsed) -> set[str]:
+    """Columns read by the fixed part or by a random term's coefficients (not the grouping factors)."""
+    from ..design import _transform_arguments
+
+    out = set(_transform_arguments(parsed))
+    for text in [parsed.fixed, *(t.lhs for t in parsed.random)]:
+        try:
+            out |= {str(v) for v in Formula(text).required_variables}
+        except Exception:  # reported when the model was built
+            pass
+    return out
+
+
 def _predict_part(res, re_form, allow_new_levels, offset, part: pd.DataFrame) -> pd.Series:
     if len(part) == 0:
         return pd.Series(np.zeros(0), index=part.index, dtype=float, name="predict")
-    eta = LmerResult.predict(res, part, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
+    eta = res._predict_frame(part, re_form, allow_new_levels, offset)
     return pd.Series(eta, index=part.index, name="predict")
 
 
@@ -272,7 +309,7 @@ def _fitted_part(res, cols: ModelColumns, re_form, allow_new_levels, part: pd.Da
     if clean is None or len(clean.frame) == 0:
         return pd.Series(np.zeros(0), dtype=float, name="fitted")
     kept = part.iloc[clean.rows]
-    eta = LmerResult.predict(res, kept, re_form=re_form, allow_new_levels=allow_new_levels, offset=cols.offset)
+    eta = res._predict_frame(kept, re_form, allow_new_levels, cols.offset)
     return pd.Series(eta, index=kept.index, name="fitted")
 
 
@@ -283,7 +320,7 @@ def _residual_part(res, cols: ModelColumns, type: str, part: pd.DataFrame) -> pd
     if clean is None or len(clean.frame) == 0:
         return pd.Series(np.zeros(0), dtype=float, name="residuals")
     kept = part.iloc[clean.rows]
-    r = _response(cols.parsed, clean.frame) - LmerResult.predict(res, kept, offset=cols.offset)
+    r = _response(cols.parsed, clean.frame) - res._predict_frame(kept, None, False, cols.offset)
     if type != "response" and clean.weights is not None:
         r = r * np.sqrt(clean.weights)
     if type == "scaled":

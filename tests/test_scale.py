@@ -1,0 +1,306 @@
+"""Fits from chunks (sparselmm.scale) equal the in-memory fit; faults give clear errors.
+
+The in-memory fit is the reference (itself validated against lme4 in validation/): chunked, parquet and
+Dask fits must give its objective to 1e-10 relative and β to 1e-8, for crossed, nested and random-slope
+models with weights and offsets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sparselmm
+from sparselmm.errors import DataError, RowsNotHeldError
+from sparselmm.scale import ChunkedFrames, PartialCrossProducts
+
+FORMULAS = {
+    "crossed": "y ~ x + f + (1 | u) + (1 | item)",
+    "nested": "y ~ x + (1 | item / u)",
+    "slope": "y ~ x + f + (x | u)",
+}
+
+
+def _data(n=800, seed=3):
+    rng = np.random.default_rng(seed)
+    items = np.array([f"i{j:02d}" for j in range(25)])
+    df = pd.DataFrame(
+        {
+            "u": rng.integers(0, 30, n),
+            "item": rng.choice(items, n),
+            "x": rng.normal(size=n),
+            "f": rng.choice(["lo", "mid", "hi"], n),
+            "w": rng.uniform(0.5, 2.0, n),
+            "off": rng.normal(scale=0.3, size=n),
+        }
+    )
+    b_u, s_u, b_i = rng.normal(size=30), rng.normal(scale=0.5, size=30), rng.normal(size=25)
+    item_code = pd.factorize(df["item"], sort=True)[0]
+    df["y"] = 1.0 + (1 + s_u[df.u]) * df.x + b_u[df.u] + b_i[item_code] + df.off + rng.normal(size=n) / np.sqrt(df.w)
+    return df
+
+
+@pytest.fixture(scope="module")
+def df():
+    return _data()
+
+
+@pytest.fixture(scope="module")
+def reference(df):
+    return {k: sparselmm.lmer(f, df, weights="w", offset="off") for k, f in FORMULAS.items()}
+
+
+def _same(a, b, rel=1e-10, beta=1e-8):
+    assert abs(a.objective - b.objective) <= rel * abs(a.objective)
+    assert list(a.fixef.index) == list(b.fixef.index)
+    np.testing.assert_allclose(b.fixef.to_numpy(), a.fixef.to_numpy(), rtol=0, atol=beta)
+    np.testing.assert_allclose(b.theta, a.theta, rtol=0, atol=1e-6)
+    assert a.nobs == b.nobs and a.ngroups == b.ngroups
+
+
+@pytest.mark.parametrize("kind", FORMULAS)
+def test_chunked_frames_equal_in_memory(df, reference, kind):
+    m = sparselmm.lmer(FORMULAS[kind], ChunkedFrames(df, rows=77), weights="w", offset="off")
+    _same(reference[kind], m)
+    np.testing.assert_allclose(m.vcov.to_numpy(), reference[kind].vcov.to_numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_results_without_rows(df, reference):
+    a = reference["crossed"]
+    m = sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(df, rows=200), weights="w", offset="off")
+    assert m.sigma == pytest.approx(a.sigma, rel=1e-8)
+    ra, rm = a.ranef(cond_var=True), m.ranef(cond_var=True)
+    for g in ra:
+        assert list(ra[g].index) == list(rm[g].index)
+        np.testing.assert_allclose(rm[g].to_numpy(), ra[g].to_numpy(), atol=1e-7)
+        np.testing.assert_allclose(rm[g].attrs["cond_var"], ra[g].attrs["cond_var"], rtol=1e-6)
+    text = str(m.summary())
+    assert "Scaled residuals: not computed" in text and "Number of obs: 800" in text
+    for call in (m.fitted, m.residuals, m.predict, lambda: m.design.y, lambda: m.Z):
+        with pytest.raises(RowsNotHeldError, match="needs the rows"):
+            call()
+    new = df.iloc[:40]
+    np.testing.assert_allclose(m.predict(new), a.predict(new), atol=1e-7)
+    np.testing.assert_allclose(m.predict(new, re_form="~0", offset="off"), a.predict(new, re_form="~0", offset="off"))
+    assert m.scale_info["rows"] == len(df) and m.scale_info["chunks"] == 4
+
+
+def test_partials_add(df):
+    from sparselmm.scale import Plan  # noqa: F401  (public)
+    from sparselmm.scale.fit import streamed_setup
+
+    src = ChunkedFrames(df, rows=300)
+    devfun, *_ = streamed_setup(FORMULAS["slope"], src, True, "w", "off", "drop", "auto")
+    plan = _ = streamed_setup(FORMULAS["slope"], src, True, "w", "off", "drop", "auto")[3]
+    parts = [plan.partial(df.iloc[i : i + 300], f"c{i}") for i in range(0, len(df), 300)]
+    total = sum(parts)
+    assert isinstance(total, PartialCrossProducts) and total.n == len(df) and total.chunks == len(parts)
+    whole = plan.partial(df, "all")
+    np.testing.assert_allclose(total.ZtWZ.toarray(), whole.ZtWZ.toarray(), rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(total.ZtWA, whole.ZtWA, rtol=1e-12, atol=1e-12)
+    assert total.ytWy == pytest.approx(whole.ytWy, rel=1e-13)
+    _, cross, _ = plan.finish(total)
+    mem = sparselmm.deviance_function(FORMULAS["slope"], df, weights="w", offset="off").cross
+    np.testing.assert_allclose(cross.XtWX, mem.XtWX, rtol=1e-12)
+    np.testing.assert_allclose(cross.ZtWZ.toarray(), mem.ZtWZ.toarray(), rtol=1e-12, atol=1e-12)
+    assert cross.ytWy == pytest.approx(mem.ytWy, rel=1e-9)
+    theta = devfun.design.theta0 + 0.3
+    assert devfun(theta) == pytest.approx(
+        sparselmm.deviance_function(FORMULAS["slope"], df, weights="w", offset="off")(theta), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("big", [1e4, 1e8, 1e12])
+def test_badly_scaled_response(big):
+    """The two-level shift (chunked.py docstring): the chunked objective matches the exactly pre-centred fit."""
+    rng = np.random.default_rng(2)
+    n = 600
+    df = pd.DataFrame(
+        {"g": rng.integers(0, 30, n), "h": rng.integers(0, 12, n), "x": rng.normal(size=n), "w": rng.uniform(0.5, 2, n)}
+    )
+    e = rng.normal(size=n) + rng.normal(size=30)[df.g] + rng.normal(size=12)[df.h]
+    df["y"] = big + 3 * df.x + e
+    f = "y ~ x + (1 | g) + (1 | h)"
+    ref = sparselmm.lmer(f, df.assign(y=df.y - big), weights="w")  # y - big is exact (Sterbenz)
+    m = sparselmm.lmer(f, ChunkedFrames(df, rows=50), weights="w")
+    assert abs(m.objective - ref.objective) <= 1e-12 * ref.objective
+    assert m.fixef["Intercept"] - big == pytest.approx(ref.fixef["Intercept"], abs=1e-6 * max(1.0, big * 1e-10))
+
+
+def test_level_order_and_categoricals(df, reference):
+    cat = df.assign(item=pd.Categorical(df["item"], categories=sorted(df["item"].unique())[::-1]))
+    a = sparselmm.lmer(FORMULAS["crossed"], cat, weights="w", offset="off")
+    m = sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(cat, rows=100), weights="w", offset="off")
+    _same(a, m)
+    assert list(m.ranef()["item"].index) == list(a.ranef()["item"].index)
+
+
+def test_missing_rows_dropped(df):
+    d = df.copy()
+    d.loc[d.index[::37], "x"] = np.nan
+    d.loc[d.index[5:200], "f"] = None  # a whole chunk without complete rows is fine
+    a = sparselmm.lmer(FORMULAS["crossed"], d, weights="w", offset="off")
+    m = sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(d, rows=50), weights="w", offset="off")
+    _same(a, m)
+    assert m.design.data.n_dropped == a.design.data.n_dropped > 0
+
+
+def test_unseen_level_between_passes(df):
+    calls = []
+
+    def frames():
+        calls.append(1)
+        d = df.copy()
+        if len(calls) > 2:  # (1: the column names, 2: the level pass) the data changed after the level pass
+            d.loc[d.index[500], "item"] = "brand-new"
+        return [d.iloc[:400], d.iloc[400:]]
+
+    with pytest.raises(DataError, match=r"chunk 1 .*column 'item' has level 'brand-new'"):
+        sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(frames), weights="w", offset="off")
+
+
+def test_dtype_change_between_chunks(df):
+    a = df.iloc[:400]
+    b = df.iloc[400:].assign(x=df["x"].iloc[400:].astype(str))
+    with pytest.raises(DataError, match=r"Column 'x' has dtype float64 in chunk 0 .* but (str|object) in chunk 1"):
+        sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames([a, b]), weights="w", offset="off")
+    # numeric widths may differ (int in one chunk, float in another)
+    c = df.iloc[400:].assign(u=df["u"].iloc[400:].astype(float))
+    m = sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames([a, c]), weights="w", offset="off")
+    assert m.ngroups["u"] == 30
+
+
+def test_weights_must_be_columns(df):
+    with pytest.raises(DataError, match="must name a column"):
+        sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(df), weights=df["w"].to_numpy())
+
+
+# ---- parquet --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def parquet_dir(df, tmp_path_factory):
+    pytest.importorskip("pyarrow")
+    d = tmp_path_factory.mktemp("pq")
+    for k, part in enumerate(np.array_split(np.arange(len(df)), 3)):
+        df.iloc[part].to_parquet(d / f"part{k}.parquet", row_group_size=90)
+    return d
+
+
+@pytest.mark.parametrize("kind", FORMULAS)
+def test_parquet_equal_in_memory(parquet_dir, reference, kind):
+    m = sparselmm.lmer(FORMULAS[kind], str(parquet_dir / "*.parquet"), weights="w", offset="off")
+    _same(reference[kind], m)
+    assert m.scale_info["rows"] == 800
+
+
+def test_parquet_source_options(parquet_dir, reference, capsys):
+    from sparselmm.scale import ParquetSource
+
+    files = sorted(parquet_dir.glob("*.parquet"))
+    src = ParquetSource(files, batch_rows=64, progress=True)
+    m = sparselmm.lmer(FORMULAS["crossed"], src, weights="w", offset="off")
+    _same(reference["crossed"], m)
+    assert m.scale_info["chunks"] > 3
+    f = sparselmm.deviance_function(FORMULAS["nested"], str(parquet_dir), weights="w", offset="off")
+    g = sparselmm.deviance_function(
+        FORMULAS["nested"],
+        pd.concat([pd.read_parquet(p) for p in files]).reset_index(drop=True),
+        weights="w",
+        offset="off",
+    )
+    assert f([0.7, 0.4]) == pytest.approx(g([0.7, 0.4]), rel=1e-12)
+
+
+def test_parquet_truncated_and_corrupt(parquet_dir, tmp_path):
+    pytest.importorskip("pyarrow")
+    good = sorted(parquet_dir.glob("*.parquet"))
+    blob = good[1].read_bytes()
+    (tmp_path / "a.parquet").write_bytes(good[0].read_bytes())
+    (tmp_path / "b.parquet").write_bytes(blob[: len(blob) // 2])  # truncated
+    with pytest.raises(DataError, match=r"b\.parquet"):
+        sparselmm.lmer(FORMULAS["crossed"], str(tmp_path / "*.parquet"), weights="w", offset="off")
+    junk = bytearray(blob)
+    junk[4 : len(junk) // 2] = b"\x00" * (len(junk) // 2 - 4)  # footer intact, pages zeroed
+    (tmp_path / "b.parquet").write_bytes(bytes(junk))
+    with pytest.raises(DataError, match=r"b\.parquet"):
+        sparselmm.lmer(FORMULAS["crossed"], str(tmp_path / "*.parquet"), weights="w", offset="off")
+    with pytest.raises(DataError, match="No files match"):
+        sparselmm.lmer(FORMULAS["crossed"], str(tmp_path / "nothing*.parquet"))
+
+
+def test_parquet_dtype_differs_between_files(df, tmp_path):
+    pytest.importorskip("pyarrow")
+    df.iloc[:400].to_parquet(tmp_path / "a.parquet")
+    df.iloc[400:].assign(x=df["x"].iloc[400:].astype(str)).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"Column 'x' has dtype float64 in .*a\.parquet.* but .* in .*b\.parquet"):
+        sparselmm.lmer(FORMULAS["crossed"], str(tmp_path / "*.parquet"), weights="w", offset="off")
+    df.iloc[400:].drop(columns="x").to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet.* lacks the column\(s\) \['x'\]"):
+        sparselmm.lmer(FORMULAS["crossed"], str(tmp_path / "*.parquet"), weights="w", offset="off")
+
+
+# ---- Dask -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", FORMULAS)
+def test_dask_threads_equal_in_memory(df, reference, kind):
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    ddf = dd.from_pandas(df, npartitions=5)
+    with dask.config.set(scheduler="threads"):
+        m = sparselmm.lmer(FORMULAS[kind], ddf, weights="w", offset="off")
+    _same(reference[kind], m)
+
+
+def test_dask_lazy_predictions(df, reference):
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    a = reference["crossed"]
+    ddf = dd.from_pandas(df, npartitions=4)
+    with dask.config.set(scheduler="threads"):
+        m = sparselmm.lmer(FORMULAS["crossed"], ddf, weights="w", offset="off")
+        fitted = m.fitted()
+        assert hasattr(fitted, "compute")  # lazy
+        np.testing.assert_allclose(fitted.compute().to_numpy(), a.fitted(), atol=1e-7)
+        np.testing.assert_allclose(m.residuals("scaled").compute().to_numpy(), a.residuals("scaled"), atol=1e-7)
+        p = m.predict(ddf, re_form="~0")
+        assert hasattr(p, "compute")
+        np.testing.assert_allclose(p.compute().to_numpy(), a.predict(df, re_form="~0"), atol=1e-7)
+
+
+_FAILED: set = set()
+
+
+def _flaky_partition(df, i):
+    if i == 1 and i not in _FAILED:  # the first attempt at partition 1 dies, as a lost worker would
+        _FAILED.add(i)
+        raise OSError("worker lost (simulated)")
+    return df.iloc[i * 200 : (i + 1) * 200]
+
+
+@pytest.fixture(scope="module")
+def client():
+    pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+        with distributed.Client(cl) as c:
+            yield c
+
+
+def test_dask_distributed_local_cluster(df, reference, client):
+    import dask.dataframe as dd
+
+    ddf = dd.from_pandas(df, npartitions=6)
+    m = sparselmm.lmer(FORMULAS["slope"], ddf, weights="w", offset="off")
+    _same(reference["slope"], m)
+
+
+def test_dask_retry_does_not_double_count(df, reference, client):
+    import dask.dataframe as dd
+
+    _FAILED.clear()
+    ddf = dd.from_map(lambda i: _flaky_partition(df, i), range(4), meta=df.iloc[:0])
+    m = sparselmm.lmer(FORMULAS["crossed"], ddf, weights="w", offset="off")
+    assert _FAILED == {1}  # the failure happened, and the retried partition counted once
+    assert m.nobs == len(df)
+    _same(reference["crossed"], m)
