@@ -5,7 +5,7 @@ Main entry points: :func:`lmer` (lme4's formula language), :func:`deviance_funct
 :mod:`sparselmm.datasets`.
 """
 
-from . import datasets
+from . import datasets, scale
 from .design import RankDeficiencyWarning
 from .errors import (
     ConvergenceWarning,
@@ -13,6 +13,7 @@ from .errors import (
     FormulaError,
     ModelSpecError,
     NumericalError,
+    RowsNotHeldError,
     SingularFitWarning,
     SparseLMMError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "NumericalError",
     "OptInfo",
     "RankDeficiencyWarning",
+    "RowsNotHeldError",
     "SingularFitWarning",
     "SparseLMMError",
     "anova",
@@ -44,5 +46,6 @@ __all__ = [
     "deviance_function",
     "glmer",
     "lmer",
+    "scale",
     "mixedlm",
 ]

@@ -12,6 +12,7 @@ import pandas as pd
 from . import datasets
 from .errors import SparseLMMError
 from .lmer import lmer
+from .scale import as_source
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a model and print its summary")
     fit.add_argument("formula", help="lme4 formula, e.g. 'Reaction ~ Days + (Days | Subject)'")
     src = fit.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="CSV", help="CSV file with the data")
+    src.add_argument(
+        "--data",
+        metavar="FILE",
+        help="CSV file with the data, or parquet file(s): a path, directory or quoted glob such as "
+        "'ratings/*.parquet' (read in batches, never held in memory; needs pyarrow)",
+    )
     src.add_argument("--dataset", metavar="NAME", help=f"bundled dataset: {', '.join(datasets.list_datasets())}")
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     fit.add_argument("--weights", help="column with prior weights")
@@ -40,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dataset:
             data, name = datasets.load(args.dataset), args.dataset
+        elif as_source(args.data) is not None:  # parquet: summed batch by batch (sparselmm.scale)
+            data, name = as_source(args.data), args.data
         else:
             data, name = pd.read_csv(args.data), args.data
         t0 = time.perf_counter()
@@ -59,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparselmm: error: {err}", file=sys.stderr)
         return 2
     print(m.summary())
+    if hasattr(m, "scale_info"):
+        s = m.scale_info
+        print(f"read {s['rows']} rows in {s['chunks']} batches, {s['rows_per_second']:,.0f} rows/s per pass")
     for w in caught:
         print(f"warning: {w.message}")
     info = m.optinfo

@@ -304,3 +304,22 @@ def test_dask_retry_does_not_double_count(df, reference, client):
     assert _FAILED == {1}  # the failure happened, and the retried partition counted once
     assert m.nobs == len(df)
     _same(reference["crossed"], m)
+
+
+def test_cli_parquet_glob(parquet_dir, capsys):
+    from sparselmm.cli import main
+
+    code = main(
+        ["fit", "--data", str(parquet_dir / "*.parquet"), "--weights", "w", "--offset", "off", FORMULAS["crossed"]]
+    )
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "read 800 rows in" in out.out and "rows/s" in out.out
+    assert "rows" in out.err  # the progress bar (tqdm) of the passes
+
+
+def test_progress_off(parquet_dir, capsys):
+    from sparselmm.scale import ParquetSource
+
+    sparselmm.lmer(FORMULAS["crossed"], ParquetSource(parquet_dir, progress=False), weights="w", offset="off")
+    assert capsys.readouterr().err == ""
