@@ -134,8 +134,8 @@ class Family:
 
 
 def _ylogy(y, mu):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(y > 0, y * np.log(y / mu), 0.0)
+    """``y log(y/μ)`` with ``0 log 0 = 0``."""
+    return special.xlogy(y, y) - special.xlogy(y, mu)
 
 
 class Binomial(Family):
@@ -156,8 +156,8 @@ class Binomial(Family):
         # here the weights already hold the trials, so m = weights and weights/m = 1 (0 where m = 0)
         m = np.round(wt)
         k = np.round(wt * y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ll = stats.binom.logpmf(k, m, mu)
+        const = special.gammaln(m + 1) - special.gammaln(k + 1) - special.gammaln(m - k + 1)
+        ll = const + special.xlogy(k, mu) + special.xlogy(m - k, 1 - mu)
         return float(-2 * np.sum(np.where(m > 0, ll, 0.0)))
 
     def validate(self, y, wt) -> None:
@@ -193,7 +193,7 @@ class Poisson(Family):
         return 2 * wt * (_ylogy(y, mu) - (y - mu))
 
     def aic_term(self, y, mu, wt) -> float:
-        return float(-2 * np.sum(stats.poisson.logpmf(y, mu) * wt))
+        return float(-2 * np.sum((special.xlogy(y, mu) - mu - special.gammaln(y + 1)) * wt))
 
     def validate(self, y, wt) -> None:
         if np.any(y < 0):

@@ -52,6 +52,7 @@ GLMM_RESPONSE = "glmm_response__"
 SINGULAR_TOL = 1e-4
 GRAD_TOL = 0.002  # lme4's check.conv.grad (relative gradient)
 DERIV_STEP = 1e-4
+STAGE1_TOL = {"ftol_abs": 1e-8, "xtol_abs": 1e-8, "ftol_rel": 1e-12}
 _CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
 
 
@@ -403,7 +404,7 @@ def glmer(
         low = np.concatenate([lower, np.full(beta0.size, -np.inf)])
         step = np.concatenate([np.maximum(0.1 * np.abs(theta), 0.05), np.full(beta0.size, 0.5)])
         model.u = model.u.copy()
-        xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step)
+        xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step, **STAGE1_TOL)
         theta, beta = xz[:nth], beta0 + s * xz[nth:]
         info["n_evals_stage1"] = obj.n_evals - evals0 - 1
         info["converged"] = ok1

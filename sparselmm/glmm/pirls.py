@@ -66,6 +66,7 @@ class PirlsModel:
         self.Z = Zt.T.tocsr()
         self.n, self.q, self.p = design.n, design.q, design.p
         self.scalar = all(t.k == 1 for t in design.terms)
+        self._Lind = None
         self._pattern()
         A = self.M_lower.copy()
         A.data[:] = 1.0
@@ -124,8 +125,17 @@ class PirlsModel:
         return M
 
     def _lambda_parts(self, theta):
-        Lt = self.design.Lambdat(theta)
-        lam = Lt.diagonal() if self.scalar else None
+        """``Λᵀ`` for θ by filling a fixed pattern (lme4's ``Lind``), and its diagonal for scalar terms."""
+        theta = np.asarray(theta, dtype=float)
+        if self._Lind is None:
+            T = sp.csc_matrix(self.design.Lambdat(np.arange(1.0, theta.size + 1)))
+            T.eliminate_zeros()  # kron keeps the structural zeros of each k x k block
+            T.sort_indices()
+            self._Lt_pattern = T
+            self._Lind = np.rint(T.data).astype(np.int64) - 1
+        T = self._Lt_pattern
+        Lt = sp.csc_matrix((theta[self._Lind], T.indices, T.indptr), shape=T.shape)
+        lam = theta[self._Lind] if self.scalar else None  # diagonal Λ: one entry per column, in order
         return Lt, lam
 
     def factor(self, theta, w, parts=None) -> None:
