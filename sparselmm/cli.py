@@ -1,4 +1,9 @@
-"""``sparselmm fit``: fit an lme4 formula to a CSV file or a bundled dataset and print the summary."""
+"""``sparselmm fit``: fit an lme4 formula to a CSV file or a bundled dataset and print the summary.
+
+Progress goes to stderr: nothing for a fit done within :data:`PROGRESS_DELAY` seconds, otherwise the
+steps so far and then at most one evaluation line a second (``--verbose``: every line from the start;
+``--quiet``: none). The summary goes to stdout, so ``sparselmm fit ... > summary.txt`` keeps it clean.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,11 @@ import pandas as pd
 from . import datasets
 from .errors import SparseLMMError
 from .lmer import lmer
+from .progress import Progress
 from .scale import as_source
+
+PROGRESS_DELAY = 2.0  # seconds before a fit starts reporting progress
+PROGRESS_INTERVAL = 1.0  # least seconds between evaluation lines
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--weights", help="column with prior weights")
     fit.add_argument("--offset", help="column with an offset")
     fit.add_argument("--optimizer", default="auto")
+    noise = fit.add_mutually_exclusive_group()
+    noise.add_argument(
+        "--verbose", "-v", action="store_true", help="progress from the start, every evaluation (default: after 2 s)"
+    )
+    noise.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     sub.add_parser("datasets", help="list the bundled datasets")
     return ap
 
@@ -43,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in datasets.list_datasets():
             print(f"{name:12s} {datasets.describe(name).get('description', '')}")
         return 0
+    progress = None
+    if not args.quiet:
+        delay, interval = (0.0, 0.0) if args.verbose else (PROGRESS_DELAY, PROGRESS_INTERVAL)
+        progress = Progress(stream=sys.stderr, delay=delay, interval=interval)
+        progress.start(f"sparselmm fit: reading {args.dataset or args.data}")
     try:
         if args.dataset:
             data, name = datasets.load(args.dataset), args.dataset
@@ -50,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             data, name = as_source(args.data), args.data
         else:
             data, name = pd.read_csv(args.data), args.data
+        if progress is not None and hasattr(data, "shape"):
+            progress.phase(f"read {data.shape[0]:,} rows x {data.shape[1]} columns")
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -61,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 offset=args.offset,
                 optimizer=args.optimizer,
                 data_name=name,
+                verbose=progress if progress is not None else False,
             )
         seconds = time.perf_counter() - t0
     except (SparseLMMError, OSError) as err:

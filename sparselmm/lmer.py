@@ -14,6 +14,7 @@ from .deviance import ProfiledDeviance
 from .errors import ModelSpecError
 from .formula import parse_formula
 from .optimize import optimize_theta
+from .progress import as_progress
 from .results import LmerResult
 from .scale import as_source, fit_streamed, streamed_setup
 
@@ -22,14 +23,22 @@ __all__ = ["lmer", "deviance_function"]
 ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd", "schur")
 
 
-def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledDeviance:
+def _setup(formula, data, reml, weights, offset, missing, ordering, progress=None) -> ProfiledDeviance:
     if ordering not in ORDERINGS:
         raise ModelSpecError(f"ordering={ordering!r} is not a CHOLMOD ordering; choose one of {ORDERINGS}.")
     source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
     if source is not None:
         return streamed_setup(formula, source, reml, weights, offset, missing, ordering)[0]
     parsed = parse_formula(formula)
+    if progress is not None:
+        progress.phase("set-up: building X and Z from the data")
     design: Design = build_design(parsed, as_dataframe(data), weights=weights, offset=offset, missing=missing)
+    if progress is not None:
+        terms = ", ".join(f"{t.term} {t.q:,}" for t in design.terms)
+        progress.phase(
+            f"set-up: design: {design.n:,} rows; X {design.n:,} x {design.p}; Z {design.q:,} columns ({terms}); "
+            "cross-products"
+        )
     cross = cross_products(design)
     y = design.y if design.offset is None else design.y - design.offset
     if not cross.ytWy > 1e-24 * max(float(y @ y), 1e-300):
@@ -37,7 +46,20 @@ def _setup(formula, data, reml, weights, offset, missing, ordering) -> ProfiledD
             f"The response {parsed.response!r} is constant or exactly fitted by the fixed effects, so there is no "
             "variation left for random effects or the residual; check the response column and the formula."
         )
-    return ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
+    if progress is not None:
+        progress.phase("set-up: symbolic analysis of the factor")
+    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
+    if progress is not None:
+        progress.phase(f"set-up: factor ready ({_factor_name(devfun)})")
+    return devfun
+
+
+def _factor_name(devfun) -> str:
+    if getattr(devfun, "schur", False):
+        return "dense Schur complement"
+    if getattr(devfun, "block_schur", False):
+        return "block Schur complement"
+    return "CHOLMOD sparse Cholesky"
 
 
 def _level_codes(term) -> np.ndarray | None:
@@ -128,6 +150,7 @@ def lmer(
     check_conv: bool = True,
     ordering: str = "auto",
     data_name: str | None = None,
+    verbose=False,
 ) -> LmerResult:
     """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.
 
@@ -161,18 +184,31 @@ def lmer(
         CHOLMOD ordering by name, or ``"schur"``.
     data_name : str, optional
         Name shown on the summary's ``Data:`` line.
+    verbose : bool or sparselmm.progress.Progress
+        ``True``: print the set-up phases and every evaluation with the criterion to stderr (quiet by
+        default); a :class:`~sparselmm.progress.Progress` sets the stream, a delay and a rate limit (the
+        ``sparselmm fit`` command starts printing after 2 s). Fits from chunked sources report the start
+        and the end only.
 
     Returns
     -------
     LmerResult
     """
+    progress = as_progress(verbose, "REML criterion" if reml else "deviance")
+    if progress is not None:
+        progress.begin(f"lmer: {formula} ({'REML' if reml else 'ML'})")
     source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
     if source is not None and ordering in ORDERINGS:
-        return fit_streamed(
+        if progress is not None:
+            progress.phase("reading and summing the data chunk by chunk (sparselmm.scale)")
+        res = fit_streamed(
             formula, source, reml, weights, offset, missing, optimizer, control, start, check_conv, ordering, data_name
         )
+        if progress is not None:
+            progress.done(f"done: {res.optinfo.n_evals} evaluations")
+        return res
     t0 = time.perf_counter()
-    devfun = _setup(formula, data, reml, weights, offset, missing, ordering)
+    devfun = _setup(formula, data, reml, weights, offset, missing, ordering, progress)
     design = devfun.design
     theta0 = moment_start(design)
     if start is not None:
@@ -185,7 +221,12 @@ def lmer(
         if np.any(theta0 < design.lower):
             raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
     setup_seconds = time.perf_counter() - t0
-    theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv)
+    theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv, progress=progress)
     info.setup_seconds = setup_seconds
     state = devfun.solve(theta)
+    if progress is not None:
+        progress.done(
+            f"done: {'REML criterion' if reml else 'deviance'} {state.deviance:.6f} after {info.n_evals} evaluations "
+            f"(set-up {setup_seconds:.2f} s, optimisation {info.optimize_seconds:.2f} s)"
+        )
     return LmerResult(devfun, state, info, data_name=data_name)

@@ -177,13 +177,15 @@ def optimize_theta(
     control: dict | None = None,
     check_conv: bool = True,
     restart_edge: bool = True,
+    progress=None,
 ) -> tuple[np.ndarray, float, OptInfo]:
     """Minimise ``devfun`` over θ ≥ ``lower`` and run lme4-style convergence checks.
 
     ``optimizer="auto"`` uses L-BFGS-B with the analytic gradient when ``devfun`` offers one
     (``devfun.has_gradient`` and ``devfun.value_and_gradient``), BOBYQA otherwise. Returns the optimum θ,
     the deviance there and an :class:`OptInfo`; warns with :class:`ConvergenceWarning` or
-    :class:`SingularFitWarning` as lme4 would.
+    :class:`SingularFitWarning` as lme4 would. ``progress`` (a :class:`sparselmm.progress.Progress`) is
+    told of each evaluation and of the checks; it does not change the optimisation.
     """
     optimizer = optimizer.lower().replace("-", "").replace(" ", "_")
     if optimizer not in OPTIMIZERS:
@@ -205,7 +207,10 @@ def optimize_theta(
         nonlocal n_calls
         n_calls += 1
         x = np.array(x, dtype=float)
-        return track(x, devfun(x))
+        val = devfun(x)
+        if progress is not None:
+            progress.evaluation(val)
+        return track(x, val)
 
     last: list = [None, None, None]  # the latest (θ, value, gradient): the check starts where L-BFGS-B stopped
 
@@ -219,6 +224,8 @@ def optimize_theta(
             val, grad = analytic(x)
         except NumericalError:  # a rejected step: the line search sees a huge value and steps back
             return 1e300, np.zeros(x.size)
+        if progress is not None:
+            progress.evaluation(val)
         last[:] = x, track(x, val), grad
         return last[1], grad
 
@@ -231,6 +238,9 @@ def optimize_theta(
         return x, fx, ok, message
 
     t0 = time.perf_counter()
+    if progress is not None:
+        what = "deviance + gradient" if fun_grad is not None else "deviance"
+        progress.phase(f"optimising {np.asarray(theta0).size} parameter(s) with {optimizer} ({what} per evaluation)")
     x, fx, ok, message = run(np.asarray(theta0, float))
     if np.any(x < lower):  # only a scipy method can step outside; NLopt keeps to the bounds
         x = np.maximum(x, lower)
@@ -267,6 +277,8 @@ def optimize_theta(
                         x, fx, ok, message = x2, f2, ok2, msg2
                     break
     n_evals = n_calls
+    if progress is not None:
+        progress.phase(f"optimiser stopped after {n_evals} evaluations: {message}")
     messages: list[str] = []
     grad = hess = None
     singular = is_singular(x, lower)
@@ -275,6 +287,8 @@ def optimize_theta(
         messages.append("boundary (singular) fit: see help('isSingular')")
         warnings.warn(messages[-1], SingularFitWarning, stacklevel=3)
     elif check_conv and x.size <= MAX_THETA_FOR_DERIVS:
+        if progress is not None:
+            progress.phase("convergence checks: gradient and Hessian at the optimum")
         if fun_grad is not None:
             grad, hess = _derivatives_from_gradient(counted_grad, x)
         else:

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..lmer import moment_start
 from ..optimize import OPTIMIZERS, optimize_theta
+from ..progress import as_progress
 from ._compat import (
     MixedLMConvergenceWarning,
     SingularCovarianceWarning,
@@ -724,6 +725,10 @@ class MixedLM:
             control["ftol_abs"] = float(fit_kwargs["ftol"])
         if "maxiter" in fit_kwargs:
             control["maxeval"] = int(fit_kwargs["maxiter"])
+        progress = as_progress(fit_kwargs.get("disp", False), "-2 REML log-likelihood" if reml else "-2 log-likelihood")
+        if progress is not None:  # statsmodels' disp=True prints the optimiser's messages; here, its progress
+            control["progress"] = progress
+            progress.begin(f"MixedLM fit ({'REML' if reml else 'ML'}): {self.nobs:,} rows, {self.n_groups:,} groups")
         self.reml = bool(reml)
         self._freepat = free
         start = self._start(start_params)
@@ -871,8 +876,11 @@ class _statsmodels_warnings:
 
 def _optimize_free(f, x0, lower, optimizer, control, to_theta):
     """``optimize_theta`` over the free parameters (it never returns a point worse than one it evaluated,
-    NLopt's "roundoff limited" stop included), mapped back to θ."""
-    x, fx, info = optimize_theta(f, x0, lower, optimizer, control, check_conv=False)
+    NLopt's "roundoff limited" stop included), mapped back to θ. ``control["progress"]`` (``fit(disp=True)``)
+    reports the evaluations."""
+    control = dict(control)
+    progress = control.pop("progress", None)
+    x, fx, info = optimize_theta(f, x0, lower, optimizer, control, check_conv=False, progress=progress)
     return to_theta(np.array(x, dtype=float)), fx, info
 
 
