@@ -441,6 +441,50 @@ class LmerResult:
 
         return drop1(self, test=test, scope=scope)
 
+    def profile(self, which=None, level: float = 0.95, criterion: str = "ML", progress: bool = True, **kwargs):
+        """Likelihood profiles of the parameters (lme4's ``profile``): a
+        :class:`~sparselmm.inference.profile.Profile` with lme4's ζ table (``.table()``, as
+        ``as.data.frame(profile(m))``), intervals (``.confint(level)``), ``.notes`` (non-monotone profiles,
+        a newly found lower deviance — reported, never used) and ``.plot()``.
+
+        ``criterion="ML"`` (the default, as lme4): a REML fit is refitted by ML and profiled on −2 log L;
+        ``criterion="REML"`` profiles the variance parameters on the REML criterion instead (fixed effects
+        have no REML profile). The fit itself is never changed. See
+        :func:`sparselmm.inference.profile.profile` (``grid``, ``alphamax``)."""
+        from .inference.profile import profile
+
+        return profile(self, which=which, level=level, criterion=criterion, progress=progress, **kwargs)
+
+    # ---- plots (sparselmm.plot; matplotlib, the "plot" extra) ----
+    def plot_ranef(self, group=None, level: float = 0.95, **kwargs):
+        """Caterpillar plot of the conditional modes with ``level`` intervals from the conditional variances
+        (lme4's ``dotplot(ranef(m, condVar = TRUE))``). See :func:`sparselmm.plot.plot_ranef`."""
+        from .plot import plot_ranef
+
+        return plot_ranef(self, group=group, level=level, **kwargs)
+
+    def plot_qq_ranef(self, group=None, level: float = 0.95, **kwargs):
+        """Normal QQ plot of the conditional modes (lme4's ``qqmath(ranef(m, condVar = TRUE))``).
+        See :func:`sparselmm.plot.plot_qq_ranef`."""
+        from .plot import plot_qq_ranef
+
+        return plot_qq_ranef(self, group=group, level=level, **kwargs)
+
+    def plot_residuals(self, type: str = "pearson", **kwargs):
+        """Residuals against fitted values (lme4's ``plot(m)``). See :func:`sparselmm.plot.plot_residuals`."""
+        from .plot import plot_residuals
+
+        return plot_residuals(self, type=type, **kwargs)
+
+    def plot_profile(self, prof=None, which=None, absolute: bool = False, **kwargs):
+        """ζ against each parameter (lme4's ``xyplot(profile(m))``) for ``prof`` (default: ``self.profile()``
+        of the parameters in ``which``). See :func:`sparselmm.plot.plot_profile`."""
+        from .plot import plot_profile
+
+        if prof is None:
+            prof = self.profile(which=which, progress=False)
+        return plot_profile(prof, which=which, absolute=absolute, **kwargs)
+
     # ---- end of confidence intervals, refits, bootstrap ----
 
 

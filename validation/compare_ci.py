@@ -12,6 +12,8 @@ check fails or a section's reference is missing. Sections:
 * ``wald``: ``confint(m, method = "Wald")`` at three levels — names, NA pattern and bounds.
 * ``profile``: ``confint(m)`` (likelihood profile) — names and bounds; the known lme4 failures listed under
   ``profile_exceptions`` in cases.json are compared with lme4's Wald interval instead, and say why.
+* ``profile_table``: lme4's ζ table (``as.data.frame(profile(m))``): at each of lme4's points, sparselmm's
+  constrained fit with the same parameter held at the same value — ζ, and all other parameters there.
 * ``anova`` and ``drop1``: lme4's likelihood-ratio tables, every column.
 * ``boot``: ``bootMer`` at nsim = 1000 with another RNG — the statistics on the fit, the draws' means and
   SDs within Monte-Carlo error, and ``BootstrapResult.confint`` on lme4's own draws against
@@ -39,7 +41,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = ROOT / "validation" / "reference_ci"
 CASES_FILE = REFERENCE_DIR / "cases.json"
-SECTIONS = ("wald", "profile", "anova", "drop1", "boot", "simulate")
+SECTIONS = ("wald", "profile", "profile_table", "anova", "drop1", "boot", "simulate")
 
 # One place for every tolerance. The comments give the scale each difference is measured on and the
 # largest difference measured (R 4.2.2, lme4 1.1-31; validation/REPORT_CI.md has the current numbers).
@@ -52,6 +54,15 @@ TOLERANCES = {
     "profile": 1e-3,
     # profile_exceptions: |ours − lme4's Wald end| / Wald half-width (profile and Wald differ by curvature)
     "profile_vs_wald": 0.05,
+    # profile_table, at lme4's points (not lme4's estimate, ζ = 0): sparselmm's constrained optimum may not be
+    # worse than lme4's (ζ_ours² − ζ_lme4², the criterion above each side's minimum, ≤ this, in deviance
+    # units; each side's minimum is its own fit, which differ by ~1e-8); where it is not better either,
+    # |Δζ| ≤ profile_table_zeta (measured: median 1e-9, largest 9e-5); the other parameters there: median
+    # relative difference (largest 2.3e-4; a flat direction — an SD near 0, a correlation at ±1 — moves
+    # single points by up to 0.2)
+    "profile_table_worse": 1e-6,
+    "profile_table_zeta": 1e-3,
+    "profile_table_params_median": 1e-3,
     # anova / drop1: logLik, deviance, AIC, BIC relative; Chisq / LRT absolute + relative; p-values relative;
     # npar and Df exactly. Both sides reach the ML optimum to ~1e-8 in the deviance
     "lrt_rel": 1e-6,
@@ -238,6 +249,51 @@ def compare_profile(cases: dict, ref: dict, skip_slow: bool, wald_path: Path) ->
     return out
 
 
+def compare_profile_table(cases: dict, ref: dict) -> list[Check]:
+    from sparselmm.inference.profile import _Profiler
+
+    out = []
+    for case_id, entry in ref["cases"].items():
+        check = Check("profile_table", case_id, r_seconds=float(entry.get("seconds", np.nan)))
+        m = fit(cases, case_id)
+        t0 = time.perf_counter()
+        prof = _Profiler(m, "ML")
+        if not same_names(check, prof.names, entry["names"]):
+            out.append(check)
+            continue
+        names = list(entry["names"])
+        lme4_values = np.array([values(v) for v in entry["values"]]).T
+        worse, dzeta, dpar, better = [], [], [], []
+        for i, (par, x, zeta) in enumerate(zip(entry["par"], entry["focal"], entry["zeta"])):
+            j = names.index(par)
+            if zeta == 0.0:  # lme4's estimate
+                continue
+            pt = prof.deviance_at(j, float(x))
+            worse.append(pt.zeta**2 - zeta**2)
+            if abs(zeta) - abs(pt.zeta) > TOLERANCES["profile_table_zeta"]:
+                better.append(f"{par} = {x:.4g} (ζ {pt.zeta:.4f}, lme4 {zeta:.4f})")
+            else:
+                dzeta.append(abs(pt.zeta - zeta))
+            want = lme4_values[i]
+            dpar.append(np.max(np.abs(pt.params - want) / np.maximum(np.abs(want), 1e-2)))
+        check.seconds = time.perf_counter() - t0
+        check.record("criterion above lme4's", max(0.0, _max(worse)), TOLERANCES["profile_table_worse"])
+        check.record("ζ", _max(dzeta), TOLERANCES["profile_table_zeta"])
+        check.record(
+            "parameters along the profile (median)", float(np.median(dpar)), TOLERANCES["profile_table_params_median"]
+        )
+        check.notes.append(
+            f"{len(worse)} points; median |Δζ| {np.median(dzeta):.1e}; parameters: median {np.median(dpar):.1e}, "
+            f"largest {np.max(dpar):.1e}"
+        )
+        if better:
+            check.notes.append(
+                f"sparselmm's constrained fit is lower than lme4's at {len(better)}: " + ", ".join(better)
+            )
+        out.append(check)
+    return out
+
+
 def _compare_table(check: Check, table: pd.DataFrame, entry: dict, exact: tuple, rel: tuple, stat: str, p: str):
     if list(table.index) != list(entry["rows"]) or list(table.columns) != list(entry["columns"]):
         check.failures.append(
@@ -416,6 +472,8 @@ def run(reference_dir: Path, sections=SECTIONS, skip_slow: bool = False) -> tupl
             results += compare_wald(cases, ref)
         elif section == "profile":
             results += compare_profile(cases, ref, skip_slow, reference_dir / "wald.json")
+        elif section == "profile_table":
+            results += compare_profile_table(cases, ref)
         elif section == "anova":
             results += compare_anova(cases, ref)
         elif section == "drop1":

@@ -3,7 +3,8 @@
 ## profile intervals and simulate()'s moments (issue 11), for the cases in validation/reference_ci/cases.json.
 ##
 ## Usage (from the repository root):
-##   Rscript validation/run_lme4_ci.R [--out DIR] [--skip-slow] [wald] [anova] [drop1] [boot] [profile] [simulate]
+##   Rscript validation/run_lme4_ci.R [--out DIR] [--skip-slow] [wald] [anova] [drop1] [boot] [profile]
+##                                    [profile_table] [simulate]
 ##
 ## With no section names every section runs. Each section writes DIR/<section>.json (default DIR =
 ## validation/reference_ci) with jsonlite::write_json(digits = NA) and the R / lme4 versions.
@@ -35,7 +36,7 @@ while (i <= length(args)) {
   sections <- c(sections, args[[i]])
   i <- i + 1
 }
-all_sections <- c("wald", "anova", "drop1", "boot", "profile", "simulate")
+all_sections <- c("wald", "anova", "drop1", "boot", "profile", "profile_table", "simulate")
 if (!length(sections)) sections <- all_sections
 bad <- setdiff(sections, all_sections)
 if (length(bad)) stop("unknown section(s): ", paste(bad, collapse = ", "))
@@ -171,6 +172,21 @@ if ("profile" %in% sections) {
                       upper = vec(ci[, 2]), warnings = I(unique(msgs)), seconds = as.numeric(tm[["elapsed"]]))
   }
   write_section("profile", list(cases = out))
+}
+
+if ("profile_table" %in% sections) {
+  ## lme4's zeta table, as.data.frame(profile(m)): zeta and every parameter at each point of each profile
+  out <- list()
+  for (id in unlist(spec$profile_table)) {
+    m <- fit_model(id)
+    tm <- system.time(pr <- suppressWarnings(suppressMessages(profile(m))))
+    d <- as.data.frame(pr)
+    pars <- setdiff(names(d), c(".zeta", ".par", ".focal"))
+    out[[id]] <- list(model = spec$models[[id]], par = I(as.character(d$.par)), focal = vec(d$.focal),
+                      zeta = vec(d$.zeta), names = I(pars), values = lapply(pars, function(p) vec(d[[p]])),
+                      seconds = as.numeric(tm[["elapsed"]]))
+  }
+  write_section("profile_table", list(cases = out))
 }
 
 if ("simulate" %in% sections) {

@@ -352,8 +352,9 @@ def quasi_newton(
     H0: np.ndarray,
     tol: float,
     first: tuple[float, np.ndarray] | None = None,
-    max_iter: int = 60,
+    max_iter: int = 40,
     probe: np.ndarray | None = None,
+    H_check: np.ndarray | None = None,
 ):
     """Minimise within box bounds by projected BFGS started from the Hessian ``H0``.
 
@@ -361,7 +362,10 @@ def quasi_newton(
     ``fun_grad(x0)`` if already known. ``probe``: per variable, a step off a zero lower bound to try once the
     iteration stops there (lme4's ``restart_edge``): the deviance is even in a scalar θ_k, so θ_k = 0 is a
     stationary point that may be a maximum along θ_k; if the step lowers the criterion the iteration goes
-    on from there. Returns ``(x, f, g, H, n_calls, converged)``; ``x`` is the last point evaluated, ``H``
+    on from there. ``H_check``: a second Hessian approximation (e.g. the one at the known optimum) under
+    which the predicted decrease must also be small before the iteration stops — a BFGS matrix inherited
+    from a neighbouring problem can be badly scaled and stop it early; if not, the iteration restarts from
+    ``H_check``. Returns ``(x, f, g, H, n_calls, converged)``; ``x`` is the last point evaluated, ``H``
     the updated Hessian approximation (to warm-start a neighbouring problem).
     """
     x = np.clip(np.asarray(x0, dtype=float), lower, upper)
@@ -387,6 +391,12 @@ def quasi_newton(
                 continue
             d[free] = -dpotrs(C, g[free], lower=1)[0]
             decrease = -0.5 * float(g @ d)
+        if decrease <= tol and H_check is not None and free.any():
+            C2, info2 = dpotrf(H_check[np.ix_(free, free)], lower=1, clean=1)
+            if info2 == 0 and 0.5 * float(g[free] @ dpotrs(C2, g[free], lower=1)[0]) > 100 * tol:
+                H = np.array(H_check, dtype=float, copy=True)
+                H_check = None
+                continue
         if decrease <= tol:
             if probe is None:
                 return x, f, g, H, n_calls, True
@@ -410,7 +420,7 @@ def quasi_newton(
                 return x, f, g, H, n_calls, True
             continue
         alpha = 1.0
-        for _ in range(30):
+        for _ in range(12):
             xn = np.clip(x + alpha * d, lower, upper)
             try:
                 fn, gn = fun_grad(xn)

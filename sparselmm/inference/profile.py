@@ -68,7 +68,7 @@ FIT_TOL = 1e-9
 # interval's half-width, where lme4's spline-interpolated ends differ from the exact ones by ~1e-4
 ZETA_TOL = 1e-7
 # BOBYQA's tolerances where no gradient is available
-NLOPT_FTOL, NLOPT_XTOL = 1e-7, 1e-6
+NLOPT_FTOL, NLOPT_XTOL = 1e-10, 1e-8
 # lme4's profile defaults: alphamax = 0.01, maxpts = 100, delta = cutoff / 8
 ALPHAMAX, GRID_STEPS = 0.01, 8
 # the SD or σ of a Newton step on log x that goes below this fraction of the estimate is tried at 0; a
@@ -143,14 +143,36 @@ class _Psi:
             C = _psd_cholesky(A)
             theta[sl] = C[r, c] / sigma
             if jacobian:
-                J[sl, sl] = self._chol_jacobian(C, A, sd, R, r, c) / sigma
+                try:
+                    J[sl, sl] = self._chol_jacobian(C, sd, R, r, c) / sigma
+                except NumericalError:  # singular (an SD at 0, a correlation at ±1): one-sided differences
+                    J[sl, sl] = self._fd_jacobian(vals, C, t.k, r, c, self.lower[sl], self.upper[sl]) / sigma
         if jacobian:
             J[:, -1] = -theta / sigma
             return theta, J
         return theta
 
     @staticmethod
-    def _chol_jacobian(C, A, sd, R, r, c) -> np.ndarray:
+    def _fd_jacobian(vals, C, k, r, c, lower, upper, h: float = 1e-7) -> np.ndarray:
+        """``∂ tril(C) / ∂(sd/cor)`` by one-sided differences stepping into the bounds."""
+        out = np.empty((r.size, r.size))
+        base = C[r, c]
+        for m in range(r.size):
+            step = h * max(abs(vals[m]), 1.0)
+            if vals[m] + step > upper[m]:
+                step = -step
+            v = vals.copy()
+            v[m] += step
+            S = np.zeros((k, k))
+            S[r, c] = v
+            sd = np.diag(S).copy()
+            below = np.tril(S, -1)
+            R = np.eye(k) + below + below.T
+            out[:, m] = (_psd_cholesky(sd[:, None] * R * sd[None, :])[r, c] - base) / step
+        return out
+
+    @staticmethod
+    def _chol_jacobian(C, sd, R, r, c) -> np.ndarray:
         """``∂ tril(C) / ∂(sd/cor)`` for ``C Cᵀ = A = diag(sd) R diag(sd)``: ``dC = C Φ(C⁻¹ dA C⁻ᵀ)``."""
         k = C.shape[0]
         out = np.empty((r.size, r.size))
@@ -344,11 +366,11 @@ class Profile:
             table[i] = ends
         return pd.DataFrame(table, index=names, columns=percent_labels(level))
 
-    def plot(self, which=None, absolute: bool = False, ax=None, **kwargs):
+    def plot(self, which=None, absolute: bool = False, **kwargs):
         """ζ against each parameter (lme4's ``xyplot(profile)``); see :func:`sparselmm.plot.plot_profile`."""
         from ..plot import plot_profile
 
-        return plot_profile(self, which=which, absolute=absolute, ax=ax, **kwargs)
+        return plot_profile(self, which=which, absolute=absolute, **kwargs)
 
 
 class _Profiler:
@@ -476,13 +498,16 @@ class _Profiler:
                     pass
         start = np.clip(start, lo, hi)
         start[-1] = max(start[-1], 1e-8 * self.psi_hat[-1])
+        near = min(self.points.get(j, []), key=lambda p: abs(p.x - x), default=None)
+        fallback_start = np.clip(self.psi_hat[free] if near is None else near.free, lo, hi)
         psi = self.psi_hat.copy()
         psi[j] = x
         result = None
         if self.ev is not None:
+            Hs = self.H_psi()
+            H_ref = Hs[np.ix_(free, free)] if Hs is not None else None
             if H is None:
-                Hs = self.H_psi()
-                H = Hs[np.ix_(free, free)] if Hs is not None else np.eye(free.sum())
+                H = H_ref if H_ref is not None else np.eye(free.sum())
             last = {}
 
             def fg(z):
@@ -493,10 +518,13 @@ class _Profiler:
                 return dev, grad[free]
 
             probe = np.where(lo == 0, PROBE * self.psi_hat[-1], 0.0)
-            try:
-                z, dev, _, H_new, _, ok = quasi_newton(fg, start, lo, hi, H, FIT_TOL, probe=probe)
-            except NumericalError:
-                ok = False
+            ok = False
+            for x0 in (start, fallback_start):
+                try:
+                    z, dev, _, H_new, _, ok = quasi_newton(fg, x0, lo, hi, H, FIT_TOL, probe=probe, H_check=H_ref)
+                    break
+                except NumericalError:  # the start itself is rejected: try the plain neighbour
+                    continue
             if ok and np.isfinite(dev):
                 if not np.array_equal(last.get("z"), z):
                     dev, _ = fg(z)
@@ -546,6 +574,7 @@ class _Profiler:
                     H,
                     FIT_TOL,
                     probe=np.where(lower == 0, PROBE, 0.0),
+                    H_check=self.H_theta(),
                 )
                 parts = ev.parts(theta, gradient=True)
             except NumericalError:
