@@ -323,3 +323,43 @@ def test_progress_off(parquet_dir, capsys):
 
     sparselmm.lmer(FORMULAS["crossed"], ParquetSource(parquet_dir, progress=False), weights="w", offset="off")
     assert capsys.readouterr().err == ""
+
+
+def test_parquet_categorical_column(df, tmp_path):
+    pytest.importorskip("pyarrow")
+    cat = df.assign(item=pd.Categorical(df["item"], categories=sorted(df["item"].unique())[::-1]))
+    cat.iloc[:500].to_parquet(tmp_path / "a.parquet", row_group_size=128)
+    cat.iloc[500:].to_parquet(tmp_path / "b.parquet", row_group_size=128)
+    a = sparselmm.lmer(FORMULAS["crossed"], cat, weights="w", offset="off")
+    m = sparselmm.lmer(FORMULAS["crossed"], str(tmp_path), weights="w", offset="off")
+    _same(a, m)
+    assert list(m.ranef()["item"].index) == list(a.ranef()["item"].index)
+
+
+def test_in_memory_path_needs_no_extras():
+    """pyarrow and dask are imported only for parquet / Dask data."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('pyarrow', 'dask', 'distributed', 'tqdm'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import numpy as np, pandas as pd, sparselmm\n"
+        "from sparselmm.scale import ChunkedFrames\n"
+        "rng = np.random.default_rng(0)\n"
+        "d = pd.DataFrame({'g': rng.integers(0, 10, 200), 'y': rng.normal(size=200)})\n"
+        "a = sparselmm.lmer('y ~ 1 + (1|g)', d)\n"
+        "b = sparselmm.lmer('y ~ 1 + (1|g)', ChunkedFrames(d, rows=50, progress=True))\n"
+        "assert abs(a.objective - b.objective) < 1e-9 * abs(a.objective)\n"
+        "try:\n"
+        "    sparselmm.lmer('y ~ 1 + (1|g)', '/nonexistent/x.parquet')\n"
+        "except sparselmm.DataError:\n"
+        "    pass\n"
+        "assert 'pyarrow' not in sys.modules and 'dask' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -82,7 +82,8 @@ from ..formula import ParsedFormula
 
 __all__ = ["LevelPartial", "PartialCrossProducts", "Plan", "StreamedDesign", "level_partial"]
 
-SAMPLE_ROWS = 100_000  # rows kept from the start of the data to build the formulaic model specs
+SAMPLE_ROWS = 20_000  # rows kept from the start of the data to build the formulaic model specs (and to
+# give stateful transforms their state); every leaf of a Dask level pass carries this many rows
 
 
 def _kind(col: pd.Series) -> str:
