@@ -127,15 +127,20 @@ class Family:
     def mustart(self, y, wt):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _cached(self, name, y, wt, make):
+        """A term that depends on (y, weights) only, computed once per response (PIRLS calls these often)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        hit = cache.get(name)
+        if hit is not None and hit[0] is y and hit[1] is wt:
+            return hit[2]
+        value = make()
+        cache[name] = (y, wt, value)
+        return value
+
     def working_weights(self, eta, mu, wt):
         """IRLS (Fisher) weights ``w (dμ/dη)² / V(μ)`` — lme4's ``sqrtXwt²``."""
         d = self.link.mu_eta(eta)
         return wt * d * d / self.variance(mu), d
-
-
-def _ylogy(y, mu):
-    """``y log(y/μ)`` with ``0 log 0 = 0``."""
-    return special.xlogy(y, y) - special.xlogy(y, mu)
 
 
 class Binomial(Family):
@@ -149,16 +154,21 @@ class Binomial(Family):
         return mu * (1 - mu)
 
     def dev_resids(self, y, mu, wt):
-        return 2 * wt * (_ylogy(y, mu) + _ylogy(1 - y, 1 - mu))
+        c = self._cached("dev", y, wt, lambda: special.xlogy(y, y) + special.xlogy(1 - y, 1 - y))
+        return 2 * wt * (c - y * np.log(mu) - (1 - y) * np.log1p(-mu))
 
     def aic_term(self, y, mu, wt) -> float:
         # R: m = if (any(n > 1)) n else weights; -2 sum((weights/m) * dbinom(round(m y), round(m), mu, log=TRUE));
         # here the weights already hold the trials, so m = weights and weights/m = 1 (0 where m = 0)
-        m = np.round(wt)
-        k = np.round(wt * y)
-        const = special.gammaln(m + 1) - special.gammaln(k + 1) - special.gammaln(m - k + 1)
-        ll = const + special.xlogy(k, mu) + special.xlogy(m - k, 1 - mu)
-        return float(-2 * np.sum(np.where(m > 0, ll, 0.0)))
+        def make():
+            m = np.round(wt)
+            k = np.round(wt * y)
+            const = special.gammaln(m + 1) - special.gammaln(k + 1) - special.gammaln(m - k + 1)
+            return m, k, float(np.sum(np.where(m > 0, const, 0.0)))
+
+        m, k, const = self._cached("aic", y, wt, make)
+        ll = np.where(m > 0, k * np.log(mu) + (m - k) * np.log1p(-mu), 0.0)
+        return float(-2 * (const + np.sum(ll)))
 
     def validate(self, y, wt) -> None:
         if np.any(y < 0) or np.any(y > 1):
@@ -190,10 +200,12 @@ class Poisson(Family):
         return mu
 
     def dev_resids(self, y, mu, wt):
-        return 2 * wt * (_ylogy(y, mu) - (y - mu))
+        c = self._cached("dev", y, wt, lambda: special.xlogy(y, y))
+        return 2 * wt * (c - y * np.log(mu) - (y - mu))
 
     def aic_term(self, y, mu, wt) -> float:
-        return float(-2 * np.sum((special.xlogy(y, mu) - mu - special.gammaln(y + 1)) * wt))
+        const = self._cached("aic", y, wt, lambda: float(np.sum(special.gammaln(y + 1) * wt)))
+        return float(-2 * (np.sum((y * np.log(mu) - mu) * wt) - const))
 
     def validate(self, y, wt) -> None:
         if np.any(y < 0):

@@ -274,7 +274,12 @@ def _bobyqa(fun, x0, lower, step, ftol_abs=1e-8, xtol_abs=1e-8, ftol_rel=1e-12, 
 
 
 def _hessian(fun, x, fx, lower, h=DERIV_STEP):
-    """Central-difference gradient and Hessian as lme4's ``deriv12`` (steps clipped at the lower bounds)."""
+    """Central-difference gradient and Hessian as lme4's ``deriv12`` (steps clipped at the lower bounds).
+
+    Off-diagonal terms use ``f(x + hᵢ + hⱼ) + f(x − hᵢ − hⱼ)`` and the axis values already computed
+    (2m + m(m−1) evaluations, 72 for VerbAgg's 8 parameters); lme4's four-point formula (2m + 2m(m−1))
+    where a step is clipped at a bound.
+    """
     m = x.size
     up = x + h
     dn = np.maximum(x - h, lower)
@@ -286,6 +291,15 @@ def _hessian(fun, x, fx, lower, h=DERIV_STEP):
     width = up - dn
     g = (fp - fm) / width
     H = np.diag((fp - 2 * fx + fm) / (width / 2) ** 2)
+    if np.all(dn == x - h):  # no step clipped: the symmetric formula, 2 evaluations per pair
+        for i in range(m):
+            for j in range(i):
+                xp, xm = x.copy(), x.copy()
+                xp[[i, j]] += h
+                xm[[i, j]] -= h
+                fpp, fmm = fun(xp), fun(xm)
+                H[i, j] = H[j, i] = (fpp + fmm - fp[i] - fm[i] - fp[j] - fm[j] + 2 * fx) / (2 * h * h)
+        return g, H
     for i in range(m):
         for j in range(i):
             vals = []
@@ -295,6 +309,63 @@ def _hessian(fun, x, fx, lower, h=DERIV_STEP):
                 vals.append(fun(xx))
             H[i, j] = H[j, i] = (vals[0] - vals[1] - vals[2] + vals[3]) / (width[i] * width[j])
     return g, H
+
+
+def _gradient(fun, x, lower, h=DERIV_STEP):
+    up, dn = x + h, np.maximum(x - h, lower)
+    g = np.empty(x.size)
+    for i in range(x.size):
+        xa, xs = x.copy(), x.copy()
+        xa[i], xs[i] = up[i], dn[i]
+        g[i] = (fun(xa) - fun(xs)) / (up[i] - dn[i])
+    return g
+
+
+def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8):
+    """Minimise ``fun`` from ``x0`` by quasi-Newton steps: the finite-difference Hessian at ``x0``,
+    BFGS-updated with central-difference gradients (2m evaluations each), and step halving. Stops when
+    the predicted decrease ``gᵀH⁻¹g`` is below ``dec_tol``.
+
+    Returns ``(x, f, n_steps)``, or None when the Hessian is not positive definite, a step would leave
+    the bounds, or it does not converge — the caller then falls back to BOBYQA. From the ``nAGQ = 0``
+    optimum on VerbAgg this takes 72 + 2-3 × 16 evaluations where BOBYQA took ~170 (plus 128 for the
+    Hessian at the end).
+    """
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+    g, H = _hessian(fun, x0, f0, lower)
+    try:
+        c = cho_factor(H)
+    except LinAlgError:
+        return None
+    x, fx = x0.copy(), f0
+    for it in range(maxit):
+        step = -cho_solve(c, g)
+        if -g @ step < dec_tol:
+            return x, fx, it
+        t = 1.0
+        while True:
+            xn = x + t * step
+            if np.any(xn < lower):
+                return None
+            fn = fun(xn)
+            if fn <= fx:
+                break
+            t /= 2
+            if t < 1 / 32:
+                return (x, fx, it) if -g @ step < 1e-6 else None
+        g_new = _gradient(fun, xn, lower)
+        # BFGS update of the Hessian (superlinear instead of the chord method's linear convergence)
+        sv, yv = xn - x, g_new - g
+        Hs = H @ sv
+        if yv @ sv > 1e-12 * np.linalg.norm(yv) * np.linalg.norm(sv):
+            H = H + np.outer(yv, yv) / (yv @ sv) - np.outer(Hs, Hs) / (sv @ Hs)
+            try:
+                c = cho_factor(H)
+            except LinAlgError:
+                return None
+        x, fx, g = xn, fn, g_new
+    return None
 
 
 # --- the entry point ----------------------------------------------------------------------------------------
@@ -310,6 +381,7 @@ def glmer(
     calc_derivs: bool = True,
     start=None,
     data_name: str | None = None,
+    polish: bool = True,
 ):
     """Fit a generalised linear mixed model as lme4's ``glmer``.
 
@@ -330,6 +402,9 @@ def glmer(
         Prior weights (binomial: the trials of a proportion response) and an offset on the link scale.
     link : str, optional
         Link for a family given by name.
+    polish : bool
+        nAGQ >= 1: move from the nAGQ = 0 optimum by quasi-Newton steps (finite-difference Hessian, BFGS,
+        falling back to BOBYQA at a boundary or when the Hessian is not positive definite); False: BOBYQA.
     calc_derivs : bool
         Compute the Hessian at the optimum (lme4's ``calc.derivs``) for the standard errors and the
         convergence check (nAGQ >= 1).
@@ -404,11 +479,21 @@ def glmer(
         low = np.concatenate([lower, np.full(beta0.size, -np.inf)])
         step = np.concatenate([np.maximum(0.1 * np.abs(theta), 0.05), np.full(beta0.size, 0.5)])
         model.u = model.u.copy()
-        xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step, **STAGE1_TOL)
+        polished = None
+        if polish:
+            polished = _newton_polish(fz, x0, fz(x0), low)
+        if polished is not None:
+            xz, fval, n_steps = polished
+            info["optimizer"] = "newton"
+            info["messages"].append(f"quasi-Newton polish: {n_steps} step(s)")
+        else:
+            if polish:
+                info["messages"].append("quasi-Newton polish not applicable; BOBYQA")
+            xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step, **STAGE1_TOL)
+            info["converged"] = ok1
+            info["messages"].append(msg1)
         theta, beta = xz[:nth], beta0 + s * xz[nth:]
         info["n_evals_stage1"] = obj.n_evals - evals0 - 1
-        info["converged"] = ok1
-        info["messages"].append(msg1)
         fval = obj.stage1(theta, beta)
         crit = lambda x: obj.stage1(x[:nth], x[nth:])  # noqa: E731
         x_opt = np.concatenate([theta, beta])
