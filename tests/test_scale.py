@@ -84,6 +84,11 @@ def test_results_without_rows(df, reference):
     np.testing.assert_allclose(m.predict(new), a.predict(new), atol=1e-7)
     np.testing.assert_allclose(m.predict(new, re_form="~0", offset="off"), a.predict(new, re_form="~0", offset="off"))
     assert m.scale_info["rows"] == len(df) and m.scale_info["chunks"] == 4
+    assert m.deviance == pytest.approx(a.deviance, rel=1e-10)
+    np.testing.assert_allclose(m.confint(method="Wald").to_numpy(), a.confint(method="Wald").to_numpy(), atol=1e-6)
+    for call in (lambda: sparselmm.anova(m), lambda: m.simulate(1), lambda: m.bootstrap(2, progress=False)):
+        with pytest.raises(RowsNotHeldError):
+            call()
 
 
 def test_partials_add(df):
