@@ -203,3 +203,23 @@ def test_pirls_failure_names_theta(counts, monkeypatch):
     monkeypatch.setattr(pirls, "MAXIT", 1)
     with pytest.raises(NumericalError, match="PIRLS did not converge at theta"):
         sparselmm.glmer("y ~ x + (1 | g)", counts, family="poisson")
+
+
+def test_weighted_schur_equals_cholmod():
+    case = next(c for c in CASES if c["id"] == "grouseticks")
+    d = compare_glmm.load(case)
+    m = sparselmm.glmer(case["formula"], d, family="poisson", calc_derivs=False)
+    design, fam = m._design, m.family
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.1, 3.0, design.n)
+    theta = np.array([0.7, 0.4, 1.1])
+    b = rng.normal(size=design.q)
+    out = []
+    for schur in (False, True):
+        pm = pirls.PirlsModel(design, fam, design.y, np.ones(design.n), np.zeros(design.n), schur=schur)
+        assert pm.schur == schur
+        pm.factor(theta, w)
+        out.append((pm.chol.logdet(), pm.solve(b), pm.chol.solve_L(b) @ pm.chol.solve_L(b)))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
+    assert out[0][2] == pytest.approx(out[1][2], rel=1e-10)  # bᵀC⁻¹b, whatever the permutation

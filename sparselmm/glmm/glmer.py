@@ -418,7 +418,6 @@ def glmer(
     GLMMs are fitted in memory: PIRLS re-forms ``ZᵀWZ`` from the rows at every iteration. See the
     module docstring for the criterion (``deviance`` is ``−2 log L``, lme4's summary column).
     """
-    from .results import GlmerResult
 
     t0 = time.perf_counter()
     fam: Family = get_family(family, link)
@@ -443,8 +442,32 @@ def glmer(
         if nAGQ > 25:
             raise ModelSpecError(f"nAGQ = {nAGQ} is more than lme4's maximum of 25 quadrature points.")
     model = PirlsModel(design, fam, y, pw, off)
-    obj = GlmmObjective(model, nAGQ)
     setup = time.perf_counter() - t0
+    # one BLAS thread unless the dense part is big: threaded OpenBLAS on small triangular solves and
+    # factors costs milliseconds of synchronisation per call (4 ms per solve on VerbAgg's 24 x 24 block
+    # on a busy 2-core machine), as sparselmm.deviance found for lmer
+    dense = model.chol.q2 if model.schur else model.q
+    with _blas_threads(1 if dense**3 < SMALL_DENSE_FLOPS else None):
+        return _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
+
+
+SMALL_DENSE_FLOPS = 2e9  # below this (q2³ of the dense block, or q³ for CHOLMOD) BLAS runs on one thread
+
+
+def _blas_threads(limit):
+    import contextlib
+
+    if limit is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=limit, user_api="blas")
+
+
+def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name):
+    from .results import GlmerResult
+
+    obj = GlmmObjective(model, nAGQ)
 
     t1 = time.perf_counter()
     theta0 = design.theta0.copy() if start is None else np.asarray(start, dtype=float)

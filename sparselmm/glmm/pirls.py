@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from .._cholmod import SparseCholesky
 from ..errors import NumericalError
+from .wschur import MAX_DENSE, WeightedSchur
 
 __all__ = ["PirlsModel", "PirlsNotConverged"]
 
@@ -53,7 +54,7 @@ class PirlsModel:
     y, prior_weights, offset : ndarray
     """
 
-    def __init__(self, design, family, y, prior_weights, offset):
+    def __init__(self, design, family, y, prior_weights, offset, schur: bool = False):
         self.design = design
         self.family = family
         self.y = y
@@ -75,7 +76,17 @@ class PirlsModel:
             Lt = design.Lambdat(th)
             full = A + A.T
             A = sp.tril(abs(Lt) @ full @ abs(Lt).T, format="csc")
-        self.chol = SparseCholesky((A + sp.identity(self.q, format="csc")).tocsc())
+        self.schur = False
+        if schur and self.scalar and len(design.terms) > 1:
+            q1 = design.terms[0].q
+            if q1 >= self.q - q1 and self.q - q1 <= MAX_DENSE:
+                try:
+                    self.chol = WeightedSchur(self.M_row, self.M_col, self.q, q1)
+                    self.schur = True
+                except ValueError:
+                    pass
+        if not self.schur:
+            self.chol = SparseCholesky((A + sp.identity(self.q, format="csc")).tocsc())
         self.n_pirls = 0  # PIRLS iterations, all evaluations
         self.n_factor = 0
         # warm starts
@@ -142,6 +153,10 @@ class PirlsModel:
         """Factor ``ΛᵀZᵀWZΛ + I`` numerically (the symbolic analysis is reused)."""
         Lt, lam = parts if parts is not None else self._lambda_parts(theta)
         M = self.ZtWZ_lower(w)
+        if self.schur:
+            self.chol.factorize(M.data, lam)
+            self.n_factor += 1
+            return
         if self.scalar:
             M.data *= lam[self.M_row] * lam[self.M_col]
             A = M

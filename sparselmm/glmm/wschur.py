@@ -1,0 +1,141 @@
+"""A dense-Schur factor of ``ΛᵀZᵀWZΛ + I`` for all-scalar GLMMs whose weights change every PIRLS iteration.
+
+As :mod:`sparselmm.schur` (which see for the algebra): the first term (most levels, one level per row)
+has a diagonal block, ``D = t² diag(G₁₁) + I`` with ``G = ZᵀWZ``, and the other terms' Schur complement
+``S = diag(λ₂)(G₂₂ − G₂₁ diag(t²/D) G₁₂)diag(λ₂) + I`` is dense (q₂ × q₂) and factored by LAPACK;
+``L = [[D^½, 0], [B D^-½, L_S]]`` with ``B = diag(λ₂) G₂₁ t``, no permutation.
+
+``sparselmm.schur.SchurCholesky`` precomputes the products ``G_is G_js`` for fixed ``G``; here ``G``
+changes with ``W`` at every PIRLS iteration, so the product ``G₂₁ diag(t²/D) G₁₂`` is one sparse product
+per factorisation, on values read from the fixed pattern of ``ZᵀWZ`` (PirlsModel's ``M_lower``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg.lapack import dpotrf, dtrtrs
+
+from ..errors import NumericalError
+
+__all__ = ["WeightedSchur", "MAX_DENSE"]
+
+MAX_DENSE = 8000
+MAX_PAIRS = 30_000_000  # above this, G₂₁ diag(v) G₁₂ by a sparse product instead of the stored pairs (20 B each)
+
+
+class WeightedSchur:
+    """Factor of ``diag(λ) G diag(λ) + I`` from the values of ``G``'s lower triangle on a fixed pattern.
+
+    Parameters
+    ----------
+    row, col : ndarray
+        Row and column of each stored entry of the lower triangle of ``G`` (in its CSC order).
+    q : int
+    q1 : int
+        Columns of the first term; ``G[:q1, :q1]`` must be diagonal (ValueError otherwise).
+    """
+
+    def __init__(self, row: np.ndarray, col: np.ndarray, q: int, q1: int):
+        self.n, self.q1, self.q2 = q, q1, q - q1
+        in11 = (col < q1) & (row < q1)
+        if np.any(row[in11] != col[in11]):
+            raise ValueError("the first block of ZᵀWZ is not diagonal")
+        self.i11 = np.flatnonzero(in11)
+        if self.i11.size != q1 or np.any(col[self.i11] != np.arange(q1)):
+            raise ValueError("a level of the first term has no rows")
+        self.i21 = np.flatnonzero((col < q1) & (row >= q1))  # CSC order: by level s, rows sorted
+        self.r21 = (row[self.i21] - q1).astype(np.int32)
+        self.indptr21 = np.concatenate([[0], np.cumsum(np.bincount(col[self.i21], minlength=q1))])
+        self.i22 = np.flatnonzero(col >= q1)
+        q2 = self.q2
+        r22, c22 = row[self.i22] - q1, col[self.i22] - q1
+        self.t22 = (r22 + c22 * q2).astype(np.int64)  # Fortran position in the lower triangle
+        # every pair (e1 >= e2) of G₂₁ entries sharing a level s, by level: the lower triangle of
+        # G₂₁ diag(v) G₁₂ is one bincount of G_e1 G_e2 v_s (rows within a level are sorted, so r(e1) >= r(e2))
+        counts = np.diff(self.indptr21)
+        self.n_pairs = int(np.sum(counts * (counts + 1) // 2))
+        self.pairs = None
+        if self.n_pairs <= MAX_PAIRS:
+            e1s, e2s, ss = [], [], []
+            for c in np.unique(counts):
+                if c == 0:
+                    continue
+                levels = np.flatnonzero(counts == c)
+                ii, jj = np.tril_indices(c)
+                start = self.indptr21[levels][:, None]
+                e1s.append((start + ii[None, :]).ravel())
+                e2s.append((start + jj[None, :]).ravel())
+                ss.append(np.repeat(levels, ii.size))
+            e1, e2, lev = (np.concatenate(x).astype(np.int32) for x in (e1s, e2s, ss))
+            target = self.r21[e1].astype(np.int64) + self.r21[e2].astype(np.int64) * q2
+            self.pairs = (e1, e2, lev, target)
+        # G₂₁ as CSR (for B x) from its CSC values: a fixed permutation
+        csc = sp.csc_matrix((np.arange(self.i21.size, dtype=float), self.r21, self.indptr21), shape=(q2, q1))
+        csr = csc.tocsr()
+        self._csr_perm = np.rint(csr.data).astype(np.int64)
+        self._csr_ind, self._csr_ptr = csr.indices, csr.indptr
+        self._csc_ind, self._csc_ptr = self.r21, self.indptr21
+        self.perm = np.arange(q)
+        self.iperm = self.perm
+        self._L_S = None
+
+    def factorize(self, gdata: np.ndarray, lam: np.ndarray) -> None:
+        """Numeric factorisation for the values ``gdata`` of ``G`` (lower triangle) and ``Λ = diag(lam)``."""
+        q1, q2 = self.q1, self.q2
+        t = float(lam[0])
+        lam2 = np.asarray(lam[q1:], dtype=float)
+        t2 = t * t
+        g = gdata[self.i11]
+        d = t2 * g + 1.0
+        g21 = gdata[self.i21]
+        v = t2 / d
+        if self.pairs is not None:
+            e1, e2, lev, target = self.pairs
+            K = -np.bincount(target, weights=g21[e1] * g21[e2] * v[lev], minlength=q2 * q2)
+        else:
+            G21 = sp.csc_matrix((g21, self.r21, self.indptr21), shape=(q2, q1))
+            Bs = G21 @ sp.diags(np.sqrt(v))
+            K = -np.asfortranarray(np.tril((Bs @ Bs.T).toarray())).reshape(-1, order="F")
+        K[self.t22] += gdata[self.i22]
+        K = K.reshape(q2, q2, order="F")
+        S = K * lam2[:, None] * lam2[None, :]  # Fortran order; only the lower triangle is used
+        S[np.diag_indices(q2)] += 1.0
+        if not np.all(np.isfinite(S)):
+            raise NumericalError("Λ ZᵀWZ Λ + I overflows at this theta.")
+        L, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)  # clean: zero the (unused) upper triangle
+        if info != 0:
+            raise NumericalError("The Schur complement is not positive definite at this theta.")
+        self._t, self._lam2, self._d, self._L_S = t, lam2, d, L
+        self._G21 = sp.csr_matrix((g21[self._csr_perm], self._csr_ind, self._csr_ptr), shape=(q2, q1))
+        self._G12 = sp.csr_matrix((g21, self._csc_ind, self._csc_ptr), shape=(q1, q2))  # CSC of G₂₁ = CSR of G₁₂
+
+    def logdet(self) -> float:
+        return float(np.sum(np.log(self._d)) + 2.0 * np.sum(np.log(np.diagonal(self._L_S))))
+
+    def solve_L(self, b: np.ndarray) -> np.ndarray:
+        """``L⁻¹ b``."""
+        b = np.asarray(b, dtype=float)
+        vec = b.ndim == 1
+        b2d = b.reshape(self.n, -1)
+        sd = np.sqrt(self._d)[:, None]
+        x1 = b2d[: self.q1] / sd
+        rhs = b2d[self.q1 :] - self._lam2[:, None] * (self._G21 @ (self._t * b2d[: self.q1] / self._d[:, None]))
+        x2, _ = dtrtrs(self._L_S, np.asfortranarray(rhs), lower=1)
+        out = np.vstack([x1, x2])
+        return out.ravel() if vec else out
+
+    def solve_Lt(self, c: np.ndarray) -> np.ndarray:
+        """``L⁻ᵀ c``."""
+        c = np.asarray(c, dtype=float)
+        vec = c.ndim == 1
+        c2d = c.reshape(self.n, -1)
+        x2, _ = dtrtrs(self._L_S, np.asfortranarray(c2d[self.q1 :]), lower=1, trans=1)
+        sd = np.sqrt(self._d)[:, None]
+        bt = self._t * (self._G12 @ (self._lam2[:, None] * x2))
+        x1 = (c2d[: self.q1] - bt / sd) / sd
+        out = np.vstack([x1, x2])
+        return out.ravel() if vec else out
+
+    def nnz(self) -> int:
+        return self.q1 + self.i21.size + self.q2 * (self.q2 + 1) // 2
