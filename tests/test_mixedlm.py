@@ -743,3 +743,15 @@ def test_finite_difference_fallback_for_large_models(school, monkeypatch):
 def test_subset_mask_of_wrong_length(school):
     with pytest.raises(DataError, match="subset is a mask of 3 values"):
         mixedlm("y ~ x", school, groups="school", subset=np.array([True, False, True]))
+
+
+def test_covariance_is_computed_on_first_use_with_the_fits_own_settings(school):
+    m_sm, m = _both(school, CASES["slopes"])
+    reml = quiet_fit(m)
+    assert reml._ncp is None  # the Hessian is not part of fit()
+    ml = quiet_fit(m, reml=False)  # the model now says ML
+    ref = sm_fit(m_sm)
+    assert rel(reml.bse, ref.bse) < TOL  # still the REML Hessian
+    assert rel(ml.bse, sm_fit(m_sm, reml=False).bse) < TOL
+    reml.normalized_cov_params = np.eye(len(reml.params))
+    assert np.allclose(reml.bse, np.sqrt(reml.scale))

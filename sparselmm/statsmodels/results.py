@@ -27,13 +27,17 @@ class MixedLMResults:
 
     Differences from statsmodels (deliberate): ``random_effects`` are returned also when ``cov_re`` is
     singular (statsmodels raises; the conditional modes are well defined); ``llf`` is computed with the
-    REML/ML setting of this fit, not whatever the model was last fitted with.
+    REML/ML setting of this fit, not whatever the model was last fitted with. The Hessian behind
+    ``normalized_cov_params`` (and so ``bse``, ``cov_params``, ``summary``, the tests) is computed when
+    first needed, not in ``fit`` — on InstEval's crossed model it costs about twice the optimisation, as
+    ``lmer`` defers its inference to ``summary()`` — so the "Hessian not positive definite" warning appears
+    at that first use.
     """
 
     def __init__(self, model, params, cov_params):
         self.model = model
         self._params_arr = np.asarray(params, dtype=float)
-        self.normalized_cov_params = np.asarray(cov_params, dtype=float)
+        self._ncp = None if cov_params is None else np.asarray(cov_params, dtype=float)
         self.nobs = model.nobs
         self.df_resid = self.nobs - (np.linalg.matrix_rank(model.exog) if model.k_fe else 0)
         self.k_fe, self.k_re, self.k_re2, self.k_vc = model.k_fe, model.k_re, model.k_re2, model.k_vc
@@ -52,8 +56,28 @@ class MixedLMResults:
         fe = state.beta.copy()
         scale = state.pwrss / lik.fac(reml)
         po = lik.params_from_theta(theta, fe)
-        hess, _ = model.hessian(po)
-        free = model._freepat
+        res = cls(model, po.get_packed(use_sqrt=False, has_fe=True), None)  # covariance: on first use
+        res._set(po, fe, scale, reml, converged, model._freepat, state)
+        res._theta, res._state = np.asarray(theta, float).copy(), state
+        res.hist, res.optinfo = hist, info
+        return res
+
+    @property
+    def normalized_cov_params(self) -> np.ndarray:
+        """``cov_params() / scale``: the inverse of minus the Hessian of the log-likelihood in the packed
+        (non-square-root) parameters, over the free ones (computed on first use)."""
+        if self._ncp is None:
+            self._ncp = self._covariance_from_hessian()
+        return self._ncp
+
+    @normalized_cov_params.setter
+    def normalized_cov_params(self, value) -> None:
+        self._ncp = np.asarray(value, dtype=float)
+
+    def _covariance_from_hessian(self) -> np.ndarray:
+        po, free = self.params_object, self.freepat
+        lik = self.model.likelihood()
+        hess = lik.hessian(po.fe_params, po.cov_re, po.vcomp, self.reml)  # this fit's REML/ML setting
         hess_diag = np.diag(hess)
         if free is not None:
             pcov = np.zeros_like(hess)
@@ -68,15 +92,11 @@ class MixedLMResults:
             warnings.warn(
                 "The Hessian matrix at the estimated parameter values is not positive definite.",
                 MixedLMConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        res = cls(model, po.get_packed(use_sqrt=False, has_fe=True), pcov / scale)
-        res._set(po, fe, scale, reml, converged, free)
-        res._theta, res._state = np.asarray(theta, float).copy(), state
-        res.hist, res.optinfo = hist, info
-        return res
+        return pcov / self.scale
 
-    def _set(self, po, fe, scale, reml, converged, free):
+    def _set(self, po, fe, scale, reml, converged, free, state=None):
         self.params_object = po
         self._fe = np.asarray(fe, float)
         self.scale = float(scale)
@@ -90,7 +110,10 @@ class MixedLMResults:
         model = self.model
         lik = model.likelihood()
         self.cov_pen = model.cov_pen
-        self.llf = lik.loglike(po.cov_re, po.vcomp, self.reml, beta=fe)
+        if state is not None:  # the fit's own solution (the same θ): no second factorisation
+            self.llf = lik.loglike_state(state, self.reml, beta=fe)
+        else:
+            self.llf = lik.loglike(po.cov_re, po.vcomp, self.reml, beta=fe)
         if model.fe_pen is not None or model.cov_pen is not None:  # statsmodels' llf includes the penalties
             self.llf -= model._penalty(fe, po.cov_re)
 
@@ -440,6 +463,7 @@ class MixedLMResults:
         ``summary()``, the tests and ``predict(exog)`` keep working; anything that needs the data (random
         effects, fitted values, ``loglike``, refits) then raises :class:`~sparselmm.DataError`."""
         model = self.model
+        self.normalized_cov_params  # noqa: B018 - computed now: bse, summary and tests need it afterwards
         # what summary() and the scale-dependent attributes need is already stored on the results
         model.endog = model.exog = model.exog_re = model.groups = None
         model.data_frame = None
