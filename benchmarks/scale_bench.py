@@ -4,13 +4,13 @@
 Rows are drawn from ``cells`` distinct (user, item) cells, ``rows / cells`` rows per cell (repeated
 sessions), so the same cells can be read as 1e7 or 1e8 rows: memory should follow the cells (the
 cross-products hold one entry per distinct cell), not the rows. Each fit runs in a fresh subprocess,
-whose peak RSS is read from ``getrusage(RUSAGE_CHILDREN)``. Reported beside it: the rows per second of
+whose own peak RSS is read from ``os.wait4``. Reported beside it: the rows per second of
 the cross-product pass, the fit time, and an estimate of what the in-memory pandas path would need for
-the same rows (the frame, ``X``, ``y``, ``Zt`` with its CSC copy and the products, per row measured on
-a 1e5-row sample and scaled; see :func:`in_memory_estimate`).
+the same rows: a lower bound from the arrays it holds (:func:`in_memory_estimate`) and, with
+``--calibrate``, the in-memory fit's peak RSS measured at 1e5 and 1e6 rows and extrapolated linearly.
 
     python benchmarks/scale_bench.py --rows 1e6 --cells 1e6 --users 1e5 --items 1e3 --dask   # smoke test
-    python benchmarks/scale_bench.py --rows 1e8 --cells 1e7                                 # the issue's
+    python benchmarks/scale_bench.py --rows 1e8 --cells 1e7 --users 1e6 --items 5e3 --dask --calibrate  # issue's
 
 Writes a JSON line per run to stdout (and ``--out``). Do not run the 1e8 size on a shared machine.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -120,14 +119,35 @@ def _child(args) -> None:
 
 
 def _run_child(mode: str, data: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--data", data], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        return {"mode": mode, "error": out.stderr.strip().splitlines()[-1:]}
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # max over children so far
+    """Run one fit in a fresh process; its own peak RSS comes from ``os.wait4``."""
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", mode, "--data", data], stdout=fo, stderr=fe)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage (Popen.wait would reap it)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read(), fe.read()
+    if proc.returncode != 0:
+        return {"mode": mode, "error": err.strip().splitlines()[-1:]}
+    res = json.loads(out.strip().splitlines()[-1])
+    res["peak_rss_gb"] = usage.ru_maxrss / 2**20
     return res
+
+
+def calibrate_in_memory(rows: int, cells: int, users: int, items: int) -> dict:
+    """Measured in-memory peak RSS at 1e5 and 1e6 rows (same rows per cell); bytes per row from the slope."""
+    small, large = 100_000, 1_000_000
+    peaks = {}
+    for n in (small, large):
+        with tempfile.TemporaryDirectory(prefix="scale_cal_") as d:
+            generate(d, n, max(1, int(n * cells / rows)), users, items)
+            peaks[n] = _run_child("memory", d).get("peak_rss_gb", float("nan"))
+    per_row = (peaks[large] - peaks[small]) * 2**30 / (large - small)
+    return {
+        "in_memory_measured_peak_gb": peaks,
+        "in_memory_measured_bytes_per_row": per_row,
+        "in_memory_extrapolated_gb": peaks[small] + per_row * (rows - small) / 2**30,
+    }
 
 
 def main() -> None:
@@ -139,6 +159,9 @@ def main() -> None:
     ap.add_argument("--dir", help="parquet directory (default: a temporary one, removed afterwards)")
     ap.add_argument("--dask", action="store_true", help="also fit through a 2-worker LocalCluster")
     ap.add_argument("--memory", action="store_true", help="also fit in memory (pandas) for comparison")
+    ap.add_argument(
+        "--calibrate", action="store_true", help="measure the in-memory path at 1e5 and 1e6 rows and extrapolate"
+    )
     ap.add_argument("--out", help="append the JSON lines to this file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -154,7 +177,8 @@ def main() -> None:
     common = {"rows": rows, "cells": cells, "users": users, "items": items}
     common["generate_seconds"] = time.perf_counter() - t0
     common.update(in_memory_estimate(path, rows))
-    # peak RSS is a max over all children: run the cheapest first, so each reported peak is its own
+    if args.calibrate:
+        common.update(calibrate_in_memory(rows, cells, users, items))
     modes = ["disk"] + (["dask"] if args.dask else []) + (["memory"] if args.memory else [])
     lines = []
     for mode in modes:
