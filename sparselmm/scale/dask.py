@@ -42,11 +42,16 @@ def _client():
 
 
 class DaskSource(Source):
-    """A ``dask.dataframe.DataFrame``; ``retries`` are passed to a ``dask.distributed`` client."""
+    """A ``dask.dataframe.DataFrame``; ``retries`` are passed to a ``dask.distributed`` client.
 
-    def __init__(self, ddf, retries: int = 2, label: str = "a Dask DataFrame"):
+    ``progress=True`` shows Dask's own task progress bar (``dask.diagnostics.ProgressBar``, local
+    schedulers; on a distributed cluster use its dashboard); rows per second are in the result's
+    ``scale_info``.
+    """
+
+    def __init__(self, ddf, retries: int = 2, progress: bool = False, label: str = "a Dask DataFrame"):
         self.ddf, self.retries, self.label = ddf, int(retries), label
-        self.progress = False
+        self.progress = progress
 
     def columns(self) -> list[str]:
         return list(self.ddf.columns)
@@ -70,6 +75,11 @@ class DaskSource(Source):
         client = _client()
         if client is not None:
             result = client.compute(total, retries=self.retries).result()
+        elif self.progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                (result,) = dask.compute(total)
         else:
             (result,) = dask.compute(total)
         rows = getattr(result, "n", 0) + getattr(result, "n_dropped", 0)
