@@ -52,6 +52,8 @@ GLMM_RESPONSE = "glmm_response__"
 SINGULAR_TOL = 1e-4
 GRAD_TOL = 0.002  # lme4's check.conv.grad (relative gradient)
 DERIV_STEP = 1e-4
+# nAGQ >= 1: the nAGQ = 0 optimum is only the start of the joint polish, so it need not be tight
+STAGE0_START_TOL = {"ftol_abs": 1e-5, "xtol_abs": 1e-5, "ftol_rel": 1e-12}
 STAGE1_TOL = {"ftol_abs": 1e-8, "xtol_abs": 1e-8, "ftol_rel": 1e-12}
 _CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
 
@@ -473,7 +475,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
     theta0 = design.theta0.copy() if start is None else np.asarray(start, dtype=float)
     lower = design.lower
     step0 = np.full(theta0.size, 0.2)
-    theta, f0, ok0, msg0 = _bobyqa(obj.stage0, theta0, lower, step0)
+    theta, f0, ok0, msg0 = _bobyqa(obj.stage0, theta0, lower, step0, **(STAGE0_START_TOL if nAGQ else {}))
     evals0 = obj.n_evals
     f0 = obj.stage0(theta)  # leaves u, β, RX at the optimum
     beta0 = model.beta.copy()
