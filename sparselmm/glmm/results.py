@@ -299,13 +299,8 @@ class GlmmSummary:
 
     def __str__(self) -> str:
         r = self.res
-        method = (
-            "Laplace Approximation"
-            if r.nAGQ == 1
-            else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {r.nAGQ}"
-            if r.nAGQ > 1
-            else "Laplace Approximation, nAGQ = 0"
-        )
+        # lme4's methTitle: nAGQ = 0 is titled as quadrature with 0 points
+        method = "Laplace Approximation" if r.nAGQ == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {r.nAGQ}"
         out = [
             f"Generalized linear mixed model fit by maximum likelihood ({method}) ['glmerMod']",
             f" Family: {r.family.name}  ( {r.family.link.name} )",
