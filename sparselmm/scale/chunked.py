@@ -185,7 +185,7 @@ class LevelPartial:
     chunks: int = 0
 
     def __add__(self, other: LevelPartial) -> LevelPartial:
-        if other is None:
+        if other is None or (isinstance(other, int) and other == 0):  # sum() starts at 0
             return self
         out = LevelPartial(
             self.n + other.n,
