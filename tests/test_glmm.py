@@ -223,3 +223,12 @@ def test_weighted_schur_equals_cholmod():
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-9, atol=1e-12)
     assert out[0][2] == pytest.approx(out[1][2], rel=1e-10)  # bᵀC⁻¹b, whatever the permutation
+
+
+def test_negative_binomial_family():
+    nb = sparselmm.glmm.NegativeBinomial(2.5)
+    assert repr(nb) == "negative.binomial(theta=2.5, link='log')"
+    mu = np.array([0.5, 2.0, 7.0])
+    np.testing.assert_allclose(nb.variance(mu), mu + mu**2 / 2.5)
+    with pytest.raises(ModelSpecError, match="theta must be a positive"):
+        sparselmm.glmm.NegativeBinomial(-1)

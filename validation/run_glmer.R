@@ -35,6 +35,7 @@ for (cs in cases) {
     fam <- switch(cs$family,
       binomial = if (is.null(link)) binomial() else binomial(link = link),
       poisson = if (is.null(link)) poisson() else poisson(link = link),
+      negative.binomial = MASS::negative.binomial(theta = cs$theta, link = if (is.null(link)) "log" else link),
       stop("unknown family ", cs$family))
     d$.w <- if (is.null(cs$weights)) 1 else d[[cs$weights]]
     d$.off <- if (is.null(cs$offset)) 0 else d[[cs$offset]]

@@ -7,8 +7,10 @@ are R's ``dev.resids``, and :meth:`Family.aic_term` is R's ``family$aic`` withou
 is the term lme4's Laplace deviance adds (``glmResp::Laplace = ldL2 + ‖u‖² + aic()``), so ``−2 log L``
 here is lme4's ``-2 * logLik(m)``.
 
-Adding a family (Gamma, inverse Gaussian, negative binomial with known θ) means writing its
-``variance``, ``dev_resids``, ``aic_term``, ``validate`` and ``mustart``; links are shared.
+Adding a family means writing its ``variance``, ``dev_resids``, ``aic_term``, ``validate`` and
+``mustart``; links are shared. :class:`NegativeBinomial` (known θ, MASS's ``negative.binomial``) is
+such an addition (a subclass of Poisson: same support and start). Gamma and inverse Gaussian would also
+need the dispersion (lme4 estimates σ for them), which the Laplace criterion here takes as 1.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from scipy import special, stats
 
 from ..errors import DataError, ModelSpecError
 
-__all__ = ["Link", "Family", "Binomial", "Poisson", "get_family", "LINKS"]
+__all__ = ["Link", "Family", "Binomial", "Poisson", "NegativeBinomial", "get_family", "LINKS"]
 
 EPS = np.finfo(float).eps
 _LOGIT_THRESH = 30.0  # R's binomial linkinv: eta outside ±30 gives mu = eps or 1 - eps
@@ -220,6 +222,44 @@ class Poisson(Family):
         return y + 0.1
 
 
+class NegativeBinomial(Poisson):
+    """Negative binomial with known shape ``theta`` (MASS's ``negative.binomial(theta)``): V(μ) = μ + μ²/θ."""
+
+    name = "negative.binomial"
+    links = ("log", "identity", "sqrt")
+    default_link = "log"
+
+    def __init__(self, theta: float = 1.0, link: str | None = None):
+        if not (isinstance(theta, (int, float)) and np.isfinite(theta) and theta > 0):
+            raise ModelSpecError(f"negative binomial theta must be a positive number, not {theta!r}.")
+        self.theta = float(theta)
+        super().__init__(link)
+
+    def __repr__(self) -> str:
+        return f"negative.binomial(theta={self.theta:g}, link={self.link.name!r})"
+
+    def variance(self, mu):
+        return mu + mu * mu / self.theta
+
+    def mustart(self, y, wt):
+        return y + (y == 0) / 6  # MASS's negative.binomial()$initialize
+
+    def dev_resids(self, y, mu, wt):
+        th = self.theta
+        return 2 * wt * (y * np.log(np.maximum(1, y) / mu) - (y + th) * np.log((y + th) / (mu + th)))
+
+    def aic_term(self, y, mu, wt) -> float:
+        th = self.theta
+        const = self._cached(
+            "aic",
+            y,
+            wt,
+            lambda: special.gammaln(y + 1) - th * np.log(th) + special.gammaln(th) - special.gammaln(th + y),
+        )
+        term = (y + th) * np.log(mu + th) - y * np.log(mu) + const
+        return float(2 * np.sum(term * wt))
+
+
 FAMILIES = {"binomial": Binomial, "poisson": Poisson}
 
 
@@ -237,5 +277,5 @@ def get_family(family, link: str | None = None) -> Family:
             return FAMILIES[key](link)
     raise ModelSpecError(
         f"Unknown family {family!r}; available families are {sorted(FAMILIES)} (e.g. family='binomial', "
-        "family=sparselmm.glmm.Binomial('probit'))."
+        "family=sparselmm.glmm.Binomial('probit'), sparselmm.glmm.NegativeBinomial(theta=2))."
     )
