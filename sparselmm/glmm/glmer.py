@@ -505,14 +505,17 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         step = np.concatenate([np.maximum(0.1 * np.abs(theta), 0.05), np.full(beta0.size, 0.5)])
         model.u = model.u.copy()
         polished = None
-        if polish:
+        near_bound = bool(np.any((lower == 0) & (theta < 10 * SINGULAR_TOL)))
+        if polish and near_bound:
+            info["messages"].append("nAGQ = 0 optimum at a boundary: BOBYQA for the joint stage")
+        elif polish:
             polished = _newton_polish(fz, x0, fz(x0), low)
         if polished is not None:
             xz, fval, n_steps = polished
             info["optimizer"] = "newton"
             info["messages"].append(f"quasi-Newton polish: {n_steps} step(s)")
         else:
-            if polish:
+            if polish and not near_bound:
                 info["messages"].append("quasi-Newton polish not applicable; BOBYQA")
             xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step, **STAGE1_TOL)
             info["converged"] = ok1

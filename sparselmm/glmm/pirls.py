@@ -71,11 +71,9 @@ class PirlsModel:
         self._pattern()
         A = self.M_lower.copy()
         A.data[:] = 1.0
-        if not self.scalar:  # the pattern of ΛᵀMΛ (a generic θ: every factor entry nonzero)
-            th = np.where(np.isfinite(design.lower) & (design.lower == 0), 1.0, 0.5)
-            Lt = design.Lambdat(th)
-            full = A + A.T
-            A = sp.tril(abs(Lt) @ full @ abs(Lt).T, format="csc")
+        if not self.scalar:  # the pattern of ΛᵀMΛ and the map that fills it (see _bilinear_map)
+            self._lambda_parts(design.theta0)
+            A = self._bilinear_map()
         self.schur = False
         if schur and self.scalar and len(design.terms) > 1:
             q1 = design.terms[0].q
@@ -129,6 +127,42 @@ class PirlsModel:
         self.M_row, self.M_col = row, col
         self.diag_idx = np.flatnonzero(row == col)
 
+    def _bilinear_map(self) -> sp.csc_matrix:
+        """For vector-valued terms: ``A = Λᵀ M Λ`` (lower triangle) as one bincount per factorisation.
+
+        ``A_ij = Σ Lt_ip M_pr Lt_jr`` over the stored entries; every product (position of ``A``, entry of
+        ``M``, the two θ indices) is listed once here, so a factorisation forms ``A`` without sparse-sparse
+        products (scipy's per-call overhead was most of the time on small models).
+        """
+        q = self.q
+        T = self._Lt_pattern
+        row, col = self.M_row, self.M_col
+        off = row != col
+        k = np.concatenate([np.arange(row.size), np.flatnonzero(off)])
+        p = np.concatenate([row, col[off]])
+        r = np.concatenate([col, row[off]])
+
+        def expand(cols, base):
+            # for each item (column c of Lt): every stored entry of that column
+            counts = np.diff(T.indptr)[cols]
+            item = np.repeat(base, counts)
+            start = np.repeat(T.indptr[cols] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+            return item, start + np.arange(counts.sum())
+
+        it1, e1 = expand(p, np.arange(p.size))
+        it2, e2 = expand(r[it1], np.arange(it1.size))
+        e1 = e1[it2]
+        kk = k[it1][it2]
+        i, j = T.indices[e1], T.indices[e2]
+        keep = i >= j
+        i, j, kk, e1, e2 = i[keep], j[keep], kk[keep], e1[keep], e2[keep]
+        key = j.astype(np.int64) * q + i
+        ukey, pos = np.unique(key, return_inverse=True)
+        A = sp.csc_matrix((np.ones(ukey.size), (ukey % q, ukey // q)), shape=(q, q))
+        A.sort_indices()
+        self._A_map = (pos, kk, self._Lind[e1], self._Lind[e2], A)
+        return A
+
     def ZtWZ_lower(self, w: np.ndarray) -> sp.csc_matrix:
         """Lower triangle of ``ZᵀWZ`` on the fixed pattern (values from the rows)."""
         M = self.M_lower.copy()
@@ -161,9 +195,10 @@ class PirlsModel:
             M.data *= lam[self.M_row] * lam[self.M_col]
             A = M
         else:
-            full = M + M.T - sp.diags(M.diagonal())
-            A = sp.tril(Lt @ full @ Lt.T, format="csc")
-            A.sort_indices()
+            pos, kk, l1, l2, pattern = self._A_map
+            theta = np.asarray(theta, dtype=float)
+            vals = np.bincount(pos, weights=M.data[kk] * theta[l1] * theta[l2], minlength=pattern.nnz)
+            A = sp.csc_matrix((vals, pattern.indices, pattern.indptr), shape=pattern.shape)
         self.chol.factorize(A, beta=1.0)
         self.n_factor += 1
 
