@@ -6,10 +6,13 @@ What is computed (and matched to lme4 1.1-31, ``validation/compare_glmm.py``):
   jointly, objective ``ℓ(θ) = −2 log p(y | μ) + ‖u‖² + log|L|²`` (``L Lᵀ = ΛᵀZᵀWZΛ + I`` at the
   converged weights), θ by BOBYQA.
 * ``nAGQ = 1`` — the Laplace approximation over ``(θ, β)`` (lme4's second stage): PIRLS over ``u`` at
-  fixed ``(θ, β)``, same objective. Started from the ``nAGQ = 0`` optimum, β enters the derivative-free
-  optimiser standardised by its ``nAGQ = 0`` standard errors (``β = β₀ + s ⊙ z``), so BOBYQA's trust
-  region is well scaled in every direction; ``u`` is warm-started across evaluations, so each one costs
-  1-3 PIRLS iterations. lme4 uses Nelder–Mead on the raw ``(θ, β)``.
+  fixed ``(θ, β)``, same objective. β stays out of a long derivative-free search: from the ``nAGQ = 0``
+  optimum (β standardised by its ``nAGQ = 0`` SEs) a quasi-Newton polish — finite-difference Hessian,
+  BFGS updates from central-difference gradients, step halving — converges in 2-4 steps; BOBYQA takes
+  over when the start is at a boundary (singular) or the Hessian is not positive definite. ``u`` is
+  warm-started across evaluations (1-3 PIRLS iterations each). Measured on VerbAgg (8 parameters):
+  229 criterion evaluations in all, Hessian for the SEs included, where lme4 1.1-31 used 50 + 400
+  (Nelder–Mead on the raw ``(θ, β)``) plus its Hessian; joint BOBYQA here took 325.
 * ``nAGQ > 1`` — adaptive Gauss–Hermite quadrature for one scalar random-effects term, exactly lme4's
   ``glmerAGQ``: ``Σⱼ devcⱼ(u₀) + log|L|² − 2 Σⱼ log Σₖ wₖ exp(zₖ²/2 − (devcⱼ(u₀ + zₖ σⱼ) − devcⱼ(u₀))/2)``
   with ``devcⱼ = uⱼ² + Σ_{i∈j} devresidᵢ`` and ``σⱼ = 1/Lⱼⱼ``. As in lme4, this criterion uses the
