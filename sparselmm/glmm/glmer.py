@@ -11,8 +11,9 @@ What is computed (and matched to lme4 1.1-31, ``validation/compare_glmm.py``):
   BFGS updates from central-difference gradients, step halving — converges in 2-4 steps; BOBYQA takes
   over when the start is at a boundary (singular) or the Hessian is not positive definite. ``u`` is
   warm-started across evaluations (1-3 PIRLS iterations each). Measured on VerbAgg (8 parameters):
-  229 criterion evaluations in all, Hessian for the SEs included, where lme4 1.1-31 used 50 + 400
-  (Nelder–Mead on the raw ``(θ, β)``) plus its Hessian; joint BOBYQA here took 325.
+  about 190 criterion evaluations in all, the Hessian for the SEs included (29 nAGQ = 0, ~115 polish,
+  73 Hessian), where lme4 1.1-31 used 50 + 400 (Nelder–Mead on the raw ``(θ, β)``) plus its Hessian;
+  joint BOBYQA here took 325.
 * ``nAGQ > 1`` — adaptive Gauss–Hermite quadrature for one scalar random-effects term, exactly lme4's
   ``glmerAGQ``: ``Σⱼ devcⱼ(u₀) + log|L|² − 2 Σⱼ log Σₖ wₖ exp(zₖ²/2 − (devcⱼ(u₀ + zₖ σⱼ) − devcⱼ(u₀))/2)``
   with ``devcⱼ = uⱼ² + Σ_{i∈j} devresidᵢ`` and ``σⱼ = 1/Lⱼⱼ``. As in lme4, this criterion uses the
@@ -56,6 +57,7 @@ SINGULAR_TOL = 1e-4
 GRAD_TOL = 0.002  # lme4's check.conv.grad (relative gradient)
 DERIV_STEP = 1e-4
 # nAGQ >= 1: the nAGQ = 0 optimum is only the start of the joint polish, so it need not be tight
+POLISH_APPROX_START = True
 STAGE0_START_TOL = {"ftol_abs": 1e-5, "xtol_abs": 1e-5, "ftol_rel": 1e-12}
 STAGE1_TOL = {"ftol_abs": 1e-8, "xtol_abs": 1e-8, "ftol_rel": 1e-12}
 _CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
@@ -326,19 +328,37 @@ def _gradient(fun, x, lower, h=DERIV_STEP):
     return g
 
 
-def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8):
-    """Minimise ``fun`` from ``x0`` by quasi-Newton steps: the finite-difference Hessian at ``x0``,
-    BFGS-updated with central-difference gradients (2m evaluations each), and step halving. Stops when
-    the predicted decrease ``gᵀH⁻¹g`` is below ``dec_tol``.
+def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8, H_beta=None):
+    """Minimise ``fun`` from ``x0`` by quasi-Newton steps: BFGS with central-difference gradients (2m
+    evaluations each) and step halving, from the finite-difference Hessian at ``x0`` or, given
+    ``H_beta`` (2 × the nAGQ = 0 information of β), from ``diag(θ second differences) ⊕ H_beta`` — the
+    second differences come with the first gradient, so the start costs 2m evaluations instead of
+    2m + m(m−1) (all validation cases: 1348 evaluations instead of 1517, VerbAgg 116 instead of 155).
+    Stops when the predicted decrease ``gᵀH⁻¹g`` is below ``dec_tol``.
 
     Returns ``(x, f, n_steps)``, or None when the Hessian is not positive definite, a step would leave
-    the bounds, or it does not converge — the caller then falls back to BOBYQA. From the ``nAGQ = 0``
-    optimum on VerbAgg this takes 72 + 2-3 × 16 evaluations where BOBYQA took ~170 (plus 128 for the
-    Hessian at the end).
+    the bounds, or it does not converge — the caller then falls back to BOBYQA.
     """
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-    g, H = _hessian(fun, x0, f0, lower)
+    if H_beta is None or not POLISH_APPROX_START:
+        g, H = _hessian(fun, x0, f0, lower)
+    else:
+        # start from an approximate Hessian: the θ diagonal from the gradient's own evaluations and the
+        # β block from the nAGQ = 0 fit (2 × its information), no θ-β coupling; BFGS corrects it
+        m, nb = x0.size, H_beta.shape[0]
+        up, dn = x0 + DERIV_STEP, np.maximum(x0 - DERIV_STEP, lower)
+        g = np.empty(m)
+        H = np.zeros((m, m))
+        for i in range(m):
+            xa, xs = x0.copy(), x0.copy()
+            xa[i], xs[i] = up[i], dn[i]
+            fa, fs = fun(xa), fun(xs)
+            g[i] = (fa - fs) / (up[i] - dn[i])
+            H[i, i] = (fa - 2 * f0 + fs) / ((up[i] - dn[i]) / 2) ** 2
+        nt = m - nb
+        H[nt:, nt:] = H_beta
+        H[np.arange(nt), np.arange(nt)] = np.where(np.diag(H)[:nt] > 0, np.diag(H)[:nt], 1.0)
     try:
         c = cho_factor(H)
     except LinAlgError:
@@ -512,7 +532,8 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         if polish and near_bound:
             info["messages"].append("nAGQ = 0 optimum at a boundary: BOBYQA for the joint stage")
         elif polish:
-            polished = _newton_polish(fz, x0, fz(x0), low)
+            S0 = RX0 @ RX0.T  # XᵀWX Schur complement at nAGQ = 0: β's information
+            polished = _newton_polish(fz, x0, fz(x0), low, H_beta=2 * s[:, None] * S0 * s[None, :])
         if polished is not None:
             xz, fval, n_steps = polished
             info["optimizer"] = "newton"
