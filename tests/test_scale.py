@@ -179,6 +179,9 @@ def test_dtype_change_between_chunks(df):
 def test_weights_must_be_columns(df):
     with pytest.raises(DataError, match="must name a column"):
         sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(df), weights=df["w"].to_numpy())
+    bad = df.assign(w=df["w"].where(df.index != 650, -1.0))
+    with pytest.raises(DataError, match="chunk 6 of chunked frames: weights must be positive"):
+        sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(bad, rows=100), weights="w")
 
 
 # ---- parquet --------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class ModelColumns:
         combos = list(dict.fromkeys(t.factors for t in parsed.random if len(t.factors) > 1))
         return cls(parsed, needed, read, grouping, combos, weights, offset, missing)
 
-    def clean(self, frame: pd.DataFrame) -> CleanData | None:
+    def clean(self, frame: pd.DataFrame, label: str = "") -> CleanData | None:
         """The missing-value policy applied to one chunk; None when no complete row is left."""
         if len(frame) == 0:
             return None
@@ -162,7 +162,12 @@ class ModelColumns:
             mask = frame[self.read].isna().any(axis=1).to_numpy()
             if mask.all():
                 return CleanData(frame.iloc[:0], np.empty(0, np.int64), None, None, int(mask.size))
-        return clean_data(frame, self.needed, self.weights, self.offset, self.missing)
+        try:
+            return clean_data(frame, self.needed, self.weights, self.offset, self.missing)
+        except DataError as err:
+            if not label:
+                raise
+            raise DataError(f"{label}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -237,7 +242,7 @@ def level_partial(columns: ModelColumns, level_columns: list[str], frame: pd.Dat
     out = LevelPartial(chunks=1)
     for col in columns.read:
         out.kinds[col] = (_kind(frame[col]), str(frame[col].dtype), label)
-    clean = columns.clean(frame)
+    clean = columns.clean(frame, label)
     if clean is None:
         return out
     out.n_dropped = clean.n_dropped
@@ -611,7 +616,7 @@ class Plan:
 
     def partial(self, frame: pd.DataFrame, label: str) -> PartialCrossProducts:
         """The cross-products of one chunk."""
-        clean = self.columns.clean(frame)
+        clean = self.columns.clean(frame, label)
         out = self.empty_partial()
         out.chunks = 1
         if clean is None or len(clean.frame) == 0:
