@@ -86,6 +86,11 @@ def validate(session: nox.Session) -> None:
     session.run("Rscript", "validation/run_lmertest.R", "--out", live_inf, external=True)
     report = "validation/REPORT_INFERENCE.md"
     session.run("python", "validation/compare_inference.py", "--reference", live_inf, "--report", report)
+    # GLMMs (issue #14): lme4's glmer, default and tight-PIRLS refits
+    live_glmm = session.create_tmp() + "/reference_glmm"
+    session.run("Rscript", "validation/run_glmer.R", "--out", live_glmm, external=True)
+    report = "validation/REPORT_GLMM.md"
+    session.run("python", "validation/compare_glmm.py", "--reference", live_glmm, "--report", report)
 
 
 @nox.session
