@@ -34,9 +34,7 @@ def test_reml_fit_deviance_is_ml_deviance_at_reml_estimates(sleepstudy):
     # exact at lme4's θ̂; sparselmm's own REML optimum (1.5e-9 lower in the REML criterion, L-BFGS-B on the
     # exact gradient) moves this ML deviance, which is not stationary there, by ~1e-5
     f_ml = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy, reml=False)
-    assert f_ml([0.9667417739674123, 0.0151690588960361, 0.2309099532077945]) == pytest.approx(
-        1751.985866432, abs=1e-8
-    )
+    assert f_ml([0.9667417739674123, 0.0151690588960361, 0.2309099532077945]) == pytest.approx(1751.985866432, abs=1e-8)
     assert m.deviance == pytest.approx(1751.985866432, abs=5e-5)
     # and the REML log-likelihood, lme4's logLik(m): -871.814135979976
     assert m.loglik == pytest.approx(-871.814135979976, abs=1e-8)
