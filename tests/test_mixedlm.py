@@ -755,3 +755,46 @@ def test_covariance_is_computed_on_first_use_with_the_fits_own_settings(school):
     assert rel(ml.bse, sm_fit(m_sm, reml=False).bse) < TOL
     reml.normalized_cov_params = np.eye(len(reml.params))
     assert np.allclose(reml.bse, np.sqrt(reml.scale))
+
+
+@pytest.mark.parametrize(
+    "vc",
+    [
+        "0 + C(a)",
+        "0 + a",
+        "0 + C(b)",
+        "0 + b",
+        "0 + C(i)",
+        "0 + C(f)",
+        "0 + C(bo)",
+        "0 + C(a):C(b)",
+        "0 + a:b",
+        "C(i):C(b):C(a) - 1",
+        "0 + C(b):x",  # not plain categorical: formulaic builds it
+    ],
+)
+def test_indicator_variance_components_built_as_formulaic_builds_them(vc, monkeypatch):
+    """The direct construction of plain categorical variance components equals formulaic's, name for name."""
+    from sparselmm.statsmodels import model as model_mod
+
+    rng = np.random.default_rng(3)
+    n = 90
+    d = pd.DataFrame(
+        {
+            "a": pd.Categorical(rng.choice(["x", "y", "z"], n), categories=["z", "y", "x", "unused"]),
+            "b": rng.choice(["q", "p", "r"], n),
+            "i": rng.choice([3, 1, 2], n),
+            "f": rng.choice([1.5, 2.0], n),
+            "bo": rng.choice([True, False], n),
+            "x": rng.normal(size=n),
+            "g": np.repeat(["g1", "g2", "g3"], n // 3),
+        }
+    )
+    d["y"] = d.x + rng.normal(size=n)
+    fast = MixedLM.from_formula("y ~ x", d, groups="g", vc_formula={"v": vc})
+    monkeypatch.setattr(model_mod, "_indicator_columns", lambda *args: None)
+    slow = MixedLM.from_formula("y ~ x", d, groups="g", vc_formula={"v": vc})
+    (bf,), (bs,) = fast._vc_blocks, slow._vc_blocks
+    assert bf.colnames == bs.colnames
+    np.testing.assert_array_equal(bf.col_group, bs.col_group)
+    np.testing.assert_array_equal(bf.matrix.toarray(), bs.matrix.toarray())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from .structure import (
     build_structure,
     encode_groups,
     exog_names,
+    unique_codes,
     vc_block_from_full,
     vc_block_from_spec,
 )
@@ -376,12 +378,18 @@ class MixedLM:
         blocks = []
         for name in sorted(vc_formula):
             text = vc_formula[name].strip().lstrip("~").strip()
-            terms = [str(t) for t in Formula(text)]
+            parsed_terms = list(Formula(text))
+            terms = [str(t) for t in parsed_terms]
             if len(terms) == 1 and terms[0] != "1":
                 # one term without intercept: its full-rank columns restricted to a group are exactly the
                 # group-wise evaluation (columns empty in a group are left out)
-                F = build(text, data, f"vc_formula[{name!r}] matrix", output="sparse")
-                blocks.append(vc_block_from_full(name, F, list(F.model_spec.column_names), codes, len(labels)))
+                fast = _indicator_columns(parsed_terms[0], data, context)
+                if fast is not None:
+                    F, colnames = fast
+                else:
+                    F = build(text, data, f"vc_formula[{name!r}] matrix", output="sparse")
+                    colnames = list(F.model_spec.column_names)
+                blocks.append(vc_block_from_full(name, F, colnames, codes, len(labels)))
             else:
                 rows_of = [np.flatnonzero(codes == g) for g in range(len(labels))]
                 mats, cols = [], []
@@ -821,6 +829,59 @@ class MixedLM:
             f"<sparselmm.MixedLM n={self.nobs}, groups={self.n_groups}, k_fe={self.k_fe}, k_re={self.k_re}, "
             f"k_vc={self.k_vc}>"
         )
+
+
+_PLAIN_FACTOR = re.compile(r"^(?:C\((?P<c>[A-Za-z_][A-Za-z0-9_]*)\)|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))$")
+
+
+def _indicator_columns(term, data: pd.DataFrame, context) -> tuple[sp.coo_matrix, list[str]] | None:
+    """The columns formulaic makes of a term of plain categorical factors (``C(s)``, ``C(a):C(b)``, a bare
+    categorical or string column), built directly; None for any other term (formulaic builds those).
+
+    formulaic's full-rank dummy coding of such a term (no intercept) has one column per combination of
+    levels — each factor's levels in category order, else sorted; the first factor varying fastest — named
+    ``"C(a)[x]:C(b)[y]"``. Only the combinations that occur are returned (the others are all-zero and the
+    variance component drops them anyway). formulaic builds these columns one sparse slice at a time:
+    0.5 s of the 0.6 s set-up of InstEval's statsmodels-style crossed model, against 0.02 s here.
+    tests/test_mixedlm.py checks the two agree column for column and name for name.
+    """
+    if context and context.get("C") is not None:  # the caller's own C() would be used instead of formulaic's
+        return None
+    n = len(data)
+    col = np.zeros(n, dtype=np.int64)
+    stride = 1
+    factors = []
+    for factor in term.factors:
+        m = _PLAIN_FACTOR.match(factor.expr)
+        name = None if m is None else (m.group("c") or m.group("bare"))
+        if name is None or name not in data.columns:
+            return None
+        s = data[name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            levels = list(s.cat.categories)
+            codes = s.cat.codes.to_numpy().astype(np.int64)
+        else:
+            kind = pd.api.types.infer_dtype(s, skipna=False)
+            allowed = ("string",) if m.group("bare") else ("string", "integer", "boolean", "floating")
+            if kind not in allowed:
+                return None
+            levels = sorted(pd.unique(s))
+            codes = pd.Categorical(s, categories=levels).codes.astype(np.int64)
+        if (codes < 0).any() or not levels:
+            return None
+        col += stride * codes
+        stride *= len(levels)
+        factors.append((factor.expr, levels))
+    used, inverse = unique_codes(col, stride)
+    names = []
+    for c in used:
+        parts = []
+        for expr, levels in factors:
+            parts.append(f"{expr}[{levels[c % len(levels)]}]")
+            c //= len(levels)
+        names.append(":".join(parts))
+    F = sp.coo_matrix((np.ones(n), (np.arange(n), inverse.ravel())), shape=(n, used.size))
+    return F, names
 
 
 def _moment_start(lik: Likelihood) -> np.ndarray:
