@@ -271,7 +271,8 @@ class FactorDeviance(_Criterion):
         self.slw = devfun.cross.sum_log_w
         self.n_theta = devfun.design.n_theta
         self.rows, self.cols, self.idx = lambda_pattern(devfun.terms)
-        self._hat = None
+        self._held = None
+        self._H_ld = self._h = None
 
     def _dr2(self, theta, beta, u) -> tuple[np.ndarray, np.ndarray]:
         cr, dv = self.devfun.cross, self.devfun
@@ -280,11 +281,12 @@ class FactorDeviance(_Criterion):
         dr2 = -2.0 * np.bincount(self.idx, weights=u[self.cols] * a[self.rows], minlength=self.n_theta)
         return dr2, Lu
 
-    def parts(self, theta, gradient: bool = True) -> Parts:
+    def parts(self, theta, gradient: bool | str = True) -> Parts:
+        """The pieces at θ; ``gradient="r2"``: ``∂r²/∂θ`` only (no ``∂ld/∂θ``, whose traces of ``C⁻¹`` are
+        most of a gradient's cost), for :meth:`exact_dld` to complete from the factor still held."""
         theta = np.asarray(theta, dtype=float)
-        hat = self._hat
-        if hat is not None and np.array_equal(theta, hat["theta"]):
-            return self._parts_at_hat(gradient)
+        if self._held is not None and np.array_equal(theta, self._held[0]["theta"]):
+            return self._parts_at(self._held[0], bool(gradient))
         dv = self.devfun
         state = dv.solve(theta)
         ld = state.ldL2 + (state.ldRX2 if self.reml else 0.0)
@@ -293,42 +295,89 @@ class FactorDeviance(_Criterion):
             return parts
         u = dv.spherical_modes(state)
         parts.dr2, parts.Lu = self._dr2(theta, state.beta, u)
+        if gradient == "r2":
+            return parts
         g = dv.gradient(state)
         parts.dld = g - (self.nu / state.pwrss) * parts.dr2
         return parts
 
-    # ---- the cheap first evaluation of a bootstrap replicate ---------------------------------------
-    def hold_at(self, theta) -> None:
-        """Keep a factor at θ (its own workspace) and the response-free pieces there, for :meth:`with_cross`
-        siblings whose first evaluation is at θ."""
+    def exact_dld(self, parts: Parts) -> np.ndarray:
+        """``∂ld/∂θ`` at the θ of ``parts`` from the factor of the last :meth:`parts` call (no refactorisation
+        when that was at the same θ)."""
+        if parts.dld is not None:
+            return parts.dld
+        dv = self.devfun
+        state = dv.state if dv.state is not None and np.array_equal(dv.state.theta, parts.theta) else None
+        g = dv.gradient(state if state is not None else dv.solve(parts.theta))
+        return g - (self.nu / parts.r2) * parts.dr2
+
+    # ---- a bootstrap replicate's first evaluation and Hessian, from factors held near θ̂ ---------------
+    def hold_at(self, theta, hessian: bool = True, rel_step: float = 1e-4) -> None:
+        """Keep factors (each in its own workspace) at θ and, with ``hessian``, at ``θ + h_j e_j``, with the
+        response-free pieces there (``ld``, ``∂ld/∂θ``; their differences give ``∇²ld``).
+
+        A sibling for a new response (:meth:`with_cross`) then evaluates the criterion and its gradient at
+        θ with two triangular solves (:meth:`parts`), and its whole Hessian there with 2 per held point
+        (:meth:`start`): ``∇²f = ∇²ld + ν (∇²r²/r² − ∇r²∇r²ᵀ/r⁴)``, ``∇²r²`` by differences of the exact
+        ``∇r²`` across the held points — so the replicate's first step is a Newton step.
+        """
         theta = np.asarray(theta, dtype=float).copy()
-        work = self.devfun.with_response(self.devfun.design.y)  # own workspace, kept at θ
-        first = FactorDeviance(work)
-        parts = first.parts(theta, gradient=True)  # consumes the factor of `work` on the Schur path
-        state = work.solve(theta)  # factor at θ again, kept from now on
-        self._hat = {
-            "theta": theta,
-            "work": work,
-            "factors": work.factors(theta),
-            "R_ZX": state.R_ZX,
-            "R_X": state.R_X,
-            "ld": parts.ld,
-            "dld": parts.dld,
-        }
+        points = [theta]
+        if hessian:
+            for j in range(theta.size):
+                step = theta.copy()
+                step[j] += rel_step * max(abs(theta[j]), 0.05)
+                points.append(step)
+        held = []
+        for th in points:
+            work = self.devfun.with_response(self.devfun.design.y)  # own workspace, kept at th
+            parts = FactorDeviance(work).parts(th, gradient=True)  # consumes the factor on the Schur path
+            state = work.solve(th)  # the factor at th again, kept from now on
+            held.append(
+                {
+                    "theta": th,
+                    "work": work,
+                    "factors": work.factors(th),
+                    "R_ZX": state.R_ZX,
+                    "R_X": state.R_X,
+                    "ld": parts.ld,
+                    "dld": parts.dld,
+                }
+            )
+        self._held = held
+        if hessian:
+            h = np.array([points[j + 1][j] - theta[j] for j in range(theta.size)])
+            D = np.column_stack([(held[j + 1]["dld"] - held[0]["dld"]) / h[j] for j in range(theta.size)])
+            self._H_ld = (D + D.T) / 2
+            self._h = h
 
     def with_cross(self, cross, share_factor: bool = True) -> FactorDeviance:
         """The evaluator of the same model with other cross-products (a new response), sharing the factor
-        workspace and, if :meth:`hold_at` was called, the factor held there."""
+        workspace and, if :meth:`hold_at` was called, the factors held there."""
         new = object.__new__(FactorDeviance)
         new.__dict__.update(self.__dict__)
         new.devfun = self.devfun._sibling(cross, self.reml, share_factor)
         return new
 
-    def _parts_at_hat(self, gradient: bool) -> Parts:
-        hat, dv = self._hat, self.devfun
-        work, cr, p = hat["work"], dv.cross, self.p
-        c_u = work.chol.solve_L(work.Lambdat_times(hat["factors"], cr.ZtWy[:, None]))[:, 0]
-        R_ZX, R_X = hat["R_ZX"], hat["R_X"]
+    def start(self) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The criterion, its gradient and its Hessian at the held θ for this sibling's response (None where it
+        is not positive definite: measured on Penicillin, the deviance of some responses curves down in the
+        direction of a large θ_k at θ̂)."""
+        held, nu = self._held, self.nu
+        p0 = self._parts_at(held[0], True)
+        D = np.column_stack(
+            [(self._parts_at(held[j + 1], True).dr2 - p0.dr2) / self._h[j] for j in range(self._h.size)]
+        )
+        H = self._H_ld + nu * ((D + D.T) / (2 * p0.r2) - np.outer(p0.dr2, p0.dr2) / p0.r2**2)
+        if np.min(np.linalg.eigvalsh(H)) <= 0:  # θ̂ is not in this response's basin: no Newton model there
+            H = None
+        return self.value(p0), p0.dld + (nu / p0.r2) * p0.dr2, H
+
+    def _parts_at(self, hold: dict, gradient: bool) -> Parts:
+        dv = self.devfun
+        work, cr, p = hold["work"], dv.cross, self.p
+        c_u = work.chol.solve_L(work.Lambdat_times(hold["factors"], cr.ZtWy[:, None]))[:, 0]
+        R_ZX, R_X = hold["R_ZX"], hold["R_X"]
         if p:
             c_beta = dtrtrs(R_X, cr.XtWy - R_ZX.T @ c_u, lower=0, trans=1)[0]
             beta_s = dtrtrs(R_X, c_beta, lower=0)[0]
@@ -337,11 +386,11 @@ class FactorDeviance(_Criterion):
         r2 = float(cr.ytWy - c_u @ c_u - c_beta @ c_beta)
         if not r2 > 0:
             raise NumericalError("The penalised residual sum of squares is not positive at this theta.")
-        parts = Parts(hat["theta"], hat["ld"], r2, beta_s + cr.beta_shift)
+        parts = Parts(hold["theta"], hold["ld"], r2, beta_s + cr.beta_shift)
         if gradient:
             u = work.chol.solve_Lt(c_u - R_ZX @ beta_s)
-            parts.dr2, parts.Lu = self._dr2(hat["theta"], parts.beta, u)
-            parts.dld = hat["dld"]
+            parts.dr2, parts.Lu = self._dr2(hold["theta"], parts.beta, u)
+            parts.dld = hold["dld"]
         return parts
 
 
@@ -398,6 +447,8 @@ def quasi_newton(
     H_check: np.ndarray | None = None,
     H0_inv: np.ndarray | None = None,
     return_H: bool = True,
+    fun=None,
+    last_step: float = 100.0,
 ):
     """Minimise within box bounds by projected BFGS started from the Hessian ``H0`` (or its inverse ``H0_inv``).
 
@@ -410,6 +461,11 @@ def quasi_newton(
     from a neighbouring problem can be badly scaled and stop it early; if not, the iteration restarts from
     ``H_check``. The iteration keeps the inverse Hessian (BFGS's inverse update; a variable held at a bound
     is taken out by a Schur complement), so a step is one small matrix-vector product.
+
+    ``fun(x) -> f`` (the criterion alone, cheaper than with its gradient): when the predicted decrease is
+    within ``last_step × tol``, the step is taken and checked with ``fun`` only; if the criterion falls by at
+    least half the predicted amount, stop there (``g`` is then None): the model's error after such a step is
+    of higher order than the decrease. Saves the last gradient of most fits.
 
     Returns ``(x, f, g, H, n_calls, converged)``; ``x`` is the last point evaluated, ``H`` the updated
     Hessian approximation (to warm-start a neighbouring problem; None unless ``return_H``).
@@ -464,6 +520,20 @@ def quasi_newton(
                     Hinv = np.linalg.inv(H_check)
                     H_check = None
                     continue
+        if fun is not None and tol < decrease <= last_step * tol and (probe is None or not np.any(x == 0)):
+            xn = x + d
+            if bounded:
+                xn = np.minimum(np.maximum(xn, lower), upper)
+            try:
+                fn = fun(xn)
+            except NumericalError:
+                fn = np.inf
+            n_calls += 1
+            # the quadratic model predicts a decrease of `decrease` (≤ last_step × tol): any decrease beyond
+            # half of it (less the criterion's rounding) confirms the step and leaves less than tol
+            if fn <= f - 0.5 * decrease + 1e-13 * abs(f):
+                x, f, g = xn, fn, None
+                return result(True)
         if decrease <= tol:
             if probe is None:
                 return result(True)
@@ -485,7 +555,14 @@ def quasi_newton(
                 return result(True)
             continue
         alpha = 1.0
-        for _ in range(12):
+        to_bound = 1.0  # the largest step along d that stays inside the box
+        if bounded:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                room = np.where(d < 0, (lower - x) / d, np.where(d > 0, (upper - x) / d, np.inf))
+            to_bound = float(np.min(room[d != 0])) if np.any(d != 0) else 1.0
+        for trial in range(12):
+            if trial == 1 and 0 < to_bound < 0.5:  # the projected full step failed: go to the first bound
+                alpha = to_bound
             xn = x + alpha * d
             if bounded:
                 xn = np.minimum(np.maximum(xn, lower), upper)
