@@ -53,6 +53,7 @@ __all__ = [
     "FactorDeviance",
     "Parts",
     "blas_threads",
+    "dense_size",
     "evaluator",
     "hessian",
     "quasi_newton",
@@ -62,9 +63,12 @@ LOG_2PI = float(np.log(2 * np.pi))
 # a fit that stops at a zero θ_k tries θ_k = PROBE (lme4's restart_edge): the criterion is even in a scalar
 # θ_k, so 0 is stationary and may be a maximum along θ_k
 PROBE = 1e-3
-# below this many flops per dense factorisation a threaded BLAS costs more than it saves (and on a busy
-# machine its spinning threads cost far more): one thread (threadpoolctl)
-SMALL_DENSE_FLOPS = 2e7
+# the refit loops (bootstrap replicates, profile points) run BLAS on one thread when the dense block of a
+# factorisation has fewer than this many entries cubed: threaded OpenBLAS gains little at these sizes and on
+# a busy machine its waiting threads cost far more — measured with the machine's load average at 6 on 2
+# cores, potrf + potri of InstEval's 1,156² Schur block took 1.5 s + 4.6 s on two threads against 14 + 28 ms
+# on one (threadpoolctl). Above it (e.g. 5,000²) the threads are left alone.
+SINGLE_THREAD_DENSE = 4e9
 # largest q for the dense evaluator: it costs O(q³) per evaluation; at q = 420 (crossed_small, 300 × 120
 # levels) it took 4.1 ms against 4.6 ms for the Schur factor with its gradient, at q = 720 16 ms against 9 ms
 DENSE_MAX_Q = 500
@@ -77,13 +81,19 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def blas_threads(q: int):
-    """A context with one BLAS thread for small dense problems (``q³`` below SMALL_DENSE_FLOPS), else a no-op."""
-    if q**3 >= SMALL_DENSE_FLOPS:
+def dense_size(devfun) -> int:
+    """The order of the dense block a factorisation of ``devfun`` works on (q for CHOLMOD / dense)."""
+    q2 = getattr(getattr(devfun, "chol", None), "q2", None)
+    return int(q2) if q2 is not None else int(devfun.design.q)
+
+
+def blas_threads(n: int):
+    """A context with one BLAS thread when the dense block (order ``n``) is below SINGLE_THREAD_DENSE."""
+    if float(n) ** 3 >= SINGLE_THREAD_DENSE:
         return nullcontext()
     try:
         return _blas_controller().limit(limits=1, user_api="blas")
-    except Exception:  # threadpoolctl missing or unable to see the BLAS: leave it alone
+    except Exception:  # threadpoolctl unable to see the BLAS: leave it alone
         return nullcontext()
 
 

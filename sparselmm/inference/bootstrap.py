@@ -225,7 +225,7 @@ def _quasi_newton_start(result: LmerResult, devfun) -> np.ndarray:
     if _engine.evaluator_kind(devfun) is None:
         return theta
     try:
-        with _engine.blas_threads(devfun.design.q):
+        with _engine.blas_threads(_engine.dense_size(devfun)):
             ev = _engine.evaluator(devfun)
             upper = np.full(theta.size, np.inf)
             H0 = _engine.hessian(ev.value_and_gradient, theta, lower, upper)
@@ -309,7 +309,7 @@ class _FastReplicator(_Replicator):
         self.theta_hat = result.theta.copy()
         self.upper = np.full(self.theta_hat.size, np.inf)
         self.probe = np.where(self.lower == 0, _engine.PROBE, 0.0)
-        with _engine.blas_threads(result.design.q):
+        with _engine.blas_threads(_engine.dense_size(result.deviance_function)):
             self.H0 = _engine.hessian(ev.value_and_gradient, self.theta_hat, self.lower, self.upper)
             self.H0_inv = np.linalg.inv(self.H0)
             self.two_stage = isinstance(ev, _engine.FactorDeviance)
@@ -450,7 +450,7 @@ class _FastReplicator(_Replicator):
         return theta, 1 + n1 + n2, ok
 
     def many(self, tasks):
-        with _engine.blas_threads(self.result.design.q):
+        with _engine.blas_threads(_engine.dense_size(self.result.deviance_function)):
             return super().many(tasks)
 
 

@@ -51,7 +51,7 @@ from scipy.stats import chi2, norm
 
 from ..errors import ModelSpecError, NumericalError
 from ..optimize import optimize_theta
-from ._engine import evaluator, hessian, quasi_newton
+from ._engine import blas_threads, dense_size, evaluator, hessian, quasi_newton
 from .confint import check_level, estimates, parameter_names, percent_labels, sdcor, select_parameters
 
 __all__ = ["Profile", "ProfileWarning", "profile"]
@@ -818,6 +818,8 @@ def profile(
     cutoff = max(float(np.sqrt(chi2.ppf(1 - alphamax, n_par))), z * 1.05)
     intervals = {}
     bar = _progress_bar(2 * len(chosen), progress)
+    threads = blas_threads(dense_size(prof.devfun))
+    threads.__enter__()
     try:
         for j in chosen:
             ends = []
@@ -835,6 +837,7 @@ def profile(
             if zetas.size > 1 and np.min(np.diff(zetas)) < -NON_MONO_TOL:
                 prof.notes.append(f"non-monotonic profile for {names[j]}")
     finally:
+        threads.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     notes = list(dict.fromkeys(prof.notes))
