@@ -798,3 +798,24 @@ def test_indicator_variance_components_built_as_formulaic_builds_them(vc, monkey
     assert bf.colnames == bs.colnames
     np.testing.assert_array_equal(bf.col_group, bs.col_group)
     np.testing.assert_array_equal(bf.matrix.toarray(), bs.matrix.toarray())
+
+
+def test_bad_arguments_raise_sparselmm_errors(school):
+    """statsmodels raises ValueError on these; ours are sparselmm errors that are also ValueErrors."""
+    m = mixedlm("y ~ x", school, groups="school", vc_formula={"c": "0 + C(classroom)"})
+    res = quiet_fit(m)
+    cases = [
+        (lambda: res.t_test(np.eye(3)), "should have 2 columns"),
+        (lambda: res.profile_re(0, vtype="nope"), "vtype must be"),
+        (lambda: res.profile_re("nope", vtype="vc"), "is not a variance component"),
+        (lambda: res.profile_re("c", vtype="vc", dist_low=1e6), "dist_low is too large"),
+        (lambda: res.summary(xname_fe=["a"]), "xname_fe should be a list of length 2"),
+        (lambda: res.summary(xname_re=["a", "b", "c"]), "xname_re should be a list of length 1"),
+        (lambda: m.fit(start_params=np.ones(7)), "invalid start_params"),
+        (lambda: m.fit(method=["lbfgs", "ncg"]), "method ncg not available"),
+        (lambda: m.fit_regularized(method="l2"), "Invalid regularization method 'l2'"),
+        (lambda: MixedLM(school.y, school[["x"]], school.school, bogus=1), "not permitted"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ModelSpecError, match=message):
+            call()

@@ -121,7 +121,7 @@ class MixedLM:
         }
         for key in kwargs:
             if key not in allowed:
-                raise ValueError(f"argument {key} not permitted for MixedLM initialization")
+                raise ModelSpecError(f"argument {key} not permitted for MixedLM initialization")
         if missing not in ("none", "drop", "raise"):
             raise DataError(f"missing={missing!r} is not known; use 'none', 'drop' or 'raise'.")
         self.use_sqrt = bool(use_sqrt)
@@ -584,7 +584,7 @@ class MixedLM:
             return MixedLMParams.from_packed(sp_, self.k_fe, self.k_re, self.use_sqrt, has_fe=True)
         if sp_.size == self.k_re2 + self.k_vc:
             return MixedLMParams.from_packed(sp_, self.k_fe, self.k_re, self.use_sqrt, has_fe=False)
-        raise ValueError(
+        raise ModelSpecError(
             f"invalid start_params: expected {self.k_fe + self.k_re2 + self.k_vc} values (with fixed effects) "
             f"or {self.k_re2 + self.k_vc} (without), got {sp_.size}."
         )
@@ -595,7 +595,7 @@ class MixedLM:
         methods = [method] if isinstance(method, str) else list(method)
         for meth in methods:
             if meth.lower() in ("newton", "ncg"):
-                raise ValueError(f"method {meth} not available for MixedLM")
+                raise ModelSpecError(f"method {meth} not available for MixedLM")
         m = methods[0].lower()
         m = _METHOD_MAP.get(m, m)
         if m in OPTIMIZERS:
@@ -792,7 +792,7 @@ class MixedLM:
             fit_kwargs["fe_pen"] = method
             return self.fit(start_params=start_params, **fit_kwargs)
         if method.lower() != "l1":
-            raise ValueError("Invalid regularization method")
+            raise ModelSpecError(f"Invalid regularization method {method!r}: use 'l1' or a penalty object.")
         alpha = np.full(self.k_fe, float(alpha)) if np.isscalar(alpha) else np.asarray(alpha, dtype=float)
         mdf = self.fit(start_params=start_params, **fit_kwargs)
         lik = self.likelihood()

@@ -248,7 +248,7 @@ class MixedLMResults:
         ``r_matrix`` has one column per fixed effect."""
         R = np.atleast_2d(np.asarray(r_matrix, float))
         if R.shape[1] != self.k_fe:
-            raise ValueError(f"r_matrix for t-test should have {self.k_fe:d} columns")
+            raise ModelSpecError(f"r_matrix for t-test should have {self.k_fe:d} columns")
         R = np.hstack([R, np.zeros((R.shape[0], self.k_re2 + self.k_vc))])
         return t_test(self._params_arr, self._cov(), R, None, bool(use_t), self.df_resid)
 
@@ -405,7 +405,7 @@ class MixedLMResults:
         Returns an array with columns (variance on the data scale, log-likelihood), as statsmodels.
         """
         if vtype not in ("re", "vc"):
-            raise ValueError(f"vtype must be 're' or 'vc', not {vtype!r}")
+            raise ModelSpecError(f"vtype must be 're' or 'vc', not {vtype!r}")
         model = self.model
         po = self.params_object.copy()
         if vtype == "re":
@@ -414,14 +414,14 @@ class MixedLMResults:
             value = self._cov_re[i, i]
         else:
             if re_ix not in model.vcomp_names:
-                raise ValueError(f"re_ix={re_ix!r} is not a variance component; choose from {model.vcomp_names}.")
+                raise ModelSpecError(f"re_ix={re_ix!r} is not a variance component; choose from {model.vcomp_names}.")
             i = model.vcomp_names.index(re_ix)
             ru0 = po.vcomp[i]
             value = self.vcomp[i]
         low = (value - dist_low) / self.scale
         high = (value + dist_high) / self.scale
         if low <= 0:
-            raise ValueError("dist_low is too large and would result in a negative variance. Try a smaller value.")
+            raise ModelSpecError("dist_low is too large and would result in a negative variance. Try a smaller value.")
         rvalues = np.concatenate([np.linspace(low, ru0, num_low + 1), np.linspace(ru0, high, num_high + 1)[1:]])
         free = MixedLMParams(model.k_fe, model.k_re, model.k_vc)
         if self.freepat is None:

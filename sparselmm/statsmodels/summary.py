@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..errors import ModelSpecError
 from ._compat import statsmodels_summary2
 
 __all__ = ["MixedLMSummary", "mixedlm_summary"]
@@ -156,11 +157,11 @@ def mixedlm_summary(res, yname=None, xname_fe=None, xname_re=None, title=None, a
     k_fe = res.k_fe
     if xname_fe is not None:
         if len(xname_fe) != k_fe:
-            raise ValueError(f"xname_fe should be a list of length {k_fe:d}")
+            raise ModelSpecError(f"xname_fe should be a list of length {k_fe:d}")
         names[:k_fe] = xname_fe
     if xname_re is not None:
         if len(xname_re) != len(names) - k_fe:
-            raise ValueError(f"xname_re should be a list of length {len(names) - k_fe:d}")
+            raise ModelSpecError(f"xname_re should be a list of length {len(names) - k_fe:d}")
         names[k_fe:] = xname_re
     sizes = model._group_sizes
     info = {
