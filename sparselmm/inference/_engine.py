@@ -229,7 +229,7 @@ class DenseDeviance(_Criterion):
             A = LtG @ Lam
             B = Lam.T @ self.ZtXy
         A[self._diag, self._diag] += 1.0
-        L, info = dpotrf(A, lower=1, clean=1, overwrite_a=1)
+        L, info = dpotrf(A.T, lower=1, clean=1, overwrite_a=1)  # A is symmetric: its transpose is F-ordered
         if info != 0:
             raise NumericalError("ΛᵀZᵀWZΛ + I is not positive definite at this theta.")
         sol = dtrtrs(L, B, lower=1)[0]
@@ -565,16 +565,16 @@ def quasi_newton(
                 return result(True)
             continue
         alpha = 1.0
-        to_bound = 1.0  # the largest step along d that stays inside the box
-        if bounded:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                room = np.where(d < 0, (lower - x) / d, np.where(d > 0, (upper - x) / d, np.inf))
-            to_bound = float(np.min(room[d != 0])) if np.any(d != 0) else 1.0
+        to_bound = None  # the largest step along d inside the box, computed when a step leaves it
         for trial in range(12):
-            if trial == 1 and 0 < to_bound < 0.5:  # the projected full step failed: go to the first bound
-                alpha = to_bound
+            if trial == 1 and to_bound is not None and 0 < to_bound < 0.5:  # the projected step failed: go to the
+                alpha = to_bound  # first bound instead
             xn = x + alpha * d
-            if bounded:
+            if bounded and (np.any(xn < lower) or np.any(xn > upper)):
+                if to_bound is None:
+                    moving = d != 0
+                    room = np.where(d < 0, lower - x, upper - x)[moving] / d[moving]
+                    to_bound = float(np.min(room)) if room.size else 1.0
                 xn = np.minimum(np.maximum(xn, lower), upper)
             try:
                 fn, gn = fun_grad(xn)
