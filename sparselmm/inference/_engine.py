@@ -13,7 +13,7 @@ the gradient and starts with the Hessian at the known optimum needs 2–4. This 
 and their exact gradients ``∂ld/∂θ``, ``∂r²/∂θ`` separately (the profiles need them apart, in
 ``(sd/cor, σ)``). Two kinds:
 
-* :class:`DenseDeviance`, for small ``q`` (``q ≤ DENSE_MAX_Q``) and any terms. With ``A = ΛᵀGΛ + I``
+* :class:`DenseDeviance`, for small ``q`` (see ``DENSE_MAX_Q``) and any terms. With ``A = ΛᵀGΛ + I``
   (``G = ZᵀWZ``), ``B = ΛᵀZᵀWX``, and ``E_i = ∂Λ/∂θ_i`` (ones where ``Λ`` holds ``θ_i``)::
 
       ∂ld/∂θ_i = 2 tr(M E_i),  M = A⁻¹ΛᵀG                                    (ML)
@@ -69,9 +69,13 @@ PROBE = 1e-3
 # cores, potrf + potri of InstEval's 1,156² Schur block took 1.5 s + 4.6 s on two threads against 14 + 28 ms
 # on one (threadpoolctl). Above it (e.g. 5,000²) the threads are left alone.
 SINGLE_THREAD_DENSE = 4e9
-# largest q for the dense evaluator: it costs O(q³) per evaluation; at q = 420 (crossed_small, 300 × 120
-# levels) it took 4.1 ms against 4.6 ms for the Schur factor with its gradient, at q = 720 16 ms against 9 ms
-DENSE_MAX_Q = 500
+# the dense evaluator costs ~3q³ flops per evaluation with its gradient plus ~25 numpy calls: it is the
+# fastest up to DENSE_MAX_Q (sleepstudy, q = 36: 60 µs against ~300 µs for the block-Schur factor's value
+# and gradient); above it a factor with an analytic gradient is preferred (crossed_small, q = 420 = 300 +
+# 120: the Schur factor eliminates the 300 and works on a 120² block), and without one the dense evaluator
+# is used up to DENSE_FALLBACK_Q (16 ms per evaluation at q = 720), then derivative-free BOBYQA
+DENSE_MAX_Q = 150
+DENSE_FALLBACK_Q = 800
 
 
 @cache
@@ -405,17 +409,21 @@ class FactorDeviance(_Criterion):
 
 
 def evaluator_kind(devfun) -> str | None:
-    """``"dense"``, ``"factor"`` or None: which evaluator :func:`evaluator` would build."""
-    if devfun.design.q <= DENSE_MAX_Q:
+    """``"dense"``, ``"factor"`` or None: which evaluator :func:`evaluator` builds (see DENSE_MAX_Q)."""
+    q = devfun.design.q
+    if q <= DENSE_MAX_Q:
         return "dense"
-    return "factor" if getattr(devfun, "has_gradient", False) else None
-
-
-def evaluator(devfun, dense_max_q: int | None = None):
-    """The fastest exact-gradient evaluator of ``devfun``'s criterion, or None if there is none."""
-    if devfun.design.q <= (DENSE_MAX_Q if dense_max_q is None else dense_max_q):
-        return DenseDeviance(devfun.terms, devfun.cross, devfun.reml)
     if getattr(devfun, "has_gradient", False):
+        return "factor"
+    return "dense" if q <= DENSE_FALLBACK_Q else None
+
+
+def evaluator(devfun):
+    """The fastest exact-gradient evaluator of ``devfun``'s criterion, or None if there is none."""
+    kind = evaluator_kind(devfun)
+    if kind == "dense":
+        return DenseDeviance(devfun.terms, devfun.cross, devfun.reml)
+    if kind == "factor":
         return FactorDeviance(devfun)
     return None
 
