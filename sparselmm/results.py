@@ -441,6 +441,14 @@ class LmerResult:
 
         return drop1(self, test=test, scope=scope)
 
+    def bootstrap_lrt(self, larger, nsim: int = 1000, seed=None, n_jobs: int = 1):
+        """Parametric-bootstrap likelihood-ratio test of this model against a larger one it is nested in
+        (pbkrtest's ``PBmodcomp``): rows ``LRT`` (χ²) and ``PBtest``. See
+        :func:`sparselmm.inference.lrt.bootstrap_lrt`."""
+        from .inference.lrt import bootstrap_lrt
+
+        return bootstrap_lrt(self, larger, nsim=nsim, seed=seed, n_jobs=n_jobs)
+
     def profile(self, which=None, level: float = 0.95, criterion: str = "ML", progress: bool = True, **kwargs):
         """Likelihood profiles of the parameters (lme4's ``profile``): a
         :class:`~sparselmm.inference.profile.Profile` with lme4's ζ table (``.table()``, as

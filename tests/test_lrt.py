@@ -169,3 +169,32 @@ def test_bad_model_lists():
         likelihood_ratio_table([fit("sleep_int_ml"), fit("sleep_slopes_ml")], names=["a", "a"])
     with pytest.raises(ModelSpecError, match="not a fit"):
         likelihood_ratio_table([fit("sleep_int_ml"), "model"])
+
+
+def test_parametric_bootstrap_lrt():
+    """pbkrtest's PBmodcomp: the simulated null distribution of the LRT has the known shape.
+
+    For a fixed effect the LRT is close to χ²₁ (mean 1, SD √2: 4.5 Monte-Carlo SEs at nsim = 300 is 0.37);
+    for a variance component on the boundary about half the draws are 0 (the 50:50 χ²₀/χ²₁ mixture).
+    """
+    sleep_small = fit("sleep_noslope_ml")  # Reaction ~ 1 + (Days|Subject)
+    table = sleep_small.bootstrap_lrt(fit("sleep_slopes_ml"), nsim=300, seed=5)
+    assert list(table.index) == ["LRT", "PBtest"] and list(table.columns) == ["stat", "df", "p.value"]
+    draws = np.array(table.attrs["draws"])
+    assert table.attrs["failures"] == 0 and np.all(draws >= 0)
+    assert abs(draws.mean() - 1.0) < 0.37
+    observed = table.loc["LRT", "stat"]
+    assert table.loc["PBtest", "p.value"] == pytest.approx((1 + np.sum(draws >= observed)) / 301)
+    anova = likelihood_ratio_table([sleep_small, fit("sleep_slopes_ml")])
+    assert observed == pytest.approx(anova["Chisq"].iloc[1], rel=1e-6)
+    assert table.loc["LRT", "p.value"] == pytest.approx(anova["Pr(>Chisq)"].iloc[1], rel=1e-5)
+    # reproducible, also with two workers
+    again = sleep_small.bootstrap_lrt(fit("sleep_slopes_ml"), nsim=300, seed=5, n_jobs=2)
+    np.testing.assert_array_equal(again.attrs["draws"], table.attrs["draws"])
+    pen = fit("penicillin_sample_ml").bootstrap_lrt(fit("penicillin_ml"), nsim=200, seed=1)
+    zeros = np.mean(np.array(pen.attrs["draws"]) < 1e-6)
+    assert 0.35 < zeros < 0.75
+    with pytest.raises(ModelSpecError, match="not nested"):
+        fit("penicillin_ml").bootstrap_lrt(fit("penicillin_sample_ml"), nsim=5)
+    with pytest.raises(ModelSpecError, match="nsim"):
+        fit("penicillin_sample_ml").bootstrap_lrt(fit("penicillin_ml"), nsim=0)
