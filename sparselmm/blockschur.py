@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import dgemm, dsyrk
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from .errors import NumericalError
@@ -120,7 +121,9 @@ class BlockSchurCholesky:
                 B = self._right_lambda2(_left_blocks(self._G12, T1, self.m1), factors)
                 W = np.matmul(LAinv, B.reshape(self.m1, self.k1, self.q2)).reshape(self.q1, self.q2)
                 S = self._left_lambda2t(self._right_lambda2(self._G22, factors), factors)
-                S -= W.T @ W
+                # WᵀW through scipy's BLAS (the library LAPACK uses; numpy's is held to one thread); its lower
+                # triangle only, which is all potrf(lower) reads
+                S -= dsyrk(1.0, W, trans=1, lower=1)
                 S[np.diag_indices_from(S)] += 1.0
             else:
                 S = np.zeros((0, 0))
@@ -189,7 +192,7 @@ class BlockSchurCholesky:
                 raise NumericalError("The Schur complement could not be inverted at this theta.")
             Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
             V = np.matmul(LAinvT, self._W.reshape(m1, k1, q2))  # L_A⁻ᵀ W = A⁻¹B, (m1, k1, q2)
-            C12 = -(V.reshape(q1, q2) @ Sinv)  # C⁻¹₁₂
+            C12 = dgemm(-1.0, V.reshape(q1, q2), Sinv)  # C⁻¹₁₂ (scipy's BLAS, threaded)
             C11d = Ainv + np.matmul(-C12.reshape(m1, k1, q2), V.transpose(0, 2, 1))
         # first term: H = C⁻¹ΛᵀG on its diagonal blocks = C⁻¹₁₁[g,g] T₁ᵀG₁₁[g] + C⁻¹₁₂[g,:] (G₁₂Λ₂)[g,:]ᵀ
         Hd1 = np.matmul(C11d, np.matmul(T1.T, self._G11))

@@ -7,6 +7,8 @@ The derivatives behind either method are computed once per fit, on first use, an
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -50,10 +52,13 @@ def inference_for(result, method: str):
             "lmerTest refuses them): refit with lmer(..., reml=True), or use ddf='Satterthwaite'."
         )
     if method not in cache:
-        if "derivatives" not in cache:
-            cache["derivatives"] = DevianceDerivatives(result.deviance_function, result.theta, result.sigma)
-        derivs = cache["derivatives"]
-        cache[method] = Satterthwaite(derivs) if method == "Satterthwaite" else KenwardRoger(derivs)
+        devfun = result.deviance_function
+        limit = getattr(devfun, "_blas_limit", None)  # the engine's BLAS-threads policy (deviance.py)
+        with limit() if limit is not None else contextlib.nullcontext():
+            if "derivatives" not in cache:
+                cache["derivatives"] = DevianceDerivatives(devfun, result.theta, result.sigma)
+            derivs = cache["derivatives"]
+            cache[method] = Satterthwaite(derivs) if method == "Satterthwaite" else KenwardRoger(derivs)
     return cache[method]
 
 
