@@ -232,14 +232,14 @@ class DenseDeviance(_Criterion):
             LtG = Lam.T @ self.G
             A = LtG @ Lam
             B = Lam.T @ self.ZtXy
-        A[self._diag, self._diag] += 1.0
-        L, info = dpotrf(A.T, lower=1, clean=1, overwrite_a=1)  # A is symmetric: its transpose is F-ordered
+        A.ravel()[:: q + 1] += 1.0  # A is C-contiguous (G is): ravel is a view
+        L, info = dpotrf(A.T, lower=1, clean=0, overwrite_a=1)  # A is symmetric: its transpose is F-ordered
         if info != 0:
             raise NumericalError("ΛᵀZᵀWZΛ + I is not positive definite at this theta.")
         sol = dtrtrs(L, B, lower=1)[0]
         R_ZX, c_u = sol[:, :p], sol[:, p]
         if p:
-            R_X, info = dpotrf(self.XtX - R_ZX.T @ R_ZX, lower=0, clean=1)
+            R_X, info = dpotrf(self.XtX - R_ZX.T @ R_ZX, lower=0, clean=0)  # the solves read the upper triangle
             if info != 0:
                 raise NumericalError("The fixed-effects block R_X is not positive definite at this theta.")
             c_beta = dtrtrs(R_X, self.Xty - R_ZX.T @ c_u, lower=0, trans=1)[0]
