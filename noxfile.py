@@ -86,6 +86,10 @@ def validate(session: nox.Session) -> None:
     session.run("Rscript", "validation/run_lmertest.R", "--out", live_inf, external=True)
     report = "validation/REPORT_INFERENCE.md"
     session.run("python", "validation/compare_inference.py", "--reference", live_inf, "--report", report)
+    # confidence intervals, LRT tables, bootstrap and profiles (issue #11)
+    live_ci = session.create_tmp() + "/reference_ci"
+    session.run("Rscript", "validation/run_lme4_ci.R", "--out", live_ci, external=True)
+    session.run("python", "validation/compare_ci.py", "--reference", live_ci, "--report", "validation/REPORT_CI.md")
     # GLMMs (issue #14): lme4's glmer, default and tight-PIRLS refits
     live_glmm = session.create_tmp() + "/reference_glmm"
     session.run("Rscript", "validation/run_glmer.R", "--out", live_glmm, external=True)
