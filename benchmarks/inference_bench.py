@@ -37,6 +37,7 @@ PY_CHILD = textwrap.dedent(
     sys.path.insert(0, {here!r})
     from workloads import get, read_frame
     import sparselmm
+    import sparselmm.inference.contest, scipy.stats  # imported before the clock, as R loads lmerTest first
 
     w = get({name!r})
     df = read_frame(w)
