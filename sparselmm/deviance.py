@@ -411,15 +411,8 @@ class ProfiledDeviance:
         return grad
 
     def _Lambda_times_cols(self, factors: list[np.ndarray], V: np.ndarray) -> np.ndarray:
-        """``Λ V`` for a dense V with q rows."""
-        out = np.empty_like(V)
-        for t, T in zip(self.terms, factors):
-            seg = V[t.offset : t.offset + t.q]
-            if t.k == 1:
-                out[t.offset : t.offset + t.q] = seg * T[0, 0]
-            else:
-                out[t.offset : t.offset + t.q] = np.matmul(T, seg.reshape(t.n_levels, t.k, -1)).reshape(seg.shape)
-        return out
+        """``Λ V`` for a dense V with q rows (:meth:`Lambdat_times` with the transposed factors)."""
+        return self.Lambdat_times([T.T for T in factors], V)
 
     def value_and_gradient(self, theta) -> tuple[float, np.ndarray]:
         """The deviance and its analytic gradient at θ (see :meth:`gradient`)."""
