@@ -569,6 +569,11 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+# the controller scans the loaded libraries once (~16 ms): do it at import, where numpy, scipy and CHOLMOD's
+# BLAS are already loaded, rather than inside the first fit
+_blas_controller()
+
+
 def _machine_busy() -> bool:
     """Other processes keep the cores busy (1-minute load average above cores − ½).
 
