@@ -250,6 +250,23 @@ def independent_columns(X: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
+def drop_collinear(X: np.ndarray, names: list[str], stacklevel: int = 3) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop fixed-effect columns that are linear combinations of earlier ones (R's ``qr`` rule), with lme4's
+    warning; returns the kept matrix (contiguous), the kept names and the dropped names."""
+    X = np.ascontiguousarray(X)
+    keep = independent_columns(X) if X.shape[1] else np.array([], dtype=int)
+    dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): {dropped}",
+            RankDeficiencyWarning,
+            stacklevel=stacklevel + 1,
+        )
+        X = np.ascontiguousarray(X[:, keep])
+        names = [names[j] for j in keep]
+    return X, names, dropped
+
+
 def _model_matrix(spec_text: str, frame: pd.DataFrame, what: str):
     try:
         return model_matrix(spec_text, frame, na_action="raise")
@@ -276,18 +293,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
     y = _response(parsed, frame)
 
     mm = _model_matrix(parsed.fixed, frame, "fixed-effects model matrix")
-    X = np.ascontiguousarray(np.asarray(mm, dtype=float))
-    names = list(mm.columns)
-    keep = independent_columns(X) if X.shape[1] else np.array([], dtype=int)
-    dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
-    if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): {dropped}",
-            RankDeficiencyWarning,
-            stacklevel=3,
-        )
-        X = np.ascontiguousarray(X[:, keep])
-        names = [names[j] for j in keep]
+    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns), stacklevel=3)
 
     terms: list[ReTerm] = []
     for term in parsed.random:

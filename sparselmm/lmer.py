@@ -73,6 +73,19 @@ def _level_codes(term) -> np.ndarray | None:
     return block.indices
 
 
+def start_theta(design: Design, start) -> np.ndarray:
+    """A user's ``start=`` checked against the model's θ: its length and the zero bounds of diagonals."""
+    theta0 = np.asarray(start, dtype=float).ravel()
+    if theta0.shape != design.theta0.shape:
+        raise ModelSpecError(
+            f"start has {theta0.size} values but the model has {design.n_theta} theta parameters "
+            f"({design.theta_names()})."
+        )
+    if np.any(theta0 < design.lower):
+        raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
+    return theta0
+
+
 def moment_start(design: Design) -> np.ndarray:
     """lme4's starting θ for models whose random effects are all scalar intercepts on distinct factors.
 
@@ -212,14 +225,7 @@ def lmer(
     design = devfun.design
     theta0 = moment_start(design)
     if start is not None:
-        theta0 = np.asarray(start, dtype=float).ravel()
-        if theta0.shape != design.theta0.shape:
-            raise ModelSpecError(
-                f"start has {theta0.size} values but the model has {design.n_theta} theta parameters "
-                f"({design.theta_names()})."
-            )
-        if np.any(theta0 < design.lower):
-            raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
+        theta0 = start_theta(design, start)
     setup_seconds = time.perf_counter() - t0
     theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv, progress=progress)
     info.setup_seconds = setup_seconds

@@ -82,15 +82,7 @@ class LmerResult:
         One row per variance (``var2`` empty, ``sdcor`` the standard deviation) and per covariance
         (``sdcor`` the correlation), term by term, then the residual.
         """
-        rows = []
-        for t, cov in zip(self._design.terms, self._term_covariances()):
-            sd = np.sqrt(np.diag(cov))
-            for i in range(t.k):
-                rows.append((t.group_name, t.cnms[i], None, cov[i, i], sd[i]))
-            for j in range(t.k):
-                for i in range(j + 1, t.k):
-                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                    rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
+        rows = varcorr_rows(self._design.terms, self._term_covariances())
         rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
@@ -494,6 +486,21 @@ class LmerResult:
         return plot_profile(prof, which=which, absolute=absolute, **kwargs)
 
     # ---- end of confidence intervals, refits, bootstrap ----
+
+
+def varcorr_rows(terms, covariances) -> list[tuple]:
+    """lme4's ``as.data.frame(VarCorr(m))`` rows of the random-effects terms: per term its variances (SD in
+    ``sdcor``), then its covariances (correlation in ``sdcor``)."""
+    rows = []
+    for t, cov in zip(terms, covariances):
+        sd = np.sqrt(np.diag(cov))
+        for i in range(t.k):
+            rows.append((t.group_name, t.cnms[i], None, cov[i, i], sd[i]))
+        for j in range(t.k):
+            for i in range(j + 1, t.k):
+                corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
+    return rows
 
 
 def _level_labels(frame: pd.DataFrame, factors: tuple[str, ...]):

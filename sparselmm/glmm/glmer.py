@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from formulaic import model_matrix
 
 from ..data import as_dataframe, clean_data, vector_argument
-from ..design import Design, ReTerm, encode_grouping, independent_columns, required_columns
+from ..design import Design, ReTerm, drop_collinear, encode_grouping, required_columns
 from ..errors import ConvergenceWarning, DataError, FormulaError, ModelSpecError, SingularFitWarning
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from .family import Family, get_family
@@ -137,20 +137,7 @@ def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offse
         mm = model_matrix(parsed.fixed, f, na_action="raise")
     except Exception as err:
         raise FormulaError(f"Could not build the fixed-effects model matrix from {parsed.fixed!r}: {err}") from None
-    X = np.ascontiguousarray(np.asarray(mm, dtype=float))
-    names = list(mm.columns)
-    keep = independent_columns(X) if X.shape[1] else np.array([], dtype=int)
-    dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
-    if dropped:
-        from ..design import RankDeficiencyWarning
-
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): {dropped}",
-            RankDeficiencyWarning,
-            stacklevel=3,
-        )
-        X = np.ascontiguousarray(X[:, keep])
-        names = [names[j] for j in keep]
+    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns), stacklevel=3)
     terms: list[ReTerm] = []
     n = y.size
     for term in parsed.random:

@@ -82,15 +82,9 @@ class GlmerResult:
     @property
     def varcorr(self) -> pd.DataFrame:
         """``as.data.frame(VarCorr(m))``: variances, SDs, covariances/correlations (no residual row)."""
-        rows = []
-        for t, cov in zip(self._design.terms, self._term_covariances()):
-            sd = np.sqrt(np.diag(cov))
-            for i in range(t.k):
-                rows.append((t.group_name, t.cnms[i], None, cov[i, i], sd[i]))
-            for j in range(t.k):
-                for i in range(j + 1, t.k):
-                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                    rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
+        from ..results import varcorr_rows
+
+        rows = varcorr_rows(self._design.terms, self._term_covariances())
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
     # ---- likelihood -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pandas as pd
 from formulaic import Formula
 
 from ..deviance import ProfiledDeviance
-from ..errors import DataError, ModelSpecError
+from ..errors import DataError
 from ..formula import parse_formula
 from ..results import LmerResult
 from .chunked import ModelColumns, Plan, Progress, _c_arguments, _kind, level_partial
@@ -184,20 +184,14 @@ def fit_streamed(
     data_name=None,
 ) -> StreamedLmerResult:
     """:func:`sparselmm.lmer` for a chunked source (called from it)."""
+    from ..lmer import start_theta
     from ..optimize import optimize_theta
 
     t0 = time.perf_counter()
     devfun, theta0, stats, plan = streamed_setup(formula, source, reml, weights, offset, missing, ordering)
     design = devfun.design
     if start is not None:
-        theta0 = np.asarray(start, dtype=float).ravel()
-        if theta0.shape != design.theta0.shape:
-            raise ModelSpecError(
-                f"start has {theta0.size} values but the model has {design.n_theta} theta parameters "
-                f"({design.theta_names()})."
-            )
-        if np.any(theta0 < design.lower):
-            raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
+        theta0 = start_theta(design, start)
     setup_seconds = time.perf_counter() - t0
     theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv)
     info.setup_seconds = setup_seconds
