@@ -124,6 +124,8 @@ def test_bad_arguments(df):
         lmer("y ~ x + (1 | g)", df, optimizer="foo")
     with pytest.raises(ModelSpecError, match="start has 2 values"):
         lmer("y ~ x + (1 | g)", df, start=[1, 2])
+    with pytest.raises(ModelSpecError, match="negative values for diagonal theta"):
+        lmer("y ~ x + (1 | g)", df, start=[-1.0])
     with pytest.raises(ModelSpecError, match="ordering='fast'"):
         lmer("y ~ x + (1 | g)", df, ordering="fast")
 
