@@ -27,9 +27,12 @@ the residual direction ``W⁻¹`` reduced by ``ZᵀV⁻¹W⁻¹V⁻¹Z = Ω − 
 ``XᵀV⁻¹W⁻¹V⁻¹X = M − ΞᵀΞ``, ``XᵀV⁻¹W⁻¹V⁻¹W⁻¹V⁻¹X = M − ΞᵀΞ − ΞᵀC⁻¹Ξ`` and
 ``tr((V⁻¹W⁻¹)²) = n − q + ‖C⁻¹‖²_F``.
 
-The dense q × q work (``C⁻¹``, ``H``, ``Ω``) is what bounds size: :data:`MAX_DENSE_Q` random effects.
-When the first (largest) term is eliminated as in :mod:`sparselmm.schur`, ``C⁻¹`` is assembled from the
-inverse of the dense complement instead of a q × q Cholesky.
+When the first (largest) term is at least half of the random effects it is eliminated: its block of
+``C`` is block diagonal, so ``C⁻¹ = J + U S⁻¹ Uᵀ`` with ``J`` and ``U`` sparse and ``S`` the dense q₂ × q₂
+complement of the other terms, and ``Ω = N₀ − V S⁻¹ Vᵀ`` (:class:`_LowRankOmega`). Every product, entry
+and trace above — Kenward–Roger's ``HᵀH`` entries and ``‖C⁻¹‖²_F`` included — is then sparse work plus
+q₂ × q₂ dense work; no q × q matrix is formed (InstEval: q = 4,128, q₂ = 1,156). Otherwise ``C⁻¹``, ``H`` and
+``Ω`` are dense q × q (:class:`_DenseOmega`). :data:`MAX_DENSE_Q` bounds the dense block's rows either way.
 """
 
 from __future__ import annotations
@@ -43,11 +46,21 @@ from scipy.linalg.blas import dgemm
 
 from .errors import ModelSpecError
 
-__all__ = ["MAX_DENSE_Q", "DevianceDerivatives"]
+__all__ = ["MAX_DENSE_Q", "DevianceDerivatives", "dense_dimension"]
 
-# q × q float64 matrices held at once: C⁻¹, H, Ω (+ one per variance parameter in the traces);
-# 12,000² × 8 B = 1.15 GB each
+# rows of the dense block held: q₂ × q₂ (S⁻¹, K₂, one per θ direction in the traces) when the first
+# term is eliminated, else q × q (C⁻¹, H, Ω); 12,000² × 8 B = 1.15 GB each
 MAX_DENSE_Q = 12_000
+
+
+def dense_dimension(design) -> int:
+    """Rows of the dense block the exact derivatives form: the random effects left after eliminating the
+    first (largest) term when it is at least half of them (:func:`_c_inverse_parts`), else all q."""
+    terms = design.terms
+    q = int(design.q)
+    if terms and terms[0].q >= q - terms[0].q:
+        return q - terms[0].q
+    return q
 
 
 class DevianceDerivatives:
@@ -70,11 +83,6 @@ class DevianceDerivatives:
         self.reml = devfun.reml
         self.theta = np.asarray(theta, dtype=float).copy()
         q = self.cross.ZtWZ.shape[0]
-        if q > MAX_DENSE_Q:
-            raise ModelSpecError(
-                f"Exact derivatives need dense q × q matrices and this model has q = {q} random effects "
-                f"(limit {MAX_DENSE_Q}); use ddf='lme4' (no degrees of freedom) for this model."
-            )
         state = devfun.solve(self.theta)
         self.state = state
         self.n, self.p, self.q = self.cross.n, self.design.p, q
@@ -91,12 +99,71 @@ class DevianceDerivatives:
         LtG = (Lt @ G).tocsr()  # ΛᵀG, sparse
         C = (LtG @ Lt.T).tocsc()
         C = (C + sp.identity(self.q, format="csc")).tocsc()
-        self.Lt = Lt
-        self._T_inv = None
-        self.Cinv = Cinv = _c_inverse(C, self.design.terms)
+        self.Lt, self._C, self._LtG = Lt, C, LtG
+        terms = self.design.terms
+        parts = _c_inverse_parts(C, terms)
         LtZtWX = np.asarray(Lt @ cr.ZtWX).reshape(self.q, self.p)
-        self._Xi = self.Xi = Cinv @ LtZtWX  # Ξ = C⁻¹ΛᵀZᵀWX
-        self._Cinv_y = Cinv @ (Lt @ cr.ZtWy)
+        if parts is None:
+            # no block-diagonal first term to eliminate: dense C⁻¹, H and Ω (bounded by MAX_DENSE_Q)
+            self._check_dense()
+            dense = self._dense
+            self.omega = _DenseOmega(dense.Omega)
+            cinv_times = dense.cinv_times
+            self._parts = None
+        else:
+            # C⁻¹ = J + U S⁻¹ Uᵀ: Ω = N₀ − V S⁻¹ Vᵀ with N₀ sparse and V sparse q × q₂ — no q × q matrix
+            J, U, Sinv = parts
+            if Sinv.shape[0] > MAX_DENSE_Q:
+                raise ModelSpecError(
+                    f"Exact derivatives need a dense {Sinv.shape[0]} × {Sinv.shape[0]} complement of the "
+                    f"smaller random-effect terms (limit {MAX_DENSE_Q}); use ddf='lme4' (no degrees of "
+                    "freedom) for this model."
+                )
+
+            def cinv_times(B):
+                return np.asarray(J @ B) + np.asarray(U @ (Sinv @ np.asarray(U.T @ B)))
+
+            T_inv = _term_factor_inverses(terms, self.theta)
+            if T_inv is not None:
+                # ΛᵀG = (C − I)Λ⁻¹, so Ω = Λ⁻ᵀ(I − C⁻¹)Λ⁻¹ = Λ⁻ᵀ(I − J)Λ⁻¹ − (Λ⁻ᵀU) S⁻¹ (Λ⁻ᵀU)ᵀ
+                Linv = _lambda_inverse(terms, T_inv)
+                N0 = (Linv.T @ (sp.identity(self.q, format="csr") - J) @ Linv).tocsr()
+                V = (Linv.T @ U).tocsr()
+            else:
+                # near-singular Λ: Ω = G − GΛ C⁻¹ ΛᵀG without Λ⁻¹
+                Linv = None
+                N0 = (G - LtG.T @ (J @ LtG)).tocsr()
+                V = (LtG.T @ U).tocsr()
+            self.omega = _LowRankOmega(N0, V, Sinv)
+            self._parts, self._Linv = parts, Linv
+        self._cinv_times_fn = cinv_times
+        self._Xi = self.Xi = cinv_times(LtZtWX)  # Ξ = C⁻¹ΛᵀZᵀWX
+        self._Cinv_y = cinv_times(np.asarray(Lt @ cr.ZtWy).reshape(self.q, -1))
+        Xi = self._Xi
+        self.Psi = np.asarray(cr.ZtWX - LtG.T @ Xi).reshape(self.q, self.p)  # Ψ = ZᵀV⁻¹X
+        M = cr.XtWX - LtZtWX.T @ Xi
+        self.M = 0.5 * (M + M.T)
+        self.Minv = _spd_inverse(self.M) if self.p else np.zeros((0, 0))
+        # a = ZᵀP y = ZᵀV⁻¹(y − Xβ̂) on the shifted response of the cross-products
+        ZtVinvy = np.asarray(cr.ZtWy).reshape(self.q, -1) - LtG.T @ self._Cinv_y
+        beta_shifted = self.state.beta - cr.beta_shift
+        self.a = np.asarray(ZtVinvy.ravel() - self.Psi @ beta_shifted).ravel()
+        self.term_rows = [slice(t.offset, t.offset + t.q) for t in terms]
+
+    def _check_dense(self) -> None:
+        if self.q > MAX_DENSE_Q:
+            raise ModelSpecError(
+                f"Exact derivatives need dense q × q matrices and this model has q = {self.q} random effects "
+                f"(limit {MAX_DENSE_Q}); use ddf='lme4' (no degrees of freedom) for this model."
+            )
+
+    @cached_property
+    def _dense(self) -> _DenseParts:
+        """Dense ``C⁻¹`` (or ``H`` holding its storage), ``H = C⁻¹ΛᵀG`` and ``Ω`` — Kenward–Roger's
+        residual direction needs them; Satterthwaite, gradients and traces do not when the first term
+        was eliminated."""
+        self._check_dense()
+        Cinv = _c_inverse(self._C, self.design.terms)
         T_inv = _term_factor_inverses(self.design.terms, self.theta)
         if T_inv is not None:
             # Λ well conditioned: ΛᵀG = (C − I)Λ⁻¹, so H = (I − C⁻¹)Λ⁻¹ and Ω = Λ⁻ᵀ(I − C⁻¹)Λ⁻¹ —
@@ -107,30 +174,32 @@ class DevianceDerivatives:
             _scale_columns(H, self.design.terms, T_inv)  # H = (I − C⁻¹) Λ⁻¹, in place
             Omega = H.copy()
             _scale_rows(Omega, self.design.terms, T_inv)  # Ω = Λ⁻ᵀ H
-            self.Cinv = None  # overwritten by H; C⁻¹ = I − H Λ when needed (Kenward–Roger)
-            self._T_inv = T_inv
+            Cinv = None  # overwritten by H; C⁻¹ = I − H Λ when needed (Kenward–Roger)
         else:
+            LtG = self._LtG
             H = np.asarray((LtG.T @ Cinv).T)  # C⁻¹ΛᵀG (C⁻¹ symmetric)
-            Omega = G.toarray()
+            Omega = self.cross.ZtWZ.toarray()
             Omega -= np.asarray(LtG.T @ H)
             Omega = 0.5 * (Omega + Omega.T)
-        self.H = H
-        self.Omega = Omega
-        Xi = self._Xi
-        self.Psi = np.asarray(cr.ZtWX - LtG.T @ Xi).reshape(self.q, self.p)  # Ψ = ZᵀV⁻¹X
-        M = cr.XtWX - LtZtWX.T @ Xi
-        self.M = 0.5 * (M + M.T)
-        self.Minv = _spd_inverse(self.M) if self.p else np.zeros((0, 0))
-        # a = ZᵀP y = ZᵀV⁻¹(y − Xβ̂) on the shifted response of the cross-products
-        ZtVinvy = cr.ZtWy - LtG.T @ self._Cinv_y
-        beta_shifted = self.state.beta - cr.beta_shift
-        self.a = np.asarray(ZtVinvy - self.Psi @ beta_shifted).ravel()
-        self.term_rows = [slice(t.offset, t.offset + t.q) for t in self.design.terms]
+        return _DenseParts(Cinv, H, Omega, T_inv, self.Lt)
+
+    @property
+    def Cinv(self) -> np.ndarray | None:
+        return self._dense.Cinv
+
+    @property
+    def H(self) -> np.ndarray:
+        return self._dense.H
+
+    @property
+    def Omega(self) -> np.ndarray:
+        """Dense ``Ω = ZᵀV⁻¹Z`` (formed on first use)."""
+        return self._dense.Omega
 
     # Ω_X = Ω − [REML] Ψ M⁻¹ Ψᵀ is never formed: its rank-p correction is applied where it is used
     def _omega_x_times(self, v: np.ndarray, reml: bool | None = None) -> np.ndarray:
         """``Ω_X v`` (``Ω_P`` for REML, ``Ω`` for ML; ``reml=True`` forces ``Ω_P``)."""
-        out = self.Omega @ v
+        out = self.omega.matmat(v)
         if self.reml if reml is None else reml:
             out -= self.Psi @ (self.Minv @ (self.Psi.T @ v))
         return out
@@ -140,7 +209,7 @@ class DevianceDerivatives:
         if A.nnz == 0:
             return 0.0
         A = A.tocoo()
-        val = float(A.data @ self.Omega[A.row, A.col])
+        val = float(A.data @ self.omega.entries(A.row, A.col))
         if self.reml:
             PM = self.Psi @ self.Minv
             val -= float(A.data @ np.einsum("ij,ij->i", PM[A.row], self.Psi[A.col]))
@@ -156,33 +225,20 @@ class DevianceDerivatives:
         """``tr(A_k Ω_X A_l Ω_X)`` for every pair of symmetric, term-block-diagonal sparse ``A``
         (``Ω_X = Ω_P = Ω − ΨM⁻¹Ψᵀ`` if ``reml``, else ``Ω``).
 
-        Scalar terms' directions are diagonal, ``d_k`` on their term's rows, so the trace is
-        ``Σ_{i∈k, j∈l} d_ki Ω_ij² d_lj``: one weighted pass over each block of Ω. Otherwise ``A_k Ω`` is
-        formed on its term's rows (q_t × q) and the trace sums ``(A_kΩ)[:, rows_l] ∘ (A_lΩ)[:, rows_k]ᵀ``.
-        REML's rank-p correction is applied without forming ``Ω_P``: with ``U = Ψ``, ``V = ΨM⁻¹`` and
-        ``W_l = Ω A_l U``, the trace loses ``sum(A_kV ∘ W_l) + sum(A_lV ∘ W_k)`` and gains
-        ``tr((VᵀA_kU)(VᵀA_lU))`` — q × p work per direction (on InstEval this replaced three 3,000 × 4,128
-        outer products).
+        The ``Ω`` part is the representation's own (:meth:`_LowRankOmega.trace_products` or
+        :meth:`_DenseOmega.trace_products`). REML's rank-p correction is applied without forming
+        ``Ω_P``: with ``U = Ψ``, ``V = ΨM⁻¹`` and ``W_l = Ω A_l U``, the trace loses
+        ``sum(A_kV ∘ W_l) + sum(A_lV ∘ W_k)`` and gains ``tr((VᵀA_kU)(VᵀA_lU))`` — q × p work per
+        direction (on InstEval this replaced three 3,000 × 4,128 outer products).
         """
         rows = [self.term_rows[i] for i in self.param_term]
+        out = self.omega.trace_products(mats, rows)
         m = len(mats)
-        out = np.empty((m, m))
-        diag = [_diagonal_on(A, r) for A, r in zip(mats, rows)]
-        if all(d is not None for d in diag):
-            for k in range(m):
-                for l in range(k + 1):
-                    blk = self.Omega[rows[k], rows[l]]
-                    out[k, l] = out[l, k] = float(np.einsum("i,ij,ij,j->", diag[k], blk, blk, diag[l]))
-        else:
-            AO = [np.asarray(A[r] @ self.Omega) for A, r in zip(mats, rows)]
-            for k in range(m):
-                for l in range(k + 1):
-                    out[k, l] = out[l, k] = float(np.einsum("ij,ji->", AO[k][:, rows[l]], AO[l][:, rows[k]]))
         if reml and self.p:
             U, V = self.Psi, self.Psi @ self.Minv
             AU = [np.asarray(A @ U) for A in mats]
             AV = [np.asarray(A @ V) for A in mats]
-            W = [self.Omega @ x for x in AU]
+            W = [self.omega.matmat(x) for x in AU]
             VAU = [x.T @ U for x in AV]  # VᵀA_kU (A_k symmetric)
             for k in range(m):
                 for l in range(k + 1):
@@ -271,17 +327,69 @@ class DevianceDerivatives:
     # ---- Kenward–Roger (pbkrtest's parametrisation) ---------------------------------------------
     def _cinv_times(self, B: np.ndarray) -> np.ndarray:
         """``C⁻¹ B``; with ``H = (I − C⁻¹)Λ⁻¹`` holding C⁻¹'s storage, ``C⁻¹ = I − HΛ``."""
-        if self.Cinv is not None:
-            return self.Cinv @ B
-        return B - self.H @ np.asarray(self.Lt.T @ B)
+        return self._cinv_times_fn(B)
 
     @cached_property
     def _colsq(self) -> np.ndarray:
-        """Column sums of squares of ``H`` (the diagonal of ``HᵀH``)."""
+        """Column sums of squares of the dense ``H`` (the diagonal of ``HᵀH``)."""
         return np.einsum("ij,ij->j", self.H, self.H)
+
+    @cached_property
+    def _hth_lowrank(self):
+        """``HᵀH = N_h + W S⁻¹ Vᵀ + V S⁻¹ Wᵀ + V K₂ Vᵀ`` (``K₂ = S⁻¹UᵀUS⁻¹``) from ``C⁻¹ = J + US⁻¹Uᵀ``.
+
+        With Λ⁻¹: ``HᵀH = Λ⁻ᵀ(I − C⁻¹)²Λ⁻¹``, so with ``D₀ = I − J``: ``N_h = Λ⁻ᵀD₀²Λ⁻¹``,
+        ``W = −Λ⁻ᵀD₀U``. Without: ``HᵀH = RᵀC⁻²R`` (``R = ΛᵀG``): ``N_h = RᵀJ²R``, ``W = RᵀJU``.
+        """
+        J, U, Sinv = self._parts
+        UtU = (U.T @ U).tocsr()  # YᵀY + I
+        K2 = Sinv @ _sparse_dense_product(UtU, Sinv)
+        if self._Linv is not None:
+            Li = self._Linv
+            D0 = (sp.identity(self.q, format="csr") - J).tocsr()
+            N_h = (Li.T @ (D0 @ (D0 @ Li))).tocsr()
+            W = (-(Li.T @ (D0 @ U))).tocsr()
+        else:
+            R = self._LtG
+            JR = (J @ R).tocsr()
+            N_h = (JR.T @ JR).tocsr()
+            W = (JR.T @ U).tocsr()
+        return N_h, W, K2, UtU
+
+    def _hth_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Entries of ``HᵀH`` (``H = C⁻¹ΛᵀG``) at paired ``rows``, ``cols`` (Kenward–Roger's residual terms)."""
+        if self._parts is None:
+            out = np.empty(rows.size)
+            on_diag = rows == cols
+            out[on_diag] = self._colsq[rows[on_diag]]  # (HᵀH)_ii: column sums of squares, one pass
+            off = ~on_diag
+            if off.any():
+                out[off] = np.einsum("ki,ki->i", self.H[:, rows[off]], self.H[:, cols[off]])
+            return out
+        N_h, W, K2, _ = self._hth_lowrank
+        om = self.omega
+        out = np.asarray(N_h[rows, cols]).ravel().astype(float)
+        step = max(1, om.CHUNK_ENTRIES // max(1, om.Sinv.shape[0]))
+        for s in range(0, rows.size, step):
+            r, c = rows[s : s + step], cols[s : s + step]
+            Vr, Vc = om.V[r], om.V[c]
+            out[s : s + step] += _rowdot(W[r], np.asarray(Vc @ om.Sinv))
+            out[s : s + step] += _rowdot(W[c], np.asarray(Vr @ om.Sinv))
+            out[s : s + step] += _rowdot(Vc, np.asarray(Vr @ K2))
+        return out
 
     def _cinv_frobenius2(self) -> float:
         """``‖C⁻¹‖²_F = tr(C⁻²)``."""
+        if self._parts is not None:
+            # tr((J + US⁻¹Uᵀ)²) = tr(J²) + 2 Σ S⁻¹ ∘ UᵀJU + Σ K₂ ∘ UᵀU
+            J, U, Sinv = self._parts
+            _, _, K2, UtU = self._hth_lowrank
+            UJU = (U.T @ (J @ U)).tocoo()
+            UtU = UtU.tocoo()
+            total = float(J.multiply(J).sum())
+            total += 2.0 * float(UJU.data @ Sinv[UJU.row, UJU.col]) if UJU.nnz else 0.0
+            total += float(UtU.data @ K2[UtU.row, UtU.col]) if UtU.nnz else 0.0
+            return total
         if self.Cinv is not None:
             return float(np.einsum("ij,ij->", self.Cinv, self.Cinv))
         # C⁻¹ = I − HΛ: ‖I − HΛ‖² = q − 2 tr(HΛ) + ‖HΛ‖²; per term ‖H_t (I ⊗ T)‖² = Σ_levels tr(Tᵀ G_g T)
@@ -326,11 +434,11 @@ class DevianceDerivatives:
         uses the identity, i.e. it ignores prior weights; the two agree when there are none).
         """
         s2 = self.sigma**2
-        Psi, Om, Xi = self.Psi, self.Omega, self.Xi
+        Psi, Xi = self.Psi, self.Xi
         nre = len(self.Delta)
         DPsi = [np.asarray(Dr @ Psi) for Dr in self.Delta]  # Δ_r Ψ
         KRE = self._trace_products(self.Delta, False)  # tr(Δ_r Ω Δ_s Ω)
-        Rz = Psi - self.H.T @ Xi  # ZᵀV⁻¹W⁻¹V⁻¹X
+        Rz = Psi - self._LtG.T @ self._cinv_times(Xi)  # ZᵀV⁻¹W⁻¹V⁻¹X = Ψ − HᵀΞ, HᵀΞ = GΛC⁻¹Ξ
         P = [-(Psi.T @ d) / s2**2 for d in DPsi]
         XtVWVX = self.M - Xi.T @ Xi
         P.append(-XtVWVX / s2**2)
@@ -349,58 +457,193 @@ class DevianceDerivatives:
                 K[r, s] = K[s, r] = KRE[r, s] / s2**2
             # tr(Δ_r (Ω − HᵀH)): only the entries of HᵀH on Δ_r's pattern are needed
             Dr = self.Delta[r].tocoo()
-            on_diag = Dr.row == Dr.col
-            hth = np.empty(Dr.nnz)
-            hth[on_diag] = self._colsq[Dr.row[on_diag]]  # (HᵀH)_ii: column sums of squares, one pass
-            off = ~on_diag
-            if off.any():
-                hth[off] = np.einsum("ki,ki->i", self.H[:, Dr.row[off]], self.H[:, Dr.col[off]])
-            K[r, nre] = K[nre, r] = (float(Dr.data @ Om[Dr.row, Dr.col]) - float(Dr.data @ hth)) / s2**2
+            hth = self._hth_entries(Dr.row, Dr.col)
+            om = self.omega.entries(Dr.row, Dr.col)
+            K[r, nre] = K[nre, r] = (float(Dr.data @ om) - float(Dr.data @ hth)) / s2**2
         K[nre, nre] = (self.n - self.q + self._cinv_frobenius2()) / s2**2
         return P, Q, K
 
 
-def _c_inverse(C: sp.csc_matrix, terms) -> np.ndarray:
-    """Dense ``C⁻¹``, eliminating the first term's block-diagonal part when it has one.
+def _c_inverse_parts(C: sp.csc_matrix, terms):
+    """``C⁻¹ = J + U S⁻¹ Uᵀ`` by eliminating the first term's block-diagonal part, or None.
 
     With ``C = [[A, B], [Bᵀ, E]]``, ``A`` block diagonal (one k × k block per level of the first term) and
     the complement ``S = E − BᵀA⁻¹B`` dense: ``C⁻¹ = [[A⁻¹ + Y S⁻¹ Yᵀ, −Y S⁻¹], [−S⁻¹Yᵀ, S⁻¹]]`` with
-    ``Y = A⁻¹B``. On InstEval (q = 4,128, q₂ = 1,156) this replaces a 4,128² Cholesky and inverse by a
-    1,156² one plus sparse products.
+    ``Y = A⁻¹B``, i.e. ``J = diag(A⁻¹, 0)`` (sparse) and ``U = [−Y; I]`` (sparse, q × q₂). None when the
+    first term is not block diagonal in ``C`` or is smaller than the rest (nothing to gain).
     """
     q = C.shape[0]
     if not terms:
-        return np.zeros((0, 0))
+        return None
     t = terms[0]
     q1, k = t.q, t.k
     blocks = C[:q1, :q1].tocoo()
     if q1 == 0 or np.any(blocks.row // k != blocks.col // k) or q1 < q - q1:
-        return _spd_inverse(C.toarray())
+        return None
     A = np.zeros((t.n_levels, k, k))
     A[blocks.row // k, blocks.row % k, blocks.col % k] = blocks.data
     Ainv = np.linalg.inv(A)
     rows = np.repeat(np.arange(q1), k)
     cols = ((np.arange(q1) // k * k)[:, None] + np.arange(k)[None, :]).ravel()
-    Ainv_sp = sp.csr_matrix((Ainv.reshape(-1), (rows, cols)), shape=(q1, q1))
+    J = sp.csr_matrix((Ainv.reshape(-1), (rows, cols)), shape=(q, q))
+    B = C[:q1, q1:].tocsc()
+    Y = (J[:q1, :q1] @ B).tocsr()  # A⁻¹B, sparse
+    S = C[q1:, q1:].toarray() - np.asarray((B.T @ Y).toarray())
+    Sinv = _spd_inverse(0.5 * (S + S.T))
+    U = sp.vstack([-Y, sp.identity(q - q1, format="csr")]).tocsr()
+    return J, U, Sinv
+
+
+def _c_inverse(C: sp.csc_matrix, terms) -> np.ndarray:
+    """Dense ``C⁻¹``, from :func:`_c_inverse_parts` when the first term can be eliminated.
+
+    On InstEval (q = 4,128, q₂ = 1,156) this replaces a 4,128² Cholesky and inverse by a 1,156² one plus
+    sparse products.
+    """
+    parts = _c_inverse_parts(C, terms)
+    if parts is None:
+        return _spd_inverse(C.toarray()) if C.shape[0] else np.zeros((0, 0))
+    J, U, Sinv = parts
+    q, q2 = U.shape
+    q1 = q - q2
+    Y = -U[:q1]
     out = np.zeros((q, q))
-    if q1 < q:
-        B = C[:q1, q1:].tocsc()
-        Y = (Ainv_sp @ B).tocsr()  # A⁻¹B, sparse
-        S = C[q1:, q1:].toarray() - np.asarray((B.T @ Y).toarray())
-        Sinv = _spd_inverse(0.5 * (S + S.T))
+    if q2:
         YS = np.asarray(Y @ Sinv)  # q1 × q2 dense
         out[q1:, q1:] = Sinv
         out[:q1, q1:] = -YS
         out[q1:, :q1] = -YS.T
         # Y S⁻¹ Yᵀ: dense BLAS once Y is more than 10 % full. Measured on InstEval (Y 2.6 % full): the sparse
         # product 0.27 s, a two-thread dgemm 0.48 s (~1e9 against ~1e10 multiply-adds per second)
-        if Y.nnz > 0.1 * q1 * (q - q1):
+        if Y.nnz > 0.1 * q1 * q2:
             # scipy's BLAS (threaded when the machine is free), not numpy's, which evaluations hold to one
             out[:q1, :q1] = dgemm(1.0, YS, Y.toarray(), trans_b=1)
         else:
             out[:q1, :q1] = np.asarray(Y @ np.ascontiguousarray(YS.T))
-    out[rows, cols] += Ainv.reshape(-1)
+    Jc = J.tocoo()
+    out[Jc.row, Jc.col] += Jc.data
     return out
+
+
+def _sparse_dense_product(A: sp.spmatrix, B: np.ndarray) -> np.ndarray:
+    """``A B`` for sparse ``A``: dense BLAS once ``A`` is more than 10 % full (scipy's sparse-dense
+    product runs at ~1e9 multiply-adds per second; on InstEval ``VᵀA_kV`` is 1,156² and full)."""
+    if A.nnz > 0.1 * A.shape[0] * A.shape[1]:
+        return dgemm(1.0, A.toarray(), B)
+    return np.asarray(A @ B)
+
+
+def _rowdot(A: sp.spmatrix, B: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of sparse ``A`` and dense ``B`` (same shape)."""
+    return np.asarray(A.multiply(B).sum(axis=1)).ravel()
+
+
+def _lambda_inverse(terms, T_inv: list[np.ndarray]) -> sp.csr_matrix:
+    """``Λ⁻¹`` (block diagonal: ``T⁻¹`` for each level of each term)."""
+    blocks = [sp.kron(sp.identity(t.n_levels, format="csr"), sp.csr_matrix(Ti)) for t, Ti in zip(terms, T_inv)]
+    return sp.block_diag(blocks, format="csr")
+
+
+class _DenseParts:
+    """Dense ``C⁻¹`` (None when ``H`` holds its storage), ``H``, ``Ω``, the term factors' inverses."""
+
+    def __init__(self, Cinv, H, Omega, T_inv, Lt):
+        self.Cinv, self.H, self.Omega, self.T_inv, self.Lt = Cinv, H, Omega, T_inv, Lt
+
+    def cinv_times(self, B: np.ndarray) -> np.ndarray:
+        """``C⁻¹ B``; with ``H = (I − C⁻¹)Λ⁻¹`` holding C⁻¹'s storage, ``C⁻¹ = I − HΛ``."""
+        if self.Cinv is not None:
+            return self.Cinv @ B
+        return B - self.H @ np.asarray(self.Lt.T @ B)
+
+
+class _DenseOmega:
+    """``Ω`` held as a dense q × q matrix (when no term could be eliminated)."""
+
+    def __init__(self, Omega: np.ndarray):
+        self.Omega = Omega
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        return self.Omega @ X
+
+    def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.Omega[rows, cols]
+
+    def trace_products(self, mats: list[sp.spmatrix], rows: list[slice]) -> np.ndarray:
+        """``tr(A_k Ω A_l Ω)`` for symmetric ``A_k`` supported on the term rows ``rows[k]``.
+
+        Scalar terms' directions are diagonal, ``d_k`` on their term's rows, so the trace is
+        ``Σ_{i∈k, j∈l} d_ki Ω_ij² d_lj``: one weighted pass over each block of Ω. Otherwise ``A_k Ω`` is
+        formed on its term's rows (q_t × q) and the trace sums ``(A_kΩ)[:, rows_l] ∘ (A_lΩ)[:, rows_k]ᵀ``.
+        """
+        m = len(mats)
+        out = np.empty((m, m))
+        diag = [_diagonal_on(A, r) for A, r in zip(mats, rows)]
+        if all(d is not None for d in diag):
+            for k in range(m):
+                for l in range(k + 1):
+                    blk = self.Omega[rows[k], rows[l]]
+                    out[k, l] = out[l, k] = float(np.einsum("i,ij,ij,j->", diag[k], blk, blk, diag[l]))
+        else:
+            AO = [np.asarray(A[r] @ self.Omega) for A, r in zip(mats, rows)]
+            for k in range(m):
+                for l in range(k + 1):
+                    out[k, l] = out[l, k] = float(np.einsum("ij,ji->", AO[k][:, rows[l]], AO[l][:, rows[k]]))
+        return out
+
+
+class _LowRankOmega:
+    """``Ω = N₀ − V S⁻¹ Vᵀ`` with ``N₀`` sparse (q × q), ``V`` sparse (q × q₂), ``S⁻¹`` dense (q₂ × q₂).
+
+    What the first term's elimination leaves: every product, entry and trace below costs sparse work plus
+    q₂ × q₂ dense work, never a q × q matrix (on InstEval q = 4,128 but q₂ = 1,156).
+    """
+
+    # dense rows of V S⁻¹ gathered at once when reading entries (8 B each)
+    CHUNK_ENTRIES = 20_000_000
+
+    def __init__(self, N0: sp.csr_matrix, V: sp.csr_matrix, Sinv: np.ndarray):
+        self.N0, self.V, self.Sinv = N0, V, Sinv
+        self.Vt = V.T.tocsr()
+
+    def matmat(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        return np.asarray(self.N0 @ X) - np.asarray(self.V @ (self.Sinv @ np.asarray(self.Vt @ X)))
+
+    def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``Ω[rows, cols]`` (paired index arrays), in chunks of rows of ``V S⁻¹``."""
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        out = np.asarray(self.N0[rows, cols]).ravel().astype(float)
+        q2 = self.Sinv.shape[0]
+        if q2 == 0 or rows.size == 0:
+            return out
+        step = max(1, self.CHUNK_ENTRIES // q2)
+        for s in range(0, rows.size, step):
+            r, c = rows[s : s + step], cols[s : s + step]
+            VS = np.asarray(self.V[r] @ self.Sinv)  # (chunk, q₂) dense
+            out[s : s + step] -= _rowdot(self.V[c], VS)
+        return out
+
+    def trace_products(self, mats: list[sp.spmatrix], rows: list[slice]) -> np.ndarray:
+        """``tr(A_k Ω A_l Ω)`` for symmetric sparse ``A_k``.
+
+        Expanding ``Ω = N₀ − V S⁻¹ Vᵀ``: ``tr(A_kN₀A_lN₀) − 2 Σ S⁻¹ ∘ (A_kV)ᵀN₀(A_lV) + tr(F_k F_l)`` with
+        ``F_k = VᵀA_kV S⁻¹`` — sparse products and one q₂ × q₂ product per direction.
+        """
+        m = len(mats)
+        AN = [(A @ self.N0).tocsr() for A in mats]
+        AV = [(A @ self.V).tocsr() for A in mats]
+        NAV = [(self.N0 @ x).tocsr() for x in AV]
+        F = [_sparse_dense_product(self.Vt @ x, self.Sinv) for x in AV]  # VᵀA_kV S⁻¹
+        out = np.empty((m, m))
+        for k in range(m):
+            for l in range(k + 1):
+                t1 = float(AN[k].multiply(AN[l].T).sum())
+                X = (AV[k].T @ NAV[l]).tocoo()  # (A_kV)ᵀ N₀ (A_lV), q₂ × q₂ sparse
+                t2 = float(X.data @ self.Sinv[X.row, X.col]) if X.nnz else 0.0
+                t3 = float(np.einsum("ij,ji->", F[k], F[l]))
+                out[k, l] = out[l, k] = t1 - 2.0 * t2 + t3
+        return out
 
 
 def _diagonal_on(A: sp.spmatrix, rows: slice) -> np.ndarray | None:

@@ -347,9 +347,10 @@ class LmerResult:
         ddf : {None, "Satterthwaite", "Kenward-Roger", "lme4"}
             Denominator degrees of freedom of the t tests: Satterthwaite's (lmerTest's default),
             Kenward–Roger's (REML fits only), or none (lme4's table without df and p-values). The
-            default ``None`` is Satterthwaite's for models with up to
-            :data:`sparselmm.summary.AUTO_DDF_MAX_Q` random effects and lme4's table (with a note) above,
-            where the exact derivatives' dense q × q work would cost more than the fit; ask for
+            default ``None`` is Satterthwaite's while the exact derivatives' dense block (the random
+            effects left after eliminating the largest term) has at most
+            :data:`sparselmm.summary.AUTO_DDF_MAX_DENSE` rows, and lme4's table (with a note) above,
+            where that dense work would cost more than the fit; ask for
             ``ddf="Satterthwaite"`` explicitly to have it there too.
         """
         from .summary import LmerSummary

@@ -6,11 +6,13 @@ import numpy as np
 
 from .design import r_name
 
-__all__ = ["AUTO_DDF_MAX_Q", "LmerSummary"]
+__all__ = ["AUTO_DDF_MAX_DENSE", "LmerSummary"]
 
-# summary() computes Satterthwaite's df by default up to this many random effects (InstEval has 4,128:
-# about the fit's own time again); above, the default table is lme4's and says how to ask for the df
-AUTO_DDF_MAX_Q = 6000
+# summary() computes Satterthwaite's df by default while the exact derivatives' dense block (the complement
+# of the largest term, or all q when no term is eliminated: sparselmm.derivatives.dense_dimension) has at
+# most this many rows (InstEval: 1,156, a third of the fit's time); above, the default table is lme4's
+# and says how to ask for the df
+AUTO_DDF_MAX_DENSE = 6000
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -75,12 +77,14 @@ class LmerSummary:
         self.result = result
         self.ddf_note = None
         if ddf is None:
-            q = result.design.q
-            if q > AUTO_DDF_MAX_Q:
+            from .derivatives import dense_dimension
+
+            d = dense_dimension(result.design)
+            if d > AUTO_DDF_MAX_DENSE:
                 ddf = "lme4"
                 self.ddf_note = (
-                    f"t tests without df: the model has q = {q:,} random effects (> {AUTO_DDF_MAX_Q:,}); "
-                    "summary(ddf='Satterthwaite') computes them (exact, dense q × q work)."
+                    f"t tests without df: the exact derivatives need a dense {d:,} × {d:,} block "
+                    f"(> {AUTO_DDF_MAX_DENSE:,}); summary(ddf='Satterthwaite') computes them."
                 )
             else:
                 ddf = "Satterthwaite"

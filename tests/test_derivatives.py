@@ -202,12 +202,59 @@ def test_kenward_roger_adjusted_vcov_matches_pbkrtest():
     )
 
 
+LOWRANK_CASES = [
+    ("y ~ x + cond + (1 + x|user) + (1|item)", "crossed_small.csv", None, True, None),  # 2 × 2 first term
+    ("y ~ x + cond + (1 + x|user) + (1 + x|item)", "crossed_small.csv", None, False, None),  # 2 × 2 both
+    ("y ~ x + (1|school/class)", "nested_unbalanced.csv", None, True, None),
+    ("y ~ x + (1|g)", "weighted.csv", "w", True, None),
+    # a zero θ: Λ is singular, so Ω and HᵀH come from the G route (no Λ⁻¹)
+    ("y ~ x + cond + (1 + x|user) + (1|item)", "crossed_small.csv", None, True, [0.8, 0.1, 0.0, 0.5]),
+]
+
+
+@pytest.mark.parametrize("formula,data,weights,reml,theta", LOWRANK_CASES)
+def test_low_rank_omega_equals_dense_algebra(formula, data, weights, reml, theta, monkeypatch, quiet):
+    """The first term eliminated (Ω = N₀ − V S⁻¹ Vᵀ, never q × q) gives the dense q × q algebra's numbers."""
+    import sparselmm.derivatives as mod
+
+    m = sparselmm.lmer(formula, _load(data), weights=weights, reml=reml)
+    # off the optimum (gradients not ~0, where only cancellation would be compared)
+    th = m.theta * 1.1 + 0.05 if theta is None else np.asarray(theta, float)
+    low = DevianceDerivatives(m.deviance_function, th, 1.3 * m.sigma)
+    assert isinstance(low.omega, mod._LowRankOmega)
+    assert (low._Linv is None) == (theta is not None)
+    monkeypatch.setattr(mod, "_c_inverse_parts", lambda C, terms: None)
+    dense = DevianceDerivatives(m.deviance_function, th, 1.3 * m.sigma)
+    assert isinstance(dense.omega, mod._DenseOmega)
+    for name in ("varpar_hessian", "varpar_gradient", "profiled_gradient"):
+        a, b = getattr(low, name)(), getattr(dense, name)()
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9 * np.max(np.abs(b)), err_msg=name)
+    for a, b in zip(low.vcov_beta_jacobian(), dense.vcov_beta_jacobian()):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10 * np.max(np.abs(b)))
+    if reml:
+        (P, Q, K), (P0, Q0, K0) = low.kenward_roger_blocks(), dense.kenward_roger_blocks()
+        np.testing.assert_allclose(K, K0, rtol=1e-8)
+        for r in range(len(P)):
+            np.testing.assert_allclose(P[r], P0[r], rtol=1e-8, atol=1e-11 * np.max(np.abs(P0[r])))
+            for s in range(len(P)):
+                np.testing.assert_allclose(Q[r][s], Q0[r][s], rtol=1e-8, atol=1e-11 * np.max(np.abs(Q0[r][s])))
+
+
 def test_too_many_random_effects_is_refused(monkeypatch):
+    """The dense path (no term to eliminate) is bounded by q; the eliminated one by the complement q₂."""
     import sparselmm.derivatives as mod
     from sparselmm.errors import ModelSpecError
 
     ss = sparselmm.datasets.load("sleepstudy")
     m = sparselmm.lmer("Reaction ~ Days + (Days|Subject)", ss)
     monkeypatch.setattr(mod, "MAX_DENSE_Q", 10)
+    # one term eliminated: nothing dense is left, so the limit does not apply
+    d = DevianceDerivatives(m.deviance_function, m.theta)
+    assert d.varpar_hessian().shape == (4, 4)
+    crossed = sparselmm.lmer("y ~ x + cond + (1 + x|user) + (1|item)", _csv("crossed_small.csv"))
+    q2 = crossed.design.q - crossed.design.terms[0].q
+    with pytest.raises(ModelSpecError, match=f"dense {q2} × {q2} complement"):
+        DevianceDerivatives(crossed.deviance_function, crossed.theta)
+    monkeypatch.setattr(mod, "_c_inverse_parts", lambda C, terms: None)
     with pytest.raises(ModelSpecError, match="q = 36"):
         DevianceDerivatives(m.deviance_function, m.theta)
