@@ -232,3 +232,201 @@ def test_negative_binomial_family():
     np.testing.assert_allclose(nb.variance(mu), mu + mu**2 / 2.5)
     with pytest.raises(ModelSpecError, match="theta must be a positive"):
         sparselmm.glmm.NegativeBinomial(-1)
+
+
+# ---- families with a dispersion: Gamma, inverse Gaussian (issue #14) -------------------------------------
+def _fit_case(cid, **kw):
+    case = next(c for c in CASES if c["id"] == cid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sparselmm.glmer(case["formula"], compare_glmm.load(case), family=case["family"], link=case["link"], **kw)
+
+
+@pytest.fixture(scope="module")
+def gamma_fit():
+    return _fit_case("sim_gamma_log", data_name="d")
+
+
+def test_gamma_log_against_lme4(gamma_fit):
+    # lme4 1.1-31 glmer, run_glmer.R case sim_gamma_log: Gamma(link = "log"), y ~ x + cond + (1 | g), refit
+    # with glmerControl(tolPwrss = 1e-12) (the "tight" entry of validation/reference_glmm/sim_gamma_log.json;
+    # lme4's default fit stops PIRLS early and its finite-difference SEs are then meaningless, ~0.003)
+    m = gamma_fit
+    assert m.deviance == pytest.approx(844.244282708992, abs=2e-5)
+    np.testing.assert_allclose(m.fixef, [0.73398759742612, 0.418511716538575, -0.260370707121103], atol=2e-5)
+    np.testing.assert_allclose(m.theta, [0.662388647430141], atol=1e-4)
+    assert m.sigma == pytest.approx(0.556146759394931, rel=1e-4)
+    np.testing.assert_allclose(m.bse, [0.114625845191308, 0.0304062389319746, 0.0642617842032997], rtol=3e-3)
+    # lme4 counts the dispersion as a parameter: AIC = -2 log L + 2 * (3 + 1 + 1), df.resid = n - 5
+    assert m.n_params == 5 and m.df_resid == 302
+    assert m.aic == pytest.approx(m.deviance + 10)
+    assert m.family.has_scale and repr(m.family) == "Gamma(link='log')"
+
+
+def test_gamma_varcorr_ranef_and_summary(gamma_fit):
+    # lme4 1.1-31 glmer, run_glmer.R case sim_gamma_log: as.data.frame(VarCorr(m)) scales θ by sigma(m) and
+    # has a Residual row; ranef(condVar = TRUE) scales the conditional variances by sigma(m)^2
+    m, ref = gamma_fit, _ref("sim_gamma_log")
+    vc = m.varcorr
+    assert list(vc["group"]) == ["g", "Residual"]
+    np.testing.assert_allclose(vc["vcov"], [r["vcov"] for r in ref["varcorr"]], rtol=5e-3)  # default fit
+    t = ref["tight"]  # the tight refit: sigma * theta and sigma
+    np.testing.assert_allclose(vc["sdcor"], [t["sigma"] * t["theta"], t["sigma"]], rtol=2e-4)
+    assert vc.loc[0, "sdcor"] == pytest.approx(m.sigma * m.theta[0])
+    re = m.ranef(cond_var=True)["g"]
+    # against lme4's default fit, whose intercept is 0.0019 (0.017 SE) from the tight optimum: the modes shift
+    np.testing.assert_allclose(re.iloc[:, 0], ref["ranef"][0]["values"][0], atol=4e-3)
+    np.testing.assert_allclose(re.attrs["cond_var"][:, 0, 0], ref["ranef"][0]["cond_var_diag"][0], rtol=5e-3)
+    np.testing.assert_allclose(m.fitted()[:20], ref["fitted_head"], rtol=3e-3)
+    np.testing.assert_allclose(m.residuals("pearson")[:20], ref["resid_pearson_head"], atol=3e-3)
+    np.testing.assert_allclose(m.residuals()[:20], ref["resid_deviance_head"], atol=3e-3)
+    text = str(m.summary())
+    for piece in ["Family: Gamma  ( log )", "Residual", "t value", "Pr(>|z|)", "g        (Intercept)"]:
+        assert piece in text, piece
+    assert list(m.coef_table().columns) == ["Estimate", "Std. Error", "t value", "Pr(>|z|)"]
+    resid_line = next(line for line in text.splitlines() if line.strip().startswith("Residual"))
+    assert f"{m.sigma:.4g}" in resid_line
+
+
+def test_inverse_gaussian_against_lme4():
+    # lme4 1.1-31 glmer, run_glmer.R case sim_invgauss: inverse.gaussian() (link 1/mu^2), tight refit
+    m = _fit_case("sim_invgauss")
+    assert m.family.link.name == "1/mu^2"
+    assert m.deviance == pytest.approx(85.9114665734866, abs=2e-5)
+    np.testing.assert_allclose(m.fixef, [0.606509906318505, 0.122436162293656, 0.177595925220981], atol=2e-5)
+    np.testing.assert_allclose(m.theta, [0.422773007345162], atol=1e-4)
+    assert m.sigma == pytest.approx(0.210059157014285, rel=1e-4)
+    np.testing.assert_allclose(m.bse, [0.0383364088077537, 0.0157553389695302, 0.0385799924093326], rtol=3e-3)
+    assert m.aic == pytest.approx(95.9114665615773, abs=1e-4)  # lme4's AIC (its default fit)
+
+
+def test_gamma_crossed_against_lme4():
+    # lme4 1.1-31 glmer, run_glmer.R case sim_gamma_crossed: Gamma(link = "log"), (1 | g) + (1 | item), tight
+    m = _fit_case("sim_gamma_crossed")
+    assert m.deviance == pytest.approx(1999.4802152885, abs=2e-5)
+    np.testing.assert_allclose(m.fixef, [0.848162806176121, 0.351745177069049, 0.253166209087784], atol=1e-4)
+    np.testing.assert_allclose(m.theta, [0.5107359395663, 0.367311627766194], atol=2e-4)
+    assert m.sigma == pytest.approx(0.670419632643604, rel=1e-4)
+
+
+def test_dispersion_family_selection():
+    from sparselmm.glmm import Gamma, InverseGaussian, get_family
+
+    assert repr(get_family("Gamma")) == "Gamma(link='inverse')"  # R's default link
+    assert repr(get_family("gamma", link="log")) == "Gamma(link='log')"
+    assert repr(get_family(Gamma, link="identity")) == "Gamma(link='identity')"
+    assert repr(get_family("inverse.gaussian")) == "inverse.gaussian(link='1/mu^2')"
+    assert repr(get_family(InverseGaussian(link="log"))) == "inverse.gaussian(link='log')"
+    assert get_family("poisson").has_scale is False and Gamma().has_scale is True
+    with pytest.raises(ModelSpecError, match="Link 'logit' is not available for the Gamma"):
+        Gamma(link="logit")
+    # R's Gamma()$aic at the moment estimate of the dispersion, + 2 (lme4's gammaDist::aic)
+    y, mu, wt = np.array([0.5, 1.2, 3.0, 2.2]), np.array([0.8, 1.0, 2.5, 2.0]), np.ones(4)
+    g = Gamma("log")
+    disp = g.dev_resids(y, mu, wt).sum() / 4
+    from scipy import stats
+
+    expected = -2 * stats.gamma.logpdf(y, 1 / disp, scale=mu * disp).sum() + 2
+    assert g.aic_term(y, mu, wt) == pytest.approx(expected, rel=1e-12)
+    ig = InverseGaussian()
+    np.testing.assert_allclose(ig.link.linkinv(ig.link.linkfun(mu)), mu)
+    np.testing.assert_allclose(ig.link.mu_eta(np.array([0.25])), [-4.0])  # -1 / (2 eta^1.5)
+
+
+def test_dispersion_families_need_positive_response():
+    d = compare_glmm.load(next(c for c in CASES if c["id"] == "sim_gamma_log")).copy()
+    d.loc[[3, 17], "y"] = [0.0, -1.5]
+    with pytest.raises(DataError, match=r"Gamma family: the response 'y' has 2 value\(s\) <= 0 \(rows \[3, 17\]"):
+        sparselmm.glmer("y ~ x + (1 | g)", d, family="Gamma", link="log")
+    with pytest.raises(DataError, match="inverse.gaussian family: the response 'log1p\\(y\\)'"):
+        sparselmm.glmer("log1p(y) ~ x + (1 | g)", d.assign(y=d["y"].clip(lower=-0.5)), family="inverse.gaussian")
+
+
+# ---- separation (issue #14) ------------------------------------------------------------------------------
+@pytest.fixture
+def separated():
+    rng = np.random.default_rng(5)
+    n = 200
+    g = np.repeat(np.arange(20), 10)
+    z = rng.normal(size=n)
+    eta = 0.3 * z + rng.normal(scale=0.7, size=20)[g]
+    d = pd.DataFrame({"y": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int), "z": z, "g": g})
+    d["trt"] = np.where(rng.random(n) < 0.3, "b", "a")
+    d.loc[d["trt"] == "b", "y"] = 1  # quasi-complete: every row of level b is a success
+    d["sep"] = np.where(d["y"] == 1, rng.uniform(0.1, 2, n), -rng.uniform(0.1, 2, n))  # complete
+    return d
+
+
+@pytest.mark.parametrize("nAGQ", [0, 1])
+def test_quasi_separation_names_the_fixed_effect(separated, nAGQ):
+    from sparselmm.glmm import SeparationError
+
+    with pytest.raises(SeparationError, match=r"fitted probabilities numerically 0 or 1.*'trt\[T.b\]'") as info:
+        sparselmm.glmer("y ~ z + trt + (1 | g)", separated, family="binomial", nAGQ=nAGQ)
+    assert "'z'" not in str(info.value).split("(PIRLS")[0]  # only the separating coefficient is named
+    assert isinstance(info.value, NumericalError)
+
+
+def test_complete_separation_names_the_predictor(separated):
+    from sparselmm.glmm import SeparationError
+
+    with pytest.raises(SeparationError, match="separating on its own: 'sep'"):
+        sparselmm.glmer("y ~ z + sep + (1 | g)", separated, family="binomial")
+
+
+def test_poisson_zero_level_is_separation():
+    from sparselmm.glmm import SeparationError
+
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(24), 10)
+    d = pd.DataFrame({"x": rng.normal(size=240), "g": g, "lev": np.tile(["a", "b", "c"], 80)})
+    d["y"] = rng.poisson(np.exp(0.5 + 0.3 * d["x"] + rng.normal(scale=0.5, size=24)[g]))
+    d.loc[d["lev"] == "c", "y"] = 0
+    with pytest.raises(SeparationError, match=r"fitted rates numerically 0.*'lev\[T.c\]'"):
+        sparselmm.glmer("y ~ x + lev + (1 | g)", d, family="poisson")
+
+
+def test_separated_columns_lp():
+    from sparselmm.glmm.separation import separated_columns, separating_alone
+
+    fam = Binomial()
+    # level 0 (column 1 = 0): outcomes not monotone in x, so no direction in (intercept, x) separates them;
+    # level 1: only successes, so its coefficient runs to +infinity (quasi-complete separation)
+    level = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1.0])
+    x = np.array([-1, -0.5, 0, 0.5, 1, 1.5, 0.3, -0.2, 0.8, 0.1])
+    X = np.column_stack([np.ones(10), level, x])
+    y = np.array([0, 1, 1, 0, 0, 1, 1, 1, 1, 1.0])
+    w = np.ones(10)
+    assert separated_columns(X, y, w, fam) == [1]
+    assert separating_alone(X, y, w, fam, [1]) == [1]
+    y2 = y.copy()
+    y2[7] = 0  # level 1 has a failure now
+    assert separated_columns(X, y2, w, fam) == []
+    # proportions strictly between 0 and 1 cannot be separated; zero-weight rows take no part
+    assert separated_columns(X, np.full(10, 0.5), w, fam) == []
+    w0 = w.copy()
+    w0[6:] = 0
+    X0 = np.column_stack([np.ones(10), x])
+    assert separated_columns(X0, y, w0, fam) == []
+    # complete separation by x (every coefficient can move; x does it on its own)
+    y3 = (x > 0.2).astype(float)
+    cols = separated_columns(X0, y3, w, fam)
+    assert 1 in cols and separating_alone(X0, y3, w, fam, cols) == [1]
+    assert separated_columns(X, y, w, sparselmm.glmm.Gamma("log")) == []  # not a family that separates
+
+
+def test_edge_fit_warns(cbpp, monkeypatch):
+    # the warning path: fitted means at the edge without a separating fixed effect (forced by widening the
+    # edge) is reported with the random effects as the cause, as a SeparationWarning
+    from sparselmm.glmm import SeparationWarning, separation
+
+    monkeypatch.setattr(separation, "EDGE", 0.5)
+    with pytest.warns(SeparationWarning, match="no fixed effect separates the outcome"):
+        m = sparselmm.glmer(CBPP, cbpp, family="binomial", nAGQ=0)
+    assert m.optinfo["separation"] == []
+    assert np.all(np.isfinite(m.bse))
+
+
+def test_no_separation_on_ordinary_data(cbpp_fit):
+    assert cbpp_fit.optinfo["separation"] == []
+    assert not any("separat" in msg for msg in cbpp_fit.optinfo["messages"])

@@ -1,6 +1,7 @@
 """Simulated GLMM validation data (fixed seeds): validation/data/glmm_sim_*.csv.
 
 Run from the repository root: ``python validation/simulate_glmm.py``. Each design is documented below;
+rewriting the files of earlier designs is harmless (the generators and seeds are fixed);
 the files are committed so R and Python read the same rows.
 """
 
@@ -57,6 +58,40 @@ def singular(seed):
     return pd.DataFrame({"g": [f"g{k:02d}" for k in g], "x": x, "y": y})
 
 
+def positive(seed, n_grp, per, sd_g, beta, family, link, shape=4.0, n_item=0, sd_i=0.0, slope_sd=0.0):
+    """Gamma / inverse Gaussian responses (issue #14's dispersion families).
+
+    ``n_grp`` groups of ``per`` rows (85 % kept, unbalanced), a covariate ``x`` and a 0/1 ``cond``;
+    with ``n_item > 0`` each row also gets a crossed ``item`` (random intercepts ``sd_i``). The linear
+    predictor is on the ``link`` scale; Gamma draws have shape ``shape`` (dispersion 1/shape),
+    inverse Gaussian draws (numpy's Wald) have λ = ``shape`` (variance μ³/λ).
+    """
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_grp), per)
+    keep = rng.random(g.size) < 0.85
+    g = g[keep]
+    n = g.size
+    x = rng.normal(size=n)
+    cond = rng.integers(0, 2, size=n)
+    bg = rng.normal(scale=sd_g, size=n_grp)
+    slope = rng.normal(scale=slope_sd, size=n_grp)
+    eta = beta[0] + beta[1] * x + beta[2] * cond + bg[g] + slope[g] * x
+    df = pd.DataFrame({"g": [f"g{k:03d}" for k in g], "x": x, "cond": cond})
+    if n_item:
+        item = rng.integers(0, n_item, size=n)
+        eta = eta + rng.normal(scale=sd_i, size=n_item)[item]
+        df["item"] = [f"i{k:03d}" for k in item]
+    inverse_links = {"log": np.exp, "inverse": lambda e: 1 / e, "identity": lambda e: e}
+    inverse_links["1/mu^2"] = lambda e: 1 / np.sqrt(e)
+    mu = inverse_links[link](eta)
+    assert np.all(mu > 0), "simulated means must be positive"
+    if family == "Gamma":
+        df["y"] = rng.gamma(shape, mu / shape)
+    else:
+        df["y"] = rng.wald(mu, shape)
+    return df
+
+
 def main():
     OUT.mkdir(exist_ok=True)
     crossed(101, 60, 40, 0.8, 0.5, (-0.3, 0.6, 0.4), "binomial").to_csv(OUT / "glmm_sim_binary.csv", index=False)
@@ -66,6 +101,22 @@ def main():
     )
     binomial_trials(404).to_csv(OUT / "glmm_sim_trials.csv", index=False)
     singular(11).to_csv(OUT / "glmm_sim_singular.csv", index=False)
+    # families with a dispersion (Gamma, inverse Gaussian)
+    positive(505, 30, 12, 0.5, (0.8, 0.4, -0.3), "Gamma", "log", shape=3.0).to_csv(
+        OUT / "glmm_sim_gamma_log.csv", index=False
+    )
+    positive(606, 25, 10, 0.05, (0.5, 0.08, 0.15), "Gamma", "inverse", shape=5.0).to_csv(
+        OUT / "glmm_sim_gamma_inverse.csv", index=False
+    )
+    positive(707, 40, 15, 0.4, (1.0, 0.3, 0.2), "Gamma", "log", shape=2.0, n_item=25, sd_i=0.3).to_csv(
+        OUT / "glmm_sim_gamma_crossed.csv", index=False
+    )
+    positive(808, 25, 12, 0.08, (0.6, 0.1, 0.15), "inverse.gaussian", "1/mu^2", shape=20.0).to_csv(
+        OUT / "glmm_sim_invgauss.csv", index=False
+    )
+    positive(909, 30, 10, 0.4, (0.3, 0.3, 0.2), "inverse.gaussian", "log", shape=20.0, slope_sd=0.2).to_csv(
+        OUT / "glmm_sim_invgauss_log.csv", index=False
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,20 @@
 """Generalised linear mixed models (``sparselmm.glmer``) on the sparse engine: PIRLS, Laplace, AGQ."""
 
-from .family import Binomial, Family, NegativeBinomial, Poisson, get_family
+from .family import Binomial, Family, Gamma, InverseGaussian, NegativeBinomial, Poisson, get_family
 from .glmer import glmer
 from .results import GlmerResult
+from .separation import SeparationError, SeparationWarning
 
-__all__ = ["Binomial", "Family", "GlmerResult", "NegativeBinomial", "Poisson", "get_family", "glmer"]
+__all__ = [
+    "Binomial",
+    "Family",
+    "Gamma",
+    "GlmerResult",
+    "InverseGaussian",
+    "NegativeBinomial",
+    "Poisson",
+    "SeparationError",
+    "SeparationWarning",
+    "get_family",
+    "glmer",
+]

@@ -9,8 +9,17 @@ here is lme4's ``-2 * logLik(m)``.
 
 Adding a family means writing its ``variance``, ``dev_resids``, ``aic_term``, ``validate`` and
 ``mustart``; links are shared. :class:`NegativeBinomial` (known θ, MASS's ``negative.binomial``) is
-such an addition (a subclass of Poisson: same support and start). Gamma and inverse Gaussian would also
-need the dispersion (lme4 estimates σ for them), which the Laplace criterion here takes as 1.
+such an addition (a subclass of Poisson: same support and start).
+
+:class:`Gamma` and :class:`InverseGaussian` have a dispersion φ (``has_scale = True``). lme4 treats it
+the way R's ``family$aic`` does, and so do we: PIRLS minimises ``Σ devresid + ‖u‖²`` (φ plays no
+part in the conditional modes), and the Laplace criterion's ``−2 log p(y | μ)`` is evaluated at the
+moment estimate ``φ̂ = Σ devresid / Σ w`` computed from the same μ — so φ is profiled out of the
+criterion rather than optimised. R's ``family$aic`` for these two families adds ``+ 2`` (the
+dispersion counted as a parameter); lme4's ``glmResp::Laplace`` keeps it, so ``−2 log L`` here keeps it
+too, and matches lme4's ``-2 * logLik(m)`` and the ``deviance`` column of its summary. The σ lme4
+reports for these fits (``sigma(m)``, the ``Residual`` row of ``VarCorr``) is a different quantity,
+``sqrt((Σ pearson² + ‖u‖²) / n)`` — see :class:`sparselmm.glmm.GlmerResult`.
 """
 
 from __future__ import annotations
@@ -22,7 +31,17 @@ from scipy import special, stats
 
 from ..errors import DataError, ModelSpecError
 
-__all__ = ["Link", "Family", "Binomial", "Poisson", "NegativeBinomial", "get_family", "LINKS"]
+__all__ = [
+    "Link",
+    "Family",
+    "Binomial",
+    "Poisson",
+    "NegativeBinomial",
+    "Gamma",
+    "InverseGaussian",
+    "get_family",
+    "LINKS",
+]
 
 EPS = np.finfo(float).eps
 _LOGIT_THRESH = 30.0  # R's binomial linkinv: eta outside ±30 gives mu = eps or 1 - eps
@@ -51,6 +70,8 @@ class Link:
             return 1 / mu
         if self.name == "sqrt":
             return np.sqrt(mu)
+        if self.name == "1/mu^2":
+            return 1 / (mu * mu)
         raise AssertionError(self.name)
 
     def linkinv(self, eta):
@@ -66,9 +87,13 @@ class Link:
         if self.name == "identity":
             return eta
         if self.name == "inverse":
-            return 1 / eta
+            with np.errstate(divide="ignore"):
+                return 1 / eta
         if self.name == "sqrt":
             return eta**2
+        if self.name == "1/mu^2":  # R's make.link("1/mu^2"): η must be > 0 (NaN otherwise, refused by PIRLS)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return 1 / np.sqrt(eta)
         raise AssertionError(self.name)
 
     def mu_eta(self, eta):
@@ -86,13 +111,17 @@ class Link:
         if self.name == "identity":
             return np.ones_like(eta)
         if self.name == "inverse":
-            return -1 / eta**2
+            with np.errstate(divide="ignore"):
+                return -1 / eta**2
         if self.name == "sqrt":
             return 2 * eta
+        if self.name == "1/mu^2":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return -1 / (2 * eta**1.5)
         raise AssertionError(self.name)
 
 
-LINKS = ("logit", "probit", "cloglog", "log", "identity", "inverse", "sqrt")
+LINKS = ("logit", "probit", "cloglog", "log", "identity", "inverse", "sqrt", "1/mu^2")
 
 
 class Family:
@@ -101,6 +130,8 @@ class Family:
     name = "family"
     links: tuple[str, ...] = ()
     default_link = ""
+    #: True for families with a dispersion parameter (lme4's ``useSc``): Gamma, inverse Gaussian
+    has_scale = False
 
     def __init__(self, link: str | None = None):
         link = self.default_link if link is None else link
@@ -123,8 +154,20 @@ class Family:
         """``−2 Σ log p(yᵢ | μᵢ)`` with the normalising constant (R's ``family$aic`` minus ``2 p``)."""
         raise NotImplementedError
 
-    def validate(self, y, wt) -> None:  # pragma: no cover - abstract
+    def validate(self, y, wt, response: str | None = None) -> None:  # pragma: no cover - abstract
+        """Raise :class:`~sparselmm.errors.DataError` if ``y`` is outside the family's support.
+
+        ``response`` is the response as written in the formula; the message names it.
+        """
         raise NotImplementedError
+
+    def valid_mu(self, mu) -> bool:
+        """Whether every ``μ`` is inside the family's mean space (R's ``validmu``); PIRLS refuses other steps.
+
+        The binomial and Poisson links clamp μ into range, so only the families with unclamped links
+        (Gamma, inverse Gaussian: ``μ > 0``) need this.
+        """
+        return True
 
     def mustart(self, y, wt):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -172,7 +215,7 @@ class Binomial(Family):
         ll = np.where(m > 0, k * np.log(mu) + (m - k) * np.log1p(-mu), 0.0)
         return float(-2 * (const + np.sum(ll)))
 
-    def validate(self, y, wt) -> None:
+    def validate(self, y, wt, response: str | None = None) -> None:
         if np.any(y < 0) or np.any(y > 1):
             bad = int(np.sum((y < 0) | (y > 1)))
             raise DataError(
@@ -209,7 +252,7 @@ class Poisson(Family):
         const = self._cached("aic", y, wt, lambda: float(np.sum(special.gammaln(y + 1) * wt)))
         return float(-2 * (np.sum((y * np.log(mu) - mu) * wt) - const))
 
-    def validate(self, y, wt) -> None:
+    def validate(self, y, wt, response: str | None = None) -> None:
         if np.any(y < 0):
             raise DataError(f"poisson response: {int(np.sum(y < 0))} negative count(s); counts must be >= 0.")
         if np.any(np.abs(y - np.round(y)) > 1e-8):
@@ -260,13 +303,118 @@ class NegativeBinomial(Poisson):
         return float(2 * np.sum(term * wt))
 
 
-FAMILIES = {"binomial": Binomial, "poisson": Poisson}
+class _PositiveContinuous(Family):
+    """Shared by Gamma and inverse Gaussian: ``y > 0``, ``μ > 0``, a dispersion, R's start ``μ = y``."""
+
+    has_scale = True
+
+    def validate(self, y, wt, response: str | None = None) -> None:
+        bad = ~(y > 0)
+        if np.any(bad):
+            which = f"the response {response!r}" if response else "the response"
+            first = np.flatnonzero(bad)[:5]
+            raise DataError(
+                f"{self.name} family: {which} has {int(bad.sum())} value(s) <= 0 (rows {first.tolist()}"
+                f"{' ...' if bad.sum() > 5 else ''}, e.g. {y[first[0]]:g}); the {self.name} family needs "
+                "y > 0. Drop or recode those rows, or choose another family."
+            )
+
+    def valid_mu(self, mu) -> bool:
+        return bool(np.all(mu > 0) and np.all(np.isfinite(mu)))
+
+    def mustart(self, y, wt):
+        return np.asarray(y, dtype=float).copy()  # R's Gamma()$initialize / inverse.gaussian()$initialize
+
+    @staticmethod
+    def _dispersion(dev: float, wt) -> float:
+        """The moment estimate ``Σ devresid / Σ w`` that R's ``family$aic`` (and so lme4) plugs in."""
+        return dev / float(np.sum(wt))
+
+
+class Gamma(_PositiveContinuous):
+    """Gamma with a dispersion (shape ``1/φ``): V(μ) = μ²; links inverse (R's default), log, identity.
+
+    ``aic_term`` is R's ``Gamma()$aic`` (lme4's ``gammaDist::aic``): ``−2 Σ w log dgamma(y; 1/φ̂, μφ̂) + 2``
+    with ``φ̂ = Σ devresid / Σ w``.
+    """
+
+    name = "Gamma"
+    links = ("inverse", "identity", "log")
+    default_link = "inverse"
+
+    def variance(self, mu):
+        return mu * mu
+
+    def dev_resids(self, y, mu, wt):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = y / mu
+            return -2 * wt * (np.log(r) - (y - mu) / mu)
+
+    def aic_term(self, y, mu, wt) -> float:
+        dev = float(np.sum(self.dev_resids(y, mu, wt)))
+        disp = self._dispersion(dev, wt)
+        shape = 1 / disp
+        logy = self._cached("logy", y, wt, lambda: np.log(y))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = mu * disp
+            ll = (shape - 1) * logy - y / scale - special.gammaln(shape) - shape * np.log(scale)
+        return float(-2 * np.sum(wt * ll) + 2)
+
+
+class InverseGaussian(_PositiveContinuous):
+    """Inverse Gaussian with a dispersion: V(μ) = μ³; links 1/mu^2 (R's default), inverse, identity, log.
+
+    ``aic_term`` is R's ``inverse.gaussian()$aic`` (lme4's ``inverseGaussianDist::aic``):
+    ``Σw (log(2π φ̂) + 1) + 3 Σ w log y + 2`` with ``φ̂ = Σ devresid / Σ w``.
+    """
+
+    name = "inverse.gaussian"
+    links = ("1/mu^2", "inverse", "identity", "log")
+    default_link = "1/mu^2"
+
+    def variance(self, mu):
+        return mu * mu * mu
+
+    def dev_resids(self, y, mu, wt):
+        return wt * (y - mu) ** 2 / (y * mu * mu)
+
+    def aic_term(self, y, mu, wt) -> float:
+        dev = float(np.sum(self.dev_resids(y, mu, wt)))
+        wsum = float(np.sum(wt))
+        const = self._cached("aic", y, wt, lambda: 3 * float(np.sum(np.log(y) * wt)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(wsum * (np.log(2 * np.pi * dev / wsum) + 1) + const + 2)
+
+
+FAMILIES = {
+    "binomial": Binomial,
+    "poisson": Poisson,
+    "gamma": Gamma,
+    "inverse.gaussian": InverseGaussian,
+    "inverse_gaussian": InverseGaussian,
+    "inversegaussian": InverseGaussian,
+}
 
 
 def get_family(family, link: str | None = None) -> Family:
-    """A :class:`Family` from an instance, a class or a name (``"binomial"``, ``"poisson"``)."""
+    """A :class:`Family` from an instance, a class or a name, as R's ``family`` argument.
+
+    Parameters
+    ----------
+    family : Family, Family subclass or str
+        ``"binomial"``, ``"poisson"``, ``"Gamma"`` (any case) or ``"inverse.gaussian"``
+        (``"inverse_gaussian"`` also accepted); or ``Gamma(link="log")``, ``Binomial``, ...
+    link : str, optional
+        The link, for a family given by name or class (R: ``Gamma(link = "log")``).
+
+    Returns
+    -------
+    Family
+    """
     if isinstance(family, Family):
         if link is not None and link != family.link.name:
+            if isinstance(family, NegativeBinomial):
+                return NegativeBinomial(family.theta, link)
             return type(family)(link)
         return family
     if isinstance(family, type) and issubclass(family, Family):
@@ -276,6 +424,7 @@ def get_family(family, link: str | None = None) -> Family:
         if key in FAMILIES:
             return FAMILIES[key](link)
     raise ModelSpecError(
-        f"Unknown family {family!r}; available families are {sorted(FAMILIES)} (e.g. family='binomial', "
-        "family=sparselmm.glmm.Binomial('probit'), sparselmm.glmm.NegativeBinomial(theta=2))."
+        f"Unknown family {family!r}; available families are ['binomial', 'poisson', 'Gamma', 'inverse.gaussian'] "
+        "(e.g. family='binomial', family=sparselmm.glmm.Gamma(link='log'), "
+        "sparselmm.glmm.NegativeBinomial(theta=2))."
     )

@@ -48,7 +48,15 @@ from ..design import Design, ReTerm, drop_collinear, encode_grouping, required_c
 from ..errors import ConvergenceWarning, DataError, FormulaError, ModelSpecError, SingularFitWarning
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from .family import Family, get_family
-from .pirls import PirlsModel, PirlsNotConverged
+from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
+from .separation import (
+    SeparationError,
+    SeparationWarning,
+    edge_fraction,
+    separated_columns,
+    separating_alone,
+    separation_message,
+)
 
 __all__ = ["glmer", "GLMM_RESPONSE"]
 
@@ -112,6 +120,11 @@ def _response(formula: str, frame: pd.DataFrame, weights):
                 raise DataError(f"The response {lhs!r} must be numeric (0/1, counts or proportions), not {col.dtype}.")
         cbind = False
     return f"{GLMM_RESPONSE} ~ {rhs}", frame, w, cbind
+
+
+def _response_label(formula) -> str:
+    """The response as written left of ``~`` (for messages)."""
+    return " ".join(str(formula).split("~", 1)[0].split())
 
 
 def _build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
@@ -204,9 +217,15 @@ class GlmmObjective:
         self.n_evals += 1
         m = self.model
         try:
-            u, eta, mu, w, pdev = m.pirls_u(theta, beta)
-        except PirlsNotConverged:
-            u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=np.zeros(m.q))
+            try:
+                u, eta, mu, w, pdev = m.pirls_u(theta, beta)
+            except InvalidStart:
+                raise
+            except PirlsNotConverged:
+                u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=np.zeros(m.q))
+        except InvalidStart:
+            # Xβ outside the family's mean space (an inverse link with η <= 0): not a candidate
+            return np.inf
         if self.nAGQ <= 1:
             return self.laplace(mu, u)
         return self.agq(theta, beta, u, eta, mu)
@@ -405,8 +424,11 @@ def glmer(
         ``weights=`` the number of trials, or ``cbind(successes, failures)``.
     data : DataFrame (or dict of columns, polars DataFrame)
     family : str or Family
-        ``"binomial"`` (links logit, probit, cloglog, log) or ``"poisson"`` (log, identity, sqrt); or an
-        instance such as ``sparselmm.glmm.Binomial("probit")``.
+        ``"binomial"`` (links logit, probit, cloglog, log), ``"poisson"`` (log, identity, sqrt),
+        ``"Gamma"`` (inverse, log, identity) or ``"inverse.gaussian"`` (1/mu^2, inverse, identity, log);
+        or an instance such as ``sparselmm.glmm.Binomial("probit")``, ``sparselmm.glmm.Gamma(link="log")``,
+        ``sparselmm.glmm.NegativeBinomial(theta=2)``. Gamma and inverse Gaussian fits estimate a
+        dispersion as lme4 does (``GlmerResult.sigma``); their response must be > 0.
     nAGQ : int
         0: β inside PIRLS, θ optimised; 1: Laplace (θ and β jointly); > 1: adaptive Gauss–Hermite with
         that many nodes (one scalar random-effects term only).
@@ -444,7 +466,7 @@ def glmer(
     y = design.y
     pw = np.ones(design.n) if design.weights is None else design.weights
     off = np.zeros(design.n) if design.offset is None else design.offset
-    fam.validate(y, pw)
+    fam.validate(y, pw, response=_response_label(formula))
     if nAGQ > 1:
         if len(design.terms) != 1 or design.terms[0].k != 1:
             raise ModelSpecError(
@@ -460,7 +482,17 @@ def glmer(
     # on a busy 2-core machine), as sparselmm.deviance found for lmer
     dense = model.chol.q2 if model.schur else model.q
     with _blas_threads(1 if dense**3 < SMALL_DENSE_FLOPS else None):
-        return _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
+        try:
+            return _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
+        except PirlsNotConverged as err:
+            # a PIRLS breakdown is often separation (β running off): say so, naming the fixed effects
+            cols = separated_columns(design.X, y, pw, fam)
+            if cols:
+                names = [design.fixed_names[j] for j in cols]
+                alone = [design.fixed_names[j] for j in separating_alone(design.X, y, pw, fam, cols)]
+                msg = separation_message(names, fam, fitted=False, alone=alone)
+                raise SeparationError(f"{msg} ({err})") from err
+            raise
 
 
 SMALL_DENSE_FLOPS = 2e9  # below this (q2³ of the dense block, or q³ for CHOLMOD) BLAS runs on one thread
@@ -496,6 +528,13 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         "converged": ok0,
         "messages": [msg0],
     }
+    # separation shows at the nAGQ = 0 optimum as fitted means at the edge of their range; the LP then
+    # names the fixed effects running off (none: the edge comes from the random effects)
+    mu0 = fam.link.linkinv(model.eta(model._lambda_parts(theta), model.u, beta0))
+    separated = []
+    if edge_fraction(fam, mu0, model.pw) > 0:
+        separated = separated_columns(design.X, model.y, model.pw, fam)
+    info["separation"] = [design.fixed_names[j] for j in separated]
     if nAGQ == 0:
         beta, fval = beta0, f0
         crit = lambda th: obj.stage0(th)  # noqa: E731
@@ -505,6 +544,9 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         Rinv = np.linalg.inv(RX0)
         s = np.sqrt(np.sum(Rinv * Rinv, axis=0))  # SEs of β at nAGQ = 0: sqrt diag (RX RXᵀ)⁻¹
         s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+        # a separated coefficient's nAGQ = 0 "SE" is astronomical (the weights of its rows vanish): in
+        # those units one polish step would throw η out of range; move it on its own scale instead
+        s[separated] = np.minimum(s[separated], np.maximum(1.0, np.abs(beta0[separated])))
         nth = theta.size
 
         def fz(x):
@@ -556,6 +598,21 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         model.u = u_hat
     singular = bool(np.any((lower == 0) & (theta < SINGULAR_TOL)))
     messages = info["messages"]
+    if edge_fraction(fam, state["mu"], model.pw) > 0:
+        sep_names = info["separation"]
+        if sep_names:
+            idx = [design.fixed_names.index(n) for n in sep_names]
+            alone = [design.fixed_names[j] for j in separating_alone(design.X, model.y, model.pw, fam, idx)]
+            msg = separation_message(sep_names, fam, beta=beta[idx], alone=alone)
+        else:
+            what = "probabilities numerically 0 or 1" if fam.name == "binomial" else "rates numerically 0"
+            msg = (
+                f"glmer: fitted {what} occurred for {edge_fraction(fam, state['mu'], model.pw):.1%} of the rows; "
+                "no fixed effect separates the outcome, so it is the random effects (a group with only one "
+                "outcome and a large variance)"
+            )
+        messages.append(msg)
+        warnings.warn(msg, SeparationWarning, stacklevel=3)
     if singular:
         msg = "boundary (singular) fit: see help('isSingular')"
         messages.append(msg)
@@ -617,7 +674,15 @@ def _final_state(model: PirlsModel, theta, beta, u) -> dict:
     WX = model.X * w[:, None]
     RZX = model.chol.solve_L(np.asarray(Lt @ (model.Zt @ WX)))
     S = model.X.T @ WX - RZX.T @ RZX
+    if fam.has_scale:
+        # lme4's sigma(m) for a GLMM with a dispersion (mkMerMod's sigmaML): sqrt(pwrss / n), pwrss the
+        # weighted sum of squared Pearson residuals plus ‖u‖² — not the φ̂ inside the criterion
+        pearson2 = model.pw * (model.y - mu) ** 2 / fam.variance(mu)
+        sigma = float(np.sqrt((np.sum(pearson2) + u @ u) / model.n))
+    else:
+        sigma = 1.0
     return {
+        "sigma": sigma,
         "u": u,
         "b": Lt.T @ u,
         "eta": eta,

@@ -19,6 +19,7 @@ class GlmerResult:
     ----------
     fixef : Series            β (formulaic's column names)
     theta : ndarray           lme4's θ (relative covariance factors; σ = 1 for binomial/Poisson)
+    sigma : float             1, or lme4's σ for a family with a dispersion (Gamma, inverse Gaussian)
     criterion : float         the minimised criterion (−2 log L for nAGQ <= 1; lme4's AGQ criterion otherwise)
     optinfo : dict            evaluations, PIRLS iterations, timings, messages, gradient, Hessian
     """
@@ -41,6 +42,19 @@ class GlmerResult:
         return self._design.parsed.formula
 
     @property
+    def sigma(self) -> float:
+        """lme4's ``sigma(m)``: 1 for binomial / Poisson; for Gamma and inverse Gaussian the dispersion
+        estimate lme4 reports, ``sqrt((Σ wᵢ (yᵢ − μᵢ)² / V(μᵢ) + ‖u‖²) / n)`` at the optimum.
+
+        lme4 uses it to scale what it prints — the random-effects variances ``σ² θθᵀ`` and the
+        ``Residual`` row of ``VarCorr``, the conditional variances, the scaled residuals, and the
+        RX-based covariance of β when the Hessian is unavailable. The Laplace criterion itself uses the
+        moment estimate ``Σ devresid / Σ w`` inside the family's log density (see
+        :mod:`sparselmm.glmm.family`), and the random effects ``b = Λθ u`` are not scaled by σ.
+        """
+        return float(self._state.get("sigma", 1.0))
+
+    @property
     def fixef(self) -> pd.Series:
         return pd.Series(self._beta, index=self._design.fixed_names, name="fixef")
 
@@ -59,8 +73,8 @@ class GlmerResult:
                     V = Vh
             except np.linalg.LinAlgError:
                 V = None
-        if V is None:
-            V = np.linalg.inv(self._state["XtWX_schur"])
+        if V is None:  # lme4: sigma(m)^2 * unscaled RX covariance
+            V = self.sigma**2 * np.linalg.inv(self._state["XtWX_schur"])
         return pd.DataFrame(V, index=names, columns=names)
 
     @property
@@ -68,23 +82,36 @@ class GlmerResult:
         return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self._design.fixed_names, name="bse")
 
     def coef_table(self) -> pd.DataFrame:
-        """Estimate, Std. Error, z value, Pr(>|z|) (lme4's Wald z tests)."""
+        """Estimate, Std. Error, z value, Pr(>|z|) (lme4's Wald z tests).
+
+        For a family with a dispersion the statistic column is named ``t value``, as lme4 names it; the
+        p-value is still lme4's normal ``Pr(>|z|)``.
+        """
         est, se = self.fixef.to_numpy(), self.bse.to_numpy()
         z = est / se
+        stat = "t value" if self.family.has_scale else "z value"
         return pd.DataFrame(
-            {"Estimate": est, "Std. Error": se, "z value": z, "Pr(>|z|)": 2 * stats.norm.sf(np.abs(z))},
+            {"Estimate": est, "Std. Error": se, stat: z, "Pr(>|z|)": 2 * stats.norm.sf(np.abs(z))},
             index=self._design.fixed_names,
         )
 
     def _term_covariances(self) -> list[np.ndarray]:
-        return [t.factor(self.theta) @ t.factor(self.theta).T for t in self._design.terms]
+        s2 = self.sigma**2
+        return [s2 * (t.factor(self.theta) @ t.factor(self.theta).T) for t in self._design.terms]
 
     @property
     def varcorr(self) -> pd.DataFrame:
-        """``as.data.frame(VarCorr(m))``: variances, SDs, covariances/correlations (no residual row)."""
+        """``as.data.frame(VarCorr(m))``: variances, SDs, covariances/correlations.
+
+        As lme4, for a family with a dispersion the random-effects covariances are ``σ² θθᵀ`` and a
+        ``Residual`` row holds ``σ²`` and ``σ`` (:attr:`sigma`); binomial and Poisson fits have no
+        residual row.
+        """
         from ..results import varcorr_rows
 
         rows = varcorr_rows(self._design.terms, self._term_covariances())
+        if self.family.has_scale:
+            rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
     # ---- likelihood -----------------------------------------------------------------------------------
@@ -94,7 +121,8 @@ class GlmerResult:
 
     @property
     def n_params(self) -> int:
-        return self.theta.size + self._beta.size
+        """θ, β and (Gamma, inverse Gaussian) the dispersion: lme4's ``npar.merMod``, the AIC's ``k``."""
+        return self.theta.size + self._beta.size + int(self.family.has_scale)
 
     @property
     def objective(self) -> float:
@@ -147,6 +175,7 @@ class GlmerResult:
         if q > max_q:
             return None
         _final_refactor(self)
+        s2 = self.sigma**2  # lme4's ranef(condVar = TRUE) scales by sigma(m)^2
         Lt = d.Lambdat(self.theta)
         out = []
         for t in d.terms:
@@ -157,7 +186,7 @@ class GlmerResult:
                 cols = (t.offset + levs[:, None] * t.k + np.arange(t.k)[None, :]).ravel()
                 E = np.zeros((q, cols.size))
                 E[cols, np.arange(cols.size)] = 1.0
-                Y = np.asarray(Lt.T @ model.solve(np.asarray(Lt @ E)))  # Λ C⁻¹ Λᵀ E
+                Y = s2 * np.asarray(Lt.T @ model.solve(np.asarray(Lt @ E)))  # σ² Λ C⁻¹ Λᵀ E
                 sub = Y[cols, :].reshape(levs.size, t.k, levs.size, t.k)
                 blocks[levs] = sub[np.arange(levs.size), :, np.arange(levs.size), :]
             out.append(blocks)
@@ -309,7 +338,7 @@ class GlmmSummary:
         out.append(" ".join(h.rjust(width) for h in heads))
         out.append(" ".join(v.rjust(width) for v in vals))
         out.append("")
-        pr = r.residuals("pearson")
+        pr = r.residuals("pearson") / r.sigma  # lme4: residuals(m, "pearson", scaled = TRUE)
         qs = np.quantile(pr, [0, 0.25, 0.5, 0.75, 1])
         out.append("Scaled residuals: ")
         out.append("    ".join(f"{h:>7}" for h in ["Min", "1Q", "Median", "3Q", "Max"]))
@@ -319,7 +348,7 @@ class GlmmSummary:
         vc = r.varcorr
         rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
         last = None
-        for _, row in vc[vc["var2"].isna()].iterrows():
+        for _, row in vc[vc["var2"].isna() & (vc["group"] != "Residual")].iterrows():
             rows.append(
                 [
                     row["group"] if row["group"] != last else "",
@@ -330,6 +359,8 @@ class GlmmSummary:
                 ]
             )
             last = row["group"]
+        if r.family.has_scale:
+            rows.append(["Residual", "", _fmt(r.sigma**2), _fmt(r.sigma), ""])
         corr = vc[vc["var2"].notna()]
         for _, row in corr.iterrows():
             for rr in rows[1:]:
@@ -345,14 +376,14 @@ class GlmmSummary:
         out.append("")
         out.append("Fixed effects:")
         ct = self.coefficients
-        table = [["", "Estimate", "Std. Error", "z value", "Pr(>|z|)", ""]]
+        table = [["", "Estimate", "Std. Error", ct.columns[2], "Pr(>|z|)", ""]]
         for name, row in ct.iterrows():
             table.append(
                 [
                     r_name(name),
                     f"{row['Estimate']:.5f}",
                     f"{row['Std. Error']:.5f}",
-                    f"{row['z value']:.3f}",
+                    f"{row.iloc[2]:.3f}",
                     _p(row["Pr(>|z|)"]),
                     _stars(row["Pr(>|z|)"]),
                 ]
