@@ -62,9 +62,21 @@ for (cs in cases) {
                                    offset = .off, control = glmerControl(tolPwrss = 1e-12), devFunOnly = TRUE))
     pars <- if (cs$nAGQ == 0) getME(m, "theta") else c(getME(m, "theta"), fixef(m))
     exact_at_default <- dfun(unname(pars))
+    ## a third opinion on the SEs: Richardson-extrapolated Hessian (numDeriv) of the same exact deviance
+    ## function at the tight optimum. lme4's own deriv12 Hessian can be noisy in either fit (sim_gamma_weights:
+    ## the tight refit's has spurious theta-beta entries, SEs 20 % off the default fit's and this one);
+    ## compare_glmm.py uses it only to decide between lme4's two fits where they disagree
+    se_exact <- NULL
+    if (cs$nAGQ > 0 && !isSingular(mt)) {
+      se_exact <- tryCatch({
+        ntheta <- length(getME(mt, "theta"))
+        H <- numDeriv::hessian(dfun, unname(c(getME(mt, "theta"), fixef(mt))))
+        unname(sqrt(diag(2 * solve(H))[-seq_len(ntheta)]))
+      }, error = function(e) NULL)
+    }
     tight <- list(beta = unname(fixef(mt)), theta = unname(getME(mt, "theta")),
                   se = unname(sqrt(diag(as.matrix(vcov(mt))))), minus2loglik = -2 * as.numeric(logLik(mt)),
-                  feval = mt@optinfo$feval, sigma = sigma(mt))
+                  feval = mt@optinfo$feval, sigma = sigma(mt), se_exact = se_exact)
     ll <- logLik(m)
     re <- ranef(m, condVar = TRUE)
     re_out <- lapply(names(re), function(nm) {

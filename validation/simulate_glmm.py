@@ -102,9 +102,9 @@ def main():
     binomial_trials(404).to_csv(OUT / "glmm_sim_trials.csv", index=False)
     singular(11).to_csv(OUT / "glmm_sim_singular.csv", index=False)
     # families with a dispersion (Gamma, inverse Gaussian)
-    positive(505, 30, 12, 0.5, (0.8, 0.4, -0.3), "Gamma", "log", shape=3.0).to_csv(
-        OUT / "glmm_sim_gamma_log.csv", index=False
-    )
+    gamma_log = positive(505, 30, 12, 0.5, (0.8, 0.4, -0.3), "Gamma", "log", shape=3.0)
+    gamma_log["w"] = 1.0 + gamma_log["cond"]  # prior weights for sim_gamma_weights (no draws: y unchanged)
+    gamma_log.to_csv(OUT / "glmm_sim_gamma_log.csv", index=False)
     positive(606, 25, 10, 0.05, (0.5, 0.08, 0.15), "Gamma", "inverse", shape=5.0).to_csv(
         OUT / "glmm_sim_gamma_inverse.csv", index=False
     )
