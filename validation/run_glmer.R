@@ -5,6 +5,7 @@
 ##   Rscript validation/run_glmer.R [--out DIR] [case_id ...]
 ## Each case writes DIR/<id>.json (default validation/reference_glmm), numbers at full precision
 ## (jsonlite digits = NA), with the R and lme4 versions. Non-zero exit if any case failed.
+## Needs lme4, jsonlite, MASS (negative binomial) and numDeriv (the SE arbiter; skipped without it).
 suppressPackageStartupMessages({
   library(lme4)
   library(jsonlite)
@@ -67,7 +68,7 @@ for (cs in cases) {
     ## the tight refit's has spurious theta-beta entries, SEs 20 % off the default fit's and this one);
     ## compare_glmm.py uses it only to decide between lme4's two fits where they disagree
     se_exact <- NULL
-    if (cs$nAGQ > 0 && !isSingular(mt)) {
+    if (cs$nAGQ > 0 && !isSingular(mt) && requireNamespace("numDeriv", quietly = TRUE)) {
       se_exact <- tryCatch({
         ntheta <- length(getME(mt, "theta"))
         H <- numDeriv::hessian(dfun, unname(c(getME(mt, "theta"), fixef(mt))))
