@@ -430,3 +430,28 @@ def test_edge_fit_warns(cbpp, monkeypatch):
 def test_no_separation_on_ordinary_data(cbpp_fit):
     assert cbpp_fit.optinfo["separation"] == []
     assert not any("separat" in msg for msg in cbpp_fit.optinfo["messages"])
+
+
+def test_inverse_link_outside_mean_space():
+    # BOBYQA (polish=False) steps into beta giving eta <= 0 under the 1/mu^2 link: such points are refused
+    # without stopping the optimiser; lme4 1.1-31 glmer, run_glmer.R case sim_invgauss (tight refit)
+    m = _fit_case("sim_invgauss", polish=False)
+    assert m.deviance == pytest.approx(85.9114665734866, abs=2e-5)
+    # a start PIRLS cannot keep inside the mean space: a clear error (lme4: "PIRLS loop resulted in NaN value")
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=200)
+    mu = np.exp(0.5 + 0.3 * x + rng.normal(scale=0.5, size=20)[g])
+    d = pd.DataFrame({"y": rng.gamma(3, mu / 3), "x": x, "g": g})
+    with pytest.raises(NumericalError, match="every fitted mean must stay positive.*link='log'"):
+        sparselmm.glmer("y ~ x + (1 | g)", d, family="inverse.gaussian")
+    # the log link fits, though Fisher scoring oscillates with ratio -0.91 there (PIRLS extrapolates). lme4
+    # 1.1-31 glmer(y ~ x + (1 | g), family = inverse.gaussian("log")) on these rows (written out, live run):
+    # -2logL 577.1672 (its loose PIRLS; its tolPwrss = 1e-12 refit stops: "pwrssUpdate did not converge"),
+    # theta 0.7657906, beta (0.5481216, 0.3611684), sigma 0.5048897
+    m = sparselmm.glmer("y ~ x + (1 | g)", d, family="inverse.gaussian", link="log")
+    assert np.all(np.isfinite(m.bse))
+    np.testing.assert_allclose(m.theta, [0.7657906], atol=5e-3)
+    assert np.all(np.abs(m.fixef.to_numpy() - [0.5481216, 0.3611684]) < 0.02 * m.bse.to_numpy())
+    assert m.sigma == pytest.approx(0.5048897, rel=2e-3)
+    assert 577.16 < m.deviance < 577.18

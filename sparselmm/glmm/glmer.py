@@ -270,9 +270,15 @@ def _bobyqa(fun, x0, lower, step, ftol_abs=1e-8, xtol_abs=1e-8, ftol_rel=1e-12, 
     import nlopt
 
     best = [np.inf, x0.copy()]
+    worst = [-np.inf]
 
     def f(x, grad):
         val = fun(x)
+        if not np.isfinite(val):
+            # outside the family's mean space (η <= 0 under an inverse link): BOBYQA's quadratic model
+            # cannot take inf and stops; a finite value above everything seen sends it back instead
+            return worst[0] + 10 * (1 + abs(worst[0])) if np.isfinite(worst[0]) else 1e10
+        worst[0] = max(worst[0], val)
         if val < best[0]:
             best[0], best[1] = val, x.copy()
         return val
@@ -503,6 +509,12 @@ def glmer(
                 alone = [design.fixed_names[j] for j in separating_alone(design.X, y, pw, fam, cols)]
                 msg = separation_message(names, fam, fitted=False, alone=alone)
                 raise SeparationError(f"{msg} ({err})") from err
+            if fam.has_scale and fam.link.name in ("inverse", "1/mu^2", "identity"):
+                raise PirlsNotConverged(
+                    f"{err} With the {fam.name} family's {fam.link.name!r} link every fitted mean must stay "
+                    "positive, and PIRLS could not keep it so (lme4 stops here too: 'PIRLS loop resulted in NaN "
+                    "value'); the log link (link='log') has no such restriction."
+                ) from err
             raise
 
 

@@ -59,6 +59,40 @@ def _stalled(old: float, new: float, biggest_step: float) -> bool:
     return abs(old - new) <= 1e-15 * abs(new) and biggest_step < STALL_STEP_TOL
 
 
+class _Extrapolation:
+    """Aitken-style extrapolation for Fisher scoring that converges slowly and linearly.
+
+    Fisher scoring with a non-canonical link and a large dispersion can converge at a rate near 1 (an
+    inverse Gaussian log-link fit of skewed data: 0.91 per iteration, ~200 iterations to a 1e-9 step;
+    lme4 stops with "pwrssUpdate did not converge" once its tolerance is tight). Then the steps keep one
+    line and shrink by a constant ratio: with the signed ratio ``ρ`` (negative when successive steps
+    alternate, as they do there: ρ = −0.91) the remaining distance is ``step · ρ / (1 − ρ)``, so
+    :meth:`factor` proposes the multiplier ``1 / (1 − ρ)`` of the Fisher step once two successive steps
+    are (anti)parallel (|cosine| > 0.99) and shrink by 0.5 < |ρ| < 0.995. PIRLS takes the extrapolated
+    step only if it does not raise the penalised deviance; otherwise the ordinary step (with halving).
+    """
+
+    def __init__(self):
+        self.prev = None
+
+    def factor(self, step) -> float:
+        prev, self.prev = self.prev, step
+        if prev is None:
+            return 1.0
+        n0, n1 = float(np.linalg.norm(prev)), float(np.linalg.norm(step))
+        if n0 == 0.0 or n1 == 0.0:
+            return 1.0
+        cos = float(prev @ step) / (n0 * n1)
+        r = n1 / n0
+        if abs(cos) > 0.99 and 0.5 < r < 0.995:
+            rho = r if cos > 0 else -r  # signed contraction: steps that alternate in sign have rho < 0
+            return min(1.0 / (1.0 - rho), 50.0)
+        return 1.0
+
+    def reset(self) -> None:
+        self.prev = None
+
+
 class PirlsNotConverged(NumericalError):
     """PIRLS did not converge for the θ (and β) given; the message names them."""
 
@@ -273,6 +307,7 @@ class PirlsModel:
                 )
         fixed = self.offset + self.X @ beta
         converged = False
+        extra = _Extrapolation()
         for _ in range(MAXIT):
             self.n_pirls += 1
             w, d = fam.working_weights(eta, mu, self.pw)
@@ -281,15 +316,26 @@ class PirlsModel:
             rhs = Lt @ (self.Zt @ (w * z))
             u_new = self.solve(rhs)
             step = u_new - u
-            for _h in range(MAX_HALVINGS + 1):
-                cand = u + step
+            f = extra.factor(step)
+            taken = False
+            if f != 1.0:
+                cand = u + f * step
                 eta_c = self.eta(parts, cand, beta)
                 new, mu_c = self.pdev(eta_c, cand)
-                if np.isfinite(new) and new <= old + 1e-12 * abs(old):
-                    break
-                step = step / 2
-            else:
-                self._fail(theta, beta, "step halving did not reduce the penalised deviance")
+                if np.isfinite(new) and new <= old:
+                    step = f * step
+                    extra.reset()
+                    taken = True
+            if not taken:
+                for _h in range(MAX_HALVINGS + 1):
+                    cand = u + step
+                    eta_c = self.eta(parts, cand, beta)
+                    new, mu_c = self.pdev(eta_c, cand)
+                    if np.isfinite(new) and new <= old + 1e-12 * abs(old):
+                        break
+                    step = step / 2
+                else:
+                    self._fail(theta, beta, "step halving did not reduce the penalised deviance")
             u, eta, mu = cand, eta_c, mu_c
             biggest = np.max(np.abs(step), initial=0.0)
             if _converged(old, new, biggest):
@@ -326,6 +372,7 @@ class PirlsModel:
             if not np.isfinite(old):
                 raise InvalidStart("the warm start gives means outside the family's range")
         converged = False
+        extra = _Extrapolation()
         RX = None
         for _ in range(MAXIT):
             self.n_pirls += 1
@@ -347,15 +394,26 @@ class PirlsModel:
             beta_new = np.linalg.solve(RX.T, np.linalg.solve(RX, rb))
             u_new = self.chol.solve_Lt(cu - RZX @ beta_new)
             su, sb = u_new - u, beta_new - beta
-            for _h in range(MAX_HALVINGS + 1):
-                cu_, cb_ = u + su, beta + sb
+            f = extra.factor(np.concatenate([su, sb]))
+            taken = False
+            if f != 1.0 and np.isfinite(old):
+                cu_, cb_ = u + f * su, beta + f * sb
                 eta_c = self.eta(parts, cu_, cb_)
                 new, mu_c = self.pdev(eta_c, cu_)
-                if np.isfinite(new) and new <= old + 1e-12 * abs(new):
-                    break
-                su, sb = su / 2, sb / 2
-            else:
-                self._fail(theta, None, "step halving did not reduce the penalised deviance")
+                if np.isfinite(new) and new <= old:
+                    su, sb = f * su, f * sb
+                    extra.reset()
+                    taken = True
+            if not taken:
+                for _h in range(MAX_HALVINGS + 1):
+                    cu_, cb_ = u + su, beta + sb
+                    eta_c = self.eta(parts, cu_, cb_)
+                    new, mu_c = self.pdev(eta_c, cu_)
+                    if np.isfinite(new) and new <= old + 1e-12 * abs(new):
+                        break
+                    su, sb = su / 2, sb / 2
+                else:
+                    self._fail(theta, None, "step halving did not reduce the penalised deviance")
             u, beta, eta, mu = cu_, cb_, eta_c, mu_c
             biggest = max(np.max(np.abs(su), initial=0.0), np.max(np.abs(sb), initial=0.0))
             if _converged(old, new, biggest):
