@@ -24,8 +24,8 @@ Gamma and inverse Gaussian (lme4's families "with a scale"): the same criterion,
 ``−2 log p(y | μ)`` taken at the dispersion ``Σ devresid / Σ w`` (R's ``family$aic``, its ``+ 2``
 included, as lme4's ``glmResp::Laplace``); PIRLS and the conditional modes ignore the dispersion, as in
 lme4. After the fit, σ is lme4's ``sqrt((Σ pearson² + ‖u‖²)/n)`` and scales what lme4 scales by it
-(:attr:`GlmerResult.sigma`). Matched to lme4 in 9 validation cases (log, inverse, 1/mu^2 links; crossed,
-random slopes, prior weights, nAGQ = 0 and AGQ).
+(:attr:`GlmerResult.sigma`). Matched to lme4 in 11 validation cases (log, inverse, identity and
+1/mu^2 links; crossed, random slopes, prior weights, nAGQ = 0 and AGQ).
 
 A binomial outcome separated by the fixed effects (or a Poisson level with only zero counts) makes
 PIRLS break down or leaves fitted means at 0/1: :mod:`sparselmm.glmm.separation` then names the fixed
