@@ -77,7 +77,11 @@ class Link:
     def linkinv(self, eta):
         eta = np.asarray(eta, dtype=float)
         if self.name == "logit":
-            return special.expit(np.clip(eta, -_LOGIT_THRESH, _LOGIT_THRESH)).clip(EPS, 1 - EPS)
+            # R's C_logit_linkinv: beyond ±30 the odds are eps or 1/eps, so μ = eps/(1+eps) or 1/(1+eps)
+            # (glm's "fitted probabilities numerically 0 or 1" — sparselmm.glmm.separation — keys on this)
+            mu = special.expit(eta)
+            mu = np.where(eta < -_LOGIT_THRESH, EPS / (1 + EPS), mu)
+            return np.where(eta > _LOGIT_THRESH, 1 / (1 + EPS), mu)
         if self.name == "probit":
             return stats.norm.cdf(np.clip(eta, -_PROBIT_THRESH, _PROBIT_THRESH))
         if self.name == "cloglog":
@@ -98,9 +102,9 @@ class Link:
 
     def mu_eta(self, eta):
         eta = np.asarray(eta, dtype=float)
-        if self.name == "logit":
+        if self.name == "logit":  # R's C_logit_mu_eta: eps beyond ±30
             e = np.exp(-np.abs(eta))
-            return np.maximum(e / (1 + e) ** 2, EPS)
+            return np.where(np.abs(eta) > _LOGIT_THRESH, EPS, np.maximum(e / (1 + e) ** 2, EPS))
         if self.name == "probit":
             return np.maximum(stats.norm.pdf(eta), EPS)
         if self.name == "cloglog":

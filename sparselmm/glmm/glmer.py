@@ -554,10 +554,16 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
     # separation shows at the nAGQ = 0 optimum as fitted means at the edge of their range; the LP then
     # names the fixed effects running off (none: the edge comes from the random effects)
     mu0 = fam.link.linkinv(model.eta(model._lambda_parts(theta), model.u, beta0))
-    separated = []
     if edge_fraction(fam, mu0, model.pw) > 0:
         separated = separated_columns(design.X, model.y, model.pw, fam)
-    info["separation"] = [design.fixed_names[j] for j in separated]
+        if separated:
+            # the estimates of these coefficients are infinite: nothing after this point would mean anything
+            # (lme4 goes on and reports e.g. 36.4 with SE 8.6e6 for a level with only successes)
+            names = [design.fixed_names[j] for j in separated]
+            alone = [design.fixed_names[j] for j in separating_alone(design.X, model.y, model.pw, fam, separated)]
+            msg = separation_message(names, fam, beta=beta0[separated], fitted=False, alone=alone)
+            raise SeparationError(msg)
+    info["separation"] = []
     if nAGQ == 0:
         beta, fval = beta0, f0
         crit = lambda th: obj.stage0(th)  # noqa: E731
@@ -567,9 +573,6 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         Rinv = np.linalg.inv(RX0)
         s = np.sqrt(np.sum(Rinv * Rinv, axis=0))  # SEs of β at nAGQ = 0: sqrt diag (RX RXᵀ)⁻¹
         s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
-        # a separated coefficient's nAGQ = 0 "SE" is astronomical (the weights of its rows vanish): in
-        # those units one polish step would throw η out of range; move it on its own scale instead
-        s[separated] = np.minimum(s[separated], np.maximum(1.0, np.abs(beta0[separated])))
         nth = theta.size
 
         def fz(x):
@@ -621,18 +624,18 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         model.u = u_hat
     singular = bool(np.any((lower == 0) & (theta < SINGULAR_TOL)))
     messages = info["messages"]
-    if edge_fraction(fam, state["mu"], model.pw) > 0:
-        sep_names = info["separation"]
-        if sep_names:
-            idx = [design.fixed_names.index(n) for n in sep_names]
-            alone = [design.fixed_names[j] for j in separating_alone(design.X, model.y, model.pw, fam, idx)]
-            msg = separation_message(sep_names, fam, beta=beta[idx], alone=alone)
+    edge = edge_fraction(fam, state["mu"], model.pw)
+    if edge > 0:
+        separated = separated_columns(design.X, model.y, model.pw, fam)
+        info["separation"] = [design.fixed_names[j] for j in separated]
+        if separated:
+            alone = [design.fixed_names[j] for j in separating_alone(design.X, model.y, model.pw, fam, separated)]
+            msg = separation_message(info["separation"], fam, beta=beta[separated], alone=alone)
         else:
             what = "probabilities numerically 0 or 1" if fam.name == "binomial" else "rates numerically 0"
             msg = (
-                f"glmer: fitted {what} occurred for {edge_fraction(fam, state['mu'], model.pw):.1%} of the rows; "
-                "no fixed effect separates the outcome, so it is the random effects (a group with only one "
-                "outcome and a large variance)"
+                f"glmer: fitted {what} occurred for {edge:.1%} of the rows; no fixed effect separates the "
+                "outcome, so it is the random effects (a group with only one outcome and a large variance)"
             )
         messages.append(msg)
         warnings.warn(msg, SeparationWarning, stacklevel=3)

@@ -178,7 +178,8 @@ def separation_message(names, family, beta=None, fitted: bool = True, alone=()) 
     outcome = "outcome is" if family.name == "binomial" else "zero counts are"
     listed = ", ".join(repr(n) for n in names)
     if beta is not None:
-        listed = ", ".join(f"{n!r} (estimate {b:.4g})" for n, b in zip(names, beta))
+        label = "estimate" if fitted else "at"
+        listed = ", ".join(f"{n!r} ({label} {b:.4g})" for n, b in zip(names, beta))
     head = f"glmer: {what}: " if fitted else f"glmer: {what.replace(' occurred', '')} (separation): "
     if alone:
         listed += f" (separating on its own: {', '.join(repr(n) for n in alone)})"
@@ -189,7 +190,8 @@ def separation_message(names, family, beta=None, fitted: bool = True, alone=()) 
             ": the values reported are only where the optimiser stopped, and their standard errors and "
             "z tests are meaningless"
             if fitted
-            else ", and the fit broke down"
+            else ", so glmer stops rather than report them (lme4 goes on to report huge estimates with "
+            "meaningless standard errors)"
         )
         + ". Remove or merge the offending predictor or factor levels, or fit with a penalised / "
         "Bayesian method (e.g. R's blme::bglmer, brglm2)."
