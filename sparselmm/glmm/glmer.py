@@ -27,9 +27,11 @@ lme4. After the fit, σ is lme4's ``sqrt((Σ pearson² + ‖u‖²)/n)`` and sca
 (:attr:`GlmerResult.sigma`). Matched to lme4 in 11 validation cases (log, inverse, identity and
 1/mu^2 links; crossed, random slopes, prior weights, nAGQ = 0 and AGQ).
 
-A binomial outcome separated by the fixed effects (or a Poisson level with only zero counts) makes
-PIRLS break down or leaves fitted means at 0/1: :mod:`sparselmm.glmm.separation` then names the fixed
-effects (``SeparationError`` when the fit breaks down, ``SeparationWarning`` when it completes).
+A binomial outcome separated by the fixed effects (or a Poisson level with only zero counts) leaves
+fitted means at 0/1 after the nAGQ = 0 stage, or makes PIRLS break down: a linear programme
+(:mod:`sparselmm.glmm.separation`) then confirms it and a ``SeparationError`` names the fixed effects
+whose estimates are infinite. Fitted means at 0/1 without a separating fixed effect (the random
+effects) give a ``SeparationWarning`` on the completed fit.
 
 ``deviance`` / ``objective`` of the result is ``−2 log L`` — the ``deviance`` column of lme4's
 summary, ``-2 * logLik(m)``; lme4's ``deviance(m)`` (the sum of squared deviance residuals) is
