@@ -230,15 +230,14 @@ class GlmmObjective:
         self.n_evals += 1
         m = self.model
         try:
-            try:
-                u, eta, mu, w, pdev = m.pirls_u(theta, beta)
-            except InvalidStart:
-                raise
-            except PirlsNotConverged:
-                u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=np.zeros(m.q))
-        except InvalidStart:
-            # Xβ outside the family's mean space (an inverse link with η <= 0): not a candidate
+            u, eta, mu, w, pdev = m.pirls_u(theta, beta)
+        except InvalidStart:  # Xβ outside the family's mean space (an inverse link with η <= 0)
             return np.inf
+        except PirlsNotConverged:
+            try:
+                u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=np.zeros(m.q))
+            except InvalidStart:
+                return np.inf
         if self.nAGQ <= 1:
             return self.laplace(mu, u)
         return self.agq(theta, beta, u, eta, mu)
