@@ -342,7 +342,7 @@ class DevianceDerivatives:
         ``W = −Λ⁻ᵀD₀U``. Without: ``HᵀH = RᵀC⁻²R`` (``R = ΛᵀG``): ``N_h = RᵀJ²R``, ``W = RᵀJU``.
         """
         J, U, Sinv = self._parts
-        UtU = (U.T @ U).tocsr()  # YᵀY + I
+        UtU = sp.csr_matrix(_gram(U, U)) if _dense_enough(U) else (U.T @ U).tocsr()  # YᵀY + I
         K2 = Sinv @ _sparse_dense_product(UtU, Sinv)
         if self._Linv is not None:
             Li = self._Linv
@@ -372,10 +372,9 @@ class DevianceDerivatives:
         step = max(1, om.CHUNK_ENTRIES // max(1, om.Sinv.shape[0]))
         for s in range(0, rows.size, step):
             r, c = rows[s : s + step], cols[s : s + step]
-            Vr, Vc = om.V[r], om.V[c]
-            out[s : s + step] += _rowdot(W[r], np.asarray(Vc @ om.Sinv))
-            out[s : s + step] += _rowdot(W[c], np.asarray(Vr @ om.Sinv))
-            out[s : s + step] += _rowdot(Vc, np.asarray(Vr @ K2))
+            out[s : s + step] += _rowdot(W[r], om.vs_rows(c))
+            out[s : s + step] += _rowdot(W[c], om.vs_rows(r))
+            out[s : s + step] += _rowdot(om.V[c], np.asarray(om.V[r] @ K2))
         return out
 
     def _cinv_frobenius2(self) -> float:
@@ -384,7 +383,8 @@ class DevianceDerivatives:
             # tr((J + US⁻¹Uᵀ)²) = tr(J²) + 2 Σ S⁻¹ ∘ UᵀJU + Σ K₂ ∘ UᵀU
             J, U, Sinv = self._parts
             _, _, K2, UtU = self._hth_lowrank
-            UJU = (U.T @ (J @ U)).tocoo()
+            JU = (J @ U).tocsr()
+            UJU = sp.coo_matrix(_gram(U, JU)) if _dense_enough(U) else (U.T @ JU).tocoo()
             UtU = UtU.tocoo()
             total = float(J.multiply(J).sum())
             total += 2.0 * float(UJU.data @ Sinv[UJU.row, UJU.col]) if UJU.nnz else 0.0
@@ -488,7 +488,7 @@ def _c_inverse_parts(C: sp.csc_matrix, terms):
     J = sp.csr_matrix((Ainv.reshape(-1), (rows, cols)), shape=(q, q))
     B = C[:q1, q1:].tocsc()
     Y = (J[:q1, :q1] @ B).tocsr()  # A⁻¹B, sparse
-    S = C[q1:, q1:].toarray() - np.asarray((B.T @ Y).toarray())
+    S = C[q1:, q1:].toarray() - _gram(B, Y)
     Sinv = _spd_inverse(0.5 * (S + S.T))
     U = sp.vstack([-Y, sp.identity(q - q1, format="csr")]).tocsr()
     return J, U, Sinv
@@ -533,9 +533,24 @@ def _sparse_dense_product(A: sp.spmatrix, B: np.ndarray) -> np.ndarray:
     return np.asarray(A @ B)
 
 
-def _rowdot(A: sp.spmatrix, B: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of sparse ``A`` and dense ``B`` (same shape)."""
-    return np.asarray(A.multiply(B).sum(axis=1)).ravel()
+def _dense_enough(A: sp.spmatrix) -> bool:
+    """More than 10 % full: BLAS on the dense array beats scipy's sparse products (~1e8 multiply-adds per
+    second for sparse-sparse on full rows against ~1e10 for dgemm)."""
+    return A.nnz > 0.1 * A.shape[0] * A.shape[1]
+
+
+def _gram(A: sp.spmatrix, B: sp.spmatrix) -> np.ndarray:
+    """``AᵀB`` as a dense array (both sparse with the same rows); dgemm when either is dense enough."""
+    if _dense_enough(A) or _dense_enough(B):
+        return dgemm(1.0, A.toarray(), B.toarray(), trans_a=1)
+    return np.asarray((A.T @ B).toarray())
+
+
+def _rowdot(A, B: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of ``A`` (sparse or dense) and dense ``B`` (same shape)."""
+    if sp.issparse(A):
+        return np.asarray(A.multiply(B).sum(axis=1)).ravel()
+    return np.einsum("ij,ij->i", A, B)
 
 
 def _lambda_inverse(terms, T_inv: list[np.ndarray]) -> sp.csr_matrix:
@@ -593,22 +608,40 @@ class _DenseOmega:
 
 
 class _LowRankOmega:
-    """``Ω = N₀ − V S⁻¹ Vᵀ`` with ``N₀`` sparse (q × q), ``V`` sparse (q × q₂), ``S⁻¹`` dense (q₂ × q₂).
+    """``Ω = N₀ − V S⁻¹ Vᵀ`` with ``N₀`` sparse (q × q), ``V`` q × q₂, ``S⁻¹`` dense (q₂ × q₂).
 
     What the first term's elimination leaves: every product, entry and trace below costs sparse work plus
-    q₂ × q₂ dense work, never a q × q matrix (on InstEval q = 4,128 but q₂ = 1,156).
+    q₂ × q₂ dense work, never a q × q matrix (on InstEval q = 4,128 but q₂ = 1,156). ``V`` is held sparse
+    when it is (scalar crossed terms: one entry per cell) and dense when it is not (maximal designs, where
+    every subject meets most items: scipy's sparse-sparse products on a 90 %-full ``V`` took a minute on
+    maximal_1e6 where BLAS takes seconds).
     """
 
     # dense rows of V S⁻¹ gathered at once when reading entries (8 B each)
     CHUNK_ENTRIES = 20_000_000
 
     def __init__(self, N0: sp.csr_matrix, V: sp.csr_matrix, Sinv: np.ndarray):
-        self.N0, self.V, self.Sinv = N0, V, Sinv
-        self.Vt = V.T.tocsr()
+        self.N0, self.Sinv = N0, Sinv
+        q, q2 = V.shape
+        self.dense = q2 > 0 and V.nnz > 0.1 * q * q2
+        if self.dense:
+            self.V = np.ascontiguousarray(V.toarray())
+            self.VS = dgemm(1.0, self.V, Sinv)  # V S⁻¹, q × q₂: no larger than V itself
+            self.Vt = self.V.T
+        else:
+            self.V = V.tocsr()
+            self.VS = None
+            self.Vt = V.T.tocsr()
 
     def matmat(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
         return np.asarray(self.N0 @ X) - np.asarray(self.V @ (self.Sinv @ np.asarray(self.Vt @ X)))
+
+    def vs_rows(self, r: np.ndarray) -> np.ndarray:
+        """Rows ``r`` of ``V S⁻¹`` (dense)."""
+        if self.VS is not None:
+            return self.VS[r]
+        return np.asarray(self.V[r] @ self.Sinv)
 
     def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``Ω[rows, cols]`` (paired index arrays), in chunks of rows of ``V S⁻¹``."""
@@ -620,8 +653,7 @@ class _LowRankOmega:
         step = max(1, self.CHUNK_ENTRIES // q2)
         for s in range(0, rows.size, step):
             r, c = rows[s : s + step], cols[s : s + step]
-            VS = np.asarray(self.V[r] @ self.Sinv)  # (chunk, q₂) dense
-            out[s : s + step] -= _rowdot(self.V[c], VS)
+            out[s : s + step] -= _rowdot(self.V[c], self.vs_rows(r))
         return out
 
     def trace_products(self, mats: list[sp.spmatrix], rows: list[slice]) -> np.ndarray:
@@ -630,6 +662,8 @@ class _LowRankOmega:
         Expanding ``Ω = N₀ − V S⁻¹ Vᵀ``: ``tr(A_kN₀A_lN₀) − 2 Σ S⁻¹ ∘ (A_kV)ᵀN₀(A_lV) + tr(F_k F_l)`` with
         ``F_k = VᵀA_kV S⁻¹`` — sparse products and one q₂ × q₂ product per direction.
         """
+        if self.dense:
+            return self._trace_products_dense(mats)
         m = len(mats)
         AN = [(A @ self.N0).tocsr() for A in mats]
         AV = [(A @ self.V).tocsr() for A in mats]
@@ -641,6 +675,39 @@ class _LowRankOmega:
                 t1 = float(AN[k].multiply(AN[l].T).sum())
                 X = (AV[k].T @ NAV[l]).tocoo()  # (A_kV)ᵀ N₀ (A_lV), q₂ × q₂ sparse
                 t2 = float(X.data @ self.Sinv[X.row, X.col]) if X.nnz else 0.0
+                t3 = float(np.einsum("ij,ji->", F[k], F[l]))
+                out[k, l] = out[l, k] = t1 - 2.0 * t2 + t3
+        return out
+
+    def _trace_products_dense(self, mats: list[sp.spmatrix]) -> np.ndarray:
+        """As :meth:`trace_products` with ``V`` dense: each direction works on its own rows only.
+
+        ``A_k`` lives on the rows ``s_k`` (its term's): ``A_kV S⁻¹ = A_k[s_k, s_k] (VS⁻¹)[s_k]`` is a sparse
+        product, ``F_k = V[s_k]ᵀ (A_kVS⁻¹)`` one |s_k| × q₂² gemm, and the middle term a row-wise sum
+        ``Σ_i (A_kVS⁻¹)_i · (N₀A_lV)_i`` over the rows both touch.
+        """
+        m = len(mats)
+        AN = [(A @ self.N0).tocsr() for A in mats]
+        sup, AVS, NAV, nz, F = [], [], [], [], []
+        for A in mats:
+            A = A.tocsr()
+            s = np.flatnonzero(np.diff(A.indptr))  # rows (= columns: A symmetric) where A lives
+            As = A[s][:, s]
+            AV = np.asarray(As @ self.V[s])  # (A V)[s]
+            avs = np.asarray(As @ self.VS[s])  # (A V S⁻¹)[s]
+            Ncols = self.N0[:, s].tocsr()
+            r = np.flatnonzero(np.diff(Ncols.indptr))  # rows of N₀ A V
+            sup.append(s)
+            AVS.append(avs)
+            NAV.append(np.asarray(Ncols[r] @ AV))
+            nz.append(r)
+            F.append(dgemm(1.0, self.V[s], avs, trans_a=1))  # VᵀA_kV S⁻¹
+        out = np.empty((m, m))
+        for k in range(m):
+            for l in range(k + 1):
+                t1 = float(AN[k].multiply(AN[l].T).sum())
+                _, ik, il = np.intersect1d(sup[k], nz[l], assume_unique=True, return_indices=True)
+                t2 = float(np.einsum("ij,ij->", AVS[k][ik], NAV[l][il])) if ik.size else 0.0
                 t3 = float(np.einsum("ij,ji->", F[k], F[l]))
                 out[k, l] = out[l, k] = t1 - 2.0 * t2 + t3
         return out

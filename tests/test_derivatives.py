@@ -204,11 +204,12 @@ def test_kenward_roger_adjusted_vcov_matches_pbkrtest():
 
 LOWRANK_CASES = [
     ("y ~ x + cond + (1 + x|user) + (1|item)", "crossed_small.csv", None, True, None),  # 2 × 2 first term
-    ("y ~ x + cond + (1 + x|user) + (1 + x|item)", "crossed_small.csv", None, False, None),  # 2 × 2 both
+    ("y ~ x + cond + (1 + x|user) + (1 + x|item)", "crossed_small.csv", None, True, None),  # dense V
     ("y ~ x + (1|school/class)", "nested_unbalanced.csv", None, True, None),
     ("y ~ x + (1|g)", "weighted.csv", "w", True, None),
     # a zero θ: Λ is singular, so Ω and HᵀH come from the G route (no Λ⁻¹)
     ("y ~ x + cond + (1 + x|user) + (1|item)", "crossed_small.csv", None, True, [0.8, 0.1, 0.0, 0.5]),
+    ("y ~ x + cond + (1 + x|user) + (1 + x|item)", "crossed_small.csv", None, False, [0.8, 0.1, 0.0, 0.5, 0.2, 0.3]),
 ]
 
 
