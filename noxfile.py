@@ -76,7 +76,7 @@ def validate(session: nox.Session) -> None:
     if shutil.which("Rscript") is None:
         session.error(
             "Rscript not found: install R, lme4, lmerTest and pbkrtest (apt-get install -y r-base-core r-cran-lme4 "
-            "r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite)."
+            "r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite r-cran-numderiv)."
         )
     live = session.create_tmp() + "/reference"
     session.run("Rscript", "validation/run_lme4.R", "--out", live, external=True)
