@@ -455,3 +455,26 @@ def test_inverse_link_outside_mean_space():
     assert np.all(np.abs(m.fixef.to_numpy() - [0.5481216, 0.3611684]) < 0.02 * m.bse.to_numpy())
     assert m.sigma == pytest.approx(0.5048897, rel=2e-3)
     assert 577.16 < m.deviance < 577.18
+
+
+def test_auto_factor_choice(monkeypatch):
+    """schur="auto": the dense-Schur factor for a crossed design with a large, dense complement (and the
+    same fit as CHOLMOD's), CHOLMOD for a small complement (VerbAgg-like: 24 items)."""
+    rng = np.random.default_rng(11)
+    n, ns, ni = 6000, 400, 150
+    s, i = rng.integers(0, ns, n), rng.integers(0, ni, n)
+    eta = -0.3 + 0.5 * rng.normal(size=ns)[s] + 0.4 * rng.normal(size=ni)[i]
+    d = pd.DataFrame({"y": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int), "s": s, "i": i})
+    m = sparselmm.glmer("y ~ 1 + (1 | s) + (1 | i)", d, family="binomial", calc_derivs=False)
+    design, fam = m._design, m.family
+    auto = pirls.PirlsModel(design, fam, design.y, np.ones(n), np.zeros(n))
+    assert auto.schur
+    small = d.assign(i=d["i"] % 24)
+    m2 = sparselmm.glmer("y ~ 1 + (1 | s) + (1 | i)", small, family="binomial", calc_derivs=False)
+    assert not pirls.PirlsModel(m2._design, fam, m2._design.y, np.ones(n), np.zeros(n)).schur
+    # the fit does not depend on the factor
+    orig = pirls.PirlsModel.__init__
+    monkeypatch.setattr(pirls.PirlsModel, "__init__", lambda self, *a, **k: orig(self, *a, **{**k, "schur": False}))
+    m_chol = sparselmm.glmer("y ~ 1 + (1 | s) + (1 | i)", d, family="binomial", calc_derivs=False)
+    assert abs(m_chol.deviance - m.deviance) < 1e-7
+    np.testing.assert_allclose(m_chol.theta, m.theta, rtol=1e-5)
