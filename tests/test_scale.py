@@ -371,3 +371,29 @@ def test_in_memory_path_needs_no_extras():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_add_inplace_repeated_cells_queue_nothing(df):
+    """Rows that repeat cells already in the total are added in place: nothing is queued, the pattern is
+    the cells' (memory follows the cells, not the rows), and the sum equals ``+`` and the whole chunk."""
+    from sparselmm.scale.fit import streamed_setup
+
+    plan = streamed_setup(FORMULAS["crossed"], ChunkedFrames(df, rows=300), True, "w", "off", "drop", "auto")[3]
+    step = 100
+    parts = [plan.partial(df.iloc[i : i + step], f"c{i}") for i in range(0, len(df), step)]
+    total = plan.partial(df.iloc[:step], "first")
+    for p in parts[1:]:
+        total.add_inplace(p)
+    nnz_cells = total.flush().ZtWZ.nnz
+    queued = []
+    for _ in range(3):  # the same rows again: every entry is already stored
+        for p in parts:
+            total.add_inplace(p)
+            queued.append(sum(m[2].size for m in total.__dict__.get("_pending", [])))
+    assert max(queued) == 0 and total.ZtWZ.nnz == nnz_cells
+    whole = plan.partial(df, "all")
+    np.testing.assert_allclose(total.ZtWZ.toarray(), 4 * whole.ZtWZ.toarray(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(total.ZtWA, 4 * whole.ZtWA, rtol=1e-12, atol=1e-12)
+    assert total.n == 4 * len(df)
+    summed = sum(parts)
+    np.testing.assert_allclose(summed.ZtWZ.toarray(), whole.ZtWZ.toarray(), rtol=1e-12, atol=1e-12)

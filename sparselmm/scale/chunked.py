@@ -313,20 +313,31 @@ class PartialCrossProducts:
     chunks: int = 1
 
     def flush(self) -> PartialCrossProducts:
-        """Merge the queued ``ZᵀWZ`` of :meth:`add_inplace` into the total."""
+        """Merge the queued ``ZᵀWZ`` entries of :meth:`add_inplace` into the total."""
         pending = self.__dict__.pop("_pending", [])
+        self.__dict__.pop("_keys", None)
         if pending:
-            parts = [self.ZtWZ.tocoo(), *pending]
-            merged = sp.coo_matrix(
-                (
-                    np.concatenate([m.data for m in parts]),
-                    (np.concatenate([m.row for m in parts]), np.concatenate([m.col for m in parts])),
-                ),
-                shape=self.ZtWZ.shape,
-            )
-            self.ZtWZ = merged.tocsc()  # sums duplicates
+            total = self.ZtWZ.tocoo()
+            rows = np.concatenate([total.row, *(m[0] for m in pending)])
+            cols = np.concatenate([total.col, *(m[1] for m in pending)])
+            data = np.concatenate([total.data, *(m[2] for m in pending)])
+            del total, pending
+            self.ZtWZ = sp.csc_matrix((data, (rows, cols)), shape=self.ZtWZ.shape)  # sums duplicates
+            del rows, cols, data
             self.ZtWZ.sum_duplicates()
         return self
+
+    def _pattern_keys(self) -> np.ndarray:
+        """``col · q + row`` of every stored entry of the total ``ZᵀWZ``, ascending (cached until a flush)."""
+        keys = self.__dict__.get("_keys")
+        if keys is None:
+            Z = self.ZtWZ
+            if not Z.has_canonical_format:
+                Z.sum_duplicates()
+            keys = np.repeat(np.arange(Z.shape[1], dtype=np.int64), np.diff(Z.indptr)) * Z.shape[0]
+            keys += Z.indices
+            self.__dict__["_keys"] = keys
+        return keys
 
     def __add__(self, other: PartialCrossProducts | None) -> PartialCrossProducts:
         if other is None:
@@ -362,13 +373,34 @@ class PartialCrossProducts:
     def add_inplace(self, other: PartialCrossProducts) -> None:
         """``self += other`` without new dense arrays (the single-process reader's accumulator).
 
-        A chunk's ``ZᵀWZ`` is only queued; the queue is merged (one COO sum) when it holds as many
-        entries as the total so far, so each entry is merged O(log chunks) times rather than once per
-        chunk (with 1e7 distinct cells, adding 100 chunk matrices one at a time copies 1e9 entries).
+        A chunk's ``ZᵀWZ`` entries that the total already stores are added in place (found by binary
+        search among the total's sorted ``col · q + row`` keys); only entries new to the pattern are
+        queued. The queue is merged (one sum of triplets) when it holds as many entries as the total, so
+        each entry is merged O(log chunks) times rather than once per chunk. Once every distinct cell has
+        been seen (e.g. rows that repeat cells), nothing is queued and memory stays at the total's pattern
+        plus one chunk, however many rows follow: memory follows the cells, not the rows.
         """
         pending = self.__dict__.setdefault("_pending", [])
-        pending.append(other.ZtWZ.tocoo())
-        if sum(m.nnz for m in pending) >= max(self.ZtWZ.nnz, 1_000_000):
+        Z = other.ZtWZ.tocsc()
+        if not Z.has_canonical_format:
+            Z.sum_duplicates()  # unique, sorted entries: the in-place addition below needs unique keys
+        q = Z.shape[0]
+        ccols = np.repeat(np.arange(Z.shape[1], dtype=np.int64), np.diff(Z.indptr))
+        if self.ZtWZ.nnz and Z.nnz:
+            keys = self._pattern_keys()
+            ckeys = ccols * q + Z.indices
+            pos = np.searchsorted(keys, ckeys)
+            np.minimum(pos, keys.size - 1, out=pos)
+            hit = keys[pos] == ckeys
+            del ckeys
+            self.ZtWZ.data[pos[hit]] += Z.data[hit]
+            new = ~hit
+            if new.any():
+                pending.append((Z.indices[new], ccols[new].astype(Z.indices.dtype), Z.data[new]))
+        elif Z.nnz:
+            pending.append((Z.indices.copy(), ccols.astype(Z.indices.dtype), Z.data.copy()))
+        del ccols
+        if pending and sum(m[2].size for m in pending) >= max(self.ZtWZ.nnz, 1_000_000):
             self.flush()
         for name in ("ZtWA", "ZtWy", "AtWA", "AtWy", "AtA"):
             getattr(self, name).__iadd__(getattr(other, name))
