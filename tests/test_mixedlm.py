@@ -733,7 +733,7 @@ def test_finite_difference_fallback_for_large_models(school, monkeypatch):
     res = quiet_fit(m_ours)
     exact = m_ours.hessian(res.params_object)[0]
     g_exact = m_ours.score(res.params_object.copy(), profile_fe=False)
-    monkeypatch.setattr(likelihood, "EXACT_MAX_Q", 0)
+    monkeypatch.setattr(likelihood, "EXACT_MAX_DENSE", -1)
     approx = m_ours.hessian(res.params_object)[0]
     assert np.max(np.abs(approx - exact)) < 1e-5 * np.max(np.abs(exact))
     g_fd = m_ours.score(res.params_object.copy(), profile_fe=False)

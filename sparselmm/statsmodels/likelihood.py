@@ -22,8 +22,8 @@ covariance parameters ψ (the lower triangle of ``cov_re`` and ``vcomp``, profil
 In the square-root parameterisation (statsmodels' ``use_sqrt``, which is the engine's θ in another order)
 the directions are ``D_k = ∂(ΛΛᵀ)/∂θ_k`` instead of ``Δ_a``; only the score is needed there. Against
 statsmodels' analytic Hessian this agrees to ~1e-10 relative, where the central differences used before
-(still the fallback above :data:`EXACT_MAX_Q` random effects, where the dense q × q blocks would cost too
-much memory) agreed to ~1e-6 and differed from statsmodels' test module's numerical Hessian by 1.4e-3.
+(still the fallback when the derivatives' dense block would exceed :data:`EXACT_MAX_DENSE` rows, where it
+would cost too much memory) agreed to ~1e-6 and differed from statsmodels' test module's numerical Hessian by 1.4e-3.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import dataclasses
 import numpy as np
 
 from ..crossprod import cross_products
-from ..derivatives import DevianceDerivatives
+from ..derivatives import DevianceDerivatives, dense_dimension
 from ..deviance import PLSState, ProfiledDeviance
 from ..errors import NumericalError
 from .params import MixedLMParams, psd_factor
@@ -48,9 +48,10 @@ LOG_2PI = float(np.log(2 * np.pi))
 HESS_STEP = 1e-3
 RADII = (1,)
 SCORE_STEP = 1e-5
-# Largest q for the exact score and Hessian: they hold ~4 dense q × q matrices (InstEval's statsmodels-style
-# crossed model has q = 4,128: 0.5 GB and ~1 s); above it, finite differences of the exact likelihood
-EXACT_MAX_Q = 6000
+# Largest dense block for the exact score and Hessian (sparselmm.derivatives.dense_dimension: the random
+# effects left after eliminating the largest term, or all q): a few such square matrices are held; above
+# it, finite differences of the exact likelihood
+EXACT_MAX_DENSE = 6000
 
 
 def _extrapolate(d):
@@ -186,13 +187,13 @@ class Likelihood:
         return g_beta, g_psi, H
 
     def exact_ok(self) -> bool:
-        """Whether the exact derivatives are used (q ≤ :data:`EXACT_MAX_Q`)."""
-        return self.design.q <= EXACT_MAX_Q
+        """Whether the exact derivatives are used (dense block ≤ :data:`EXACT_MAX_DENSE` rows)."""
+        return dense_dimension(self.design) <= EXACT_MAX_DENSE
 
     def hessian(self, fe_params, cov_re, vcomp, reml: bool) -> np.ndarray:
         """Hessian of ℓ(β, ψ) with ψ = (lower triangle of cov_re by rows, vcomp), profile scale.
 
-        Exact (:meth:`exact_derivatives`) up to :data:`EXACT_MAX_Q` random effects. Beyond that:
+        Exact (:meth:`exact_derivatives`) while :meth:`exact_ok`. Beyond that:
         β–β block analytic; ψ blocks by central differences (steps relative to each parameter's size;
         ``2 m + m(m−1)`` solves for m covariance parameters); at a zero variance the stencil is shifted
         inward (one-sided).
@@ -287,7 +288,7 @@ class Likelihood:
 
     def score_packed(self, packed: np.ndarray, use_sqrt: bool, reml: bool, beta=None, free=None) -> np.ndarray:
         """Gradient of ℓ in the packed (use_sqrt or not) covariance parameters; with ``beta`` given, also in
-        β — returned first, as statsmodels orders it. Exact up to :data:`EXACT_MAX_Q` random effects, else
+        β — returned first, as statsmodels orders it. Exact while :meth:`exact_ok`, else
         central differences of the exact likelihood (β part analytic)."""
         s = self.structure
         packed = np.asarray(packed, dtype=float).ravel()
