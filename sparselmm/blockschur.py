@@ -22,6 +22,8 @@ profiled deviance has an exact gradient for any lower-triangular k × k blocks (
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import dgemm, dsyrk
@@ -65,6 +67,10 @@ class BlockSchurCholesky:
         The model's terms in ``Z``'s order (the first is eliminated).
     """
 
+    ordering = "schur"
+    has_logdet_gradient = True
+    gradient_consumes_factor = False  # logdet_gradient() inverts a copy of L_S
+
     def __init__(self, G: sp.spmatrix, terms):
         G = sp.csc_matrix(G)
         t1 = terms[0]
@@ -105,6 +111,10 @@ class BlockSchurCholesky:
         return out
 
     # ---- the factor ---------------------------------------------------------------------------------
+    def refactor(self, theta: np.ndarray, factors) -> None:
+        """The :class:`sparselmm.factor.Factor` interface: :meth:`factorize` (θ is not needed here)."""
+        self.factorize(factors)
+
     def factorize(self, factors) -> None:
         """Numeric factorisation for the terms' k × k factors ``T``."""
         T1 = factors[0]
@@ -217,3 +227,22 @@ class BlockSchurCholesky:
     def nnz(self) -> int:
         """Stored entries of ``L``: the first term's blocks, ``W`` and the dense lower triangle of ``L_S``."""
         return self.m1 * self.k1 * (self.k1 + 1) // 2 + self.q1 * self.q2 + self.q2 * (self.q2 + 1) // 2
+
+    @property
+    def holds_factor(self) -> bool:
+        """A numeric factor is present."""
+        return self._L_S is not None
+
+    def dense_flops(self) -> float:
+        """Dense work of one factorisation: ``q₁q₂²`` for ``WᵀW`` and ``q₂³`` for the complement."""
+        return float(self.q1) * self.q2**2 + float(self.q2) ** 3
+
+    def workspace_copy(self) -> BlockSchurCholesky:
+        """``G``'s blocks are read-only and every factorisation allocates its own arrays: a shallow copy
+        without the current factor."""
+        new = copy.copy(self)
+        new._L_S = None
+        return new
+
+    def describe(self) -> str:
+        return "block Schur complement"

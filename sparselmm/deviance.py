@@ -7,10 +7,13 @@ For each θ (Bates et al. 2015, JSS 67(1), section 3):
 * ``R_Xᵀ R_X = XᵀWX − R_ZXᵀ R_ZX``, ``c_β = R_X⁻ᵀ (XᵀWy − R_ZXᵀ c_u)``, ``β̂ = R_X⁻¹ c_β``,
 * ``r² = yᵀWy − ‖c_u‖² − ‖c_β‖²`` and the ML or REML criterion from ``log|L|²``, ``log|R_X|²`` and ``r²``.
 
-The values of ``Λᵀ ZᵀWZ Λ`` are written in place into a fixed lower-triangular pattern through index
-maps built once (:class:`BlockUpdater`), so an evaluation does no sparse products and allocates no
-new sparse structure. For all-scalar crossed models the factor is instead the dense-Schur one of
-:mod:`sparselmm.schur`, which also gives the exact gradient (:meth:`ProfiledDeviance.gradient`).
+The factor is held behind one interface (:class:`sparselmm.factor.Factor`: refactor for θ, solves,
+log-determinant, its gradient where available), so the deviance and its gradient never ask which one it is.
+On the CHOLMOD factor the values of ``Λᵀ ZᵀWZ Λ`` are written in place into a fixed lower-triangular
+pattern through index maps built once (:class:`~sparselmm.factor.BlockUpdater`), so an evaluation does no
+sparse products and allocates no new sparse structure. For crossed models the factor is instead a
+dense-Schur one (:mod:`sparselmm.schur`, :mod:`sparselmm.blockschur`), which also gives the exact gradient
+(:meth:`ProfiledDeviance.gradient`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
-from ._cholmod import SparseCholesky
 from .blockschur import BlockSchurCholesky, block_schur_applicable
 from .crossprod import CrossProducts
-from .design import Design, ReTerm
+from .design import Design
 from .errors import ModelSpecError, NumericalError
+from .factor import BlockUpdater, CholmodFactor, Factor
 from .schur import (
     MAX_DENSE,
     MAX_PRODUCT_PAIRS,
@@ -42,109 +45,10 @@ from .schur import (
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
 LOG_2PI = float(np.log(2 * np.pi))
-AUTO_ORDERING_MIN_Q = 2000  # below this the factorisation is too cheap for the ordering to matter
 # "auto" keeps CHOLMOD when the Schur complement is sparser than this: on the nested benchmark (1e4
 # classes in 1e3 schools, 0.2 % full) a fit took 0.20 s with CHOLMOD against 0.67 s dense; every crossed
 # benchmark (12-89 % full) was 1.5-5x faster dense
 AUTO_SCHUR_MIN_DENSITY = 0.01
-
-
-@dataclass
-class _PairGroup:
-    """All nonzero blocks of ``ZᵀWZ`` between the levels of term ``r`` (rows) and term ``c`` (columns)."""
-
-    r: int
-    c: int
-    blocks: np.ndarray  # (nb, k_r, k_c) dense blocks of ZᵀWZ
-    dest: np.ndarray  # positions in A.data of the kept block entries
-    src: np.ndarray | None  # which entries of the flattened blocks are kept (None: all)
-
-
-class BlockUpdater:
-    """Writes ``Λθᵀ ZᵀWZ Λθ`` into the lower triangle of a fixed CSC pattern, block by block.
-
-    Each random-effects term with ``k`` coefficients makes ``k × k`` blocks in ``Λ``; a block of
-    ``ZᵀWZ`` between level ``i`` of term ``a`` and level ``j`` of term ``b`` maps to ``T_aᵀ G_ij T_b``.
-    The pattern is the block-filled pattern of ``ZᵀWZ`` plus the diagonal.
-    """
-
-    def __init__(self, terms: list[ReTerm], ZtWZ: sp.csc_matrix):
-        q = ZtWZ.shape[0]
-        ks = np.array([t.k for t in terms])
-        nblocks = np.array([t.n_levels for t in terms])
-        block_first = np.concatenate([[0], np.cumsum(nblocks)])
-        col_block = np.empty(q, dtype=np.int64)
-        col_within = np.empty(q, dtype=np.int64)
-        block_term = np.repeat(np.arange(len(terms)), nblocks)
-        block_col0 = np.empty(block_first[-1], dtype=np.int64)
-        for i, t in enumerate(terms):
-            local = np.arange(t.q)
-            col_block[t.offset : t.offset + t.q] = block_first[i] + local // t.k
-            col_within[t.offset : t.offset + t.q] = local % t.k
-            block_col0[block_first[i] : block_first[i + 1]] = t.offset + np.arange(t.n_levels) * t.k
-        NB = int(block_first[-1])
-
-        G = ZtWZ.tocoo()
-        br, bc = col_block[G.row], col_block[G.col]
-        keep = br >= bc
-        er, ec, ev = G.row[keep], G.col[keep], G.data[keep]
-        codes = br[keep] * NB + bc[keep]
-        diag = np.arange(NB, dtype=np.int64) * (NB + 1)
-        pairs, inverse = np.unique(np.concatenate([codes, diag]), return_inverse=True)
-        entry_pair = inverse[: codes.size]
-        pair_r, pair_c = pairs // NB, pairs % NB
-        pair_tr, pair_tc = block_term[pair_r], block_term[pair_c]
-
-        rows_all, cols_all, group_all, src_all = [], [], [], []
-        groups: list[_PairGroup] = []
-        for tr in range(len(terms)):
-            for tc in range(tr + 1):
-                sel = np.flatnonzero((pair_tr == tr) & (pair_tc == tc))
-                if sel.size == 0:
-                    continue
-                kr, kc = ks[tr], ks[tc]
-                local = np.full(pairs.size, -1, dtype=np.int64)
-                local[sel] = np.arange(sel.size)
-                blocks = np.zeros((sel.size, kr, kc))
-                mine = local[entry_pair] >= 0
-                blocks[local[entry_pair[mine]], col_within[er[mine]], col_within[ec[mine]]] = ev[mine]
-                a, b = np.meshgrid(np.arange(kr), np.arange(kc), indexing="ij")
-                rows = (block_col0[pair_r[sel]][:, None] + a.ravel()[None, :]).ravel()
-                cols = (block_col0[pair_c[sel]][:, None] + b.ravel()[None, :]).ravel()
-                kept = rows >= cols
-                src = np.flatnonzero(kept)
-                rows_all.append(rows[kept])
-                cols_all.append(cols[kept])
-                group_all.append(np.full(src.size, len(groups)))
-                src_all.append(src)
-                groups.append(_PairGroup(tr, tc, blocks, np.empty(0, np.int64), None if kept.all() else src))
-        rows = np.concatenate(rows_all)
-        cols = np.concatenate(cols_all)
-        group_of = np.concatenate(group_all)
-        order = np.lexsort((rows, cols))  # CSC order: by column, then row
-        position = np.empty_like(order)
-        position[order] = np.arange(order.size)
-        for g, grp in enumerate(groups):
-            grp.dest = position[group_of == g]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=q))])
-        index_dtype = np.int32 if rows.size < 2**31 else np.int64
-        self.A = sp.csc_matrix(
-            (np.zeros(rows.size), rows[order].astype(index_dtype), indptr.astype(index_dtype)), shape=(q, q)
-        )
-        self.groups = groups
-        self.scalar = all(grp.blocks.shape[1:] == (1, 1) for grp in groups)
-
-    def update(self, factors: list[np.ndarray]) -> sp.csc_matrix:
-        """Fill ``A = Λᵀ ZᵀWZ Λ`` (lower triangle) for the terms' k × k factors and return it."""
-        data = self.A.data
-        for grp in self.groups:
-            Tr, Tc = factors[grp.r], factors[grp.c]
-            if grp.blocks.shape[1:] == (1, 1):
-                vals = grp.blocks.reshape(-1) * (Tr[0, 0] * Tc[0, 0])
-            else:
-                vals = np.matmul(np.matmul(Tr.T, grp.blocks), Tc).reshape(-1)
-            data[grp.dest] = vals if grp.src is None else vals[grp.src]
-        return self.A
 
 
 @dataclass
@@ -179,20 +83,31 @@ class ProfiledDeviance:
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
-        self.updater: BlockUpdater | None = None  # built only for a CHOLMOD factor
-        self.ordering = ordering
-        self.chol = self._analyse(ordering)
-        self.schur = isinstance(self.chol, SchurCholesky)
-        self.block_schur = isinstance(self.chol, BlockSchurCholesky)
-        self._small = _small_dense_work(self.chol, self.cross.ZtWZ.shape[0])
-        # Λ's diagonal as θ[lambda_index] (all-scalar models only, where the Schur factor applies)
-        self._lambda_index = np.concatenate([np.full(t.q, t.theta_offset) for t in self.terms]) if self.schur else None
+        self.chol: Factor = self._analyse(ordering)
+        self.ordering = self.chol.ordering
+        self._small = self.chol.dense_flops() < SMALL_DENSE_FLOPS
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
         self.n, self.p = cross.n, design.p
         self.n_evals = 0
         self.state: PLSState | None = None
 
-    def _analyse(self, ordering: str):
+    # which factor is held matters only to set-up, messages and tests, never to an evaluation
+    @property
+    def schur(self) -> bool:
+        """The factor is the all-scalar dense-Schur one (:mod:`sparselmm.schur`)."""
+        return isinstance(self.chol, SchurCholesky)
+
+    @property
+    def block_schur(self) -> bool:
+        """The factor is the block-Schur one (:mod:`sparselmm.blockschur`)."""
+        return isinstance(self.chol, BlockSchurCholesky)
+
+    @property
+    def updater(self) -> BlockUpdater | None:
+        """The CHOLMOD factor's in-place writer of ``ΛᵀZᵀWZΛ`` (None for the dense-Schur factors)."""
+        return getattr(self.chol, "updater", None)
+
+    def _analyse(self, ordering: str) -> Factor:
         """Choose and analyse the factor of ``ΛᵀZᵀWZΛ + I``.
 
         ``"auto"``: the dense-Schur factor (:mod:`sparselmm.schur`) where it applies (all terms scalar,
@@ -201,54 +116,38 @@ class ProfiledDeviance:
         ``MAX_PRODUCT_PAIRS`` entries. It also gives the analytic
         gradient, and with it whole fits were faster than CHOLMOD + BOBYQA at every size measured
         (1e3 rows, 100 × 30 levels: 10.7 vs 12.0 ms; 8e3 rows, 800 × 300: 46 vs 246 ms; InstEval ML:
-        0.62 vs 1.6 s). Otherwise CHOLMOD, with its default ordering (AMD) for small q and METIS from
-        ``AUTO_ORDERING_MIN_Q`` up: InstEval's CHOLMOD factor has 449k entries with METIS against 677k
-        with AMD; on the 1e6-row, 5e4 × 5e3 crossed design METIS analyses in 0.7 s against AMD's 1.6 s.
-        Models with vector-valued terms (or scalar ones the scalar factor declines) take the block-Schur
-        factor of :mod:`sparselmm.blockschur` when its dense blocks fit (``q₂ ≤ MAX_DENSE_Q2``,
+        0.62 vs 1.6 s). Models with vector-valued terms (or scalar ones the scalar factor declines) take the
+        block-Schur factor of :mod:`sparselmm.blockschur` when its dense blocks fit (``q₂ ≤ MAX_DENSE_Q2``,
         ``q₁q₂ ≤ MAX_BLOCK_ENTRIES``) and the complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full: on the
         maximal 60 × 40 design (q = 200) CHOLMOD took 3–4 ms per factorisation and BOBYQA 124 evaluations,
-        the block-Schur factor 2 ms per evaluation with the gradient and L-BFGS-B 25. Anything larger
-        falls back to CHOLMOD (and BOBYQA) rather than allocate more. ``"schur"`` forces a Schur factor
-        wherever one applies.
+        the block-Schur factor 2 ms per evaluation with the gradient and L-BFGS-B 25. Anything else takes
+        CHOLMOD (and BOBYQA), with the ordering (AMD or METIS) and the simplicial or supernodal mode chosen
+        by measuring the fill at the start θ (:func:`sparselmm.factor.analyse_cholmod`, which gives the
+        measurements). ``"schur"`` forces a Schur factor wherever one applies; a CHOLMOD ordering by name
+        forces CHOLMOD with that ordering.
         """
         q = self.cross.ZtWZ.shape[0]
         if ordering in ("schur", "auto") and schur_applicable(self.terms, q):
             auto = ordering == "auto"
             try:
-                chol = SchurCholesky(
+                return SchurCholesky(
                     self.cross.ZtWZ,
                     self.terms[0].q,
                     min_density=AUTO_SCHUR_MIN_DENSITY if auto else 0.0,
                     max_pairs=MAX_PRODUCT_PAIRS if auto else np.iinfo(np.int64).max,
+                    terms=self.terms,
                 )
-                self.ordering = "schur"
-                return chol
             except (NotDiagonalError, SchurNotWorthwhileError):
                 pass
         if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q):
             if ordering == "schur" or _complement_density(self.cross.ZtWZ, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
-                self.ordering = "schur"
                 return BlockSchurCholesky(self.cross.ZtWZ, self.terms)
         if ordering == "schur":
             raise ModelSpecError(
                 "ordering='schur' needs scalar random-effects terms only, a first term with one level per row "
                 f"and at most {MAX_DENSE} other random effects; use ordering='auto'."
             )
-        self.updater = BlockUpdater(self.terms, self.cross.ZtWZ)
-        A = self.updater.update(self.factors(self.design.theta0))
-        requested = ordering
-        if ordering == "auto":
-            ordering = "metis" if q >= AUTO_ORDERING_MIN_Q else "default"
-        try:
-            chol = SparseCholesky(A, ordering=ordering)
-        except NumericalError:  # a CHOLMOD built without METIS refuses the ordering
-            if requested != "auto":
-                raise
-            ordering = "default"
-            chol = SparseCholesky(A, ordering=ordering)
-        self.ordering = ordering
-        return chol
+        return CholmodFactor(self.terms, self.cross.ZtWZ, self.factors(self.design.theta0), ordering)
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
         """The k × k lower-triangular factor of each term."""
@@ -262,8 +161,14 @@ class ProfiledDeviance:
             if t.k == 1:
                 out[t.offset : t.offset + t.q] = seg * T[0, 0]
             else:
-                shape = seg.shape
-                out[t.offset : t.offset + t.q] = np.matmul(T.T, seg.reshape(t.n_levels, t.k, -1)).reshape(shape)
+                # row i of every level at once (rows i, i + k, ...): k² strided axpys. numpy's batched matmul
+                # of the k × k blocks took 0.88 ms on the slopes benchmark (2e4 levels, k = 2), this 0.15 ms
+                dest = out[t.offset : t.offset + t.q]
+                for i in range(t.k):
+                    acc = seg[0 :: t.k] * T[0, i]
+                    for j in range(1, t.k):
+                        acc += seg[j :: t.k] * T[j, i]
+                    dest[i :: t.k] = acc
         return out
 
     def Lambda_times(self, factors: list[np.ndarray], v: np.ndarray) -> np.ndarray:
@@ -280,9 +185,9 @@ class ProfiledDeviance:
             return self._solve(theta)
 
     def _blas_limit(self):
-        """One BLAS thread for small dense work (see :func:`_small_dense_work`); otherwise one thread for
-        numpy's own BLAS only, whose small products in an evaluation would wake a second spinning thread
-        pool beside the LAPACK (scipy) or CHOLMOD one doing the heavy work."""
+        """One BLAS thread for small dense work (the factor's ``dense_flops()`` below ``SMALL_DENSE_FLOPS``);
+        otherwise one thread for numpy's own BLAS only, whose small products in an evaluation would wake a
+        second spinning thread pool beside the LAPACK (scipy) or CHOLMOD one doing the heavy work."""
         return _single_blas_thread() if (self._small or _machine_busy()) else _numpy_blas_single_thread()
 
     def _solve(self, theta) -> PLSState:
@@ -293,14 +198,7 @@ class ProfiledDeviance:
             )
         self.n_evals += 1
         factors = self.factors(theta)
-        if self.schur:
-            self.chol.factorize(theta[self._lambda_index])
-        elif self.block_schur:
-            self.chol.factorize(factors)
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):  # a huge θ overflows; CHOLMOD then rejects it
-                A = self.updater.update(factors)
-            self.chol.factorize(A, beta=1.0)
+        self.chol.refactor(theta, factors)
         sol = self.chol.solve_L(self.Lambdat_times(factors, self._rhs))
         p = self.p
         R_ZX, c_u = sol[:, :p], sol[:, p]
@@ -339,7 +237,7 @@ class ProfiledDeviance:
     def has_gradient(self) -> bool:
         """An analytic gradient is available: the factor gives ``∂ log|ΛᵀZᵀWZΛ + I| / ∂θ`` (the dense-Schur
         factors of :mod:`sparselmm.schur` and :mod:`sparselmm.blockschur`)."""
-        return hasattr(self.chol, "logdet_gradient")
+        return self.chol.has_logdet_gradient
 
     def gradient(self, state: PLSState | None = None) -> np.ndarray:
         """The analytic gradient ``∂f/∂θ`` (see :meth:`_gradient`)."""
@@ -358,9 +256,9 @@ class ProfiledDeviance:
         * ``∂r²/∂θ_k = −aᵀD_k a`` with ``a = ZᵀV⁻¹(y − Xβ̂) = ZᵀW(y − Xβ̂) − GΛu`` (envelope theorem);
 
         and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). The same formulas,
-        with dense algebra, are :meth:`sparselmm.derivatives.DevianceDerivatives.profiled_gradient`. On the
-        scalar Schur factor the traces take one ``potri`` that overwrites the factor: call :meth:`solve`
-        before using the factor again.
+        with dense algebra, are :meth:`sparselmm.derivatives.DevianceDerivatives.profiled_gradient`. Where
+        the factor's traces overwrite it (``gradient_consumes_factor``: the scalar Schur factor's ``potri``),
+        the current state is dropped: call :meth:`solve` before using the factor again.
         """
         if not self.has_gradient:
             raise ModelSpecError(
@@ -381,8 +279,7 @@ class ProfiledDeviance:
         u = self.spherical_modes(state)
         Xi = self.chol.solve_Lt(state.R_ZX) if self.p else np.zeros((cr.ZtWZ.shape[0], 0))
         ld = self.chol.logdet_gradient(state.theta, self.terms)
-        if self.schur:
-            self.state = None  # its potri consumed the factor
+        self.state = self.state if self.chol.holds_factor else None  # the traces may consume the factor
         G = cr.ZtWZ
         beta_s = state.beta - cr.beta_shift
         Psi = cr.ZtWX - G @ self._Lambda_times_cols(factors, Xi)
@@ -502,31 +399,8 @@ class ProfiledDeviance:
         new.n_evals = 0
         new.state = None
         if not share_factor:
-            new.chol, new.updater = self._factor_workspace_copy()
+            new.chol = self.chol.workspace_copy()
         return new
-
-    def _factor_workspace_copy(self):
-        """A factor (and block updater) with the same symbolic analysis and its own numeric workspace."""
-        if self.block_schur:  # G's blocks are read-only; every factorisation allocates its own arrays
-            chol = copy.copy(self.chol)
-            chol._L_S = None
-            return chol, None
-        if self.schur:
-            # everything built from the pattern (Q, K₀, index maps) is read-only and shared; only the
-            # dense q₂ × q₂ array is written by a factorisation
-            chol = copy.copy(self.chol)
-            chol._S = np.zeros_like(self.chol._S, order="F")
-            chol._L_S = None
-            return chol, None
-        updater = copy.copy(self.updater)
-        updater.A = self.updater.A.copy()  # update() writes A.data in place
-        chol = copy.copy(self.chol)
-        factor = self.chol._factor
-        if hasattr(factor, "copy"):  # scikit-sparse 0.4: copies the symbolic analysis, no re-ordering
-            chol._factor = factor.copy()
-        else:  # another binding: analyse again (the ordering is deterministic for the same pattern)
-            chol = SparseCholesky(updater.A, ordering=self.ordering)
-        return chol, updater
 
 
 def _complement_density(G: sp.spmatrix, q1: int) -> float:
@@ -550,16 +424,9 @@ def _complement_density(G: sp.spmatrix, q1: int) -> float:
 # Below this many flops of dense work per evaluation, BLAS runs on one thread: a threaded OpenBLAS pool
 # woken for matrices of a few hundred rows costs more than it saves, and on a busy machine its spinning
 # threads made the 60 × 40 maximal fit (q = 200) take 5.9 s instead of 0.05 s (measured with
-# OPENBLAS_NUM_THREADS=1 vs 2 while two other processes ran).
+# OPENBLAS_NUM_THREADS=1 vs 2 while two other processes ran). The factor estimates its own work
+# (Factor.dense_flops: the Schur factors' dense products, CHOLMOD's measured flop count).
 SMALL_DENSE_FLOPS = 2e7
-
-
-def _small_dense_work(chol, q: int) -> bool:
-    if isinstance(chol, BlockSchurCholesky):
-        return chol.q1 * chol.q2**2 + chol.q2**3 < SMALL_DENSE_FLOPS
-    if isinstance(chol, SchurCholesky):
-        return chol.q2**3 < SMALL_DENSE_FLOPS
-    return q**3 < SMALL_DENSE_FLOPS  # CHOLMOD: small models only
 
 
 @cache
@@ -574,6 +441,9 @@ def _blas_controller():
 _blas_controller()
 
 
+_CPUS = os.cpu_count() or 1  # os.cpu_count() takes ~7 µs: read once, not per evaluation
+
+
 def _machine_busy() -> bool:
     """Other processes keep the cores busy (1-minute load average above cores − ½).
 
@@ -583,20 +453,52 @@ def _machine_busy() -> bool:
     like that.
     """
     try:
-        return os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
+        return os.getloadavg()[0] > _CPUS - 0.5
     except OSError:
         return False
 
 
+class _OneBlasThread:
+    """Context: the given BLAS libraries on one thread, each restored to its own count on exit.
+
+    threadpoolctl's per-library controllers called directly: 6 µs to enter and leave, against 21–27 µs
+    through ``ThreadpoolController.limit`` (its per-call bookkeeping), on evaluations of small models that
+    take 80–100 µs in all. One object per use, so nested limits restore correctly.
+    """
+
+    __slots__ = ("_libs", "_orig")
+
+    def __init__(self, libs):
+        self._libs = libs
+
+    def __enter__(self):
+        self._orig = [lib.get_num_threads() for lib in self._libs]
+        for lib, n in zip(self._libs, self._orig):
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in zip(self._libs, self._orig):
+            if n != 1:
+                lib.set_num_threads(n)
+        return False
+
+
+@cache
+def _blas_libraries(numpy_only: bool) -> tuple:
+    libs = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
+    if numpy_only:
+        libs = [lib for lib in libs if "numpy.libs" in lib.filepath or "/numpy/" in lib.filepath]
+    return tuple(libs)
+
+
 def _numpy_blas_single_thread():
     """numpy's bundled BLAS limited to one thread (no-op when numpy shares scipy's or the system's)."""
-    controller = _blas_controller()
-    paths = [i["filepath"] for i in controller.info() if "numpy.libs" in i["filepath"] or "/numpy/" in i["filepath"]]
-    if not paths:
-        return contextlib.nullcontext()
-    return controller.select(filepath=paths).limit(limits=1)
+    libs = _blas_libraries(True)
+    return _OneBlasThread(libs) if libs else contextlib.nullcontext()
 
 
 def _single_blas_thread():
-    """A context limiting every loaded BLAS to one thread (threadpoolctl; ~12 µs to enter and leave)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    """A context limiting every loaded BLAS to one thread."""
+    return _OneBlasThread(_blas_libraries(False))

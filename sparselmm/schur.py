@@ -11,14 +11,16 @@ has a diagonal block ``G₁₁`` of ``G = ZᵀWZ`` (each row belongs to one leve
 ``Q w`` with a ``Q`` built once (one column per level ``s``, holding ``G_is G_js`` at each pair
 ``i ≥ j``). An evaluation then scatters the pattern into a dense array and calls LAPACK's ``potrf``
 (the layout MixedModels.jl uses for crossed factors), with no sparse-sparse product. The factor is
-``L = [[D^½, 0], [B D^-½, L_S]]``, ``B = diag(λ₂) G₂₁ t``, no permutation, with the methods of
-:class:`~sparselmm._cholmod.SparseCholesky`.
+``L = [[D^½, 0], [B D^-½, L_S]]``, ``B = diag(λ₂) G₂₁ t``, no permutation, behind the factor interface
+of :class:`sparselmm.factor.Factor`.
 
 :meth:`SchurCholesky.inverse_traces` also gives the traces of ``(ΛᵀZᵀWZΛ + I)⁻¹`` that the analytic
 gradient of the profiled deviance needs (one ``potri`` on ``L_S``).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import scipy.sparse as sp
@@ -101,10 +103,25 @@ class SchurCholesky:
         share of nonzeros than this (a sparse factor then beats the dense one).
     max_pairs : int
         Raise :class:`SchurNotWorthwhileError` when ``Q`` would have more entries than this.
+    terms : list of ReTerm, optional
+        The model's (scalar) terms; needed by :meth:`refactor`, which reads ``Λ``'s diagonal from the
+        terms' 1 × 1 factors.
     """
 
-    def __init__(self, G: sp.csc_matrix, q1: int, min_density: float = 0.0, max_pairs: int = MAX_PRODUCT_PAIRS):
+    ordering = "schur"
+    has_logdet_gradient = True
+    gradient_consumes_factor = True  # inverse_traces() inverts L_S in place
+
+    def __init__(
+        self,
+        G: sp.csc_matrix,
+        q1: int,
+        min_density: float = 0.0,
+        max_pairs: int = MAX_PRODUCT_PAIRS,
+        terms=None,
+    ):
         G = sp.csc_matrix(G)
+        self._sizes = None if terms is None else np.array([t.q for t in terms])
         self.n = G.shape[0]
         self.q1, self.q2 = q1, self.n - q1
         q2 = self.q2
@@ -168,6 +185,10 @@ class SchurCholesky:
         self._d = np.ones(q1)
         self._S = np.zeros((q2, q2), order="F")  # the one dense q2 × q2 array: S, then L_S, then S⁻¹
         self._L_S = None
+
+    def refactor(self, theta: np.ndarray, factors: list[np.ndarray]) -> None:
+        """:meth:`factorize` for the terms' 1 × 1 factors (``Λ``'s diagonal, term by term)."""
+        self.factorize(np.repeat([T[0, 0] for T in factors], self._sizes))
 
     def factorize(self, lam: np.ndarray) -> None:
         """Numeric factorisation for ``Λ = diag(lam)`` (constant over the first ``q1`` entries)."""
@@ -269,3 +290,23 @@ class SchurCholesky:
     def nnz(self) -> int:
         """Stored entries of ``L``: the diagonal, ``B`` and the dense lower triangle of ``L_S``."""
         return self.q1 + self._G21.nnz + self.q2 * (self.q2 + 1) // 2
+
+    @property
+    def holds_factor(self) -> bool:
+        """A numeric factor is present (not yet consumed by :meth:`inverse_traces`)."""
+        return self._L_S is not None
+
+    def dense_flops(self) -> float:
+        """Dense work of one factorisation: the q₂ × q₂ ``potrf`` (order of magnitude, ``q₂³``)."""
+        return float(self.q2) ** 3
+
+    def workspace_copy(self) -> SchurCholesky:
+        """Everything built from the pattern (``Q``, ``K₀``, index maps) is read-only and shared; only the
+        dense q₂ × q₂ array is written by a factorisation, so the copy gets its own."""
+        new = copy.copy(self)
+        new._S = np.zeros_like(self._S, order="F")
+        new._L_S = None
+        return new
+
+    def describe(self) -> str:
+        return "dense Schur complement"

@@ -199,3 +199,45 @@ def test_block_schur_is_declined_for_sparse_complements():
     assert not f.block_schur and f.updater is not None
     small = CASES["nested_slope_reml"]  # 20 schools: a dense complement is cheap and gives the gradient
     assert sparselmm.deviance_function(small["formula"], load_case_data(small)).block_schur
+
+
+@pytest.mark.parametrize(
+    ("case_id", "ordering", "kind"),
+    [
+        ("crossed_small_ml", "auto", "dense Schur"),
+        ("crossed_small_slopes_ml", "auto", "block Schur"),
+        ("crossed_small_slopes_ml", "default", "CHOLMOD"),
+        ("slopes_many_uncorr_reml", "auto", "CHOLMOD"),  # its complement is too sparse for a dense factor
+    ],
+)
+def test_every_factor_behind_one_interface(case_id, ordering, kind):
+    """The deviance reaches its factor only through sparselmm.factor.Factor; a workspace copy evaluates on
+    its own numeric factor without disturbing the original's."""
+    from sparselmm.factor import Factor
+
+    case = CASES[case_id]
+    f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=case["reml"], ordering=ordering)
+    assert isinstance(f.chol, Factor) and f.chol.describe().startswith(kind)
+    assert f.has_gradient == f.chol.has_logdet_gradient and f.ordering == f.chol.ordering
+    assert (f.updater is not None) == kind.startswith("CHOLMOD")
+    rng = np.random.default_rng(7)
+    lower = f.design.lower
+    theta = np.where(lower == 0, rng.uniform(0.3, 1.2, lower.size), rng.normal(scale=0.3, size=lower.size))
+    value = f(theta)
+    assert f.chol.holds_factor and f.chol.dense_flops() > 0
+    sibling = f.with_response(f.design.y)
+    assert sibling.chol is not f.chol and not sibling.chol.holds_factor
+    assert sibling(1.3 * theta) != value
+    assert f.chol.logdet() == f.state.ldL2  # the original still holds its θ
+    assert sibling(theta) == value
+
+
+def test_auto_cholmod_records_its_measured_choice():
+    """ordering='auto' on the CHOLMOD path: the ordering with fewer flops in L, simplicial for a sparse L."""
+    case = CASES["slopes_many_uncorr_reml"]
+    f = sparselmm.deviance_function(case["formula"], load_case_data(case))
+    fill = {r.ordering: r.flops for r in f.chol.fill}
+    assert set(fill) == {"amd", "metis"}
+    assert f.ordering == min(fill, key=fill.get)
+    assert f.chol.mode == "simplicial"
+    assert f.chol.dense_flops() == fill[f.ordering]
