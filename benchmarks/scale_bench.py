@@ -247,14 +247,20 @@ def _sci(x: int) -> str:
 
 
 def render(results: list[dict]) -> str:
-    """The BENCHMARKS.md section from the JSON lines (the last line per size and mode counts)."""
+    """The BENCHMARKS.md section from the JSON lines: every run, by size then time; a Dask run is compared
+    with the reader's run just before it on the same files; the RSS ratio uses the last run of each size."""
     last: dict[tuple, dict] = {}
+    runs: dict[str, list[tuple[tuple, dict, dict | None]]] = {"disk": [], "dask": []}
     for r in results:
-        if "fit_seconds" in r:
-            last[(r["rows"], r["cells"], r["users"], r["items"], r["mode"])] = r
-    sizes = sorted({k[:4] for k in last})
-    disk = {k[:4]: r for k, r in last.items() if k[4] == "disk"}
-    dask = {k[:4]: r for k, r in last.items() if k[4] == "dask"}
+        if "fit_seconds" not in r or r["mode"] not in runs:
+            continue
+        key = (r["rows"], r["cells"], r["users"], r["items"])
+        runs[r["mode"]].append((key, r, last.get(key)))
+        if r["mode"] == "disk":
+            last[key] = r
+    for mode in runs:
+        runs[mode].sort(key=lambda item: item[0])  # stable: by size, then in the order run
+    disk = last
     out = [
         BEGIN,
         "## Larger than memory: fits from parquet and through Dask (issue #13)",
@@ -271,6 +277,12 @@ def render(results: list[dict]) -> str:
         "path would need for the same rows — a lower bound from the arrays it holds (`in_memory_estimate`) and, "
         "where measured (`--calibrate`), the in-memory fit's peak RSS at 1e6 and 2e6 rows extrapolated linearly.",
         "",
+        "The in-memory path itself was not run at these sizes: at 1e8 rows its extrapolated 16–18 GB would "
+        "take most of a shared 24 GiB machine (so 1e8 rows are not strictly larger than this machine's memory; "
+        "they are about 6× larger than what the reader needs, and the reader's memory does not grow with "
+        "further rows over the same cells). The calibration's bytes per row depend on the rows per cell "
+        "(1e7 rows over 1e7 cells: 422 B/row; 10 rows per cell: 185 B/row), since the levels are part of it.",
+        "",
         "**Shared machine** (2 cores, 24 GiB; two other engineers' jobs ran at the same time): the load "
         "column is the 1-minute load average before → after each fit (`os.getloadavg`); timings above a "
         "load of about 1 include contention for the 2 cores.",
@@ -279,10 +291,7 @@ def render(results: list[dict]) -> str:
         "peak RSS GB | pass peak GB | in memory GB (bound / extrapolated) | load | date |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for key in sizes:
-        r = disk.get(key)
-        if r is None:
-            continue
+    for _, r, _ in runs["disk"]:
         ext = r.get("in_memory_extrapolated_gb")
         out.append(
             f"| {_sci(r['rows'])} | {_sci(r['cells'])} | {_sci(r['users'])} × {_sci(r['items'])} | "
@@ -291,7 +300,7 @@ def render(results: list[dict]) -> str:
             f"{_g(r.get('pass_peak_rss_gb'))} | {r['in_memory_estimate_gb']:.1f} / {_g(ext)} | {_load(r)} | "
             f"{r.get('date', '—')} |"
         )
-    if dask:
+    if runs["dask"]:
         out += [
             "",
             "Through Dask: `sparselmm.lmer(formula, dask.dataframe.read_parquet(dir))` with a `LocalCluster` of "
@@ -305,10 +314,7 @@ def render(results: list[dict]) -> str:
             "worker peaks GB | Δ objective (rel.) | max abs Δβ | max abs Δθ | load | date |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
         ]
-        for key in sizes:
-            r, d = dask.get(key), disk.get(key)
-            if r is None:
-                continue
+        for _, r, d in runs["dask"]:
             rel = db = dt = None
             if d is not None:
                 rel = abs(r["objective"] - d["objective"]) / abs(d["objective"])
@@ -342,14 +348,14 @@ def render(results: list[dict]) -> str:
     if pairs:
         out += [
             "",
-            "Before this was measured the single-process reader queued every chunk's whole `ZᵀWZ` and merged the "
+            "Before commit 32bab7c the single-process reader queued every chunk's whole `ZᵀWZ` and merged the "
             "queue when it held as many entries as the total: at 1e8 rows the total (2e7 entries) and a full "
             "queue were merged at once, so the peak grew with the rows (2.72 GB at 1e7 rows, 3.49 GB at 1e8, "
             "1.28×, same machine and day, old code). Now a chunk's entries already in the total are added in "
             "place (binary search among its sorted keys) and only new cells are queued "
             "(`PartialCrossProducts.add_inplace`); once every cell has been seen nothing is queued.",
         ]
-    commands = list(dict.fromkeys(r["command"] for r in last.values() if "command" in r))
+    commands = list(dict.fromkeys(r["command"] for r in results if "command" in r))
     if commands:
         out += ["", "Commands:", ""] + [f"* `{c}`" for c in commands]
     out.append(END)
