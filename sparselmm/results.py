@@ -10,9 +10,9 @@ import scipy.sparse as sp
 
 from .design import Design
 from .deviance import PLSState, ProfiledDeviance
-from .errors import DataError, FormulaError
-from .formula import parse_formula
+from .errors import DataError
 from .optimize import SINGULAR_TOL, OptInfo, is_singular
+from .predict import linear_predictor
 
 __all__ = ["LmerResult"]
 
@@ -206,29 +206,6 @@ class LmerResult:
             return pearson / self.sigma
         raise DataError(f"residuals(type={type!r}) is not known; use 'response', 'pearson' or 'scaled'.")
 
-    def _terms_for(self, re_form) -> list[int]:
-        terms = self._design.terms
-        if re_form is None:
-            return list(range(len(terms)))
-        if not isinstance(re_form, str):
-            raise FormulaError(f"re_form must be None, '~0' or a formula string, not {type(re_form).__name__}.")
-        if re_form.replace(" ", "") in ("~0", "0", "NA"):
-            return []
-        text = re_form.strip()
-        if text.startswith("~"):
-            text = "y " + text
-        try:
-            wanted = {str(t).replace(" ", "") for t in parse_formula(text).random}
-        except FormulaError as err:
-            raise FormulaError(f"re_form={re_form!r} is not understood: {err}") from None
-        have = {str(t.term).replace(" ", ""): i for i, t in enumerate(terms)}
-        missing = wanted - have.keys()
-        if missing:
-            raise FormulaError(
-                f"re_form names random terms {sorted(missing)} that are not in the model {sorted(have)}."
-            )
-        return sorted(have[w] for w in wanted)
-
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None) -> np.ndarray:
         """Predictions, as lme4's ``predict.merMod``.
 
@@ -244,51 +221,7 @@ class LmerResult:
         offset : str or array-like, optional
             Offset for ``newdata`` (column name or values).
         """
-        include = self._terms_for(re_form)
-        design = self._design
-        if newdata is None:
-            eta = design.X @ self._state.beta + self._offset()
-            for i in include:
-                t = design.terms[i]
-                b = self._b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
-                eta = eta + np.einsum("nk,nk->n", t.z, b[t.refs])
-            return eta
-        from .data import as_dataframe, vector_argument
-
-        newdata = as_dataframe(newdata)
-        try:
-            X = np.asarray(design.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-        except Exception as err:
-            raise DataError(f"Could not build the fixed-effects matrix for newdata: {err}") from None
-        if design.dropped_columns:
-            names = list(design.fixed_spec.column_names)
-            X = X[:, [names.index(c) for c in design.fixed_names]]
-        eta = X @ self._state.beta
-        off = vector_argument(offset, newdata, "offset")
-        if off is not None:
-            eta = eta + off
-        for i in include:
-            t = design.terms[i]
-            try:
-                z = np.asarray(t.lhs_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-            except Exception as err:
-                raise DataError(f"Could not build random-effects term {t.term} for newdata: {err}") from None
-            missing_cols = [f for f in t.term.factors if f not in newdata.columns]
-            if missing_cols:
-                raise DataError(f"newdata lacks the grouping column(s) {missing_cols} of term {t.term}.")
-            labels = _level_labels(newdata, t.term.factors)
-            pos = _lookup_levels(t.levels, labels)
-            new = pos < 0
-            if new.any() and not allow_new_levels:
-                examples = list(pd.unique(np.asarray(labels, dtype=object)[new]))[:5]
-                raise DataError(
-                    f"newdata has level(s) {examples} of {t.group_name!r} not seen when fitting; pass "
-                    "allow_new_levels=True to predict them at the population level."
-                )
-            b = self._b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
-            contrib = np.einsum("nk,nk->n", z, b[np.where(new, 0, pos)])
-            eta = eta + np.where(new, 0.0, contrib)
-        return eta
+        return linear_predictor(self._design, self._state.beta, self._b, newdata, re_form, allow_new_levels, offset)
 
     # ---- lme4's getME -----------------------------------------------------------------------
     @property
@@ -502,15 +435,3 @@ def varcorr_rows(terms, covariances) -> list[tuple]:
                 corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
                 rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
     return rows
-
-
-def _level_labels(frame: pd.DataFrame, factors: tuple[str, ...]):
-    if len(factors) == 1:
-        return frame[factors[0]].to_numpy(dtype=object)
-    parts = [frame[f].astype(str).to_numpy(dtype=object) for f in factors]
-    return np.array([":".join(x) for x in zip(*parts)], dtype=object)
-
-
-def _lookup_levels(levels: pd.Index, labels) -> np.ndarray:
-    """Position of each label among the fitted levels, −1 for a level not seen in fitting."""
-    return np.asarray(levels.get_indexer(pd.Index(labels, dtype=object)))

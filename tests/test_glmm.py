@@ -478,3 +478,20 @@ def test_auto_factor_choice(monkeypatch):
     m_chol = sparselmm.glmer("y ~ 1 + (1 | s) + (1 | i)", d, family="binomial", calc_derivs=False)
     assert abs(m_chol.deviance - m.deviance) < 1e-7
     np.testing.assert_allclose(m_chol.theta, m.theta, rtol=1e-5)
+
+
+def test_predict_re_form_subset_of_terms():
+    """re_form as a formula keeps only the named terms (lme4's re.form = ~(1 | BROOD)), on new data too."""
+    case = next(c for c in CASES if c["id"] == "grouseticks")
+    d = compare_glmm.load(case)
+    m = sparselmm.glmer(case["formula"], d, family="poisson", calc_derivs=False)
+    re = m.ranef()
+    brood = re["BROOD"].iloc[:, 0]
+    expect = m._design.X @ m.fixef.to_numpy() + brood.reindex(d["BROOD"].to_numpy()).to_numpy()
+    np.testing.assert_allclose(m.predict(re_form="~(1 | BROOD)"), expect, rtol=1e-12)
+    np.testing.assert_allclose(m.predict(d.iloc[:20], re_form="~(1|BROOD)"), expect[:20], rtol=1e-12)
+    np.testing.assert_allclose(
+        m.predict(d.iloc[:20], re_form="~(1|BROOD)", type="response"), np.exp(expect[:20]), rtol=1e-12
+    )
+    with pytest.raises(FormulaError, match="not in the model"):
+        m.predict(re_form="~(1 | nest)")

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats
 
 from ..design import r_name
-from ..errors import DataError, ModelSpecError
+from ..errors import ModelSpecError
 
 __all__ = ["GlmerResult"]
 
@@ -234,56 +234,14 @@ class GlmerResult:
     def predict(self, newdata=None, type: str = "link", re_form=None, allow_new_levels: bool = False, offset=None):
         """Predictions on the link (``type="link"``) or response scale, as lme4's ``predict.merMod``.
 
-        ``re_form="~0"`` leaves the random effects out; unseen levels raise unless ``allow_new_levels``.
+        ``re_form``: all random effects (None), none (``"~0"``) or those of a formula such as
+        ``"~(1 | herd)"``; unseen levels in ``newdata`` raise unless ``allow_new_levels``.
         """
+        from ..predict import linear_predictor
+
         if type not in ("link", "response"):
             raise ModelSpecError(f"type={type!r}: use 'link' or 'response'.")
-        d = self._design
-        include = re_form is None
-        if re_form is not None and re_form.replace(" ", "") not in ("~0", "0", "NA"):
-            raise ModelSpecError("re_form: only None (all random effects) or '~0' are supported for GLMMs.")
-        b = self._state["b"]
-        if newdata is None:
-            eta = d.X @ self._beta + (0 if d.offset is None else d.offset)
-            if include:
-                eta = eta + self._model.Z @ b
-        else:
-            from ..data import as_dataframe, vector_argument
-
-            newdata = as_dataframe(newdata)
-            try:
-                X = np.asarray(d.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-            except Exception as err:
-                raise DataError(f"Could not build the fixed-effects matrix for newdata: {err}") from None
-            if d.dropped_columns:
-                names = list(d.fixed_spec.column_names)
-                X = X[:, [names.index(c) for c in d.fixed_names]]
-            eta = X @ self._beta
-            off = vector_argument(offset, newdata, "offset")
-            if off is not None:
-                eta = eta + off
-            if include:
-                for t in d.terms:
-                    z = np.asarray(t.lhs_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-                    labels = (
-                        newdata[t.term.factors[0]].to_numpy(dtype=object)
-                        if len(t.term.factors) == 1
-                        else np.array(
-                            [":".join(map(str, r)) for r in zip(*(newdata[f] for f in t.term.factors))], dtype=object
-                        )
-                    )
-                    lookup = {lv: i for i, lv in enumerate(t.levels)}
-                    lookup.update({str(lv): i for i, lv in enumerate(t.levels)})
-                    pos = np.array([lookup.get(v, lookup.get(str(v), -1)) for v in labels])
-                    new = pos < 0
-                    if new.any() and not allow_new_levels:
-                        raise DataError(
-                            f"newdata has level(s) {list(pd.unique(labels[new]))[:5]} of {t.group_name!r} not seen "
-                            "when fitting; pass allow_new_levels=True to predict them at the population level."
-                        )
-                    bt = b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
-                    contrib = np.einsum("nk,nk->n", z, bt[np.where(new, 0, pos)])
-                    eta = eta + np.where(new, 0.0, contrib)
+        eta = linear_predictor(self._design, self._beta, self._state["b"], newdata, re_form, allow_new_levels, offset)
         return eta if type == "link" else self.family.link.linkinv(eta)
 
     # ---- summary -------------------------------------------------------------------------------------
