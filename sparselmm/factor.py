@@ -32,6 +32,30 @@ with two other processes running (load ≈ 3.5), best of 10 × 10 calls, SuiteSp
 
 scikit-sparse 0.4 reports neither the flop count nor ``nnz(L)`` of an analysis, so both are read from
 ``L`` after the one numeric factorisation at the start θ (:meth:`SparseCholesky.column_counts`).
+
+Per evaluation of the profiled deviance on the CHOLMOD path, before (CHOLMOD's auto mode, ordering by q)
+and after these rules, the cheaper BLAS-thread limits of :mod:`sparselmm.deviance` and the k × k block
+products without batched matmul (µs, best of 20 over 8 θ, two interleaved runs, load 3.1–3.4 on 2 cores;
+"forced": ``ordering="default"``, as "auto" takes a dense-Schur factor there):
+
+==============================================  ======  ===========  =========
+model                                           q       before       after
+==============================================  ======  ===========  =========
+sleepstudy ``(Days|Subject)``, forced           36      80–107       96–97
+nested_unbalanced ``(1|school/class)``, forced  190     96–100       84
+maximal 60 × 40, forced                         200     3,940–5,250  610–690
+kb07 (4 × 4 blocks), forced                     352     6,280–7,000  2,210–2,600
+crossed_small ``(1|user) + (1|item)``, forced   420     1,400–1,540  490–550
+slopes_many ``(1 + x + z||g)``, auto            1,500   232          200
+nested benchmark (1e3 schools/1e4 classes)      11,000  750–1,310    720–780
+slopes benchmark ``(1 + x|g)``, forced          40,000  4,730–7,070  2,860–2,900
+==============================================  ======  ===========  =========
+
+What is left: on the small models the numeric factorisation is 5–20 % of an evaluation and the rest is
+Python (the PLS algebra, θ → Λ, the thread limits); on the nested benchmark the factorisation and the
+solves are ~⅓ and ~⅔ (CHOLMOD transposes the permuted ``A`` inside every simplicial factorisation, and
+scikit-sparse 0.4 turns the LDLᵀ factor into LLᵀ before each solve with ``L`` — measured at 5–15 %,
+within the noise of this machine, so left as it is).
 """
 
 from __future__ import annotations
