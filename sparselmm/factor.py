@@ -20,8 +20,8 @@ with two other processes running (load ≈ 3.5), best of 10 × 10 calls, SuiteSp
   took 3.3 ms per factorisation supernodal against 0.36 ms simplicial; kb07 (q = 352, 121 flops/entry)
   6.3 ms against 1.6 ms; slopes_many with ``||`` (q = 1,500, 2 flops/entry) 0.63 ms against 0.04 ms. The
   supernodal code wins from about 300 flops per entry: InstEval with METIS (248) 72 ms supernodal against
-  52 ms simplicial, with AMD (414) 48 ms against 106 ms; crossed_large (q = 2,800, 440) 25 ms against
-  61–78 ms. Hence :data:`SUPERNODAL_MIN_FLOPS_PER_ENTRY`.
+  52 ms simplicial (35 against 39 ms at load 1.6: level), with AMD (414) 48 ms against 106 ms;
+  crossed_large (q = 2,800, 440) 25 ms against 61–78 ms. Hence :data:`SUPERNODAL_MIN_FLOPS_PER_ENTRY`.
 * **The ordering by its fill, not by q.** ``"auto"`` analyses with AMD and with METIS, factors ``C`` once at
   the start θ with each, and keeps the one whose ``L`` needs fewer flops (``Σ_j c_j²``, ``c_j`` the entries
   in column j of ``L``; ties go to AMD, whose analysis is cheaper). InstEval: METIS 397k entries and
