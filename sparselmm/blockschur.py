@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy.linalg.blas import dgemm, dsyrk
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
+from ._batched import bcholesky, bmatmul, btri_inv
 from .errors import NumericalError
 
 __all__ = ["MAX_BLOCK_ENTRIES", "BlockSchurCholesky", "block_schur_applicable"]
@@ -53,7 +54,7 @@ def block_schur_applicable(terms, q: int) -> bool:
 def _left_blocks(X: np.ndarray, T: np.ndarray, m: int) -> np.ndarray:
     """``(I_m ⊗ Tᵀ) X`` for X with m·k rows."""
     k = T.shape[0]
-    return np.matmul(T.T, X.reshape(m, k, -1)).reshape(m * k, -1)
+    return bmatmul(T.T, X.reshape(m, k, -1)).reshape(m * k, -1)
 
 
 class BlockSchurCholesky:
@@ -99,7 +100,7 @@ class BlockSchurCholesky:
             if t.k == 1:
                 out[:, cols] = X[:, cols] * T[0, 0]
             else:
-                out[:, cols] = np.matmul(X[:, cols].reshape(X.shape[0], t.n_levels, t.k), T).reshape(X.shape[0], t.q)
+                out[:, cols] = bmatmul(X[:, cols].reshape(X.shape[0], t.n_levels, t.k), T).reshape(X.shape[0], t.q)
         return out
 
     def _left_lambda2t(self, X: np.ndarray, factors) -> np.ndarray:
@@ -119,17 +120,17 @@ class BlockSchurCholesky:
         """Numeric factorisation for the terms' k × k factors ``T``."""
         T1 = factors[0]
         with np.errstate(over="ignore", invalid="ignore"):
-            A = np.matmul(np.matmul(T1.T, self._G11), T1)
+            A = bmatmul(bmatmul(T1.T, self._G11), T1)
             A[:, np.arange(self.k1), np.arange(self.k1)] += 1.0
             try:
-                LA = np.linalg.cholesky(A)
+                LA = bcholesky(A)
             except np.linalg.LinAlgError:
                 raise NumericalError("A first-term block of ΛᵀZᵀWZΛ + I is not positive definite.") from None
-            LAinv = np.linalg.inv(LA)
+            LAinv = btri_inv(LA)
             W = np.empty((self.q1, self.q2))
             if self.q2:
                 B = self._right_lambda2(_left_blocks(self._G12, T1, self.m1), factors)
-                W = np.matmul(LAinv, B.reshape(self.m1, self.k1, self.q2)).reshape(self.q1, self.q2)
+                W = bmatmul(LAinv, B.reshape(self.m1, self.k1, self.q2)).reshape(self.q1, self.q2)
                 S = self._left_lambda2t(self._right_lambda2(self._G22, factors), factors)
                 # WᵀW through scipy's BLAS (the library LAPACK uses; numpy's is held to one thread); its lower
                 # triangle only, which is all potrf(lower) reads
@@ -163,7 +164,7 @@ class BlockSchurCholesky:
         b = np.asarray(b, dtype=float)
         vec = b.ndim == 1
         b2d = b.reshape(self.n, -1)
-        x1 = np.matmul(self._LAinv, b2d[: self.q1].reshape(self.m1, self.k1, -1)).reshape(self.q1, -1)
+        x1 = bmatmul(self._LAinv, b2d[: self.q1].reshape(self.m1, self.k1, -1)).reshape(self.q1, -1)
         out = [x1]
         if self.q2:
             x2, _ = dtrtrs(self._L_S, b2d[self.q1 :] - self._W.T @ x1, lower=1)
@@ -183,7 +184,7 @@ class BlockSchurCholesky:
             out2, _ = dtrtrs(self._L_S, c2d[self.q1 :], lower=1, trans=1)
             rhs1 = rhs1 - self._W @ out2
         LAinvT = self._LAinv.transpose(0, 2, 1)
-        x1 = np.matmul(LAinvT, rhs1.reshape(self.m1, self.k1, -1)).reshape(self.q1, -1)
+        x1 = bmatmul(LAinvT, rhs1.reshape(self.m1, self.k1, -1)).reshape(self.q1, -1)
         out = np.vstack([x1, out2])
         return out.ravel() if vec else out
 
@@ -194,21 +195,21 @@ class BlockSchurCholesky:
         factors, terms = self._factors, self.terms
         T1, m1, k1, q1, q2 = factors[0], self.m1, self.k1, self.q1, self.q2
         LAinvT = self._LAinv.transpose(0, 2, 1)
-        Ainv = np.matmul(LAinvT, self._LAinv)  # A⁻¹ per level
+        Ainv = bmatmul(LAinvT, self._LAinv)  # A⁻¹ per level
         C11d = Ainv  # diagonal blocks of C⁻¹₁₁, completed below
         if q2:
             Sinv, info = dpotri(self._L_S.copy(order="F"), lower=1)
             if info != 0:
                 raise NumericalError("The Schur complement could not be inverted at this theta.")
             Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
-            V = np.matmul(LAinvT, self._W.reshape(m1, k1, q2))  # L_A⁻ᵀ W = A⁻¹B, (m1, k1, q2)
+            V = bmatmul(LAinvT, self._W.reshape(m1, k1, q2))  # L_A⁻ᵀ W = A⁻¹B, (m1, k1, q2)
             C12 = dgemm(-1.0, V.reshape(q1, q2), Sinv)  # C⁻¹₁₂ (scipy's BLAS, threaded)
-            C11d = Ainv + np.matmul(-C12.reshape(m1, k1, q2), V.transpose(0, 2, 1))
+            C11d = Ainv + bmatmul(-C12.reshape(m1, k1, q2), V.transpose(0, 2, 1))
         # first term: H = C⁻¹ΛᵀG on its diagonal blocks = C⁻¹₁₁[g,g] T₁ᵀG₁₁[g] + C⁻¹₁₂[g,:] (G₁₂Λ₂)[g,:]ᵀ
-        Hd1 = np.matmul(C11d, np.matmul(T1.T, self._G11))
+        Hd1 = bmatmul(C11d, bmatmul(T1.T, self._G11))
         if q2:
             R1 = self._right_lambda2(self._G12, factors)
-            Hd1 += np.matmul(C12.reshape(m1, k1, q2), R1.reshape(m1, k1, q2).transpose(0, 2, 1))
+            Hd1 += bmatmul(C12.reshape(m1, k1, q2), R1.reshape(m1, k1, q2).transpose(0, 2, 1))
         grad = []
         r_idx, c_idx = terms[0].tril_indices()
         grad.extend(2.0 * Hd1[:, c_idx, r_idx].sum(axis=0))

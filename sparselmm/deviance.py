@@ -190,6 +190,12 @@ class ProfiledDeviance:
         second spinning thread pool beside the LAPACK (scipy) or CHOLMOD one doing the heavy work."""
         return _single_blas_thread() if (self._small or _machine_busy()) else _numpy_blas_single_thread()
 
+    def optimizer_blas_limit(self):
+        """The BLAS threads for the optimiser's own steps (L-BFGS-B's small LAPACK calls): one when the
+        evaluations' dense work is small or the machine busy (evaluations then run on one thread anyway),
+        else unchanged — an evaluation sets its own limits inside (:meth:`_blas_limit`)."""
+        return _single_blas_thread() if (self._small or _machine_busy()) else contextlib.nullcontext()
+
     def _solve(self, theta) -> PLSState:
         theta = np.array(theta, dtype=float).ravel()
         if theta.size != self.design.n_theta:
