@@ -250,7 +250,8 @@ class LmerResult:
 
     @property
     def factor(self):
-        """The :class:`~sparselmm._cholmod.SparseCholesky` of ``Λᵀ ZᵀWZ Λ + I`` at θ̂."""
+        """The factor of ``Λᵀ ZᵀWZ Λ + I`` at θ̂ (a :class:`sparselmm.factor.Factor`: CHOLMOD or a dense-Schur
+        factor, whichever the fit used; ``solve_L``, ``solve_Lt``, ``logdet``)."""
         self._devfun.solve(self.theta)
         return self._devfun.chol
 
