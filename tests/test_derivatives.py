@@ -219,6 +219,8 @@ def test_low_rank_omega_equals_dense_algebra(formula, data, weights, reml, theta
     import sparselmm.derivatives as mod
 
     m = sparselmm.lmer(formula, _load(data), weights=weights, reml=reml)
+    assert isinstance(DevianceDerivatives(m.deviance_function, m.theta).omega, mod._DenseOmega)  # small q
+    monkeypatch.setattr(mod, "DENSE_BELOW_Q", 0)
     # off the optimum (gradients not ~0, where only cancellation would be compared)
     th = m.theta * 1.1 + 0.05 if theta is None else np.asarray(theta, float)
     low = DevianceDerivatives(m.deviance_function, th, 1.3 * m.sigma)
@@ -249,6 +251,7 @@ def test_too_many_random_effects_is_refused(monkeypatch):
     ss = sparselmm.datasets.load("sleepstudy")
     m = sparselmm.lmer("Reaction ~ Days + (Days|Subject)", ss)
     monkeypatch.setattr(mod, "MAX_DENSE_Q", 10)
+    monkeypatch.setattr(mod, "DENSE_BELOW_Q", 0)
     # one term eliminated: nothing dense is left, so the limit does not apply
     d = DevianceDerivatives(m.deviance_function, m.theta)
     assert d.varpar_hessian().shape == (4, 4)
