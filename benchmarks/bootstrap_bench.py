@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -288,13 +287,10 @@ def write_section(out: dict, args) -> None:
         END,
     ]
     path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    section = "\n".join(lines)
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import replace_section
+
+    replace_section(path, "\n".join(lines))
     print(f"wrote the bootstrap section of {path}")
 
 

@@ -220,6 +220,9 @@ def update_section(path: Path, results, a, load_start, load_end) -> None:
     import datetime
     import platform
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report import replace_section
+
     lines = [
         "| workload | program | fit s | × glmer | −2 log L | evaluations |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -248,12 +251,7 @@ def update_section(path: Path, results, a, load_start, load_end) -> None:
         "(7,584 rows, crossed), crossed1e6 (simulated crossed binary, 1e6 rows, 1e4 subjects × 1e3 items, "
         "`y ~ x + cond + (1|subj) + (1|item)`, seed 20261127).\n\n" + "\n".join(lines) + f"\n{END}\n"
     )
-    body = path.read_text() if path.exists() else ""
-    if BEGIN in body:
-        body = body[: body.index(BEGIN)] + text + body[body.index(END) + len(END) + 1 :]
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    path.write_text(body)
+    replace_section(path, text)
 
 
 def _line(row):

@@ -480,6 +480,23 @@ def render(results: dict, png_path: Path | None = None, md_path: Path | None = N
 _MARKED = re.compile(r"<!--\s*([\w.-]+):begin\s*-->.*?<!--\s*\1:end\s*-->", re.S)
 
 
+def replace_section(path: Path, section: str) -> None:
+    """Put ``section`` (``<!-- NAME:begin -->`` … ``<!-- NAME:end -->``) into the markdown file ``path``: in
+    place of its section of that NAME, or appended when it has none (the file is created if missing)."""
+    path = Path(path)
+    m = _MARKED.fullmatch(section.strip())
+    if m is None:
+        raise ValueError("section must start with <!-- NAME:begin --> and end with <!-- NAME:end -->")
+    body = path.read_text() if path.exists() else ""
+    name = re.escape(m.group(1))
+    pattern = re.compile(rf"<!--\s*{name}:begin\s*-->.*?<!--\s*{name}:end\s*-->", re.S)
+    if pattern.search(body):
+        body = pattern.sub(lambda _: section.strip(), body, count=1)
+    else:
+        body = body.rstrip("\n") + "\n\n" + section.strip()
+    path.write_text(body.rstrip("\n") + "\n")
+
+
 def write_report(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, keeping every ``<!-- NAME:begin -->`` … ``<!-- NAME:end -->`` section of
     the file it replaces (appended after ``text``, in their old order), so re-running the benchmark does not

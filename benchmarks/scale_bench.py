@@ -362,17 +362,6 @@ def render(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def update(path: str, section: str) -> None:
-    """Replace (or append) the marked section of a markdown file."""
-    body = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + section.rstrip("\n") + body[body.index(END) + len(END) :]
-    else:
-        body = body.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as fh:
-        fh.write(body if body.endswith("\n") else body + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=float, default=1e6)
@@ -405,7 +394,10 @@ def main() -> None:
     if args.update:
         with open(args.out) as fh:
             results = [json.loads(line) for line in fh if line.strip()]
-        update(args.update, render(results))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from report import replace_section
+
+        replace_section(args.update, render(results))
 
 
 def run(args) -> None:
