@@ -522,22 +522,19 @@ def _c_inverse(C: sp.csc_matrix, terms) -> np.ndarray:
         out[q1:, q1:] = Sinv
         out[:q1, q1:] = -YS
         out[q1:, :q1] = -YS.T
-        # Y S⁻¹ Yᵀ: dense BLAS once Y is more than 10 % full. Measured on InstEval (Y 2.6 % full): the sparse
-        # product 0.27 s, a two-thread dgemm 0.48 s (~1e9 against ~1e10 multiply-adds per second)
-        if Y.nnz > 0.1 * q1 * q2:
-            # scipy's BLAS (threaded when the machine is free), not numpy's, which evaluations hold to one
-            out[:q1, :q1] = dgemm(1.0, YS, Y.toarray(), trans_b=1)
-        else:
-            out[:q1, :q1] = np.asarray(Y @ np.ascontiguousarray(YS.T))
+        # Y S⁻¹ Yᵀ: sparse while Y is sparse. Measured on InstEval (Y 2.6 % full): the sparse product 0.27 s,
+        # a two-thread dgemm 0.48 s
+        out[:q1, :q1] = _sparse_dense_product(Y, np.ascontiguousarray(YS.T))
     Jc = J.tocoo()
     out[Jc.row, Jc.col] += Jc.data
     return out
 
 
 def _sparse_dense_product(A: sp.spmatrix, B: np.ndarray) -> np.ndarray:
-    """``A B`` for sparse ``A``: dense BLAS once ``A`` is more than 10 % full (scipy's sparse-dense
-    product runs at ~1e9 multiply-adds per second; on InstEval ``VᵀA_kV`` is 1,156² and full)."""
-    if A.nnz > 0.1 * A.shape[0] * A.shape[1]:
+    """``A B`` for sparse ``A``: dense BLAS (scipy's, threaded when the machine is free; numpy's is held to
+    one thread in evaluations) once ``A`` is :func:`_dense_enough` — scipy's sparse-dense product runs at
+    ~1e9 multiply-adds per second; on InstEval ``VᵀA_kV`` is 1,156² and full."""
+    if _dense_enough(A):
         return dgemm(1.0, A.toarray(), B)
     return np.asarray(A @ B)
 
@@ -631,8 +628,7 @@ class _LowRankOmega:
 
     def __init__(self, N0: sp.csr_matrix, V: sp.csr_matrix, Sinv: np.ndarray):
         self.N0, self.Sinv = N0, Sinv
-        q, q2 = V.shape
-        self.dense = q2 > 0 and V.nnz > 0.1 * q * q2
+        self.dense = _dense_enough(V)
         if self.dense:
             self.V = np.ascontiguousarray(V.toarray())
             self.VS = dgemm(1.0, self.V, Sinv)  # V S⁻¹, q × q₂: no larger than V itself

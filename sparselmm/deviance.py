@@ -188,13 +188,17 @@ class ProfiledDeviance:
         """One BLAS thread for small dense work (the factor's ``dense_flops()`` below ``SMALL_DENSE_FLOPS``);
         otherwise one thread for numpy's own BLAS only, whose small products in an evaluation would wake a
         second spinning thread pool beside the LAPACK (scipy) or CHOLMOD one doing the heavy work."""
-        return _single_blas_thread() if (self._small or _machine_busy()) else _numpy_blas_single_thread()
+        return _single_blas_thread() if self._one_blas_thread() else _numpy_blas_single_thread()
 
     def optimizer_blas_limit(self):
         """The BLAS threads for the optimiser's own steps (L-BFGS-B's small LAPACK calls): one when the
         evaluations' dense work is small or the machine busy (evaluations then run on one thread anyway),
         else unchanged — an evaluation sets its own limits inside (:meth:`_blas_limit`)."""
-        return _single_blas_thread() if (self._small or _machine_busy()) else contextlib.nullcontext()
+        return _single_blas_thread() if self._one_blas_thread() else contextlib.nullcontext()
+
+    def _one_blas_thread(self) -> bool:
+        """Every BLAS on one thread: the evaluation's dense work is small, or the machine is busy."""
+        return self._small or _machine_busy()
 
     def _solve(self, theta) -> PLSState:
         theta = np.array(theta, dtype=float).ravel()
