@@ -78,23 +78,19 @@ def validate(session: nox.Session) -> None:
             "Rscript not found: install R, lme4, lmerTest and pbkrtest (apt-get install -y r-base-core r-cran-lme4 "
             "r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite r-cran-numderiv)."
         )
-    live = session.create_tmp() + "/reference"
-    session.run("Rscript", "validation/run_lme4.R", "--out", live, external=True)
-    session.run("python", "validation/compare.py", "--reference", live, "--report", "validation/REPORT.md")
-    # inference (issue #10): lmerTest's Satterthwaite and pbkrtest's Kenward-Roger, refitted live
-    live_inf = session.create_tmp() + "/reference_inference"
-    session.run("Rscript", "validation/run_lmertest.R", "--out", live_inf, external=True)
-    report = "validation/REPORT_INFERENCE.md"
-    session.run("python", "validation/compare_inference.py", "--reference", live_inf, "--report", report)
-    # confidence intervals, LRT tables, bootstrap and profiles (issue #11)
-    live_ci = session.create_tmp() + "/reference_ci"
-    session.run("Rscript", "validation/run_lme4_ci.R", "--out", live_ci, external=True)
-    session.run("python", "validation/compare_ci.py", "--reference", live_ci, "--report", "validation/REPORT_CI.md")
-    # GLMMs (issue #14): lme4's glmer, default and tight-PIRLS refits
-    live_glmm = session.create_tmp() + "/reference_glmm"
-    session.run("Rscript", "validation/run_glmer.R", "--out", live_glmm, external=True)
-    report = "validation/REPORT_GLMM.md"
-    session.run("python", "validation/compare_glmm.py", "--reference", live_glmm, "--report", report)
+    # (R script that refits live, comparison script, report): lme4's lmer; lmerTest's Satterthwaite and
+    # pbkrtest's Kenward-Roger (issue #10); intervals, LRT tables, bootstrap and profiles (issue #11); lme4's
+    # glmer, default and tight-PIRLS refits (issue #14)
+    suites = [
+        ("run_lme4.R", "compare.py", "REPORT.md"),
+        ("run_lmertest.R", "compare_inference.py", "REPORT_INFERENCE.md"),
+        ("run_lme4_ci.R", "compare_ci.py", "REPORT_CI.md"),
+        ("run_glmer.R", "compare_glmm.py", "REPORT_GLMM.md"),
+    ]
+    for r_script, compare, report in suites:
+        live = session.create_tmp() + "/reference_" + r_script.removesuffix(".R")
+        session.run("Rscript", f"validation/{r_script}", "--out", live, external=True)
+        session.run("python", f"validation/{compare}", "--reference", live, "--report", f"validation/{report}")
 
 
 @nox.session
