@@ -23,6 +23,8 @@ from .errors import ModelSpecError
 __all__ = ["plot_profile", "plot_qq_ranef", "plot_ranef", "plot_residuals"]
 
 MAX_LABELLED_LEVELS = 60  # more levels than this: no tick labels (InstEval's 2,972 students would be a blur)
+PANEL_HEIGHT = 3.2  # inches: the height of a row of panels with few levels
+LEVEL_HEIGHT = 0.16  # inches per labelled level in a caterpillar panel (room for a 7-point label and a gap)
 PROFILE_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99)  # lme4's xyplot.thpr reference lines
 
 
@@ -55,13 +57,25 @@ def _groups(result, group, cond_var: bool) -> dict:
     return {g: ranef[g] for g in names}
 
 
-def _grid(plt, panels: list, figsize, sharex: bool = False):
-    """One row per grouping factor, one column per coefficient (unused axes hidden)."""
+def ranef_row_height(n_levels: int) -> float:
+    """Height (inches) of a caterpillar row with ``n_levels`` levels: ``LEVEL_HEIGHT`` per labelled level plus
+    room for the title and axis, at least ``PANEL_HEIGHT``; rows beyond ``MAX_LABELLED_LEVELS`` (no labels)
+    stop growing."""
+    return max(PANEL_HEIGHT, LEVEL_HEIGHT * min(n_levels, MAX_LABELLED_LEVELS) + 1.0)
+
+
+def _grid(plt, panels: list, figsize, sharex: bool = False, heights: list[float] | None = None):
+    """One row per grouping factor, one column per coefficient (unused axes hidden); ``heights`` in inches
+    per row (default ``PANEL_HEIGHT`` each) sets the figure's height and the rows' proportions."""
     n_rows = len(panels)
     n_cols = max(len(cols) for _, cols in panels)
+    if heights is None:
+        heights = [PANEL_HEIGHT] * n_rows
     if figsize is None:
-        figsize = (3.6 * n_cols + 0.8, 3.2 * n_rows + 0.4)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=figsize, squeeze=False, sharex=sharex)
+        figsize = (3.6 * n_cols + 0.8, sum(heights) + 0.4)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=figsize, squeeze=False, sharex=sharex, gridspec_kw={"height_ratios": heights}
+    )
     for r, (_, cols) in enumerate(panels):
         for c in range(len(cols), n_cols):
             axes[r][c].set_visible(False)
@@ -79,6 +93,9 @@ def plot_ranef(result, group=None, level: float = 0.95, figsize=None):
     level : float
         Coverage of the intervals ``mode ± z_{(1+level)/2} · sd`` (sd from the conditional variances).
     figsize : tuple, optional
+        Width and height in inches. By default each row of panels is as tall as its number of levels needs
+        for readable labels (``LEVEL_HEIGHT`` per level, at least ``PANEL_HEIGHT``; see
+        :func:`ranef_row_height`), so 40 levels give a taller figure than 10.
 
     Returns
     -------
@@ -91,7 +108,7 @@ def plot_ranef(result, group=None, level: float = 0.95, figsize=None):
     z = float(norm.ppf((1 + level) / 2))
     groups = _groups(result, group, cond_var=True)
     panels = [(g, list(df.columns)) for g, df in groups.items()]
-    fig, axes = _grid(plt, panels, figsize)
+    fig, axes = _grid(plt, panels, figsize, heights=[ranef_row_height(len(df)) for df in groups.values()])
     for r, (g, df) in enumerate(groups.items()):
         sd = df.attrs["cond_sd"]
         order = np.argsort(df.iloc[:, 0].to_numpy(), kind="stable")

@@ -94,6 +94,37 @@ def test_caterpillar_plot_of_crossed_factors_and_group_selection():
         m.plot_ranef(level=2)
 
 
+def _groups_fit(n_levels: int) -> sparselmm.LmerResult:
+    rng = np.random.default_rng(n_levels)
+    g = np.repeat([f"level_{i:02d}" for i in range(n_levels)], 5)
+    y = rng.normal(size=n_levels)[np.arange(g.size) // 5] + rng.normal(scale=0.5, size=g.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sparselmm.lmer("y ~ 1 + (1 | g)", {"y": y, "g": g})
+
+
+def test_caterpillar_figure_height_grows_with_the_number_of_levels():
+    # 40 levels used to share the 3.2-inch panel of 10 levels: 7-point labels 5 points apart, unreadable
+    heights = {}
+    for n in (10, 20, 40):
+        fig = _groups_fit(n).plot_ranef()
+        (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(ax.get_yticklabels()) == n
+        heights[n] = fig.get_figheight()
+        label_pitch = ax.get_position().height * fig.get_figheight() * 72 / n  # points between tick labels
+        assert label_pitch >= 7.0, (n, label_pitch)  # at least the labels' font size: no overlap
+        plt.close(fig)
+    assert heights[10] < heights[20] < heights[40]
+    assert heights[40] >= 40 * 0.16
+    # two grouping factors: the row with more levels is the taller one
+    m = fit("diameter ~ 1 + (1|plate) + (1|sample)", "Penicillin")  # 24 plates, 6 samples
+    fig = m.plot_ranef()
+    plate_ax, sample_ax = [ax for ax in fig.axes if ax.get_visible()]
+    assert plate_ax.get_position().height > sample_ax.get_position().height
+    # an explicit figsize is kept
+    assert tuple(_groups_fit(40).plot_ranef(figsize=(4, 3)).get_size_inches()) == (4, 3)
+
+
 def test_qq_plot_of_the_random_effects():
     m = sleep()
     re = m.ranef(cond_var=True)["Subject"]
