@@ -326,6 +326,18 @@ class LmerResult:
         kind = "REML" if self.reml else "ML"
         return f"<LmerResult {self.formula!r} ({kind}), objective={self.objective:.4f}, n={self.nobs}>"
 
+    def __getstate__(self):
+        """Pickle without the CHOLMOD factor (it does not pickle): its symbolic analysis is redone on first
+        use after unpickling (:mod:`sparselmm._pickling`); everything else is kept as it is."""
+        from ._pickling import picklable_devfun
+
+        state = dict(self.__dict__)
+        state["_devfun"] = picklable_devfun(self._devfun)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     # ---- confidence intervals, refits, bootstrap (inference/) ----
     def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
         """Responses simulated from the fit (lme4's ``simulate``); n rows × ``nsim`` columns ``sim_1``….

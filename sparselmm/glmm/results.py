@@ -251,6 +251,29 @@ class GlmerResult:
     def __repr__(self) -> str:
         return f"<GlmerResult {self.family!r} {self.formula!r} -2logL={self.criterion:.4f}>"
 
+    def __getstate__(self):
+        """Pickle without the CHOLMOD factor of the PIRLS model (it does not pickle): the copy's factor is
+        analysed again from the model's pattern on first use (:func:`_final_refactor` refactors it)."""
+        from .._pickling import picklable_sparse_cholesky
+
+        state = dict(self.__dict__)
+        model = self._model
+        if model is not None and not getattr(model, "schur", False):
+            import copy
+
+            import scipy.sparse as sp
+
+            pattern = model.M_lower if model.scalar else model._A_map[4]
+            pattern = pattern.copy()
+            pattern.data[:] = 1.0
+            new = copy.copy(model)
+            new.chol = picklable_sparse_cholesky(model.chol, (pattern + sp.identity(model.q, format="csc")).tocsc())
+            state["_model"] = new
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
 
 def _final_refactor(res: GlmerResult) -> None:
     """Put the factor of ``ΛᵀZᵀWZΛ + I`` at the fitted weights back into the model's CHOLMOD object."""

@@ -277,7 +277,7 @@ class StreamedLmerResult(LmerResult):
         return LmerResult.predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset)
 
     def __getstate__(self):  # shipped to Dask workers for lazy predictions: the source stays behind
-        state = dict(self.__dict__)
+        state = LmerResult.__getstate__(self)  # and the CHOLMOD factor (re-analysed on first use)
         state["_source"] = None
         return state
 

@@ -11,7 +11,9 @@ from ._compat import MixedLMConvergenceWarning, SingularCovarianceWarning, Unide
 from .data import ModelData
 from .model import MixedLM, MixedLMDistribution, UnsupportedOptionError, mixedlm
 from .params import MixedLMParams, VCSpec
-from .results import MixedLMResults
+from .results import MixedLMResults, load_pickle
+
+load = load_pickle  # statsmodels.api.load
 
 __all__ = [
     "MixedLM",
@@ -24,5 +26,7 @@ __all__ = [
     "UnidentifiableWarning",
     "UnsupportedOptionError",
     "VCSpec",
+    "load",
+    "load_pickle",
     "mixedlm",
 ]

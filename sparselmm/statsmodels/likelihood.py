@@ -69,6 +69,16 @@ class Likelihood:
         self._devfuns: dict[bool, ProfiledDeviance] = {}
         self.n, self.p = self.design.n, self.design.p
 
+    def __getstate__(self):
+        from .._pickling import picklable_devfun
+
+        state = dict(self.__dict__)
+        state["_devfuns"] = {k: picklable_devfun(v) for k, v in self._devfuns.items()}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def devfun(self, reml: bool) -> ProfiledDeviance:
         reml = bool(reml)
         if reml not in self._devfuns:

@@ -149,9 +149,10 @@ class MixedLM:
                 raise DataError(f"{name} has {arr.shape[0]} rows but endog has {n}; give one row per observation.")
 
         # missing values
-        bad = ~np.isfinite(y) | ~np.all(np.isfinite(X), axis=1) | pd.isna(groups_arr)
+        parts = {"endog": ~np.isfinite(y), "exog": ~np.all(np.isfinite(X), axis=1), "groups": pd.isna(groups_arr)}
         if Zre is not None:
-            bad |= ~np.all(np.isfinite(Zre), axis=1)
+            parts["exog_re"] = ~np.all(np.isfinite(Zre), axis=1)
+        bad = np.logical_or.reduce(list(parts.values()))
         orig_endog = endog if isinstance(endog, pd.Series | pd.DataFrame) else y
         orig_exog = exog if isinstance(exog, pd.Series | pd.DataFrame) else X
         missing_idx = kwargs.get("_missing_idx")
@@ -173,9 +174,10 @@ class MixedLM:
                 y_index = None if y_index is None else y_index[keep]
                 n = y.size
             else:
+                detail = ", ".join(f"{k} ({int(v.sum())})" for k, v in parts.items() if v.any())
                 raise DataError(
-                    f"endog, exog, groups or exog_re have missing or infinite values in {int(bad.sum())} rows; "
-                    "pass missing='drop' to drop those rows."
+                    f"{int(bad.sum())} rows have missing or infinite values, in {detail}; pass missing='drop' to "
+                    "drop those rows."
                 )
         self._row_index = y_index
         self.endog, self.exog, self.groups = y, X, groups_arr
@@ -308,6 +310,7 @@ class MixedLM:
 
         data = as_dataframe(data)
         group_name = "Group"
+        group_label = groups if isinstance(groups, str) else "groups"  # how a missing-value message names it
         if isinstance(groups, str):
             if groups not in data.columns:
                 raise DataError(f"groups={groups!r} is not a column of data; columns are {list(data.columns)}.")
@@ -342,12 +345,19 @@ class MixedLM:
         except Exception as err:
             raise FormulaError(f"Could not parse the formulas: {err}") from None
         used = [c for c in data.columns if c in used]
-        bad = data[used].isna().any(axis=1).to_numpy() | pd.isna(groups)
+        na = data[used].isna()
+        group_na = np.asarray(pd.isna(groups), dtype=bool)
+        bad = na.any(axis=1).to_numpy() | group_na
         missing_idx = None
         if bad.any():
             if missing != "drop":
+                counts = {c: int(k) for c, k in na.sum().items() if k}
+                if group_na.any():
+                    counts[group_label] = int(group_na.sum())
+                detail = ", ".join(f"{c!r} ({k})" for c, k in counts.items())
                 raise DataError(
-                    f"{int(bad.sum())} rows have missing values in the model's columns {used}; pass missing='drop'."
+                    f"{int(bad.sum())} rows have missing values, in column(s) {detail}; pass missing='drop' to "
+                    "drop those rows."
                 )
             missing_idx = positions[bad]
             data, groups = data.loc[~bad], groups[~bad]
@@ -413,7 +423,7 @@ class MixedLM:
             _exog_re_names=re_names,
             _vc_blocks=blocks,
             _endog_name=yname,
-            _context=context,
+            _context=_used_namespace(context, formula),
             _missing_idx=missing_idx,
         )
 
@@ -830,6 +840,23 @@ class MixedLM:
             f"k_vc={self.k_vc}>"
         )
 
+    def __getstate__(self):
+        """Pickle with the formula's namespace reduced to what pickles (modules by name; a lambda or local
+        function the formula calls is left out and named by :meth:`results.predict` if it is needed) and
+        the engine's CHOLMOD factors re-analysed on first use (:mod:`sparselmm._pickling`)."""
+        from .._pickling import picklable_namespace
+
+        state = dict(self.__dict__)
+        state["_context"], dropped = picklable_namespace(self._context)
+        state["_context_dropped"] = dropped
+        return state
+
+    def __setstate__(self, state):
+        from .._pickling import restore_namespace
+
+        self.__dict__.update(state)
+        self._context = restore_namespace(self._context)
+
 
 _PLAIN_FACTOR = re.compile(r"^(?:C\((?P<c>[A-Za-z_][A-Za-z0-9_]*)\)|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))$")
 
@@ -1020,6 +1047,23 @@ def mixedlm(
     if kwargs.get("eval_env") is None:
         kwargs["eval_env"] = _formula_context(None)  # this function's caller
     return MixedLM.from_formula(formula, data, re_formula, vc_formula, subset, use_sparse, missing, *args, **kwargs)
+
+
+def _used_namespace(context, formula: str) -> dict | None:
+    """The entries of the formula namespace that the fixed-effects formula may read (all ``predict`` needs
+    once the design is built), as a plain dict: the caller's other globals are not kept."""
+    if context is None:
+        return None
+    from .._pickling import formula_names
+
+    out = {}
+    for name in formula_names([formula]):
+        try:
+            if name in context:
+                out[name] = context[name]
+        except Exception:  # a namespace that cannot look the name up
+            continue
+    return out
 
 
 def _formula_context(eval_env, _frames: int = 2):

@@ -13,7 +13,7 @@ from ._compat import MixedLMConvergenceWarning
 from .contrast import ContrastResults, linear_constraints, t_test, wald_test
 from .params import MixedLMParams
 
-__all__ = ["MixedLMResults"]
+__all__ = ["MixedLMResults", "load_pickle", "save_pickle"]
 
 
 class MixedLMResults:
@@ -388,7 +388,14 @@ class MixedLMResults:
                     model._fixed_spec.get_model_matrix(frame, na_action="raise", context=model._context), dtype=float
                 )
             except Exception as err:
-                raise ModelSpecError(f"Could not build the fixed-effects matrix for exog: {err}") from None
+                lost = getattr(model, "_context_dropped", None)
+                hint = (
+                    f" (the formula's namespace lost {lost} when the model was pickled: they do not pickle; "
+                    "define them with def at module level)"
+                    if lost
+                    else ""
+                )
+                raise ModelSpecError(f"Could not build the fixed-effects matrix for exog: {err}{hint}") from None
             index = frame.index
         else:
             X = np.asarray(exog, dtype=float)
@@ -481,6 +488,51 @@ class MixedLMResults:
 
     def __repr__(self) -> str:
         return f"<sparselmm MixedLMResults ({self.method}), llf={self.llf:.4f}, nobs={self.nobs}>"
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        cache = dict(self._cache)
+        cache.pop("lmer_view", None)  # holds a deviance function; rebuilt on first use
+        state["_cache"] = cache
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def save(self, fname, remove_data: bool = False) -> None:
+        """Pickle the results to ``fname`` (a path or a binary file handle), as statsmodels' ``save``;
+        ``remove_data=True`` calls :meth:`remove_data` first. Read back with :meth:`load` or
+        :func:`sparselmm.statsmodels.load_pickle`."""
+        if remove_data:
+            self.remove_data()
+        save_pickle(self, fname)
+
+    @classmethod
+    def load(cls, fname):
+        """Load pickled results (statsmodels' ``load``). Unpickling runs code: only load files you trust."""
+        return load_pickle(fname)
+
+
+def save_pickle(obj, fname) -> None:
+    """Pickle ``obj`` to ``fname`` (a path or a binary file handle), as ``statsmodels.iolib.smpickle.save_pickle``."""
+    import pickle
+
+    if hasattr(fname, "write"):
+        pickle.dump(obj, fname, protocol=-1)
+        return
+    with open(fname, "wb") as fh:
+        pickle.dump(obj, fh, protocol=-1)
+
+
+def load_pickle(fname):
+    """Load a pickled model or results from ``fname`` (a path or a binary file handle), as statsmodels'
+    ``load_pickle``. Unpickling runs code: never load a file from an untrusted source."""
+    import pickle
+
+    if hasattr(fname, "read"):
+        return pickle.load(fname)
+    with open(fname, "rb") as fh:
+        return pickle.load(fh)
 
 
 def _inv(A: np.ndarray) -> np.ndarray:
