@@ -8,6 +8,7 @@ Main entry points: :func:`lmer` (lme4's formula language), :func:`deviance_funct
 from . import datasets, scale
 from .design import RankDeficiencyWarning
 from .errors import (
+    ArgumentError,
     ConvergenceWarning,
     DataError,
     FormulaError,
@@ -27,6 +28,7 @@ from .statsmodels import MixedLM, MixedLMParams, MixedLMResults, mixedlm
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "ConvergenceWarning",
     "DataError",
     "FormulaError",

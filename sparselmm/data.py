@@ -67,6 +67,8 @@ class CleanData:
         Prior weights and offset for the kept rows.
     n_dropped : int
         Rows removed because of missing values.
+    n_zero_weight : int
+        Rows removed because their prior weight is zero (they have no influence on the fit).
     """
 
     frame: pd.DataFrame
@@ -74,6 +76,7 @@ class CleanData:
     weights: np.ndarray | None
     offset: np.ndarray | None
     n_dropped: int
+    n_zero_weight: int = 0
 
 
 def _is_numeric(col: pd.Series) -> bool:
@@ -95,7 +98,8 @@ def clean_data(
     columns : iterable of str
         Every column the model reads.
     weights, offset : str, array-like or None
-        Column names or one value per row.
+        Column names or one value per row. Rows with weight zero are left out: they have no influence
+        on the fit (R's ``lm``); negative weights are an error.
     missing : {"drop", "raise"}
         ``"drop"`` removes rows with a missing value in any used column (lme4's ``na.omit``);
         ``"raise"`` raises a :class:`DataError` naming the columns.
@@ -157,9 +161,25 @@ def clean_data(
             frame[name] = col.cat.remove_unused_categories()
         elif pd.api.types.is_extension_array_dtype(col.dtype) and _is_numeric(col):
             frame[name] = col.to_numpy(dtype=float)  # nullable Int64/Float64 -> float64
-    if w is not None and np.any(w <= 0):
-        raise DataError(
-            f"weights must be positive; {int(np.sum(w <= 0))} are zero or negative. Drop rows with "
-            "zero weight before fitting."
-        )
-    return CleanData(frame, rows, w, off, int(bad.sum()))
+    n_zero = 0
+    if w is not None:
+        if np.any(w < 0):
+            raise DataError(
+                f"weights must be positive (or zero); {int(np.sum(w < 0))} are negative, the first at row "
+                f"{int(rows[np.flatnonzero(w < 0)[0]])}."
+            )
+        zero = w == 0
+        n_zero = int(zero.sum())
+        if n_zero == w.size:
+            raise DataError("All weights are zero: no row has any influence on the fit.")
+        if n_zero:
+            # no influence: the fit on the other rows (lm's rule; lme4 keeps them and its criterion is
+            # infinite, log(0) in its Σ log w, so its optimiser never leaves the start)
+            keep = np.flatnonzero(~zero)
+            frame = frame.iloc[keep].reset_index(drop=True)
+            rows, w = rows[keep], w[keep]
+            off = None if off is None else off[keep]
+            for name in columns:
+                if isinstance(frame[name].dtype, pd.CategoricalDtype):
+                    frame[name] = frame[name].cat.remove_unused_categories()
+    return CleanData(frame, rows, w, off, int(bad.sum()), n_zero)

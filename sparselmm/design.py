@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
 from .data import CleanData, clean_data
-from .errors import DataError, FormulaError, ModelSpecError
+from .errors import DataError, FormulaError, ModelSpecError, caller_stacklevel
 from .formula import ParsedFormula, RandomTerm
 
 __all__ = [
@@ -250,9 +250,14 @@ def independent_columns(X: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def drop_collinear(X: np.ndarray, names: list[str], stacklevel: int = 3) -> tuple[np.ndarray, list[str], list[str]]:
+def drop_collinear(
+    X: np.ndarray, names: list[str], stacklevel: int | None = None
+) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop fixed-effect columns that are linear combinations of earlier ones (R's ``qr`` rule), with lme4's
-    warning; returns the kept matrix (contiguous), the kept names and the dropped names."""
+    warning; returns the kept matrix (contiguous), the kept names and the dropped names.
+
+    The warning points at the caller's line outside sparselmm unless ``stacklevel`` (counted from the
+    caller of this function) is given."""
     X = np.ascontiguousarray(X)
     keep = independent_columns(X) if X.shape[1] else np.array([], dtype=int)
     dropped = [names[j] for j in range(len(names)) if j not in set(keep)]
@@ -260,11 +265,29 @@ def drop_collinear(X: np.ndarray, names: list[str], stacklevel: int = 3) -> tupl
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s): {dropped}",
             RankDeficiencyWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=caller_stacklevel() if stacklevel is None else stacklevel + 1,
         )
         X = np.ascontiguousarray(X[:, keep])
         names = [names[j] for j in keep]
     return X, names, dropped
+
+
+def check_factor_levels(spec, where: str) -> None:
+    """Refuse a factor with a single level in a model matrix, as R does.
+
+    R's ``model.matrix`` stops with "contrasts can be applied only to factors with 2 or more levels";
+    formulaic would give the factor no column and the term would vanish silently. Numeric (and boolean)
+    columns are not factors: a constant one is dropped as collinear, with a warning, as lme4 does.
+    """
+    for expr, (kind, state) in (getattr(spec, "encoder_state", None) or {}).items():
+        levels = list(state.get("categories", ())) if getattr(kind, "value", kind) == "categorical" else None
+        if levels is not None and len(levels) < 2:
+            what = f"only the level {levels[0]!r}" if levels else "no levels"
+            raise DataError(
+                f"Factor {expr!r} in {where} has {what} in the rows used (R: 'contrasts can be applied only "
+                "to factors with 2 or more levels'). Remove it from the formula, or check the data: a filter "
+                "or the rows dropped for missing values may have left a single level."
+            )
 
 
 def _model_matrix(spec_text: str, frame: pd.DataFrame, what: str):
@@ -293,11 +316,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
     y = _response(parsed, frame)
 
     mm = _model_matrix(parsed.fixed, frame, "fixed-effects model matrix")
-    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns), stacklevel=3)
+    check_factor_levels(mm.model_spec, "the fixed effects")
+    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns))
 
     terms: list[ReTerm] = []
     for term in parsed.random:
         zmm = _model_matrix(term.lhs, frame, f"random-effects term {term}")
+        check_factor_levels(zmm.model_spec, f"random-effects term {term}")
         z = np.asarray(zmm, dtype=float)
         if z.shape[1] == 0:
             raise FormulaError(f"Random-effects term {term} has no columns: it needs at least '1' or a variable.")

@@ -86,6 +86,55 @@ def _check_parentheses(text: str) -> None:
         raise _point_at(text, opened[-1], "Unbalanced parentheses: this '(' is never closed.")
 
 
+def _check_power(text: str) -> None:
+    """Refuse ``^`` where Python evaluates it (inside a call such as ``I(x^2)``, or in the response).
+
+    There ``^`` is Python's bitwise xor, not R's power: ``I(x^2)`` fails on a float column and silently
+    gives ``x XOR 2`` on an integer one. Between terms, ``(a + b)^2`` keeps its formula meaning.
+    """
+    calls: list[tuple[bool, int]] = []  # for each open '(': is it a function call, where its name starts
+    quote = None
+    in_response = True
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            name = _NAME_BEFORE.search(text, 0, i)
+            calls.append((name is not None, name.start() if name else i))
+        elif ch == ")" and calls:
+            calls.pop()
+        elif ch == "~" and not calls:
+            in_response = False
+        elif ch == "^" and (in_response or any(is_call for is_call, _ in calls)):
+            if in_response:
+                fix = text[: text.index("~")].strip().replace("^", "**") if "~" in text else "y**2"
+                what = f"In the response, which is evaluated as Python, '^' is bitwise xor: write {fix}"
+            else:
+                start = next(pos for is_call, pos in calls if is_call)
+                end = _closing(text, start)
+                fix = text[start:end].replace("^", "**")
+                what = f"Inside {text[start:end]} '^' is Python's bitwise xor, not a power: write {fix}"
+            raise _point_at(text, i, f"{what} (Python's power operator is '**').")
+
+
+_NAME_BEFORE = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*\s*$")
+
+
+def _closing(text: str, start: int) -> int:
+    """End (exclusive) of the call that starts at ``start``: one past its matching ')'."""
+    depth = 0
+    for j in range(text.index("(", start), len(text)):
+        depth += text[j] == "("
+        depth -= text[j] == ")"
+        if depth == 0:
+            return j + 1
+    return len(text)
+
+
 def split_top_level(text: str, separators: str) -> list[tuple[str, str]]:
     """Split ``text`` at the characters in ``separators`` that are outside parentheses and quotes.
 
@@ -247,6 +296,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     if not text:
         raise FormulaError("The formula is empty: write e.g. 'y ~ x + (1 | g)'.")
     _check_parentheses(text)
+    _check_power(text)
     sides = split_top_level(text, "~")
     if len(sides) != 2:
         if len(sides) == 1:
@@ -280,7 +330,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     if not random:
         raise FormulaError(
             f"No random-effects terms in {text!r}: add one such as (1 | group). For a model without "
-            "random effects use ordinary least squares instead."
+            "random effects use a fixed-effects regression instead (e.g. statsmodels' ols or glm)."
         )
     fixed_text = " ".join(fixed).strip()
     if not fixed_text or fixed_text.startswith("-"):

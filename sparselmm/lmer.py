@@ -11,7 +11,7 @@ from .crossprod import cross_products
 from .data import as_dataframe
 from .design import Design, build_design
 from .deviance import ProfiledDeviance
-from .errors import ModelSpecError
+from .errors import ArgumentError, ModelSpecError, check_arguments
 from .formula import parse_formula
 from .optimize import optimize_theta
 from .progress import as_progress
@@ -21,6 +21,27 @@ from .scale import as_source, fit_streamed, streamed_setup
 __all__ = ["lmer", "deviance_function"]
 
 ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd", "schur")
+
+
+_MISSING_HINT = "use missing='drop' (R's na.omit, the default) or missing='raise' (na.fail)."
+_COMMON_HINTS = {
+    "na.action": _MISSING_HINT,
+    "na_action": _MISSING_HINT,
+    "subset": "select the rows before fitting, e.g. data[data['x'] > 0] or data.query('x > 0').",
+    "contrasts": "set a factor's contrasts in the formula, e.g. C(f, contr.sum) or C(f, contr.treatment(base='b')).",
+}
+LMER_HINTS = {
+    **_COMMON_HINTS,
+    "REML": "use reml=False for maximum likelihood (reml=True, REML, is the default).",
+    "family": "lmer fits linear mixed models; for a generalised linear mixed model use "
+    "sparselmm.glmer(formula, data, family=...).",
+    "link": "lmer fits linear mixed models; for a link function use "
+    "sparselmm.glmer(formula, data, family=..., link=...).",
+    "nAGQ": "nAGQ is glmer's argument (sparselmm.glmer); lmer's criterion needs no quadrature.",
+    "devFunOnly": "use sparselmm.deviance_function(formula, data) for the deviance as a function of theta.",
+    "groups": "that is statsmodels' MixedLM spelling: write the grouping in the formula, e.g. "
+    "'y ~ x + (1 | g)', or use sparselmm.statsmodels.",
+}
 
 
 def _setup(formula, data, reml, weights, offset, missing, ordering, progress=None) -> ProfiledDeviance:
@@ -52,6 +73,12 @@ def _setup(formula, data, reml, weights, offset, missing, ordering, progress=Non
     if progress is not None:
         progress.phase(f"set-up: factor ready ({_factor_name(devfun)})")
     return devfun
+
+
+def _check_reml(reml) -> None:
+    if not (isinstance(reml, (bool, np.bool_)) or isinstance(reml, (int, np.integer)) and reml in (0, 1)):
+        hint = " For a family use sparselmm.glmer(formula, data, family=...)." if isinstance(reml, str) else ""
+        raise ArgumentError(f"reml must be True or False, not {reml!r}.{hint}")
 
 
 def _factor_name(devfun) -> str:
@@ -115,6 +142,7 @@ def moment_start(design: Design) -> np.ndarray:
     return theta0
 
 
+@check_arguments(LMER_HINTS)
 def deviance_function(
     formula: str,
     data,
@@ -147,9 +175,11 @@ def deviance_function(
         Callable ``f(theta) -> float``; ``f.design.theta0``, ``f.design.lower`` and
         ``f.design.theta_names()`` describe θ.
     """
+    _check_reml(reml)
     return _setup(formula, data, reml, weights, offset, missing, ordering)
 
 
+@check_arguments(LMER_HINTS)
 def lmer(
     formula: str,
     data,
@@ -164,6 +194,7 @@ def lmer(
     ordering: str = "auto",
     data_name: str | None = None,
     verbose=False,
+    progress: bool | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.
 
@@ -178,7 +209,8 @@ def lmer(
         :class:`sparselmm.scale.Source` — summed chunk by chunk, see :mod:`sparselmm.scale`.
     reml : bool, default True
     weights, offset : str or array-like, optional
-        Prior weights (positive) and offset: a column name or one value per row.
+        Prior weights (positive; rows with weight 0 are left out, having no influence) and offset: a
+        column name or one value per row.
     missing : {"drop", "raise"}
         Rows with missing values in any used column are dropped (lme4's ``na.omit``) or raise.
     optimizer : {"auto", "bobyqa", "nelder_mead", "lbfgsb"}
@@ -202,11 +234,18 @@ def lmer(
         default); a :class:`~sparselmm.progress.Progress` sets the stream, a delay and a rate limit (the
         ``sparselmm fit`` command starts printing after 2 s). Fits from chunked sources report the start
         and the end only.
+    progress : bool or None
+        Progress bars of the passes over chunked data (parquet files, Dask, a
+        :class:`~sparselmm.scale.Source`; overriding the source's own setting): None (default) shows a bar
+        only for passes that last more than 2 s, on a terminal or in a notebook; True always; False never.
+        An in-memory fit has no bar (see ``verbose``).
 
     Returns
     -------
     LmerResult
     """
+    bars = progress  # the passes' progress bars; below, progress is the verbose reporter
+    _check_reml(reml)
     progress = as_progress(verbose, "REML criterion" if reml else "deviance")
     if progress is not None:
         progress.begin(f"lmer: {formula} ({'REML' if reml else 'ML'})")
@@ -215,7 +254,19 @@ def lmer(
         if progress is not None:
             progress.phase("reading and summing the data chunk by chunk (sparselmm.scale)")
         res = fit_streamed(
-            formula, source, reml, weights, offset, missing, optimizer, control, start, check_conv, ordering, data_name
+            formula,
+            source,
+            reml,
+            weights,
+            offset,
+            missing,
+            optimizer,
+            control,
+            start,
+            check_conv,
+            ordering,
+            data_name,
+            progress=bars,
         )
         if progress is not None:
             progress.done(f"done: {res.optinfo.n_evals} evaluations")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConvergenceWarning, ModelSpecError, NumericalError, SingularFitWarning
+from .errors import ConvergenceWarning, ModelSpecError, NumericalError, SingularFitWarning, caller_stacklevel
 
 __all__ = ["OptInfo", "OPTIMIZERS", "optimize_theta", "is_singular"]
 
@@ -311,7 +311,7 @@ def optimize_theta(
     converged = ok
     if singular:
         messages.append("boundary (singular) fit: see help('isSingular')")
-        warnings.warn(messages[-1], SingularFitWarning, stacklevel=3)
+        warnings.warn(messages[-1], SingularFitWarning, stacklevel=caller_stacklevel())
     elif check_conv and x.size <= MAX_THETA_FOR_DERIVS:
         if progress is not None:
             progress.phase("convergence checks: gradient and Hessian at the optimum")
@@ -337,12 +337,12 @@ def optimize_theta(
         elif eig.min() > 0 and eig.max() / eig.min() > 1 / HESS_TOL:
             messages.append("Model is nearly unidentifiable: very large eigenvalue - Rescale variables?")
         for msg in messages:
-            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
         converged = ok and not messages
     if not ok:
         msg = f"The optimiser did not report convergence: {message}"
         messages.append(msg)
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
     info = OptInfo(
         optimizer=optimizer,
         n_evals=n_evals,

@@ -101,7 +101,7 @@ def test_non_numeric_response(df):
     "weights, message",
     [
         (-np.ones(60), "must be positive"),
-        (np.r_[0.0, np.ones(59)], "zero or negative"),
+        (np.r_[1.0, -1.0, np.ones(58)], "1 are negative, the first at row 1"),  # zero weights: test_messages.py
         (np.ones(3), "length 3 but the data has 60"),
         (["a"] * 60, "must be numeric"),
         ("nope", "not a column"),

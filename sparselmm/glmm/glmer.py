@@ -57,8 +57,17 @@ import scipy.sparse as sp
 from formulaic import model_matrix
 
 from ..data import as_dataframe, clean_data, vector_argument
-from ..design import Design, ReTerm, drop_collinear, encode_grouping, required_columns
-from ..errors import ConvergenceWarning, DataError, FormulaError, ModelSpecError, SingularFitWarning
+from ..design import Design, ReTerm, check_factor_levels, drop_collinear, encode_grouping, required_columns
+from ..errors import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    ModelSpecError,
+    SingularFitWarning,
+    SparseLMMError,
+    caller_stacklevel,
+    check_arguments,
+)
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from .family import Family, get_family
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
@@ -163,7 +172,8 @@ def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offse
         mm = model_matrix(parsed.fixed, f, na_action="raise")
     except Exception as err:
         raise FormulaError(f"Could not build the fixed-effects model matrix from {parsed.fixed!r}: {err}") from None
-    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns), stacklevel=3)
+    check_factor_levels(mm.model_spec, "the fixed effects")
+    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns))
     terms: list[ReTerm] = []
     n = y.size
     for term in parsed.random:
@@ -171,6 +181,7 @@ def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offse
             zmm = model_matrix(term.lhs, f, na_action="raise")
         except Exception as err:
             raise FormulaError(f"Could not build random-effects term {term}: {err}") from None
+        check_factor_levels(zmm.model_spec, f"random-effects term {term}")
         refs, levels = encode_grouping(f, term.factors)
         t = ReTerm(
             term, list(zmm.columns), levels, refs, np.ascontiguousarray(np.asarray(zmm, dtype=float)), zmm.model_spec
@@ -418,6 +429,25 @@ def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8, H_beta=None):
 
 
 # --- the entry point ----------------------------------------------------------------------------------------
+_MISSING_HINT = "use missing='drop' (R's na.omit, the default) or missing='raise' (na.fail)."
+_NO_REML = (
+    "glmer has no REML: a GLMM is fitted by maximum likelihood (Laplace, or adaptive Gauss-Hermite with "
+    "nAGQ > 1); remove the argument."
+)
+GLMER_HINTS = {
+    "REML": _NO_REML,
+    "reml": _NO_REML,
+    "na.action": _MISSING_HINT,
+    "na_action": _MISSING_HINT,
+    "subset": "select the rows before fitting, e.g. data[data['x'] > 0] or data.query('x > 0').",
+    "contrasts": "set a factor's contrasts in the formula, e.g. C(f, contr.sum) or C(f, contr.treatment(base='b')).",
+    "control": "glmer takes its settings directly: nAGQ=, calc_derivs= (glmerControl's calc.derivs), polish= "
+    "and start=; the optimiser is not selectable.",
+    "optimizer": "glmer's optimiser is not selectable; polish=False uses BOBYQA for the joint stage.",
+}
+
+
+@check_arguments(GLMER_HINTS)
 def glmer(
     formula: str,
     data,
@@ -477,10 +507,17 @@ def glmer(
         raise ModelSpecError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}.")
     nAGQ = int(nAGQ)
     frame = as_dataframe(data)
+    parse_formula(formula)  # the formula's errors, shown with the caller's text
     new_formula, frame, w, _cbind = _response(formula, frame, weights)
     parsed0 = parse_formula(new_formula)
     parsed = ParsedFormula(" ".join(str(formula).split()), parsed0.response, parsed0.fixed, parsed0.random)
-    design = build_glmm_design(parsed, frame, w, offset, missing)
+    try:
+        design = build_glmm_design(parsed, frame, w, offset, missing)
+    except SparseLMMError as err:
+        if GLMM_RESPONSE not in str(err):
+            raise
+        # name the response as the caller wrote it, not the internal column that holds it
+        raise type(err)(str(err).replace(GLMM_RESPONSE, _response_label(formula))) from None
     y = design.y
     pw = np.ones(design.n) if design.weights is None else design.weights
     off = np.zeros(design.n) if design.offset is None else design.offset
@@ -639,11 +676,11 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
                 "outcome, so it is the random effects (a group with only one outcome and a large variance)"
             )
         messages.append(msg)
-        warnings.warn(msg, SeparationWarning, stacklevel=3)
+        warnings.warn(msg, SeparationWarning, stacklevel=caller_stacklevel())
     if singular:
         msg = "boundary (singular) fit: see help('isSingular')"
         messages.append(msg)
-        warnings.warn(msg, SingularFitWarning, stacklevel=2)
+        warnings.warn(msg, SingularFitWarning, stacklevel=caller_stacklevel())
     if grad is not None:
         try:
             rel = np.linalg.solve(hess, grad)
@@ -655,14 +692,14 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
             msg = f"Model failed to converge with max|grad| = {check:.6g} (tol = {GRAD_TOL}, component 1)"
             messages.append(msg)
             info["converged"] = False
-            warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
         if hess is not None:
             try:
                 ev = np.linalg.eigvalsh(hess)
                 if np.min(ev) <= 0 and not singular:
                     msg = "Model is nearly unidentifiable: Hessian of the criterion is not positive definite"
                     messages.append(msg)
-                    warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+                    warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
             except np.linalg.LinAlgError:
                 pass
     info.update(

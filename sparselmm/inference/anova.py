@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelSpecError
+from ..errors import ModelSpecError, warnings_at_caller
 from .contest import F_COLUMNS, contest, normalize_ddf
 
 __all__ = ["anova"]
@@ -38,7 +38,15 @@ def anova(model, *others, type=3, ddf="Satterthwaite", **kwargs) -> pd.DataFrame
     DataFrame
         One row per fixed-effect term: Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F). The contrast
         matrices are in ``.attrs["hypotheses"]`` and the heading in ``.attrs["heading"]``.
+
+    Warnings raised on the way (convergence of a refit, a singular Hessian in Satterthwaite's df) point
+    at the line that called ``anova``.
     """
+    with warnings_at_caller():
+        return _anova(model, *others, type=type, ddf=ddf, **kwargs)
+
+
+def _anova(model, *others, type, ddf, **kwargs) -> pd.DataFrame:
     if others:
         from .lrt import likelihood_ratio_table
 
