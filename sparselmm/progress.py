@@ -8,6 +8,20 @@ otherwise prints what happened so far and then at most one evaluation line a sec
     [   6.02 s] evaluation 3: REML criterion 2895473.1234 (best 2895473.1234)
 
 The hooks cost one clock read per evaluation when nothing is printed.
+
+**Progress bars** (:func:`progress_bar`, :func:`dask_progress`) are the other kind of report: a bar for
+work counted in units — rows of the passes over parquet files or chunks, replicates of a bootstrap, ends of
+a profile. Every such bar in the package is made here, under one policy switched by the ``progress=``
+argument of the calls that do such work (parquet/Dask fits, ``profile``, ``bootstrap``, ``bootstrap_lrt``):
+
+* ``False``: never.
+* ``True``: always, from the start, to stderr (tqdm; a plain text line per second without tqdm).
+* ``None`` (the default, "auto"): only for work that lasts — the bar appears once it has run for
+  ``PROGRESS_DELAY`` = 2 s (tqdm's ``delay=``: nothing at all is written by work that ends earlier) — and
+  only where a bar can be seen: stderr is a terminal, or the code runs in a Jupyter kernel (tqdm.auto's
+  notebook widget). That is tqdm's own ``delay=2`` with ``disable=None`` ("disable on a non-TTY"), except
+  that notebooks keep their bars (a kernel's stderr is not a TTY). Redirected output — log files, CI, a
+  pipe, pytest — gets no carriage-return redraws.
 """
 
 from __future__ import annotations
@@ -15,9 +29,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TextIO
 
-__all__ = ["Progress", "as_progress"]
+__all__ = ["PROGRESS_DELAY", "Progress", "as_progress", "dask_progress", "progress_bar", "show_progress"]
 
 
 class Progress:
@@ -154,3 +169,105 @@ def as_progress(verbose, criterion: str) -> Progress | None:
     from .errors import ModelSpecError
 
     raise ModelSpecError(f"verbose must be True, False or a sparselmm.progress.Progress, not {verbose!r}.")
+
+
+# ---- progress bars: the one policy --------------------------------------------------------------------
+PROGRESS_DELAY = 2.0  # seconds of work before an automatic (progress=None) bar appears
+
+
+def _in_notebook() -> bool:
+    """Running in a Jupyter kernel, where tqdm.auto draws a widget (tqdm.autonotebook's own test)."""
+    if "IPython" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+    except Exception:
+        return False
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def show_progress(progress) -> float | None:
+    """The policy: ``progress`` (None, True or False) → seconds before a bar appears, or None for no bar.
+
+    ``True`` → 0 (always, from the start); ``False`` → None; ``None`` (auto) → ``PROGRESS_DELAY`` where a
+    bar can be seen (stderr is a terminal, or a Jupyter kernel), else None.
+    """
+    if progress is None:
+        return PROGRESS_DELAY if (_stderr_is_terminal() or _in_notebook()) else None
+    if progress is True or progress is False:
+        return 0.0 if progress else None
+    if isinstance(progress, int | float) and not isinstance(progress, bool) and progress in (0, 1):
+        return 0.0 if progress else None
+    from .errors import ModelSpecError
+
+    raise ModelSpecError(
+        f"progress must be None (a bar only for work that lasts more than {PROGRESS_DELAY:g} s, on a terminal "
+        f"or in a notebook), True (always) or False (never), not {progress!r}."
+    )
+
+
+class _TextBar:
+    """A bar without tqdm: one line on stderr at most once a second, and one at the end."""
+
+    def __init__(self, total, desc, unit, delay, clock=time.perf_counter):
+        self.total, self.desc, self.unit, self.delay, self.clock = total, desc, unit, delay, clock
+        self.n = 0
+        self.t0 = clock()
+        self._last = -float("inf")
+        self.written = False
+
+    def _line(self, now):
+        of = f"/{self.total:,}" if self.total else ""
+        rate = self.n / max(now - self.t0, 1e-9)
+        sys.stderr.write(
+            f"{self.desc}: {self.n:,}{of} {self.unit} ({now - self.t0:.1f} s, {rate:,.1f} {self.unit}/s)\n"
+        )
+        sys.stderr.flush()
+        self._last, self.written = now, True
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self.t0 >= self.delay and now - self._last >= 1.0:
+            self._line(now)
+
+    def close(self) -> None:
+        now = self.clock()
+        if self.written or now - self.t0 >= self.delay:
+            self._line(now)
+
+
+def progress_bar(progress, total: int | None, desc: str, unit: str = "it", unit_scale: bool = False):
+    """A bar with ``update(n)`` and ``close()`` under the policy of :func:`show_progress`, or None.
+
+    tqdm (``tqdm.auto``: a widget in notebooks) when installed, else a plain text line per second. An
+    automatic bar is tqdm's ``delay=PROGRESS_DELAY``: work that ends earlier writes nothing.
+    """
+    delay = show_progress(progress)
+    if delay is None:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bars are optional
+        return _TextBar(total, desc, unit, delay)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, delay=delay, leave=False, file=sys.stderr)
+
+
+def dask_progress(progress):
+    """Dask's task bar (``dask.diagnostics.ProgressBar``, local schedulers) under the same policy, to stderr;
+    a context manager that does nothing when no bar is due."""
+    delay = show_progress(progress)
+    if delay is None:
+        return nullcontext()
+    from dask.diagnostics import ProgressBar
+
+    return ProgressBar(minimum=delay, out=sys.stderr)

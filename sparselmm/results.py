@@ -359,7 +359,7 @@ class LmerResult:
 
         return refit_ml(self)
 
-    def bootstrap(self, nsim: int, func=None, seed=None, n_jobs: int = 1, progress: bool = True, tol=None, **kwargs):
+    def bootstrap(self, nsim: int, func=None, seed=None, n_jobs: int = 1, progress=None, tol=None, **kwargs):
         """Parametric bootstrap (lme4's ``bootMer``): draws, failures and intervals in a ``BootstrapResult``.
         See :func:`sparselmm.inference.bootstrap.bootstrap`."""
         from .inference.bootstrap import bootstrap
@@ -380,15 +380,15 @@ class LmerResult:
 
         return drop1(self, test=test, scope=scope)
 
-    def bootstrap_lrt(self, larger, nsim: int = 1000, seed=None, n_jobs: int = 1):
+    def bootstrap_lrt(self, larger, nsim: int = 1000, seed=None, n_jobs: int = 1, progress=None):
         """Parametric-bootstrap likelihood-ratio test of this model against a larger one it is nested in
         (pbkrtest's ``PBmodcomp``): rows ``LRT`` (χ²) and ``PBtest``. See
         :func:`sparselmm.inference.lrt.bootstrap_lrt`."""
         from .inference.lrt import bootstrap_lrt
 
-        return bootstrap_lrt(self, larger, nsim=nsim, seed=seed, n_jobs=n_jobs)
+        return bootstrap_lrt(self, larger, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
 
-    def profile(self, which=None, level: float = 0.95, criterion: str = "ML", progress: bool = True, **kwargs):
+    def profile(self, which=None, level: float = 0.95, criterion: str = "ML", progress: bool | None = None, **kwargs):
         """Likelihood profiles of the parameters (lme4's ``profile``): a
         :class:`~sparselmm.inference.profile.Profile` with lme4's ζ table (``.table()``, as
         ``as.data.frame(profile(m))``), intervals (``.confint(level)``), ``.notes`` (non-monotone profiles,
@@ -429,7 +429,7 @@ class LmerResult:
         from .plot import plot_profile
 
         if prof is None:
-            prof = self.profile(which=which, progress=False)
+            prof = self.profile(which=which)
         return plot_profile(prof, which=which, absolute=absolute, **kwargs)
 
     # ---- end of confidence intervals, refits, bootstrap ----

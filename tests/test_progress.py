@@ -163,3 +163,72 @@ def test_mixedlm_disp_reports_progress(sleepstudy, capsys):
     assert "MixedLM fit (REML): 180 rows, 18 groups" in err and "evaluation 1: -2 REML log-likelihood" in err
     quiet = sparselmm.mixedlm("Reaction ~ Days", sleepstudy, groups="Subject").fit()
     assert capsys.readouterr().err == "" and quiet.llf == pytest.approx(res.llf, rel=1e-12)
+
+
+# ---- progress bars: one policy (sparselmm.progress.progress_bar), issue 23 item 10 ---------------------
+def test_progress_policy(monkeypatch):
+    from sparselmm import progress as prog
+
+    assert prog.show_progress(False) is None and prog.show_progress(True) == 0.0
+    monkeypatch.setattr(prog, "_stderr_is_terminal", lambda: False)
+    assert prog.show_progress(None) is None  # redirected stderr (a log, CI, pytest): no bar
+    monkeypatch.setattr(prog, "_stderr_is_terminal", lambda: True)
+    assert prog.show_progress(None) == prog.PROGRESS_DELAY == 2.0  # a terminal: after 2 s
+    for bad in ("auto", 2, -1.0):
+        with pytest.raises(sparselmm.ModelSpecError, match="progress must be None"):
+            prog.show_progress(bad)
+    assert prog.progress_bar(False, 10, "x") is None
+
+
+@pytest.fixture(scope="module")
+def quick_fit():
+    return sparselmm.lmer(FORMULA, sparselmm.datasets.load("sleepstudy"))
+
+
+def _short_runs(m, **kw):
+    m.bootstrap(3, seed=1, **kw)
+    m.profile(which=".sigma", grid=False, **kw)
+    sparselmm.lmer("Reaction ~ Days + (1 | Subject)", m.design.data.frame).bootstrap_lrt(m, nsim=2, seed=1, **kw)
+
+
+def test_short_work_prints_no_bar_by_default(quick_fit, capsys, monkeypatch):
+    from sparselmm import progress as prog
+
+    _short_runs(quick_fit)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(prog, "_stderr_is_terminal", lambda: True)  # even on a terminal: tqdm's delay=2
+    _short_runs(quick_fit)
+    assert capsys.readouterr().err == ""
+    _short_runs(quick_fit, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_true_always_shows_the_bars(quick_fit, capsys):
+    _short_runs(quick_fit, progress=True)
+    err = capsys.readouterr().err
+    for desc in ("bootstrap:", "profile:", "bootstrap LRT:"):
+        assert desc in err
+
+
+def test_text_bar_without_tqdm(monkeypatch, capsys):
+    import sys
+
+    from sparselmm import progress as prog
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails: tqdm not installed
+    clock = FakeClock()
+    bar = prog.progress_bar(True, 4, "bootstrap", unit="rep")
+    assert isinstance(bar, prog._TextBar)
+    bar.clock = clock
+    bar.t0 = clock.t
+    for _ in range(4):
+        clock.t += 0.6
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("bootstrap: 1/4 rep") and lines[-1].startswith("bootstrap: 4/4 rep (2.4 s")
+    assert len(lines) == 3  # at most one line a second, and the last
+    quiet = prog._TextBar(4, "x", "rep", delay=2.0, clock=clock)
+    quiet.update(4)
+    quiet.close()
+    assert capsys.readouterr().err == ""  # an automatic bar stays silent for work under 2 s

@@ -7,6 +7,11 @@ models with weights and offsets.
 
 from __future__ import annotations
 
+import functools
+import json
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,9 +91,8 @@ def test_results_without_rows(df, reference):
     assert m.scale_info["rows"] == len(df) and m.scale_info["chunks"] == 4
     assert m.deviance == pytest.approx(a.deviance, rel=1e-10)
     np.testing.assert_allclose(m.confint(method="Wald").to_numpy(), a.confint(method="Wald").to_numpy(), atol=1e-6)
-    for call in (lambda: sparselmm.anova(m), lambda: m.simulate(1), lambda: m.bootstrap(2, progress=False)):
-        with pytest.raises(RowsNotHeldError):
-            call()
+    with pytest.raises(RowsNotHeldError, match=r"800 complete rows of the column\(s\) \[.*'w', 'off'\].*read_parquet"):
+        m.simulate(1)  # n values per draw: the rows themselves
 
 
 def test_partials_add(df):
@@ -323,7 +327,7 @@ def test_cli_parquet_glob(parquet_dir, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "read 800 rows in" in out.out and "rows/s" in out.out
-    assert "rows" in out.err  # the progress bar (tqdm) of the passes
+    assert out.err == ""  # a bar only for passes that last (sparselmm.progress): not for 800 rows
 
 
 def test_progress_off(parquet_dir, capsys):
@@ -331,6 +335,25 @@ def test_progress_off(parquet_dir, capsys):
 
     sparselmm.lmer(FORMULAS["crossed"], ParquetSource(parquet_dir, progress=False), weights="w", offset="off")
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bars_of_the_passes(parquet_dir, df, capsys):
+    """Short passes print nothing by default; progress=True shows the bars (lmer's argument overrides the
+    source's own setting, which stays as it was)."""
+    from sparselmm.scale import ParquetSource
+
+    glob = str(parquet_dir / "*.parquet")
+    sparselmm.lmer(FORMULAS["crossed"], glob, weights="w", offset="off")
+    sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(df, rows=100), weights="w", offset="off")
+    assert capsys.readouterr().err == ""
+    sparselmm.lmer(FORMULAS["crossed"], glob, weights="w", offset="off", progress=True)
+    err = capsys.readouterr().err
+    assert "sparselmm level pass" in err and "sparselmm cross-products" in err and "rows" in err
+    src = ParquetSource(parquet_dir, progress=True)
+    sparselmm.lmer(FORMULAS["crossed"], src, weights="w", offset="off", progress=False)
+    assert capsys.readouterr().err == "" and src.progress is True
+    with pytest.raises(sparselmm.ModelSpecError, match="progress must be"):
+        sparselmm.lmer(FORMULAS["crossed"], glob, progress="loud")
 
 
 def test_parquet_categorical_column(df, tmp_path):
@@ -397,3 +420,106 @@ def test_add_inplace_repeated_cells_queue_nothing(df):
     assert total.n == 4 * len(df)
     summed = sum(parts)
     np.testing.assert_allclose(summed.ZtWZ.toarray(), whole.ZtWZ.toarray(), rtol=1e-12, atol=1e-12)
+
+
+# ---- inference that needs only cross-products (issue 23, item 5) ---------------------------------------
+DATA = Path(__file__).resolve().parent / "data"
+CONTRAST_CASES = json.loads((DATA / "contrasts_lmertest.json").read_text())["cases"]
+
+
+@functools.cache
+def _contrast_frames() -> dict[str, pd.DataFrame]:
+    sim = pd.read_csv(DATA / "contrasts_sim.csv")
+    sim["x2"] = 2 * sim["x"] + 1  # collinear with the intercept and x
+    missing = sim[~((sim["f3"] == "c") & (sim["f2"] == "lo"))].reset_index(drop=True)
+    return {
+        "cake": sparselmm.datasets.load("cake"),
+        "sleepstudy": sparselmm.datasets.load("sleepstudy"),
+        "sim": sim,
+        "sim_missing": missing,
+    }
+
+
+@pytest.mark.parametrize("name", list(CONTRAST_CASES))
+def test_term_contrasts_from_cross_products(name):
+    """lmerTest's contrasts of types I-III (tests/test_contrasts.py's cases: a missing cell, collinear and
+    sum-coded columns, no intercept, cells without margins) from a fit that holds XᵀX, not X, equal the
+    in-memory fit's."""
+    from sparselmm.inference.contrasts import term_contrasts
+
+    case = CONTRAST_CASES[name]
+    formula, frame = case["formula"].replace("^", "**"), _contrast_frames()[case["data"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank deficiency, singular fits: not under test
+        a = sparselmm.lmer(formula, frame)
+        m = sparselmm.lmer(formula, ChunkedFrames(frame, rows=37))
+    for kind in (1, 2, 3):
+        ta, tm = term_contrasts(a.design, kind), term_contrasts(m.design, kind)
+        assert list(tm) == list(ta)
+        for label in ta:
+            assert tm[label].shape == ta[label].shape
+            np.testing.assert_allclose(tm[label], ta[label], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x * f + (1 | u) + (1 | item)",
+        "y ~ poly(x, 2) * f + log(w) + (x | u)",
+        "y ~ C(k) * x + scale(off) + (1 | item)",
+    ],
+)
+def test_anova_and_contest_by_term_from_parquet(df, tmp_path, formula):
+    pytest.importorskip("pyarrow")
+    data = df.assign(k=np.round(df["w"] * 2))
+    for i, part in enumerate(np.array_split(np.arange(len(data)), 3)):
+        data.iloc[part].to_parquet(tmp_path / f"p{i}.parquet", row_group_size=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stateful transforms' state from the first rows: the same here
+        a = sparselmm.lmer(formula, data)
+        m = sparselmm.lmer(formula, str(tmp_path / "*.parquet"))
+    for kind in (1, 2, 3):
+        for ddf in ("Satterthwaite", "Kenward-Roger", "lme4"):
+            ta, tm = sparselmm.anova(a, type=kind, ddf=ddf), sparselmm.anova(m, type=kind, ddf=ddf)
+            assert list(tm.index) == list(ta.index) and tm.attrs["heading"] == ta.attrs["heading"]
+            np.testing.assert_allclose(tm.to_numpy(dtype=float), ta.to_numpy(dtype=float), rtol=1e-6)
+    term = list(sparselmm.anova(a).index)[-1]
+    np.testing.assert_allclose(m.contest(term).to_numpy(), a.contest(term).to_numpy(), rtol=1e-6)
+    with pytest.raises(sparselmm.ModelSpecError, match="not a fixed-effect term"):
+        m.contest("nonsense")
+
+
+def test_likelihood_ratio_tests_between_parquet_fits(df, parquet_dir, reference, tmp_path):
+    """anova(m0, m1, m2) on fits from parquet equals the in-memory table; the rows are checked by their sums
+    and source, nestedness by names (and spans on made-up rows); a mix with an in-memory fit works."""
+    glob = str(parquet_dir / "*.parquet")
+    small = "y ~ x + (1 | u) + (1 | item)"
+    large = "y ~ x + f + (x | u) + (1 | item)"
+    fits = [sparselmm.lmer(f, glob, weights="w", offset="off") for f in (small, FORMULAS["crossed"], large)]
+    mem = [sparselmm.lmer(f, df, weights="w", offset="off") for f in (small, FORMULAS["crossed"], large)]
+    t, r = sparselmm.anova(*fits), sparselmm.anova(*mem)
+    assert list(t.index) == list(r.index) and t.attrs["refitted"] == r.attrs["refitted"]
+    np.testing.assert_allclose(t.to_numpy(dtype=float), r.to_numpy(dtype=float), rtol=1e-8)
+    mixed = sparselmm.anova(mem[0], fits[1])
+    np.testing.assert_allclose(mixed.to_numpy(dtype=float), r.iloc[:2].to_numpy(dtype=float), rtol=1e-8)
+    # nested as functions of the variables though not by column name: x in the span of poly(x, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        poly = sparselmm.lmer("y ~ poly(x, 2) + (1 | u) + (1 | item)", glob, weights="w", offset="off")
+    assert sparselmm.anova(fits[0], poly).loc["m1", "Df"] == 1
+    with pytest.raises(sparselmm.ModelSpecError, match=r"poly\(x, 2\)\[2\].*neither columns"):
+        sparselmm.anova(fits[1], poly)  # f is not in poly's span, poly's square not in f's model
+    with pytest.raises(DataError, match="one fit has weights and the other not"):
+        sparselmm.anova(fits[0], sparselmm.lmer(FORMULAS["crossed"], glob, offset="off"))
+    with pytest.raises(sparselmm.ModelSpecError, match="different offsets"):
+        sparselmm.anova(fits[0], sparselmm.lmer(FORMULAS["crossed"], glob, weights="w"))
+    shifted = df.assign(y=df["y"] + 1e-3)
+    with pytest.raises(DataError, match="sums of the responses differ"):
+        sparselmm.anova(fits[0], sparselmm.lmer(FORMULAS["crossed"], shifted, weights="w", offset="off"))
+    for i, part in enumerate(np.array_split(np.arange(len(df)), 2)):
+        df.iloc[part].to_parquet(tmp_path / f"copy{i}.parquet")
+    with pytest.raises(DataError, match="different sources"):
+        sparselmm.anova(fits[0], sparselmm.lmer(FORMULAS["crossed"], str(tmp_path), weights="w", offset="off"))
+    other = sparselmm.lmer("y ~ x + f + (1 | u) + (1 | item) + (0 + w | u)", glob, weights="w", offset="off")
+    with pytest.raises(sparselmm.ModelSpecError, match=r"random-effects term \(0 \+ w \| u\).*coefficient names"):
+        sparselmm.anova(fits[2], other)

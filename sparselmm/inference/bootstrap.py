@@ -483,14 +483,10 @@ def _work(tasks):
     return _WORKER.many(tasks)
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the bar is optional
-        return None
-    return tqdm(total=total, desc="bootstrap", unit="rep", delay=2.0)
+def _progress_bar(total: int, progress):
+    from ..progress import progress_bar  # the package's one policy for bars
+
+    return progress_bar(progress, total, desc="bootstrap", unit="rep")
 
 
 @dataclass
@@ -607,7 +603,7 @@ def bootstrap(
     func: Callable | None = None,
     seed=None,
     n_jobs: int = 1,
-    progress: bool = True,
+    progress: bool | None = None,
     tol: float | None = None,
     use_u: bool = False,
     control: dict | None = None,
@@ -632,8 +628,9 @@ def bootstrap(
         Makes the run reproducible, for any ``n_jobs``.
     n_jobs : int
         Worker processes (forked; ``-1``: one per core). ``func`` need not be picklable.
-    progress : bool
-        Show a progress bar (tqdm, if installed) for runs longer than 2 seconds.
+    progress : bool or None
+        Progress bar on stderr (tqdm if installed): None (default) only for runs that last more than 2 s,
+        on a terminal or in a notebook; True always; False never (:mod:`sparselmm.progress`).
     tol : float, optional
         Stopping tolerance of the replicate fits, in deviance units. On the exact-gradient path: the
         predicted decrease of the criterion at which the quasi-Newton fit stops (default ``BOOT_TOL`` =

@@ -113,9 +113,20 @@ class _Model:
             )
         self.design = design
         self.spec = spec
-        self.X = np.asarray(design.X, dtype=float)
-        position = {name: j for j, name in enumerate(design.fixed_names)}
         all_names = list(spec.column_names)
+        # a fit from chunks (sparselmm.scale) holds XᵀX, not X: the contrasts use cross-products and the
+        # spec evaluated on made-up rows of the variables (StreamedDesign.coding_frame); see _type3_gram
+        self.rows_held = getattr(design, "rows_held", True)
+        if self.rows_held:
+            self.X = np.asarray(design.X, dtype=float)
+            self.p = self.X.shape[1]
+        else:
+            self.X = None
+            self.p = len(design.fixed_names)
+            where = {name: i for i, name in enumerate(design.fixed_all_names)}
+            self._kept = [where[name] for name in design.fixed_names]
+        self._frame = None
+        position = {name: j for j, name in enumerate(design.fixed_names)}
         self.has_intercept = False
         self.terms: list[_Term] = []
         self.factors: dict[str, _Factor] = {}
@@ -151,9 +162,44 @@ class _Model:
     def labels(self) -> list[str]:
         return [t.label for t in self.terms]
 
+    def gram(self, order=None) -> np.ndarray:
+        """``XᵀX`` (unweighted, as lmerTest's ``crossprod(X)``) with the columns of X in ``order``."""
+        if self.X is not None:
+            X = self.X if order is None else self.X[:, order]
+            return X.T @ X
+        G = self.design.fixed_gram_all[np.ix_(self._kept, self._kept)]
+        return G if order is None else G[np.ix_(order, order)]
+
+    def rows(self):
+        """The rows the variables are evaluated on: the data's, or for a fit from chunks made-up rows with
+        every combination of the categorical levels (:meth:`StreamedDesign.coding_frame`), enough of them
+        per combination that the columns are as independent there as functions of the variables."""
+        if self._frame is None:
+            if self.rows_held:
+                self._frame = self.design.data.frame
+            else:
+                small = self.design.coding_frame(1)
+                monomials = 1  # the intercept's
+                for t in self.terms:
+                    k = 1
+                    for v in t.factors:
+                        f = self.factors[v]
+                        if not f.categorical:
+                            if f.n_columns is None:
+                                f.n_columns = self._evaluate(v, small.iloc[:3]).shape[1]
+                            k *= f.n_columns
+                    monomials += k
+                numeric = any(not f.categorical for f in self.factors.values())
+                self._frame = self.design.coding_frame(2 + monomials if numeric else 1)
+        return self._frame
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0] if self.X is not None else len(self.rows())
+
     def col_terms(self) -> list[str | None]:
         """The term label of each column of X (None for the intercept), like lmerTest's ``col_terms``."""
-        owner: list[str | None] = [None] * self.X.shape[1]
+        owner: list[str | None] = [None] * self.p
         for t in self.terms:
             for j in t.columns:
                 owner[j] = t.label
@@ -163,18 +209,11 @@ class _Model:
     def values(self) -> dict[str, np.ndarray]:
         """Each variable on the model's rows: level codes of a factor, the n × k columns of a numeric."""
         if self._values is None:
-            from formulaic import Formula
-
-            frame = self.design.data.frame
+            frame = self.rows()
             out = {}
             for name, f in self.factors.items():
-                ref = f"`{name}`" if f.lookup and not name.isidentifier() else name
-                try:
-                    spec = self.spec.update(formula=Formula(f"0 + {ref}"), structure=None)
-                    M = np.asarray(spec.get_model_matrix(frame), dtype=float)
-                except Exception as err:  # formulaic raises many unrelated types
-                    raise ModelSpecError(f"Could not evaluate the fixed-effect variable {name!r}: {err}") from None
-                if M.shape[0] != self.X.shape[0]:
+                M = self._evaluate(name, frame)
+                if M.shape[0] != self.n_rows:
                     raise ModelSpecError(f"The fixed-effect variable {name!r} does not have one value per row.")
                 if f.categorical:
                     one_hot = M.shape[1] == len(f.levels) and np.all((M == 0) | (M == 1)) and np.all(M.sum(1) == 1)
@@ -191,13 +230,28 @@ class _Model:
             self._values = out
         return self._values
 
+    def _evaluate(self, name: str, frame) -> np.ndarray:
+        """The columns of the variable ``name`` alone (``0 + name`` with the fit's encoder state) on ``frame``."""
+        from formulaic import Formula
+
+        f = self.factors[name]
+        ref = f"`{name}`" if f.lookup and not name.isidentifier() else name
+        try:
+            spec = self.spec.update(formula=Formula(f"0 + {ref}"), structure=None)
+            return np.asarray(spec.get_model_matrix(frame), dtype=float).reshape(len(frame), -1)
+        except Exception as err:  # formulaic raises many unrelated types
+            raise ModelSpecError(f"Could not evaluate the fixed-effect variable {name!r}: {err}") from None
+
     def is_numeric(self, name: str) -> bool:
         """R's ``dataClasses[v] == "numeric"``: a numeric variable of one column."""
         f = self.factors[name]
         if f.categorical:
             return False
         if f.n_columns is None:
-            self.values()
+            if self.rows_held:
+                self.values()
+            else:  # a few made-up rows tell the number of columns
+                f.n_columns = self._evaluate(name, self.design.coding_frame(1).iloc[:3]).shape[1]
         return f.n_columns == 1
 
 
@@ -297,11 +351,10 @@ def contrasts_type1(design) -> dict[str, np.ndarray]:
     has no rows; here that is an empty dict.
     """
     model = _model(design)
-    X = model.X
-    p = X.shape[1]
+    p = model.p
     if p == 0 or (p == 1 and model.has_intercept):
         return {}
-    L = np.ones((1, 1)) if p == 1 else doolittle(X.T @ X)[0].T
+    L = np.ones((1, 1)) if p == 1 else doolittle(model.gram())[0].T
     return {t.label: L[t.columns, :].copy() for t in model.terms}
 
 
@@ -310,16 +363,14 @@ def contrasts_type1(design) -> dict[str, np.ndarray]:
 
 def _type2_term(model: _Model, term: _Term, contains: list[str]) -> np.ndarray:
     """lmerTest's ``get_contrasts_type2`` for one term."""
-    X = model.X
-    p = X.shape[1]
+    p = model.p
     by_label = {t.label: t for t in model.terms}
     moved = list(term.columns) + [j for lab in contains for j in by_label[lab].columns]
     if not moved:
         return _empty(p)  # lmerTest would fail here (X[, -integer(0)] has no columns)
     moved_set = set(moved)
     order = [j for j in range(p) if j not in moved_set] + moved
-    Xnew = X[:, order]
-    Lc = doolittle(Xnew.T @ Xnew)[0].T
+    Lc = doolittle(model.gram(order))[0].T
     own = set(term.columns)
     rows = [i for i, j in enumerate(order) if j in own]
     back = np.argsort(order)  # column k of X is column back[k] of Xnew
@@ -329,7 +380,7 @@ def _type2_term(model: _Model, term: _Term, contains: list[str]) -> np.ndarray:
 def contrasts_type2(design) -> dict[str, np.ndarray]:
     """Type II contrasts, lmerTest's ``get_contrasts_type2_unfolded`` (its ``anova(type = 2)``)."""
     model = _model(design)
-    p = model.X.shape[1]
+    p = model.p
     if p <= 1 or len(model.terms) <= 1:
         return contrasts_type1(model)
     contained_in = containment(model)
@@ -354,7 +405,7 @@ def _term_block(model: _Model, term: _Term, coding: dict[str, int]) -> tuple[np.
     a factor; a numeric variable contributes its columns. The first variable varies fastest.
     """
     values = model.values()
-    n = model.X.shape[0]
+    n = model.n_rows
     cols = [np.ones(n)]
     keys: list[tuple] = [()]
     for v in term.factors:
@@ -374,7 +425,7 @@ def _term_block(model: _Model, term: _Term, coding: dict[str, int]) -> tuple[np.
 
 def _treatment_design(model: _Model):
     """R's treatment-coded X (before dropping collinear columns), its keys and owners, and get_rdX's cells."""
-    n = model.X.shape[0]
+    n = model.n_rows
     codings = [{v: (1 if t.codes[v] == 1 else 2) for v in t.factors} for t in model.terms]
     if not model.has_intercept:  # model.matrix: the first factor is coded by indicators
         done = False
@@ -407,9 +458,10 @@ def _treatment_design(model: _Model):
     return X, X_keys, X_owner, rdX, rd_keys
 
 
-def _extract_type3(model, X, keys, owner, rdX, rd_keys, contained_in) -> dict[str, np.ndarray]:
-    """lmerTest's ``extract_contrasts_type3`` on a treatment-coded full-rank ``X``."""
-    L = _zapsmall(_ginv(X) @ rdX).T  # one row per cell column, one column per column of X
+def _extract_type3(model, coef, keys, owner, rd_keys, contained_in) -> dict[str, np.ndarray]:
+    """lmerTest's ``extract_contrasts_type3`` on a treatment-coded full-rank ``X``, given
+    ``coef = ginv(X) @ rdX`` (the cells regressed on ``X``)."""
+    L = _zapsmall(coef).T  # one row per cell column, one column per column of X
     cols = {t.label: [j for j, o in enumerate(owner) if o == t.label] for t in model.terms}
     # highest order first; terms of equal order never contain one another, so ties do not matter
     for t in sorted(model.terms, key=lambda t: -len(t.factors)):
@@ -429,11 +481,13 @@ def _extract_type3(model, X, keys, owner, rdX, rd_keys, contained_in) -> dict[st
 def contrasts_type3(design) -> dict[str, np.ndarray]:
     """Type III contrasts, lmerTest's ``get_contrasts_type3``."""
     model = _model(design)
-    Xorig = model.X
-    if Xorig.shape[1] <= 1 or len(model.terms) <= 1:
+    if model.p <= 1 or len(model.terms) <= 1:
         return contrasts_type1(model)
     contained_in = containment(model)
     X_full, keys, owner, rdX, rd_keys = _treatment_design(model)
+    if model.X is None:
+        return _type3_gram(model, X_full, keys, owner, rdX, rd_keys, contained_in)
+    Xorig = model.X
     keep = independent_columns(X_full) if X_full.shape[1] else np.array([], dtype=int)
     X = X_full[:, keep]
     keys = [keys[j] for j in keep]
@@ -441,10 +495,69 @@ def contrasts_type3(design) -> dict[str, np.ndarray]:
     scale = max(1.0, float(np.abs(Xorig).max(initial=0.0)))
     if X.shape == Xorig.shape and np.allclose(X, Xorig, rtol=0, atol=1e-12 * scale):
         # sparselmm's X is R's treatment coding: lmerTest's contr.treatment shortcut, on X itself
-        return _extract_type3(model, Xorig, keys, owner, rdX, rd_keys, contained_in)
+        return _extract_type3(model, _ginv(Xorig) @ rdX, keys, owner, rd_keys, contained_in)
     # other codings: contrasts of the treatment-coded design, mapped to X's coefficients
-    L3 = _extract_type3(model, X, keys, owner, rdX, rd_keys, contained_in)
+    L3 = _extract_type3(model, _ginv(X) @ rdX, keys, owner, rd_keys, contained_in)
     to_orig = _zapsmall(_ginv(X) @ Xorig)
+    return {label: L @ to_orig for label, L in L3.items()}
+
+
+def _type3_gram(model: _Model, X_full, keys, owner, rdX, rd_keys, contained_in) -> dict[str, np.ndarray]:
+    """Type III contrasts of a fit that holds ``XᵀX`` but not ``X`` (a fit from chunks).
+
+    Everything type III computes from the rows — which treatment-coded columns are independent, ``ginv(X)
+    rdX`` and ``ginv(X) X_orig`` — is a function of the data's cross-products of ``[X_full | rdX | X_orig]``.
+    Those columns are linear combinations of the fixed spec's columns ``X_all`` as functions of the
+    variables (R's coding and formulaic's span the same model space); the combinations ``M`` are found on
+    made-up rows (``X_full, rdX`` here are on :meth:`_Model.rows`) where ``X_all`` is evaluated too, and the
+    data's cross-products are then ``Mᵀ (X_allᵀX_all) M`` from the ``X_allᵀX_all`` summed over the chunks.
+    Checked: ``X_all M`` reproduces the columns on the made-up rows, and every combination of ``X_all``
+    that vanishes there vanishes on the data (else the made-up rows were not general enough and this
+    raises). The numbers agree with the in-memory contrasts to rounding (``tests/test_scale.py``).
+    """
+    from ..errors import RowsNotHeldError
+    from ..scale.chunked import _gram_independent
+
+    design = model.design
+    frame = model.rows()
+
+    def fail(why: str):
+        raise RowsNotHeldError(
+            f"The type III contrasts of {design.parsed.formula!r} could not be formed from the cross-products "
+            f"of this fit from {design.source}: {why}. Use anova(type=1) or anova(type=2), which need only "
+            "XᵀX, or fit in memory to the rows of the columns the model reads."
+        )
+
+    try:
+        A = np.asarray(model.spec.get_model_matrix(frame, na_action="raise"), dtype=float).reshape(len(frame), -1)
+    except Exception as err:  # formulaic raises many unrelated types
+        fail(f"the fixed-effects spec could not be evaluated on made-up rows ({err})")
+    G_all = np.asarray(design.fixed_gram_all, dtype=float)
+    if A.shape[1] != G_all.shape[0]:
+        fail(f"the spec gives {A.shape[1]} columns on made-up rows, the fit summed {G_all.shape[0]}")
+    B = np.hstack([X_full, rdX])
+    M, *_ = np.linalg.lstsq(A, B, rcond=None)
+    resid = np.linalg.norm(A @ M - B, axis=0)
+    if np.any(resid > 1e-8 * np.maximum(np.linalg.norm(B, axis=0), 1.0)):
+        fail("R's treatment-coded columns are not combinations of the spec's columns")
+    _, d, Vt = np.linalg.svd(A, full_matrices=False)
+    null = Vt[d <= max(A.shape) * np.finfo(float).eps * d[0]] if d.size else Vt[:0]
+    if null.shape[0]:
+        size = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", null, G_all, null), 0.0))
+        if np.any(size > 1e-6 * np.sqrt(max(float(np.max(np.diag(G_all))), 1e-300))):
+            fail(
+                "the made-up rows are less general than the data (a numeric column with few distinct values early on?)"
+            )
+    nf = X_full.shape[1]
+    GB = M.T @ G_all @ M  # the data's cross-products of [X_full | rdX]
+    GBX = M.T @ G_all[:, model._kept]  # ... with sparselmm's X
+    keep = _gram_independent(GB[:nf, :nf]) if nf else np.array([], dtype=int)
+    K = GB[np.ix_(keep, keep)]
+    coef = np.linalg.solve(K, GB[keep, nf:])  # ginv(X) rdX for the independent treatment-coded X
+    keys = [keys[j] for j in keep]
+    owner = [owner[j] for j in keep]
+    L3 = _extract_type3(model, coef, keys, owner, rd_keys, contained_in)
+    to_orig = _zapsmall(np.linalg.solve(K, GBX[keep]))  # the identity when X is R's treatment coding
     return {label: L @ to_orig for label, L in L3.items()}
 
 

@@ -59,7 +59,15 @@ def _named(models, names) -> tuple[list, list[str]]:
 
 
 def check_same_rows(models, names) -> None:
-    """Raise :class:`DataError` unless every model was fitted to the same rows: same n, response and weights."""
+    """Raise :class:`DataError` unless every model was fitted to the same rows: same n, response and weights.
+
+    Fits that hold their rows are compared value by value. A fit from chunks (parquet files, Dask;
+    :mod:`sparselmm.scale`) holds sums instead, so where one of the two is such a fit the check is weaker:
+    the same n, the same ``Σy`` and ``Σ(y − ȳ)²`` of the response and the same ``Σw`` and ``Σ log w`` of the
+    weights (to 1e-9 relative: the sums are taken in another order), and, for two fits from chunks whose
+    sources are known, the same source (the same files with the same sizes and modification times, or the
+    same Dask graph). Different rows with equal sums would pass it.
+    """
     first, name0 = models[0], names[0]
     for m, name in zip(models[1:], names[1:]):
         if m.nobs != first.nobs:
@@ -67,6 +75,9 @@ def check_same_rows(models, names) -> None:
                 f"Models {name0!r} and {name!r} were fitted to different numbers of rows ({first.nobs} and "
                 f"{m.nobs}); compare models fitted to the same rows (drop rows with missing values first)."
             )
+        if not (_rows_held(first) and _rows_held(m)):
+            _check_same_summed_rows(first, m, name0, name)
+            continue
         if not np.array_equal(m.design.y, first.design.y):
             raise DataError(
                 f"Models {name0!r} and {name!r} were fitted to different response values; a likelihood-ratio "
@@ -75,6 +86,38 @@ def check_same_rows(models, names) -> None:
         w0, w = first.design.weights, m.design.weights
         if (w0 is None) != (w is None) or (w0 is not None and not np.array_equal(w0, w)):
             raise DataError(f"Models {name0!r} and {name!r} were fitted with different weights.")
+
+
+def _rows_held(model) -> bool:
+    """The fit holds its rows (False for a fit from chunks, :mod:`sparselmm.scale`)."""
+    return getattr(model.design, "rows_held", True)
+
+
+def _row_summary(model):
+    """The sums that identify a fit's rows: kept by a fit from chunks, computed from the arrays otherwise."""
+    from ..scale.chunked import RowSummary
+
+    d = model.design
+    if not _rows_held(model):
+        return d.row_summary
+    return RowSummary.of_arrays(d.y, d.weights, d.offset)
+
+
+def _check_same_summed_rows(a, b, name_a: str, name_b: str) -> None:
+    """:func:`check_same_rows` where a model holds sums instead of rows."""
+    ka, kb = getattr(a.design, "source_key", None), getattr(b.design, "source_key", None)
+    if ka is not None and kb is not None and ka != kb:
+        raise DataError(
+            f"Models {name_a!r} and {name_b!r} were read from different sources ({a.design.source} and "
+            f"{b.design.source}: other files, or files that changed between the fits); a likelihood-ratio test "
+            "compares models of the same data."
+        )
+    why = _row_summary(a).differs(_row_summary(b), parts=("response", "weights"))
+    if why is not None:
+        raise DataError(
+            f"Models {name_a!r} and {name_b!r} were not fitted to the same rows: {why}. (A fit from chunks keeps "
+            "sums, not rows, so the rows are compared by n and the sums of the response and the weights.)"
+        )
 
 
 def _in_span(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -109,7 +152,12 @@ def check_nested(small, large, small_name: str = "m0", large_name: str = "m1") -
     ``Z`` blocks (the statsmodels facade) must be identical. These are sufficient conditions for the
     smaller model to be a special case of the larger one, not necessary ones: a covariance structure
     nested in another by a re-parametrisation this does not recognise needs ``check_nested=False``.
+
+    Where either model is a fit from chunks (no rows held), weaker checks on names and sums stand in
+    for the rows (see :func:`_check_nested_summed`).
     """
+    if not (_rows_held(small) and _rows_held(large)):
+        return _check_nested_summed(small, large, small_name, large_name)
     ds, dl = small.design, large.design
     inside = _in_span(ds.X, dl.X)
     if not inside.all():
@@ -138,6 +186,74 @@ def check_nested(small, large, small_name: str = "m0", large_name: str = "m1") -
                 "grouping factor whose coefficients contain it"
             )
     return None
+
+
+def _check_nested_summed(small, large, small_name: str, large_name: str) -> str | None:
+    """:func:`check_nested` where a model is a fit from chunks, so that ``X``, ``Z`` and the offset are not held.
+
+    Checked instead: (1) every fixed-effect column of ``small`` is a column of ``large`` by name (formulaic's
+    names, e.g. ``x``, ``f[T.b]``; the same rows give the same levels and encodings), or else lies in the
+    span of ``large``'s columns as a function of the variables — both specs evaluated on the made-up rows of
+    :meth:`~sparselmm.scale.chunked.StreamedDesign.coding_frame` (every combination of the categorical
+    levels, numeric values seen in the data): nested as functions, which implies nested on the data but
+    not conversely (a column collinear with ``large``'s only on these rows is reported as not nested);
+    (2) the same offset by its sums ``Σ(y − offset)²`` and ``Σ w(y − offset)``;
+    (3) every random-effects term of ``small`` has a term in ``large`` with the same grouping factor by
+    name and number of levels (the rows are the same, see :func:`check_same_rows`, so the same columns
+    group them the same way) whose coefficient names include the small term's.
+    """
+    ds, dl = small.design, large.design
+    large_names = set(dl.fixed_names)
+    missing = [c for c in ds.fixed_names if c not in large_names]
+    if missing:
+        missing = _not_in_span_as_functions(small, large, missing)
+    if missing:
+        return (
+            f"the fixed-effect column(s) {missing} of {small_name!r} are neither columns of {large_name!r} nor "
+            "(on made-up rows of the variables) in the span of its fixed effects"
+        )
+    if _row_summary(small).differs(_row_summary(large), parts=("offset",)) is not None:
+        return f"{small_name!r} and {large_name!r} have different offsets"
+    for ts in ds.terms:
+        found = any(
+            tl.Zt_block is None
+            and ts.Zt_block is None
+            and tuple(ts.term.factors) == tuple(tl.term.factors)
+            and ts.n_levels == tl.n_levels
+            and set(ts.cnms) <= set(tl.cnms)
+            for tl in dl.terms
+        )
+        if not found:
+            return (
+                f"the random-effects term {ts.term} of {small_name!r} has no term in {large_name!r} on the same "
+                "grouping factor (by name and number of levels) whose coefficient names include its own"
+            )
+    return None
+
+
+def _not_in_span_as_functions(small, large, names: list[str]) -> list[str]:
+    """Of ``small``'s fixed-effect columns ``names``, those not in the span of ``large``'s columns as
+    functions of the variables (both specs on the made-up rows of a fit from chunks; all of them when no
+    such rows can be formed)."""
+    streamed = large if not _rows_held(large) else small
+    d = streamed.design
+    try:
+        cols = set(d.coding_values)
+        need = set(small.design.fixed_spec.required_variables) | set(large.design.fixed_spec.required_variables)
+        if not need <= cols:
+            return names
+        ps, pl = small.design.p, large.design.p
+        frame = d.coding_frame(2 + ps + pl)
+        Xs = np.asarray(small.design.fixed_spec.get_model_matrix(frame, na_action="raise"), dtype=float)
+        Xl = np.asarray(large.design.fixed_spec.get_model_matrix(frame, na_action="raise"), dtype=float)
+        Xs = pd.DataFrame(Xs.reshape(len(frame), -1), columns=list(small.design.fixed_spec.column_names))
+        Xl = pd.DataFrame(Xl.reshape(len(frame), -1), columns=list(large.design.fixed_spec.column_names))
+        A = Xs[names].to_numpy()
+        B = Xl[list(large.design.fixed_names)].to_numpy()
+    except Exception:  # no made-up rows for these specs (other columns, too many combinations): by name only
+        return names
+    inside = _in_span(A, B)
+    return [c for c, ok in zip(names, inside) if not ok]
 
 
 def likelihood_ratio_table(models, names=None, refit: bool = True, check_nested_models: bool = True) -> pd.DataFrame:
@@ -380,13 +496,17 @@ class _LRTReplicator:
         return _LRTReplicator(self.small, self.large)
 
 
-def bootstrap_lrt(small, large, nsim: int = 1000, seed=None, n_jobs: int = 1, check_nested_models: bool = True):
+def bootstrap_lrt(
+    small, large, nsim: int = 1000, seed=None, n_jobs: int = 1, check_nested_models: bool = True, progress=None
+):
     """Parametric-bootstrap likelihood-ratio test of ``small`` against ``large`` (pbkrtest's ``PBmodcomp``).
 
     Responses are simulated from ``small`` refitted by ML (the null model); both models are refitted by ML
     to each (warm-started from their ML estimates, as the bootstrap does) and the statistic
     ``2 (logLik_large − logLik_small)`` recomputed. The p-value is ``(1 + #{LRT* ≥ LRT}) / (1 + nsim)``, as
-    pbkrtest computes it; the χ² test of :func:`likelihood_ratio_table` is given beside it.
+    pbkrtest computes it; the χ² test of :func:`likelihood_ratio_table` is given beside it. ``progress``:
+    a bar on stderr for runs that last more than 2 s on a terminal or in a notebook (None, the default),
+    always (True) or never (False), as :func:`~sparselmm.inference.bootstrap.bootstrap`.
 
     Returns
     -------
@@ -394,7 +514,10 @@ def bootstrap_lrt(small, large, nsim: int = 1000, seed=None, n_jobs: int = 1, ch
         Rows ``LRT`` (χ²) and ``PBtest``; columns ``stat``, ``df``, ``p.value``. ``attrs["draws"]`` holds the
         simulated statistics (NaN where a replicate failed), ``attrs["failures"]`` their number.
     """
+    from ..progress import progress_bar, show_progress
     from .bootstrap import _check_nsim, _n_workers, _root_seed, _run_parallel
+
+    show_progress(progress)  # a wrong value fails before the refits
 
     nsim = _check_nsim(nsim)
     workers = _n_workers(n_jobs)
@@ -411,10 +534,19 @@ def bootstrap_lrt(small, large, nsim: int = 1000, seed=None, n_jobs: int = 1, ch
     tasks = list(enumerate(_root_seed(seed).spawn(nsim)))
     per_chunk = max(1, min(50, nsim // (workers * 8) if workers > 1 else 25))
     chunks = [tasks[i : i + per_chunk] for i in range(0, nsim, per_chunk)]
-    if workers == 1:
-        outputs = [o for chunk in chunks for o in replicator.many(chunk)]
-    else:
-        outputs = _run_parallel(replicator, chunks, workers, None)
+    bar = progress_bar(progress, nsim, desc="bootstrap LRT", unit="rep")
+    try:
+        if workers == 1:
+            outputs = []
+            for chunk in chunks:
+                outputs.extend(replicator.many(chunk))
+                if bar is not None:
+                    bar.update(len(chunk))
+        else:
+            outputs = _run_parallel(replicator, chunks, workers, bar)
+    finally:
+        if bar is not None:
+            bar.close()
     draws = np.full(nsim, np.nan)
     for i, values, *_ in outputs:
         if values is not None:

@@ -747,14 +747,10 @@ def _check_criterion(criterion) -> str:
     return criterion.upper()
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the bar is optional
-        return None
-    return tqdm(total=total, desc="profile", unit="end", delay=2.0)
+def _progress_bar(total: int, progress):
+    from ..progress import progress_bar  # the package's one policy for bars
+
+    return progress_bar(progress, total, desc="profile", unit="end")
 
 
 def profile(
@@ -762,7 +758,7 @@ def profile(
     which=None,
     level: float = 0.95,
     criterion: str = "ML",
-    progress: bool = True,
+    progress: bool | None = None,
     grid: bool = True,
     alphamax: float = ALPHAMAX,
 ) -> Profile:
@@ -780,8 +776,9 @@ def profile(
         ``"ML"`` (default, as lme4: a REML fit is refitted by ML first and its profile is the ML one) or
         ``"REML"``: the variance parameters profiled on the REML criterion (an ML fit is refitted by REML
         first). Fixed effects have no REML profile.
-    progress : bool
-        Show a progress bar (tqdm, if installed) for profiles longer than 2 seconds.
+    progress : bool or None
+        Progress bar on stderr (tqdm if installed): None (default) only for profiles that last more than 2 s,
+        on a terminal or in a notebook; True always; False never (:mod:`sparselmm.progress`).
     grid : bool
         Also tabulate ζ on lme4's grid (steps of ``cutoff/8`` up to ``|ζ| = cutoff``) for
         :meth:`Profile.table` and plots; ``False`` solves only the interval ends (what ``confint`` needs).

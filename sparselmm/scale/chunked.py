@@ -80,7 +80,7 @@ from ..design import (
 from ..errors import DataError, FormulaError, ModelSpecError, RowsNotHeldError
 from ..formula import ParsedFormula
 
-__all__ = ["LevelPartial", "PartialCrossProducts", "Plan", "StreamedDesign", "level_partial"]
+__all__ = ["LevelPartial", "PartialCrossProducts", "Plan", "RowSummary", "StreamedDesign", "level_partial"]
 
 SAMPLE_ROWS = 20_000  # rows kept from the start of the data to build the formulaic model specs (and to
 # give stateful transforms their state); every leaf of a Dask level pass carries this many rows
@@ -465,10 +465,23 @@ class StreamedDesign(Design):
         self._has_offset = has_offset
         self.__post_init__()
 
+    rows_held = False
+    fixed_all_names: list
+    fixed_gram_all: np.ndarray  # unweighted Gram matrix of every column of fixed_spec (dropped ones too)
+    coding_values: dict  # column -> global levels (pd.Index) or some numeric values seen (ndarray)
+    row_summary: RowSummary
+
     def _not_held(self, what: str):
+        rs = getattr(self, "row_summary", None)
+        extra = [] if rs is None else [c for c in (rs.weights, rs.offset) if c is not None]
+        read = list(dict.fromkeys([*self.data.frame.columns, *extra]))
+        size = self.n * max(len(read), 1) * 8 / 2**20
         raise RowsNotHeldError(
             f"{what} needs the rows of the data, which a fit from {self.source} does not hold (it kept only "
-            "the cross-products). Use predict(newdata) on the rows you need, or fit in memory."
+            f"the cross-products). It needs the {self.n:,} complete rows of the column(s) {read}, about "
+            f"{size:,.1f} MB as float64: if that fits in memory, fit again to just those columns (for parquet "
+            f"files: sparselmm.lmer(formula, pandas.read_parquet(files, columns={read}))); otherwise use "
+            "predict(newdata) on the rows you need."
         )
 
     y = property(lambda self: self._not_held("The response y"))
@@ -491,6 +504,132 @@ class StreamedDesign(Design):
 
     def __repr__(self) -> str:
         return f"StreamedDesign({self.parsed.formula!r}, n={self.n}, p={self.p}, q={self.q}, source={self.source})"
+
+    def coding_frame(self, rows_per_cell: int = 1, seed: int = 0) -> pd.DataFrame:
+        """Made-up rows for the fixed part's coding — not data: every combination of the levels of the
+        categorical columns the fixed part reads, each ``rows_per_cell`` times, with every numeric column it
+        reads drawn at random (``seed``) from up to ``CODING_VALUES`` values seen in the first rows.
+
+        On these rows the fixed-effects spec gives its columns as functions of the variables; with the
+        data's ``XᵀX`` (:attr:`fixed_gram_all`) that is what the anova contrasts need
+        (:mod:`sparselmm.inference.contrasts`). Categorical columns are ``pd.Categorical`` over the fit's
+        global levels, as each chunk was when the cross-products were summed.
+        """
+        cats = {c: v for c, v in self.coding_values.items() if isinstance(v, pd.Index)}
+        nums = {c: v for c, v in self.coding_values.items() if not isinstance(v, pd.Index)}
+        sizes = [len(v) for v in cats.values()]
+        cells = int(np.prod(sizes, dtype=np.float64)) if sizes else 1
+        n = cells * int(rows_per_cell)
+        if n > CODING_ROWS_MAX:
+            raise RowsNotHeldError(
+                f"The fixed part of {self.parsed.formula!r} crosses categorical columns {list(cats)} with "
+                f"{cells:,} combinations of levels; forming its type III contrasts without the rows would take "
+                f"{n:,} made-up rows (more than {CODING_ROWS_MAX:,}). Use anova(type=1) or type=2, or fit in "
+                "memory to the rows of the columns the model reads."
+            )
+        frame = {}
+        if cats:
+            codes = np.indices(sizes).reshape(len(sizes), -1)
+            for (col, lv), cc in zip(cats.items(), codes):
+                frame[col] = pd.Categorical.from_codes(np.repeat(cc, rows_per_cell), categories=lv)
+        rng = np.random.default_rng(seed)
+        for col, vals in nums.items():
+            frame[col] = vals[rng.integers(0, len(vals), n)]
+        return pd.DataFrame(frame, index=pd.RangeIndex(n))
+
+
+CODING_VALUES = 64  # numeric values kept per column for StreamedDesign.coding_frame
+CODING_ROWS_MAX = 2_000_000  # rows of a coding frame
+
+
+@dataclass(frozen=True)
+class RowSummary:
+    """Sums that identify the rows a streamed fit was summed over (for likelihood-ratio tests between fits):
+    n, ``Σy`` and ``Σ(y − ȳ)²`` of the (transformed) response, ``Σw`` and ``Σ log w`` of the weights, and
+    ``Σ(y − offset)²``, ``Σ w(y − offset)`` when there is an offset (None where not applicable)."""
+
+    n: int
+    sum_y: float
+    ss_y: float
+    sum_w: float | None
+    sum_log_w: float | None
+    ss_y_offset: float | None
+    sum_wy_offset: float | None
+    weights: str | None = None  # the columns, when known
+    offset: str | None = None
+
+    @classmethod
+    def of_arrays(cls, y, weights=None, offset=None) -> RowSummary:
+        """The same sums from a fit's held arrays."""
+        y = np.asarray(y, dtype=float)
+        n = y.size
+        w = None if weights is None else np.asarray(weights, dtype=float)
+        yo = None if offset is None else y - np.asarray(offset, dtype=float)
+        return cls(
+            n=n,
+            sum_y=float(y.sum()),
+            ss_y=float(np.sum((y - y.mean()) ** 2)) if n else 0.0,
+            sum_w=None if w is None else float(w.sum()),
+            sum_log_w=None if w is None else float(np.log(w).sum()),
+            ss_y_offset=None if yo is None else float(yo @ yo),
+            sum_wy_offset=None if yo is None else float(yo.sum() if w is None else yo @ w),
+        )
+
+    def differs(self, other: RowSummary, parts=("response", "weights", "offset"), rtol: float = 1e-9) -> str | None:
+        """Which sum of ``parts`` differs (beyond the rounding of sums taken in another order), or None."""
+        if self.n != other.n:
+            return f"n ({self.n} and {other.n})"
+        scale_y = np.sqrt(max(self.ss_y, other.ss_y) * self.n) + abs(self.sum_y)
+        checks = {
+            "response": [
+                ("the sums of the responses", self.sum_y, other.sum_y, scale_y),
+                ("the sums of squares of the responses about their mean", self.ss_y, other.ss_y, None),
+            ],
+            "weights": [
+                ("the sums of the weights", self.sum_w, other.sum_w, None),
+                ("the sums of the log weights", self.sum_log_w, other.sum_log_w, float(self.n)),
+            ],
+            "offset": [
+                ("the sums of squares of response minus offset", self.ss_y_offset, other.ss_y_offset, None),
+                ("the weighted sums of response minus offset", self.sum_wy_offset, other.sum_wy_offset, None),
+            ],
+        }
+        for part in parts:
+            for what, a, b, scale in checks[part]:
+                if (a is None) != (b is None):
+                    return f"one fit has {'weights' if part == 'weights' else 'an offset'} and the other not"
+                if a is None:
+                    continue
+                scale = max(abs(a), abs(b)) if scale is None else scale
+                if abs(a - b) > rtol * max(scale, 1e-300):
+                    return f"{what} differ ({a!r} and {b!r})"
+        return None
+
+
+def _coding_values(spec, sample: pd.DataFrame, categorical: set, levels: dict) -> dict:
+    """The values :meth:`StreamedDesign.coding_frame` draws from, per column the fixed part reads: the global
+    levels of a level-coded column, up to ``CODING_VALUES`` distinct values (spread over their range) of a
+    numeric one, from the first rows."""
+    try:
+        wanted = set(spec.required_variables)
+    except Exception:  # formulaic versions without it: every column of the sample
+        wanted = set(sample.columns)
+    out: dict = {}
+    for col in sample.columns:
+        if col not in wanted:
+            continue
+        if col in categorical and col in levels:
+            out[col] = pd.Index(levels[col])
+            continue
+        vals = pd.unique(sample[col].to_numpy())
+        try:
+            vals = np.sort(vals)
+        except TypeError:
+            pass
+        if len(vals) > CODING_VALUES:
+            vals = vals[np.linspace(0, len(vals) - 1, CODING_VALUES).round().astype(int)]
+        out[col] = np.asarray(vals)
+    return out
 
 
 class _NotHeld:
@@ -526,6 +665,7 @@ class Plan:
         self.n_dropped = levels.n_dropped
         self.m0 = levels.sum_wy / levels.sum_w
         self.c = levels.sum_y / levels.n
+        self.sum_w, self.sum_wyo = levels.sum_w, levels.sum_wy
         self.source = source
         level_cols = list(levels.values)
         self.levels = {col: _global_levels(levels, col) for col in level_cols}
@@ -534,6 +674,7 @@ class Plan:
         mm = _model_matrix(parsed.fixed, sample, "fixed-effects model matrix")
         self.fixed_spec = mm.model_spec
         self.all_names = list(mm.columns)
+        self.coding_values = _coding_values(mm.model_spec, sample, self.categorical, self.levels)
         stateful = [k for k in (mm.model_spec.transform_state or {}) if not k.startswith("C(")]
         terms: list[ReTerm] = []
         self.combo_codes: list[np.ndarray | None] = []
@@ -764,6 +905,21 @@ class Plan:
             clean,
             self.source,
         )
+        design.fixed_all_names = list(self.all_names)
+        design.fixed_gram_all = total.AtA[:p_all, :p_all].copy()  # unweighted XᵀX of every spec column
+        design.coding_values = self.coding_values
+        n = total.n
+        design.row_summary = RowSummary(
+            n=n,
+            sum_y=self.c * n + total.ysum,
+            ss_y=max(total.ysq - total.ysum**2 / n, 0.0),
+            sum_w=self.sum_w if self.columns.weights is not None else None,
+            sum_log_w=total.sum_log_w if self.columns.weights is not None else None,
+            ss_y_offset=total.yoyo if self.columns.offset is not None else None,
+            sum_wy_offset=self.sum_wyo if self.columns.offset is not None else None,
+            weights=self.columns.weights,
+            offset=self.columns.offset,
+        )
         return design, cross, self._moment_start(design, total)
 
     def _moment_start(self, design: StreamedDesign, total: PartialCrossProducts) -> np.ndarray:
@@ -783,20 +939,15 @@ class Plan:
 
 
 class Progress:
-    """Rows read and rows per second on stderr (tqdm when installed); silent when disabled."""
+    """Rows read and rows per second; the bar on stderr follows ``progress=`` by the package's one policy
+    (:func:`sparselmm.progress.progress_bar`: None shows it only after 2 s on a terminal or in a notebook)."""
 
-    def __init__(self, enabled: bool, total: int | None, desc: str):
-        self.bar = None
-        self.enabled = enabled
+    def __init__(self, progress, total: int | None, desc: str):
+        from ..progress import progress_bar
+
         self.rows = 0
         self.t0 = time.perf_counter()
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return
-        self.bar = tqdm(total=total, desc=desc, unit="rows", unit_scale=True, leave=False)
+        self.bar = progress_bar(progress, total, desc, unit="rows", unit_scale=True)
 
     def update(self, rows: int) -> None:
         self.rows += rows

@@ -44,17 +44,22 @@ def _client():
 class DaskSource(Source):
     """A ``dask.dataframe.DataFrame``; ``retries`` are passed to a ``dask.distributed`` client.
 
-    ``progress=True`` shows Dask's own task progress bar (``dask.diagnostics.ProgressBar``, local
-    schedulers; on a distributed cluster use its dashboard); rows per second are in the result's
-    ``scale_info``.
+    ``progress`` shows Dask's own task progress bar (``dask.diagnostics.ProgressBar``, local schedulers; on
+    a distributed cluster use its dashboard) by the package's policy (:mod:`sparselmm.progress`): None
+    (default) after 2 s on a terminal or in a notebook, True always, False never. Rows per second are in
+    the result's ``scale_info``.
     """
 
-    def __init__(self, ddf, retries: int = 2, progress: bool = False, label: str = "a Dask DataFrame"):
+    def __init__(self, ddf, retries: int = 2, progress: bool | None = None, label: str = "a Dask DataFrame"):
         self.ddf, self.retries, self.label = ddf, int(retries), label
         self.progress = progress
 
     def columns(self) -> list[str]:
         return list(self.ddf.columns)
+
+    def key(self):
+        name = getattr(self.ddf, "_name", None)  # the graph's deterministic name: same data, same name
+        return None if name is None else ("dask", name)
 
     def kinds(self) -> dict[str, str]:
         meta = self.ddf._meta
@@ -75,13 +80,11 @@ class DaskSource(Source):
         client = _client()
         if client is not None:
             result = client.compute(total, retries=self.retries).result()
-        elif self.progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                (result,) = dask.compute(total)
         else:
-            (result,) = dask.compute(total)
+            from ..progress import dask_progress
+
+            with dask_progress(self.progress):
+                (result,) = dask.compute(total)
         rows = getattr(result, "n", 0) + getattr(result, "n_dropped", 0)
         return result, rows, time.perf_counter() - t0
 

@@ -9,6 +9,7 @@ from per-level sums). :class:`StreamedLmerResult` is the result: everything but 
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +35,7 @@ class Source:
     """
 
     label = "chunks"
-    progress = False
+    progress = None  # the passes' bar: None (after 2 s, on a terminal or in a notebook), True, False
 
     def columns(self) -> list[str]:
         raise NotImplementedError
@@ -44,6 +45,11 @@ class Source:
         raise NotImplementedError
 
     def total_rows(self) -> int | None:
+        return None
+
+    def key(self):
+        """What identifies the data read (files with their sizes and times, a Dask graph's name), or None
+        when unknown; two fits with the same key read the same rows (used by likelihood-ratio tests)."""
         return None
 
     def chunks(self, columns: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -74,7 +80,7 @@ class ChunkedFrames(Source):
     callable returning an iterable of frames (called once per pass, so a generator over files works).
     """
 
-    def __init__(self, data, rows: int = 100_000, progress: bool = False, label: str = "chunked frames"):
+    def __init__(self, data, rows: int = 100_000, progress: bool | None = None, label: str = "chunked frames"):
         self.data, self.rows, self.progress, self.label = data, int(rows), progress, label
         self._first: pd.DataFrame | None = None
 
@@ -182,11 +188,19 @@ def fit_streamed(
     check_conv=True,
     ordering="auto",
     data_name=None,
+    progress=None,
 ) -> StreamedLmerResult:
-    """:func:`sparselmm.lmer` for a chunked source (called from it)."""
+    """:func:`sparselmm.lmer` for a chunked source (called from it). ``progress`` (None, True, False), when
+    not None, replaces the source's own setting for the passes' bars (:mod:`sparselmm.progress`)."""
     from ..lmer import start_theta
     from ..optimize import optimize_theta
 
+    if progress is not None:
+        from ..progress import show_progress
+
+        show_progress(progress)  # a wrong value fails before any pass
+        source = copy.copy(source)  # the caller's source keeps its own setting
+        source.progress = progress
     t0 = time.perf_counter()
     devfun, theta0, stats, plan = streamed_setup(formula, source, reml, weights, offset, missing, ordering)
     design = devfun.design
@@ -202,6 +216,7 @@ def fit_streamed(
     res._columns = plan.columns
     res._plan = plan
     res._fixed_columns = _formula_columns(plan.columns.parsed)
+    design.source_key = source.key()
     return res
 
 

@@ -55,7 +55,7 @@ def resolve_paths(data) -> list[str]:
 class ParquetSource(Source):
     """Parquet files as a chunked source; see the module docstring."""
 
-    def __init__(self, data, batch_rows: int = 1_000_000, progress: bool = True, label: str | None = None):
+    def __init__(self, data, batch_rows: int = 1_000_000, progress: bool | None = None, label: str | None = None):
         self.paths = resolve_paths(data)
         self.batch_rows = int(batch_rows)
         self.progress = progress
@@ -92,6 +92,13 @@ class ParquetSource(Source):
 
     def total_rows(self) -> int:
         return int(sum(n for _, _, n in self.schemas()))
+
+    def key(self):
+        out = []
+        for path in self.paths:
+            st = os.stat(path)
+            out.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
+        return ("parquet", tuple(out))
 
     def chunks(self, columns):
         pa, _ = _pyarrow()
