@@ -1,4 +1,4 @@
-"""Project sessions: ``nox`` (tests), ``nox -s lint``, ``nox -s validate`` (live R), ``nox -s bench``."""
+"""Project sessions: ``nox`` (tests), ``nox -s lint``, ``nox -s docs``, ``nox -s validate`` (R), ``nox -s bench``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "sparselmm", "tests")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (Sphinx, numpydoc, sphinx-gallery) into docs/_build/html, warnings as errors;
+    the gallery's examples run during the build. Extra arguments go to sphinx-build (e.g. ``-E``)."""
+    install(session, "docs,plot,parquet")
+    args = ["-W", "--keep-going", "-b", "html", "docs", "docs/_build/html", *session.posargs]
+    session.run("sphinx-build", *args, env={"MPLBACKEND": "Agg"})
 
 
 @nox.session
