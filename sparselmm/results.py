@@ -52,6 +52,7 @@ class LmerResult:
     # ---- parameters ---------------------------------------------------------------------------
     @property
     def formula(self) -> str:
+        """The model formula as given (whitespace normalised)."""
         return self._design.parsed.formula
 
     @property
@@ -89,6 +90,7 @@ class LmerResult:
     # ---- likelihood -----------------------------------------------------------------------
     @property
     def nobs(self) -> int:
+        """Number of observations used in the fit (rows with missing values dropped)."""
         return self._design.n
 
     @property
@@ -103,10 +105,13 @@ class LmerResult:
 
     @property
     def aic(self) -> float:
+        """Akaike's information criterion ``−2 loglik + 2 n_params`` (on the REML criterion for REML fits,
+        as lme4's ``AIC``)."""
         return -2 * self.loglik + 2 * self.n_params
 
     @property
     def bic(self) -> float:
+        """Schwarz's criterion ``−2 loglik + n_params · log(nobs)``."""
         return -2 * self.loglik + self.n_params * np.log(self.nobs)
 
     @cached_property
@@ -120,6 +125,7 @@ class LmerResult:
 
     @property
     def df_resid(self) -> int:
+        """Residual degrees of freedom, ``nobs − n_params`` (lme4's ``df.residual``)."""
         return self.nobs - self.n_params
 
     @property
@@ -220,32 +226,51 @@ class LmerResult:
             If True, levels not seen in fitting contribute zero random effect; otherwise they raise.
         offset : str or array-like, optional
             Offset for ``newdata`` (column name or values).
+
+        Returns
+        -------
+        ndarray
+            One prediction per row of ``newdata`` (or per fitted row), ``Xβ̂ + Zb̂ + offset``.
+
+        Raises
+        ------
+        sparselmm.DataError
+            A grouping level not seen in fitting without ``allow_new_levels=True``, or a column missing from
+            ``newdata``.
+        sparselmm.FormulaError
+            A ``re_form`` that is not understood or names random terms the model does not have.
         """
         return linear_predictor(self._design, self._state.beta, self._b, newdata, re_form, allow_new_levels, offset)
 
     # ---- lme4's getME -----------------------------------------------------------------------
     @property
     def X(self) -> np.ndarray:
+        """Fixed-effects model matrix, n × p (lme4's ``getME(m, "X")``)."""
         return self._design.X
 
     @property
     def y(self) -> np.ndarray:
+        """The response of the rows fitted."""
         return self._design.y
 
     @property
     def Zt(self) -> sp.csc_matrix:
+        """Transposed random-effects model matrix, q × n, sparse (lme4's ``getME(m, "Zt")``)."""
         return self._design.Zt
 
     @property
     def Z(self) -> sp.csr_matrix:
+        """Random-effects model matrix, n × q, sparse (lme4's ``getME(m, "Z")``)."""
         return self._design.Zt.T.tocsr()
 
     @property
     def Lambdat(self) -> sp.csc_matrix:
+        """Transposed relative covariance factor ``Λᵀ`` at θ̂, q × q, sparse (lme4's ``getME(m, "Lambdat")``)."""
         return self._design.Lambdat(self.theta)
 
     @property
     def Lambda(self) -> sp.csc_matrix:
+        """Relative covariance factor ``Λ`` at θ̂ (``Var(b) = σ² Λ Λᵀ``)."""
         return self.Lambdat.T.tocsc()
 
     @property
@@ -267,10 +292,13 @@ class LmerResult:
 
     @property
     def design(self) -> Design:
+        """The model's design: parsed formula, ``X``, ``Zt``, random-effects terms, θ's layout and bounds."""
         return self._design
 
     @property
     def deviance_function(self) -> ProfiledDeviance:
+        """The profiled deviance (or REML criterion) of this fit as a function of θ, as returned by
+        :func:`sparselmm.deviance_function`."""
         return self._devfun
 
     def summary(self, ddf: str | None = None):
@@ -295,23 +323,115 @@ class LmerResult:
     def coef_table(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
         """Fixed-effects table of lmerTest's ``summary``: Estimate, Std. Error, df, t value, Pr(>|t|).
 
-        ``ddf="Kenward-Roger"`` uses the adjusted covariance ``Φ_A`` for the standard errors (REML fits
-        only); ``ddf="lme4"`` gives lme4's table (no df, no p-values). See :mod:`sparselmm.inference`.
+        Parameters
+        ----------
+        ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+            Satterthwaite's df (lmerTest's default); Kenward–Roger's, which also takes the standard errors
+            from the adjusted covariance ``Φ_A`` (REML fits only, as pbkrtest); or lme4's table without df
+            and p-values.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per fixed effect (named as :attr:`fixef`), columns ``Estimate``, ``Std. Error``, ``df``,
+            ``t value``, ``Pr(>|t|)`` (``ddf="lme4"``: the first two and ``t value``).
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            An unknown ``ddf``, or Kenward–Roger's method on an ML fit.
+
+        See Also
+        --------
+        sparselmm.inference.contest.coef_table : the function behind this method.
+        summary : the same table in lme4's printed layout.
         """
         from .inference.contest import coef_table
 
         return coef_table(self, ddf)
 
     def contest(self, L, ddf: str = "Satterthwaite", joint: bool = True, rhs=0.0, level: float = 0.95):
-        """Test the contrast ``Lβ = rhs`` (lmerTest's ``contest``): an F test of all rows (``joint=True``)
-        or a t test with a confidence interval per row. See :func:`sparselmm.inference.contest.contest`."""
+        """Test the contrast ``Lβ = rhs`` (lmerTest's ``contest``).
+
+        An F test of all rows of ``L`` together (``joint=True``), or a t test with a confidence interval
+        for each row (``joint=False``), with Satterthwaite's or Kenward–Roger's denominator degrees of
+        freedom.
+
+        Parameters
+        ----------
+        L : array-like, Series, DataFrame or str
+            A contrast vector (one value per fixed effect) or matrix (one column per fixed effect, in the
+            order of :attr:`fixef`). A Series or DataFrame is aligned on the fixed effects' names (names it
+            lacks count as 0). A fixed-effect term's label such as ``"cond"`` or ``"x:f"`` tests that
+            term's type III hypothesis (the term's row of :meth:`anova`).
+        ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+            Denominator degrees of freedom (case-insensitive; ``"KR"`` also works). Kenward–Roger's needs a
+            REML fit; ``"lme4"`` gives the statistics without df and p-values.
+        joint : bool, default True
+            One F test of all rows, or a t test per row.
+        rhs : float or array-like, default 0
+            Hypothesised value of ``Lβ``: one per row of ``L``, or one for all.
+        level : float, default 0.95
+            Confidence level of the per-row intervals (``joint=False``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``joint=True``: one row with ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``,
+            ``Pr(>F)`` (``ddf="lme4"``: ``Sum Sq``, ``Mean Sq``, ``npar``, ``F value``). ``joint=False``:
+            one row per row of ``L`` with ``Estimate``, ``Std. Error``, ``df``, ``t value``, ``lower``,
+            ``upper`` and ``Pr(>|t|)``.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``L`` has the wrong number of columns, names an unknown fixed effect or term, is zero, or is
+            rank-deficient with a nonzero ``rhs``; an unknown ``ddf``; Kenward–Roger's method on an ML fit.
+
+        See Also
+        --------
+        sparselmm.inference.contest.contest : the function behind this method.
+        anova : an F test for every fixed-effect term.
+
+        Examples
+        --------
+        >>> import sparselmm
+        >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+        >>> f_test = m.contest([0, 1])  # F test of the Days slope
+        >>> t_test = m.contest([0, 1], joint=False, rhs=10)  # slope = 10, with a 95 % interval
+        >>> by_term = m.contest("Days", ddf="Kenward-Roger")
+        """
         from .inference.contest import contest
 
         return contest(self, L, ddf=ddf, joint=joint, rhs=rhs, level=level)
 
     def anova(self, *others, type=3, ddf: str = "Satterthwaite", **kwargs):
-        """lmerTest's F table for the model's fixed-effect terms (types I, II, III), or, given other
-        models, lme4's likelihood-ratio table. See :func:`sparselmm.anova`."""
+        """lmerTest's F table for the model's fixed-effect terms, or, given other models, lme4's
+        likelihood-ratio table.
+
+        Parameters
+        ----------
+        *others : LmerResult
+            Other fits to the same rows: ``m0.anova(m1)`` is lme4's ``anova(m0, m1)`` (REML fits are
+            refitted by ML first).
+        type : {1, 2, 3, "I", "II", "III"}, default 3
+            lmerTest's type of hypotheses for the F table of one model.
+        ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+            Denominator degrees of freedom of the F tests.
+        **kwargs
+            With other models: ``names``, ``refit``, ``check_nested_models`` of
+            :func:`sparselmm.inference.lrt.likelihood_ratio_table`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            See :func:`sparselmm.anova`.
+
+        See Also
+        --------
+        sparselmm.anova : the function behind this method.
+        anova_contrasts : the contrast matrix of each row.
+        """
         from .inference.anova import anova
 
         return anova(self, *others, type=type, ddf=ddf, **kwargs)
@@ -340,50 +460,258 @@ class LmerResult:
 
     # ---- confidence intervals, refits, bootstrap (inference/) ----
     def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
-        """Responses simulated from the fit (lme4's ``simulate``); n rows × ``nsim`` columns ``sim_1``….
-        See :func:`sparselmm.inference.bootstrap.simulate`."""
+        """Responses simulated from the fitted model (lme4's ``simulate``).
+
+        Parameters
+        ----------
+        nsim : int, default 1
+            Number of simulated responses.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the draws reproducible; column ``i`` is drawn from ``SeedSequence(seed).spawn(nsim)[i]``,
+            the response of bootstrap replicate ``i`` with the same seed.
+        use_u : bool, default False
+            Condition on the fitted random effects (lme4's ``use.u = TRUE``) instead of drawing new ones.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per fitted row, columns ``sim_1`` … ``sim_<nsim>``.
+
+        See Also
+        --------
+        sparselmm.inference.bootstrap.simulate : the function behind this method.
+        refit : fit the model to one of the columns.
+        """
         from .inference.bootstrap import simulate
 
         return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
 
     def refit(self, newresp, check_conv: bool = True, control: dict | None = None) -> LmerResult:
-        """The model refitted to a new response from θ̂, reusing the factorisation (lme4's ``refit``).
-        See :func:`sparselmm.inference.bootstrap.refit`."""
+        """The model refitted to a new response (lme4's ``refit``), started from θ̂ and reusing the fit's
+        cross-products and symbolic factorisation.
+
+        Parameters
+        ----------
+        newresp : array-like, Series or one-column DataFrame
+            One value per fitted row, in the fit's row order (e.g. a column of :meth:`simulate`).
+        check_conv : bool, default True
+            Run the convergence checks on the refit.
+        control : dict, optional
+            Optimiser settings, as :func:`sparselmm.lmer`'s ``control``.
+
+        Returns
+        -------
+        LmerResult
+            An independent fit; this one is left as it was.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``newresp`` does not have one value per fitted row.
+        """
         from .inference.bootstrap import refit
 
         return refit(self, newresp, check_conv=check_conv, control=control)
 
     def refit_ml(self) -> LmerResult:
-        """The fit on the ML criterion (lme4's ``refitML``); ``self`` for an ML fit."""
+        """The model fitted by maximum likelihood (lme4's ``refitML``).
+
+        A REML fit is re-optimised on −2 log-likelihood from its θ̂, sharing its cross-products and
+        symbolic factorisation; an ML fit returns itself.
+
+        Returns
+        -------
+        LmerResult
+            The ML fit (``self`` when this fit is ML).
+        """
         from .inference.bootstrap import refit_ml
 
         return refit_ml(self)
 
     def bootstrap(self, nsim: int, func=None, seed=None, n_jobs: int = 1, progress=None, tol=None, **kwargs):
-        """Parametric bootstrap (lme4's ``bootMer``): draws, failures and intervals in a ``BootstrapResult``.
-        See :func:`sparselmm.inference.bootstrap.bootstrap`."""
+        """Parametric bootstrap (lme4's ``bootMer(type = "parametric")``).
+
+        Each replicate simulates a response from the fit, refits the model to it from θ̂ (on the fit's
+        criterion, reusing its factorisation) and evaluates ``func`` on the refit.
+
+        Parameters
+        ----------
+        nsim : int
+            Number of replicates (at least 1).
+        func : callable, optional
+            ``func(fit) -> Series | dict | array`` of statistics of a refit (an :class:`LmerResult` whose
+            workspace the next replicate reuses: take what you need, do not keep it). Default: every
+            parameter under lme4's names (``.sig01`` …, ``.sigma``, the fixed effects), as lme4's
+            ``confint(method = "boot")``, computed without building a result per replicate.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the run reproducible, for any ``n_jobs``.
+        n_jobs : int, default 1
+            Worker processes (``-1``: one per core); ``func`` need not be picklable.
+        progress : bool or None
+            A progress bar: None (default) for runs longer than 2 s on a terminal or in a notebook, True
+            always, False never.
+        tol : float, optional
+            Stopping tolerance of the replicates' fits in deviance units (default 1e-8).
+        **kwargs
+            ``use_u`` (simulate conditionally on the fitted random effects, lme4's ``use.u``) and
+            ``control`` (optimiser settings); see :func:`sparselmm.inference.bootstrap.bootstrap`.
+
+        Returns
+        -------
+        BootstrapResult
+            ``draws`` (one row per replicate), ``t0``, ``failures`` with their reasons, ``diagnostics``;
+            ``.confint(type=)`` and ``.summary()``.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            A bad ``nsim``, ``seed``, ``n_jobs`` or ``tol``.
+        sparselmm.NumericalError
+            Every replicate failed.
+
+        See Also
+        --------
+        sparselmm.inference.bootstrap.bootstrap : the function behind this method.
+        confint : ``method="boot"`` gives the intervals directly.
+
+        Examples
+        --------
+        >>> import sparselmm
+        >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+        >>> boot = m.bootstrap(200, seed=1)
+        >>> intervals = boot.confint(type="perc")
+        """
         from .inference.bootstrap import bootstrap
 
         return bootstrap(self, nsim, func=func, seed=seed, n_jobs=n_jobs, progress=progress, tol=tol, **kwargs)
 
     def confint(self, parm=None, level: float = 0.95, method: str = "profile", nsim: int = 500, seed=None, **kwargs):
-        """Confidence intervals with lme4's names (``.sig01``…, ``.sigma``, fixed effects), by ``"profile"``,
-        ``"Wald"`` or ``"boot"`` (lme4's ``confint.merMod``). See :func:`sparselmm.inference.confint.confint`."""
+        """Confidence intervals for the parameters (lme4's ``confint.merMod``).
+
+        The parameters carry lme4's names and order: the random effects' standard deviations and
+        correlations ``.sig01``, ``.sig02``, …, the residual SD ``.sigma``, then the fixed effects.
+
+        Parameters
+        ----------
+        parm : str, int or list, optional
+            Parameters to report: names (``"(Intercept)"`` and ``"Intercept"`` both work), ``"theta_"`` (the
+            variance parameters, ``.sigma`` included), ``"beta_"`` (the fixed effects) or 0-based
+            positions; all by default.
+        level : float, default 0.95
+            Confidence level, strictly between 0 and 1.
+        method : {"profile", "Wald", "boot"}
+            Likelihood-profile intervals (lme4's default; on the ML criterion, a REML fit is refitted by ML
+            first, as lme4 does), Wald intervals ``β̂ ± z·SE`` (NaN for the variance parameters, as lme4's
+            NA), or parametric-bootstrap intervals.
+        nsim : int, default 500
+            Bootstrap replicates (``method="boot"``).
+        seed : int or numpy.random.SeedSequence, optional
+            Seed of the bootstrap.
+        **kwargs
+            ``boot_type`` (``"perc"``, ``"basic"``, ``"norm"``) and the arguments of :meth:`bootstrap`
+            (``n_jobs``, ``progress``, ``tol``, ``use_u``) for ``method="boot"``; ``criterion`` (``"ML"``
+            or ``"REML"``) and ``progress`` of :meth:`profile` for ``method="profile"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter, columns named by the percentages (``"2.5 %"``, ``"97.5 %"`` for
+            ``level=0.95``); NaN where lme4 gives NA.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            An unknown ``method`` or parameter name, a ``level`` outside (0, 1), or further arguments with
+            ``method="Wald"``.
+
+        See Also
+        --------
+        sparselmm.inference.confint.confint : the function behind this method.
+        profile : the whole profile, its table and plot.
+        bootstrap : the bootstrap replicates themselves.
+
+        Examples
+        --------
+        >>> import sparselmm
+        >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+        >>> profile_ci = m.confint()
+        >>> wald_ci = m.confint(method="Wald", level=0.9)
+        >>> boot_ci = m.confint(parm="beta_", method="boot", nsim=200, seed=1)
+        """
         from .inference.confint import confint
 
         return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
 
     def drop1(self, test: str = "none", scope=None) -> pd.DataFrame:
-        """Each droppable fixed-effect term removed in turn, ML refits, AIC (and with ``test="Chisq"`` the
-        LRT); lme4's ``drop1``. See :func:`sparselmm.inference.lrt.drop1`."""
+        """Drop each fixed-effect term in turn and refit by ML (lme4's ``drop1``).
+
+        Parameters
+        ----------
+        test : {"none", "Chisq"}
+            ``"Chisq"`` adds the likelihood-ratio statistic against the full model and its χ² p-value.
+        scope : str or list of str, optional
+            Terms to drop (R's labels such as ``"recipe:temp"``); default: every term that no other term
+            contains (R's ``drop.scope``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows ``<none>`` (the full model) and one per term dropped; columns ``npar`` (parameters
+            removed), ``AIC`` (of the ML fits) and, with ``test="Chisq"``, ``LRT`` and ``Pr(Chi)``.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            An unknown ``test`` or a term not in the model.
+
+        See Also
+        --------
+        sparselmm.inference.lrt.drop1 : the function behind this method.
+        anova : likelihood-ratio tests between any nested fits.
+        """
         from .inference.lrt import drop1
 
         return drop1(self, test=test, scope=scope)
 
     def bootstrap_lrt(self, larger, nsim: int = 1000, seed=None, n_jobs: int = 1, progress=None):
         """Parametric-bootstrap likelihood-ratio test of this model against a larger one it is nested in
-        (pbkrtest's ``PBmodcomp``): rows ``LRT`` (χ²) and ``PBtest``. See
-        :func:`sparselmm.inference.lrt.bootstrap_lrt`."""
+        (pbkrtest's ``PBmodcomp``).
+
+        Responses are simulated from this (the null) model fitted by ML, both models are refitted to each,
+        and the p-value is the share of simulated statistics at least as large as the observed one.
+
+        Parameters
+        ----------
+        larger : LmerResult
+            A model this one is nested in, fitted to the same rows.
+        nsim : int, default 1000
+            Number of simulated responses.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the run reproducible, for any ``n_jobs``.
+        n_jobs : int, default 1
+            Worker processes (``-1``: one per core).
+        progress : bool or None
+            A progress bar: None (default) for runs longer than 2 s on a terminal or in a notebook, True
+            always, False never.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows ``LRT`` (the χ² test) and ``PBtest`` (the bootstrap test); columns ``stat``, ``df``,
+            ``p.value``. ``attrs["draws"]`` holds the simulated statistics.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            The models are not nested, or every replicate failed.
+        sparselmm.DataError
+            The models were fitted to different rows.
+
+        See Also
+        --------
+        sparselmm.inference.lrt.bootstrap_lrt : the function behind this method.
+        anova : the χ² likelihood-ratio test alone.
+        """
         from .inference.lrt import bootstrap_lrt
 
         return bootstrap_lrt(self, larger, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)

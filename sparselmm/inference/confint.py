@@ -34,7 +34,16 @@ METHODS = ("profile", "Wald", "boot")
 
 
 def parameter_names(result) -> list[str]:
-    """lme4's names of the parameters, in confint's order: ``.sig01``…, ``.sigma``, fixed effects."""
+    """lme4's names of the parameters, in confint's order: ``.sig01``…, ``.sigma``, fixed effects.
+
+    Examples
+    --------
+    >>> import sparselmm
+    >>> from sparselmm.inference.confint import parameter_names
+    >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+    >>> parameter_names(m)
+    ['.sig01', '.sig02', '.sig03', '.sigma', '(Intercept)', 'Days']
+    """
     n_theta = result.design.n_theta
     return [f".sig{i + 1:02d}" for i in range(n_theta)] + [".sigma"] + fixed_r_names(result)
 
@@ -126,7 +135,25 @@ def select_parameters(parm, names: list[str], n_var: int) -> list[int]:
 
 
 def wald_confint(result, level: float = 0.95) -> pd.DataFrame:
-    """lme4's ``confint(m, method = "Wald")``: NaN for the variance parameters, ``β̂ ± z·SE`` otherwise."""
+    """lme4's ``confint(m, method = "Wald")``: NaN for the variance parameters, ``β̂ ± z·SE`` otherwise.
+
+    Parameters
+    ----------
+    result : LmerResult
+    level : float
+        Confidence level, strictly between 0 and 1.
+
+    Returns
+    -------
+    DataFrame
+        Every parameter of :func:`parameter_names` (NaN rows for ``.sig01`` …, ``.sigma``), columns named
+        by the percentages (``"2.5 %"``, ``"97.5 %"``).
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        ``level`` is not strictly between 0 and 1.
+    """
     level = check_level(level)
     a = (1 - level) / 2
     z = norm.ppf([a, 1 - a])
@@ -176,6 +203,21 @@ def confint(
     DataFrame
         One row per parameter (lme4's names and order), columns ``"2.5 %"`` and ``"97.5 %"`` (for
         ``level=0.95``); NaN where lme4 gives NA.
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        An unknown ``method`` or parameter in ``parm``, ``level`` outside (0, 1), further arguments with
+        ``method="Wald"``; from the bootstrap or profile, their own argument errors.
+
+    Examples
+    --------
+    >>> import sparselmm
+    >>> from sparselmm.inference.confint import confint
+    >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+    >>> list(confint(m, method="Wald").columns)
+    ['2.5 %', '97.5 %']
+    >>> ci = confint(m, parm=".sigma", level=0.9)  # profile interval of the residual SD
     """
     level = check_level(level)
     lookup = {m.lower(): m for m in METHODS}

@@ -133,8 +133,26 @@ def _t_rows(result, L: np.ndarray, rhs: np.ndarray, method: str, level: float | 
 
 
 def coef_table(result, ddf="Satterthwaite") -> pd.DataFrame:
-    """The fixed-effects table of lmerTest's ``summary(m, ddf=)``: Estimate, Std. Error, df, t value,
-    Pr(>|t|) (Kenward–Roger: standard errors from the adjusted covariance ``Φ_A``; lme4: no df)."""
+    """The fixed-effects table of lmerTest's ``summary(m, ddf=)``: a t test of each fixed effect.
+
+    Parameters
+    ----------
+    result : LmerResult
+    ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+        Satterthwaite's df (lmerTest's default); Kenward–Roger's, with the standard errors from the
+        adjusted covariance ``Φ_A`` (REML fits only, as pbkrtest); or lme4's table without df and p-values.
+
+    Returns
+    -------
+    DataFrame
+        One row per fixed effect (named as ``result.fixef``); columns ``Estimate``, ``Std. Error``, ``df``,
+        ``t value``, ``Pr(>|t|)`` (``ddf="lme4"``: ``Estimate``, ``Std. Error``, ``t value``).
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        An unknown ``ddf``, or Kenward–Roger's method on an ML fit.
+    """
     method = normalize_ddf(ddf)
     names = list(result.fixef.index)
     L = np.eye(len(names))
@@ -144,10 +162,11 @@ def coef_table(result, ddf="Satterthwaite") -> pd.DataFrame:
 
 
 def contest(result, L, ddf="Satterthwaite", joint: bool = True, rhs=0.0, level: float = 0.95) -> pd.DataFrame:
-    """Test ``Lβ = rhs`` (lmerTest's ``contest``).
+    """Test ``Lβ = rhs`` (lmerTest's ``contest``, ``contest1D`` and ``contestMD``; pbkrtest's F test).
 
     Parameters
     ----------
+    result : LmerResult
     L : array-like, Series, DataFrame or str
         A contrast vector (length p) or matrix (p columns); a Series/DataFrame is aligned on the fixed
         effects' names (missing ones count as 0); a term label such as ``"f"`` or ``"x:f"`` tests that
@@ -159,7 +178,34 @@ def contest(result, L, ddf="Satterthwaite", joint: bool = True, rhs=0.0, level: 
         space of ``L`` (Kenward–Roger), as lmerTest/pbkrtest do. False: a t test per row with a
         ``level`` confidence interval.
     rhs : float or array-like
-        Hypothesised value(s) of ``Lβ``.
+        Hypothesised value(s) of ``Lβ``: one per row of ``L``, or one for all.
+    level : float
+        Confidence level of the per-row intervals (``joint=False``).
+
+    Returns
+    -------
+    DataFrame
+        ``joint=True``: one row with ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``
+        (``ddf="lme4"``: ``Sum Sq``, ``Mean Sq``, ``npar``, ``F value``). ``joint=False``: one row per row of
+        ``L`` with ``Estimate``, ``Std. Error``, ``df``, ``t value``, ``lower``, ``upper``, ``Pr(>|t|)``
+        (``ddf="lme4"``: ``Estimate``, ``Std. Error``, ``t value``).
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        ``L`` is not numeric, has the wrong number of columns, names unknown fixed effects or terms, is zero
+        or has no estimable direction; a rank-deficient ``L`` with a nonzero ``rhs``; ``rhs`` of the wrong
+        length; ``level`` outside (0, 1); an unknown ``ddf``; Kenward–Roger's method on an ML fit.
+
+    Examples
+    --------
+    >>> import sparselmm
+    >>> from sparselmm.inference.contest import contest
+    >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+    >>> contest(m, [0, 1])["NumDF"].item()
+    1
+    >>> list(contest(m, [[1, 0], [0, 1]], joint=False).columns)
+    ['Estimate', 'Std. Error', 'df', 't value', 'lower', 'upper', 'Pr(>|t|)']
     """
     method = normalize_ddf(ddf)
     L = _as_contrast(result, L)
