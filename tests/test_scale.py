@@ -523,3 +523,66 @@ def test_likelihood_ratio_tests_between_parquet_fits(df, parquet_dir, reference,
     other = sparselmm.lmer("y ~ x + f + (1 | u) + (1 | item) + (0 + w | u)", glob, weights="w", offset="off")
     with pytest.raises(sparselmm.ModelSpecError, match=r"random-effects term \(0 \+ w \| u\).*coefficient names"):
         sparselmm.anova(fits[2], other)
+
+
+def test_row_free_draws_have_the_in_memory_distribution(df, reference, monkeypatch):
+    """The bootstrap of a fit from chunks draws each response's ZᵀWe, XᵀWe and eᵀWe directly
+    (inference/bootstrap.py, _CrossProductSimulator): their means, SDs and correlations with eᵀWe equal
+    those of the in-memory simulation (weights and offset), on the dense and the sparse square root of G."""
+    from sparselmm.inference import bootstrap as boot
+
+    a = reference["crossed"]
+    m = sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(df, rows=200), weights="w", offset="off")
+    d, N = a.design, 4000
+    centre = d.X @ a.fixef.to_numpy() + d.offset
+    for use_u in (False, True):
+        sim = boot._Simulator(a, use_u)
+        ref = []
+        for i in range(N):
+            We = sim.draw_deviation(np.random.default_rng(i), centre) * d.weights
+            ref.append(np.r_[np.asarray(d.Zt @ We).ravel()[:5], d.X.T @ We, (We / d.weights) @ We])
+        ref = np.array(ref)
+        for dense_max in (10_000, 0):
+            monkeypatch.setattr(boot, "ROW_FREE_DENSE_MAX", dense_max)
+            free = boot._CrossProductSimulator(m, use_u)
+            assert (free.R is None) == (dense_max == 0)
+            got = []
+            for i in range(N):
+                r = free.draw(np.random.default_rng(10**6 + i))
+                got.append(np.r_[r.ZtWe[:5], r.XtWe, r.eWe])
+            got = np.array(got)
+            z = (got.mean(0) - ref.mean(0)) / np.sqrt((got.var(0) + ref.var(0)) / N)
+            assert np.all(np.abs(z) < 4.5), z
+            np.testing.assert_allclose(got.std(0), ref.std(0), rtol=0.1)
+            np.testing.assert_allclose(np.corrcoef(got.T)[-1], np.corrcoef(ref.T)[-1], atol=0.1)
+
+
+def test_bootstrap_from_parquet_matches_in_memory(parquet_dir, reference, monkeypatch):
+    """m.bootstrap() of a fit from parquet: means and SDs of every statistic equal the in-memory bootstrap's
+    to Monte-Carlo tolerance; seeds reproduce across workers; custom statistics, use_u, BOBYQA replicates
+    (control=) and the sparse square root of G work."""
+    from sparselmm.inference import bootstrap as boot
+
+    a = reference["crossed"]
+    m = sparselmm.lmer(FORMULAS["crossed"], str(parquet_dir / "*.parquet"), weights="w", offset="off")
+    N = 300
+    ba, bm = a.bootstrap(N, seed=1, progress=False), m.bootstrap(N, seed=2, progress=False)
+    assert len(bm.failures) == 0 and list(bm.draws.columns) == list(ba.draws.columns)
+    sa, sm = ba.summary(), bm.summary()
+    se = np.sqrt((sa["std. error"] ** 2 + sm["std. error"] ** 2) / N)
+    assert np.all(np.abs(sm["mean"] - sa["mean"]) < 4.5 * se), (sm["mean"] - sa["mean"]) / se
+    np.testing.assert_allclose(sm["std. error"], sa["std. error"], rtol=0.25)
+    pd.testing.assert_series_equal(bm.t0, ba.t0, rtol=1e-6)
+    again = m.bootstrap(12, seed=5, progress=False)
+    two = m.bootstrap(12, seed=5, progress=False, n_jobs=2)
+    np.testing.assert_allclose(two.draws.to_numpy(), again.draws.to_numpy(), rtol=1e-8, atol=1e-10)
+    fixef = m.bootstrap(12, seed=5, func=lambda r: r.fixef, progress=False)
+    np.testing.assert_allclose(fixef.draws.to_numpy(), again.draws.iloc[:, -4:].to_numpy(), rtol=1e-9, atol=1e-12)
+    slow = m.bootstrap(12, seed=5, progress=False, control={"ftol_abs": 1e-10, "xtol_abs": 1e-8})
+    np.testing.assert_allclose(slow.draws.to_numpy(), again.draws.to_numpy(), atol=1e-3)
+    assert m.bootstrap(5, seed=5, use_u=True, progress=False).failures.empty
+    monkeypatch.setattr(boot, "ROW_FREE_DENSE_MAX", 0)
+    sparse = m.bootstrap(12, seed=5, progress=False)
+    assert sparse.failures.empty and np.isfinite(sparse.draws.to_numpy()).all()  # other draws: q + p normals
+    ci = m.confint(method="boot", nsim=40, seed=1, progress=False)
+    assert list(ci.index) == list(a.confint(method="Wald").index)

@@ -344,7 +344,7 @@ class FactorDeviance(_Criterion):
                 points.append(step)
         held = []
         for th in points:
-            work = self.devfun.with_response(self.devfun.design.y)  # own workspace, kept at th
+            work = self.devfun.with_reml(self.devfun.reml)  # own workspace (same cross-products), kept at th
             parts = FactorDeviance(work).parts(th, gradient=True)  # consumes the factor on the Schur path
             state = work.solve(th)  # the factor at th again, kept from now on
             held.append(

@@ -43,9 +43,12 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.stats import norm
 
+from .._cholmod import SparseCholesky
 from ..crossprod import CrossProducts
+from ..deviance import ProfiledDeviance
 from ..errors import ModelSpecError, NumericalError
 from ..optimize import OptInfo, is_singular, optimize_theta
 from ..results import LmerResult
@@ -258,11 +261,17 @@ class _Replicator:
         self.result = result
         self.func = func
         self.names = names
-        self.sim = _Simulator(result, use_u)
-        self.base = result.deviance_function.with_response(result.y)  # own workspace: the fit is not touched
+        self.sim = self._simulator(result, use_u)
+        self.base = self._base(result)
         self.ctrl = ctrl
         self.lower = result.design.lower
         self.n, self.p = result.nobs, result.design.p
+
+    def _simulator(self, result, use_u: bool):
+        return _Simulator(result, use_u)
+
+    def _base(self, result):
+        return result.deviance_function.with_response(result.y)  # own workspace: the fit is not touched
 
     def one(self, index: int, seed: np.random.SeedSequence):
         """``(index, values or None, failure reason or None, n_evals, converged, singular)``."""
@@ -316,11 +325,15 @@ class _FastReplicator(_Replicator):
             if self.two_stage:  # factors held at θ̂ and next to it: ld's gradient at θ̂ and Hessian there
                 ev.hold_at(self.theta_hat, hessian=True)
         design = result.design
-        self.centre = design.X @ result.fixef.to_numpy() + (0.0 if design.offset is None else design.offset)
+        self.centre = self._centre(result)
         self.beta_hat = result.fixef.to_numpy()
         self.w = design.weights
         self.nu = self.n - self.p if result.reml else self.n
         self.dense = isinstance(ev, _engine.DenseDeviance)
+
+    def _centre(self, result):
+        design = result.design
+        return design.X @ result.fixef.to_numpy() + (0.0 if design.offset is None else design.offset)
 
     @staticmethod
     def applicable(result) -> bool:
@@ -452,6 +465,168 @@ class _FastReplicator(_Replicator):
     def many(self, tasks):
         with _engine.blas_threads(_engine.dense_size(self.result.deviance_function)):
             return super().many(tasks)
+
+
+# ---- the bootstrap of a fit from chunks (sparselmm.scale): responses drawn as their cross-products -----
+ROW_FREE_DENSE_MAX = 2500  # q + p up to which G's square root is a dense pivoted Cholesky (exact rank)
+ROW_FREE_RIDGES = (1e-12, 1e-10, 1e-8)  # relative ridges tried, in turn, for the sparse factor of G above it
+
+
+@dataclass
+class _DrawnResponse:
+    """A replicate's response as all a refit reads of it: ``ZᵀWe``, ``XᵀWe``, ``eᵀWe`` of ``e = y* − Xβ̂ − offset``."""
+
+    ZtWe: np.ndarray
+    XtWe: np.ndarray
+    eWe: float
+
+    def __radd__(self, centre):  # the replicators' `centre + e`: a row-free draw is e itself (centre 0)
+        return self
+
+    def cross_products(self, cross: CrossProducts, beta_hat: np.ndarray) -> CrossProducts:
+        """The fit's cross-products with this response, shifted by ``β̂``."""
+        return CrossProducts(
+            cross.ZtWZ,
+            cross.ZtWX,
+            self.ZtWe,
+            cross.XtWX,
+            self.XtWe,
+            self.eWe,
+            cross.sum_log_w,
+            beta_hat.copy(),
+            cross.n,
+        )
+
+
+class _CrossProductSimulator:
+    """:class:`_Simulator` for a fit that holds cross-products, not rows: draws ``ZᵀWe, XᵀWe, eᵀWe`` directly.
+
+    The simulated response is ``y* = Xβ̂ + offset + e`` with ``e = Zc + σ̂ W^(-1/2) ε``, ``c = σ̂ Λ̂ u*``
+    (``u* ~ N(0, I_q)``; ``use_u``: ``c = b̂``) and ``ε ~ N(0, I_n)``. With ``M = W^(1/2) [Z X]`` and
+    ``G = MᵀM`` (the fit's ``ZᵀWZ, ZᵀWX, XᵀWX``), splitting ``ε`` into its projection on the columns of
+    ``M`` and the rest gives ``s = Mᵀε ~ N(0, G)`` and ``εᵀε = sᵀG⁺s + χ²(n − rank G)``, the two independent.
+    So::
+
+        ZᵀWe = ZᵀWZ c + σ̂ s_Z,   XᵀWe = XᵀWZ c + σ̂ s_X,   eᵀWe = cᵀZᵀWZ c + 2σ̂ cᵀs_Z + σ̂² εᵀε
+
+    have exactly the joint distribution they have under the in-memory simulation (not the same numbers for
+    a seed: other random draws). ``s = Rξ`` with ``RRᵀ = G``: for ``q + p ≤ ROW_FREE_DENSE_MAX`` the dense
+    pivoted Cholesky of ``G`` (LAPACK ``pstrf``; rank-revealing, ``sᵀG⁺s = ξᵀξ`` over the rank), above it
+    CHOLMOD on ``G + δI`` (``δ`` = 1e-12 × max diag ``G``, raised by 100 while the factorisation fails):
+    ``s = (G + δI) Pᵀ L⁻ᵀ ξ ~ N(0, G + δI)``, ``sᵀ(G + δI)⁻¹s = ξᵀξ``, and ``χ²(n − q − p)`` for the rest —
+    the exact draw for ``M`` with ``√δ I`` appended as ``q + p`` rows, a change of relative size ``√δ`` (1e-6)
+    in the directions where ``G`` is singular.
+    """
+
+    def __init__(self, result, use_u: bool):
+        cross = result.deviance_function.cross
+        self.use_u = bool(use_u)
+        self.sigma = float(result.sigma)
+        self.n, self.q, self.p = int(cross.n), cross.ZtWZ.shape[0], cross.XtWX.shape[0]
+        self.ZtWZ, self.ZtWX = cross.ZtWZ, cross.ZtWX
+        self.Lambda = result.Lambda
+        self.b = result.b if self.use_u else None
+        m = self.q + self.p
+        if m <= ROW_FREE_DENSE_MAX:
+            from scipy.linalg.lapack import dpstrf
+
+            G = np.block([[cross.ZtWZ.toarray(), cross.ZtWX], [cross.ZtWX.T, cross.XtWX]])
+            c, piv, rank, info = dpstrf(G, lower=0)
+            if info < 0:
+                raise NumericalError(f"The pivoted Cholesky factorisation of [Z X]ᵀW[Z X] failed (LAPACK info {info}).")
+            R = np.zeros((m, rank))
+            R[piv - 1] = np.triu(c)[:rank].T  # G = R Rᵀ
+            self.R, self.rank, self.factor = R, int(rank), None
+        else:
+            self.R, self.factor = None, None
+            G = sp.bmat([[cross.ZtWZ, sp.csc_matrix(cross.ZtWX)], [sp.csc_matrix(cross.ZtWX.T), cross.XtWX]]).tocsc()
+            lower = sp.tril(G, format="csc")
+            lower.sort_indices()
+            scale = float(G.diagonal().max(initial=0.0)) or 1.0
+            chol = SparseCholesky(lower)
+            for ridge in ROW_FREE_RIDGES:
+                try:
+                    chol.factorize(lower, beta=ridge * scale)
+                    self.factor, self.delta = chol, ridge * scale
+                    break
+                except NumericalError:
+                    continue
+            if self.factor is None:
+                raise NumericalError("No Cholesky factor of [Z X]ᵀW[Z X] + δI for δ up to 1e-8 × its largest diagonal.")
+            self.G, self.rank = G, m
+        if self.n < self.rank:
+            raise NumericalError(
+                f"The fit has {self.n} rows but q + p = {m} random and fixed-effect columns: its responses cannot "
+                "be drawn from the cross-products alone (fit in memory to bootstrap it)."
+            )
+
+    def draw(self, rng: np.random.Generator) -> _DrawnResponse:
+        """One response as its cross-products (``e = y* − Xβ̂ − offset``)."""
+        if self.use_u:
+            c = self.b
+        else:
+            c = self.sigma * (self.Lambda @ rng.standard_normal(self.q))
+        xi = rng.standard_normal(self.rank)
+        if self.R is not None:
+            s = self.R @ xi
+        else:
+            t = self.factor.solve_Lt(xi)
+            s = self.G @ t + self.delta * t
+        eps2 = float(xi @ xi) + (rng.chisquare(self.n - self.rank) if self.n > self.rank else 0.0)
+        s_Z, s_X = s[: self.q], s[self.q :]
+        Gc = np.asarray(self.ZtWZ @ c).ravel()
+        sig = self.sigma
+        return _DrawnResponse(
+            ZtWe=Gc + sig * s_Z,
+            XtWe=self.ZtWX.T @ c + sig * s_X,
+            eWe=float(c @ Gc + 2.0 * sig * (c @ s_Z) + sig**2 * eps2),
+        )
+
+    def draw_deviation(self, rng: np.random.Generator, centre) -> _DrawnResponse:
+        return self.draw(rng)
+
+
+class _RowFreeDeviance(ProfiledDeviance):
+    """A fit's deviance function whose :meth:`with_response` takes a :class:`_DrawnResponse` (no rows)."""
+
+    beta_hat: np.ndarray
+
+    def with_response(self, y, share_factor: bool = False):
+        if not isinstance(y, _DrawnResponse):
+            return self.design._not_held("A response of n values")
+        return self._sibling(y.cross_products(self.cross, self.beta_hat), self.reml, share_factor)
+
+
+class _RowFree:
+    """The replicators' hooks for a fit from chunks: responses drawn as cross-products (see
+    :class:`_CrossProductSimulator`), refits on the fit's own cross-products; the replicators' loops as they are."""
+
+    def _simulator(self, result, use_u: bool):
+        return _CrossProductSimulator(result, use_u)
+
+    def _base(self, result):
+        base = result.deviance_function.with_reml(result.reml)  # own workspace: the fit is not touched
+        base.__class__ = _RowFreeDeviance
+        base.beta_hat = result.fixef.to_numpy()
+        return base
+
+    def _centre(self, result):
+        return 0.0
+
+    def _evaluator_for(self, e: _DrawnResponse):
+        if self.dense:
+            return self.ev.with_response(e.ZtWe, e.XtWe, e.eWe, self.beta_hat)
+        return self.ev.with_cross(e.cross_products(self.base.cross, self.beta_hat))
+
+
+class _RowFreeReplicator(_RowFree, _Replicator):
+    def clone(self) -> _RowFreeReplicator:
+        return _RowFreeReplicator(self.result, self.func, self.names, self.sim.use_u, self.ctrl)
+
+
+class _RowFreeFastReplicator(_RowFree, _FastReplicator):
+    def clone(self) -> _RowFreeFastReplicator:
+        return _RowFreeFastReplicator(self.result, self.func, self.names, self.sim.use_u, self.ctrl, self.tol)
 
 
 def _named_values(out, names: list[str] | None) -> np.ndarray:
@@ -654,12 +829,14 @@ def bootstrap(
     t0 = _t0(result, func)
     names = list(t0.index)
     ctrl = _boot_control(result, tol, control)
-    if control is None and _FastReplicator.applicable(result):
-        replicator = _FastReplicator(
+    held = getattr(result.design, "rows_held", True)  # a fit from chunks draws cross-products, not rows
+    fast, slow = (_FastReplicator, _Replicator) if held else (_RowFreeFastReplicator, _RowFreeReplicator)
+    if control is None and fast.applicable(result):
+        replicator = fast(
             result, func, names if func is not None else None, use_u, ctrl, BOOT_TOL if tol is None else float(tol)
         )
     else:
-        replicator = _Replicator(result, func, names if func is not None else None, use_u, ctrl)
+        replicator = slow(result, func, names if func is not None else None, use_u, ctrl)
     tasks = list(enumerate(root.spawn(nsim)))
     per_chunk = max(1, min(50, nsim // (workers * 8) if workers > 1 else 25))
     chunks = [tasks[i : i + per_chunk] for i in range(0, nsim, per_chunk)]

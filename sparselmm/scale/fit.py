@@ -228,11 +228,14 @@ class StreamedLmerResult(LmerResult):
     ``residuals()`` and ``predict()`` without ``newdata`` raise :class:`~sparselmm.errors.RowsNotHeldError`,
     except for a fit from a Dask DataFrame, where they return lazy Dask series over its partitions (the
     rows kept by the missing-value policy, with the partition's index). ``predict(ddf)`` on a Dask
-    DataFrame is lazy too. Measured on the tests' models: ``confint`` (Wald and profile), ``contest``,
-    ``coef_table`` (Satterthwaite, Kenward–Roger), ``drop1``, ``refit_ml`` and ``deviance`` work (they use
-    the cross-products); ``simulate``, ``bootstrap``, ``refit`` and ``sparselmm.anova`` (its term contrasts
-    evaluate the variables on the rows) raise ``RowsNotHeldError``. ``scale_info``: rows read, chunks,
-    seconds and rows per second of the passes.
+    DataFrame is lazy too. Measured on the tests' models: ``confint`` (Wald, profile and boot), ``contest``
+    (vectors and term names), ``coef_table`` (Satterthwaite, Kenward–Roger), ``drop1``, ``refit_ml``,
+    ``deviance``, ``sparselmm.anova(m)`` (types I–III: lmerTest's contrasts from ``XᵀX`` and the fixed
+    spec), ``sparselmm.anova(m0, m)`` (the rows compared by their sums, see
+    :func:`sparselmm.inference.lrt.check_same_rows`) and ``bootstrap`` (each response drawn as its
+    cross-products) work; ``simulate``, ``refit`` and ``bootstrap_lrt`` (n new values per response) raise
+    ``RowsNotHeldError`` naming the rows and columns they need. ``scale_info``: rows read, chunks, seconds
+    and rows per second of the passes.
     """
 
     rows_held = False
