@@ -50,7 +50,7 @@ from .._cholmod import SparseCholesky
 from ..crossprod import CrossProducts
 from ..deviance import ProfiledDeviance
 from ..errors import ModelSpecError, NumericalError
-from ..optimize import OptInfo, is_singular, optimize_theta
+from ..optimize import OptInfo, is_singular, optimize_theta, refit_theta
 from ..results import LmerResult
 from . import _engine
 from .confint import check_level, estimates, percent_labels, sdcor, select_parameters
@@ -211,7 +211,9 @@ def refit_reml(result: LmerResult) -> LmerResult:
 
 def _fit(result: LmerResult, devfun, control, check_conv) -> LmerResult:
     start = result.theta if control else _quasi_newton_start(result, devfun)
-    theta, _, info = optimize_theta(devfun, start, result.design.lower, result.optinfo.optimizer, control, check_conv)
+    theta, _, info = refit_theta(
+        devfun, start, result.optinfo.theta_start, result.design.lower, result.optinfo.optimizer, control, check_conv
+    )
     state = devfun.solve(theta)
     return LmerResult(devfun, state, info, data_name=result.data_name)
 

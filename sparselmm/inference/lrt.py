@@ -32,7 +32,7 @@ from scipy.stats import chi2
 
 from ..design import RANK_TOL
 from ..errors import DataError, ModelSpecError
-from ..optimize import optimize_theta
+from ..optimize import optimize_theta, refit_theta
 from .bootstrap import refit_ml
 
 __all__ = ["bootstrap_lrt", "check_nested", "check_same_rows", "drop1", "likelihood_ratio_table"]
@@ -399,7 +399,7 @@ def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFram
     for label in scope:
         cols = terms[label]
         reduced = devfun.with_columns_in_offset(cols, 0.0, reml=False)
-        _, dev, _ = optimize_theta(reduced, full.theta, design.lower, full.optinfo.optimizer, None, True)
+        _, dev, _ = refit_theta(reduced, full.theta, full.optinfo.theta_start, design.lower, full.optinfo.optimizer)
         npar = reduced.p + n_theta + 1
         df.append(npar)
         aic.append(dev + k * npar)

@@ -192,6 +192,33 @@ class _Psi:
             out[:, m] = (C @ Phi)[r, c]
         return out
 
+    def feasible(self, psi: np.ndarray, held: int) -> np.ndarray:
+        """ψ with the correlations other than ψ[held] shrunk towards 0 until every term's SD/correlation
+        matrix is positive semi-definite.
+
+        At a singular fit the correlation matrix is singular, so holding one of its parameters at a new value
+        with the others at their estimates usually leaves the cone (no θ exists there); shrinking the other
+        correlations keeps the held one and reaches a valid matrix (at 0 only the held correlation, |x| < 1,
+        is off the diagonal).
+        """
+        psi = psi.copy()
+        free_cor = self.is_cor.copy()
+        free_cor[held] = False
+        try:
+            self.theta(psi)
+            return psi
+        except np.linalg.LinAlgError:
+            pass
+        base = psi[free_cor].copy()
+        for shrink in (0.999, 0.99, 0.95, 0.9, 0.8, 0.6, 0.4, 0.2, 0.0):
+            psi[free_cor] = shrink * base
+            try:
+                self.theta(psi)
+                return psi
+            except np.linalg.LinAlgError:
+                continue
+        return psi
+
     def _in_bounds(self, psi) -> bool:
         return psi[-1] > 0 and not (np.any(psi < self.lower) or np.any(psi > self.upper))
 
@@ -398,6 +425,7 @@ class _Profiler:
         self.notes: list[str] = []
         self._H_psi = None
         self._H_theta = None
+        self._H_scale: dict[int, np.ndarray | None] = {}
         self._ev_ml_full = None
 
     # ---- Hessians at the estimates (once, by differences of the exact gradient) ---------------------
@@ -462,7 +490,11 @@ class _Profiler:
     def deviance_at(self, j: int, x: float) -> _Point:
         """The constrained fit with parameter j held at x (warm-started), recorded."""
         start, H = self._start(j, x)
-        if j < self.n_var:
+        if self._scale_row(j) is not None:
+            pt = self._fit_scale(j, x, start, H)
+        elif j < self.n_var and self._cor_rows(j) is not None and self._cor_rows(j)[2] is not None:
+            pt = self._fit_correlation(j, x, start, H)
+        elif j < self.n_var:
             pt = self._fit_variance(j, x, start, H)
         else:
             pt = self._fit_beta(j, x, start, H)
@@ -502,6 +534,7 @@ class _Profiler:
         fallback_start = np.clip(self.psi_hat[free] if near is None else near.free, lo, hi)
         psi = self.psi_hat.copy()
         psi[j] = x
+        start, fallback_start = (self._feasible_free(psi, free, j, z) for z in (start, fallback_start))
         result = None
         if self.ev is not None:
             Hs = self.H_psi()
@@ -541,11 +574,279 @@ class _Profiler:
             z, dev = _minimise(fun, start, lo, hi)
             p = psi.copy()
             p[free] = z
-            beta = self.devfun.solve(pm.theta(p)).beta if np.isfinite(dev) else np.full(self.design.p, np.nan)
+            if np.isfinite(dev) and dev < 1e300:
+                beta = self.devfun.solve(pm.theta(p)).beta
+            else:  # no valid SD/correlation matrix was found with ψ[j] held at x
+                dev, beta = np.nan, np.full(self.design.p, np.nan)
             result = (p, dev, None, beta, None)
         p, dev, ddev, beta, H_new = result
         zeta, slope = self._zeta(j, x, dev, ddev)
         return _Point(x, zeta, float(dev), slope, np.concatenate([p, beta]), p[free], H_new)
+
+    # ---- SDs and σ: constrained fits over θ -------------------------------------------------------
+    def _scale_row(self, j: int) -> np.ndarray | None:
+        """For an SD or σ (``j`` in lme4's order), the θ positions of its row of Λ's block (empty for σ);
+        None for a correlation or a fixed effect.
+
+        These are profiled over θ rather than over the other SDs and correlations: with ``sd_j = x`` held,
+        ``σ = x / ‖λ_j‖`` (``λ_j`` the row of the term's Cholesky factor) follows from θ, and every θ is a valid
+        model. In ψ a singular fit's correlation matrix sits on the edge of the positive semi-definite cone,
+        where most steps leave it (issue 23: a raw ``LinAlgError`` and intervals that never ended).
+        """
+        if j == self.n_var - 1:
+            return np.zeros(0, dtype=np.int64)
+        if j >= self.n_var or self.psi_map.is_cor[j]:
+            return None
+        for t in self.design.terms:
+            if t.theta_offset <= j < t.theta_offset + t.n_theta:
+                r, _ = t.tril_indices()
+                return t.theta_offset + np.flatnonzero(r == r[j - t.theta_offset])
+        return None
+
+    def _scale_criterion(self, j: int, x: float, gradient: bool):
+        """``θ ↦ (criterion, gradient, σ², parts)`` with ``sd_j = x`` (or ``σ = x``) held, σ from θ."""
+        row = self._scale_row(j)
+        pm = self.psi_map
+        slw, nu = self.devfun.cross.sum_log_w, pm.nu
+
+        def crit(theta):
+            theta = np.asarray(theta, float)
+            norm2 = float(theta[row] @ theta[row]) if row.size else 1.0
+            if not norm2 > 0:
+                raise NumericalError("the held SD's row of Λ is zero")
+            s2 = x * x / norm2
+            if self.ev is not None:
+                parts = self.ev.parts(theta, gradient=gradient)
+                ld, r2, beta = parts.ld, parts.r2, parts.beta
+            else:
+                state = self.devfun.solve(theta)
+                ld, r2, beta = state.ldL2 + (state.ldRX2 if pm.reml else 0.0), state.pwrss, state.beta
+            dev = float(ld - slw + r2 / s2 + nu * math.log(2 * math.pi * s2))
+            if not gradient:
+                return dev, None, s2, r2, beta
+            grad = parts.dld + parts.dr2 / s2
+            if row.size:  # ∂s²/∂θ_row = −2 s² θ_row / ‖θ_row‖²
+                grad = grad.copy()
+                grad[row] += (nu / s2 - r2 / (s2 * s2)) * (-2.0 * s2 * theta[row] / norm2)
+            return dev, grad, s2, r2, beta
+
+        return crit
+
+    def _fit_scale(self, j: int, x: float, start, H) -> _Point:
+        """The fit with an SD (or σ) held at ``x``, over θ (see :meth:`_scale_row`)."""
+        lower = self.design.lower.copy()
+        upper = np.full(lower.size, np.inf)
+        row = self._scale_row(j)
+        theta0 = self.fit.theta.copy() if start is None else np.maximum(start, lower)
+        if x == 0.0:  # an SD at its bound: its row of Λ is 0, σ is free (the usual profiled criterion)
+            lower[row] = upper[row] = 0.0
+            theta0[row] = 0.0
+            return self._fit_at_zero(j, x, theta0, lower, upper)
+        if row.size:  # scale the held row so that σ = x / ‖λ_j‖ starts at the nearest point's σ
+            near = min(self.points.get(j, []), key=lambda p: abs(p.x - x), default=None)
+            sigma_ref = float(self.fit.sigma if near is None else near.params[self.n_var - 1])
+            norm = math.sqrt(float(theta0[row] @ theta0[row]))
+            if norm > 0:
+                theta0[row] *= (x / sigma_ref) / norm
+            else:
+                theta0[row[-1]] = x / sigma_ref
+        crit = self._scale_criterion(j, x, gradient=self.ev is not None)
+        result = None
+        if self.ev is not None:
+
+            def fg(theta):
+                dev, grad, *_ = crit(theta)
+                return dev, grad
+
+            if j not in self._H_scale:
+                try:
+                    self._H_scale[j] = hessian(fg, self.fit.theta, lower, upper)
+                except NumericalError:
+                    self._H_scale[j] = None
+            H_ref = self._H_scale[j]
+            if H is None or H.shape != (lower.size, lower.size):
+                H = H_ref if H_ref is not None else np.eye(lower.size)
+            try:
+                theta, dev, _, H_new, _, ok = quasi_newton(
+                    fg, theta0, lower, upper, H, FIT_TOL, probe=np.where(lower == 0, PROBE, 0.0), H_check=H_ref
+                )
+                if ok and np.isfinite(dev):
+                    result = (theta, H_new)
+            except NumericalError:
+                pass
+        if result is None:
+
+            def fun(theta):
+                try:
+                    return crit(theta)[0]
+                except (NumericalError, np.linalg.LinAlgError):
+                    return np.inf
+
+            theta, _ = _minimise(fun, theta0, lower, upper)
+            result = (theta, None)
+        theta, H_new = result
+        dev, _, s2, r2, beta = crit(theta)
+        # envelope theorem: d(criterion)/dx at fixed θ, through s² = x² / ‖λ_j‖²
+        ddev = (self.psi_map.nu - r2 / s2) * 2.0 / x
+        return self._scale_point(j, x, theta, math.sqrt(s2), float(dev), ddev, beta, H_new)
+
+    # ---- correlations: constrained fits over θ with one row re-parametrised -------------------------
+    def _cor_rows(self, j: int):
+        """For a correlation, the θ positions of the two rows of its term's Cholesky factor it links
+        (``pos_i`` the later row, ``pos_l`` the earlier), and the map below; None otherwise.
+
+        A held correlation ρ between components ``i > l`` is imposed by writing row ``i`` as
+        ``λ_i = ‖v‖ (ρ û + √(1 − ρ²) ŵ)`` with ``û = λ_l / ‖λ_l‖`` and ``ŵ`` the unit part of ``v`` orthogonal to
+        ``û``: any ``v`` (row ``i``'s θ entries) and the other rows give a valid model with that correlation,
+        so no step leaves the positive semi-definite cone, and σ is profiled out as in the fit. One
+        direction of ``v`` (along ``û``) is redundant; the fit's gradient there is 0.
+        """
+        if j >= self.n_var or not self.psi_map.is_cor[j]:
+            return None
+        for t in self.design.terms:
+            if t.theta_offset <= j < t.theta_offset + t.n_theta:
+                r, c = t.tril_indices()
+                m = j - t.theta_offset
+                i, col = int(r[m]), int(c[m])
+                pos_i = t.theta_offset + np.flatnonzero(r == i)
+                pos_l = t.theta_offset + np.flatnonzero(r == col)
+                theta_l = self.fit.theta[pos_l]
+                ok = float(theta_l @ theta_l) > 0
+                if not ok:
+                    return pos_i, pos_l, None
+                return pos_i, pos_l, lambda f, rho, a=pos_i, b=pos_l: self._cor_theta(f, rho, a, b)
+        return None
+
+    @staticmethod
+    def _cor_theta(f: np.ndarray, rho: float, pos_i: np.ndarray, pos_l: np.ndarray) -> np.ndarray:
+        theta = np.array(f, dtype=float)
+        u = np.zeros(pos_i.size)
+        u[: pos_l.size] = theta[pos_l]
+        nu_ = math.sqrt(float(u @ u))
+        if nu_ == 0:
+            raise NumericalError("the correlation's other SD is 0 here")
+        u /= nu_
+        v = theta[pos_i]
+        s = math.sqrt(float(v @ v))
+        w = v - (v @ u) * u
+        nw = math.sqrt(float(w @ w))
+        if nw <= 1e-12 * max(s, 1e-300):  # v along û: any unit vector orthogonal to û
+            w = np.zeros(pos_i.size)
+            w[-1] = 1.0  # the last entry of û (row l < i is zero-padded) is 0
+            nw = 1.0
+        theta[pos_i] = s * (rho * u + math.sqrt(max(0.0, 1.0 - rho * rho)) * w / nw)
+        return theta
+
+    def _fit_correlation(self, j: int, x: float, start, H) -> _Point:
+        """The fit with a correlation held at ``x``, over θ (see :meth:`_cor_rows`)."""
+        pos_i, pos_l, to_theta = self._cor_rows(j)
+        lower = self.design.lower.copy()
+        lower[pos_i] = -np.inf  # row i is v, unconstrained
+        upper = np.full(lower.size, np.inf)
+        f0 = self.fit.theta.copy() if start is None else np.maximum(start, lower)
+        touched = np.concatenate([pos_i, pos_l])
+
+        def jac_theta(f):
+            """∂θ/∂f for the columns the map touches (central differences of the small map)."""
+            J = np.zeros((f.size, touched.size))
+            for m, col in enumerate(touched):
+                h = 1e-6 * max(abs(f[col]), 1e-3)
+                fp, fm = f.copy(), f.copy()
+                fp[col] += h
+                fm[col] -= h
+                J[:, m] = (to_theta(fp, x) - to_theta(fm, x)) / (2 * h)
+            return J
+
+        def fg(f):
+            theta = to_theta(f, x)
+            dev, g_theta = self.ev.value_and_gradient(theta)
+            g = g_theta.copy()
+            g[touched] = jac_theta(f).T @ g_theta
+            return dev, g
+
+        f = None
+        if self.ev is not None:
+            H_ref = self._H_scale.get(j)
+            if j not in self._H_scale:
+                try:
+                    H_ref = hessian(fg, self.fit.theta, lower, upper)
+                    H_ref = H_ref + 1e-6 * max(float(np.max(np.abs(np.diag(H_ref)))), 1.0) * np.eye(lower.size)
+                except (NumericalError, np.linalg.LinAlgError):
+                    H_ref = None
+                self._H_scale[j] = H_ref
+            if H is None or H.shape != (lower.size, lower.size):
+                H = H_ref if H_ref is not None else np.eye(lower.size)
+            try:
+                z, dev, _, H_new, _, ok = quasi_newton(fg, f0, lower, upper, H, FIT_TOL, H_check=H_ref)
+                if ok and np.isfinite(dev):
+                    f = z
+            except (NumericalError, np.linalg.LinAlgError):
+                pass
+        if f is None:
+
+            def fun(z):
+                try:
+                    return self.devfun(to_theta(z, x))
+                except NumericalError:
+                    return np.inf
+
+            f, _ = _minimise(fun, f0, lower, upper)
+            H_new = None
+        theta = to_theta(f, x)
+        state = self.devfun.solve(theta)
+        ddev = None
+        if self.ev is not None:  # envelope theorem: ∂/∂x of the criterion at fixed f
+            h = 1e-6
+            a, b = max(x - h, -1.0), min(x + h, 1.0)
+            dtheta = (to_theta(f, b) - to_theta(f, a)) / (b - a)
+            ddev = float(self.ev.value_and_gradient(theta)[1] @ dtheta)
+        sigma = math.sqrt(state.pwrss / self.psi_map.nu)
+        params = np.concatenate([sdcor(self.design, theta, sigma), [sigma], state.beta])
+        params[j] = x
+        zeta, slope = self._zeta(j, x, float(state.deviance), ddev)
+        return _Point(x, zeta, float(state.deviance), slope, params, np.asarray(f, float).copy(), H_new)
+
+    def _fit_at_zero(self, j: int, x: float, theta0, lower, upper) -> _Point:
+        """An SD held at 0: its row of Λ fixed at 0, the other θ free, σ profiled out."""
+        devfun = self.devfun
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theta = theta0
+            if self.ev is not None:
+                try:
+                    theta, _, _, _, _, ok = quasi_newton(
+                        self.ev.value_and_gradient, theta0, lower, upper, np.eye(lower.size), FIT_TOL
+                    )
+                except NumericalError:
+                    ok = False
+                if not ok:
+                    theta = theta0
+            free = lower != upper
+            if self.ev is None or theta is theta0:
+
+                def fun(z):
+                    t = theta0.copy()
+                    t[free] = z
+                    return devfun(t)
+
+                z, _ = _minimise(fun, theta0[free], lower[free], upper[free])
+                theta = theta0.copy()
+                theta[free] = z
+        state = devfun.solve(theta)
+        sigma = math.sqrt(state.pwrss / self.psi_map.nu)
+        return self._scale_point(j, x, theta, sigma, float(state.deviance), None, state.beta, None)
+
+    def _scale_point(self, j, x, theta, sigma, dev, ddev, beta, H_new) -> _Point:
+        params = np.concatenate([sdcor(self.design, theta, sigma), [sigma], beta])
+        params[j] = x  # exactly the held value (σ·‖λ_j‖ rounds)
+        zeta, slope = self._zeta(j, x, dev, ddev)
+        return _Point(x, zeta, dev, slope, params, np.asarray(theta, float).copy(), H_new)
+
+    def _feasible_free(self, psi: np.ndarray, free: np.ndarray, j: int, z: np.ndarray) -> np.ndarray:
+        """The free part of a start made valid by :meth:`_Psi.feasible` (ψ[j] held)."""
+        p = psi.copy()
+        p[free] = z
+        return self.psi_map.feasible(p, j)[free]
 
     def _beta_evaluator(self, col: int, x: float):
         from ._engine import DenseDeviance, FactorDeviance
