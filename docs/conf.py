@@ -39,6 +39,11 @@ autodoc_default_options = {"members": True, "undoc-members": True, "show-inherit
 autodoc_member_order = "groupwise"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = False
+# the signatures' aliases (sparselmm/_typing.py, imported by the modules for type checkers only) link to docs/api/typing
+autodoc_type_aliases = {
+    name: f"sparselmm._typing.{name}"
+    for name in ("DataLike", "FrameLike", "PathLike", "ColumnOrValues", "ContrastLike", "Seed")
+}
 numpydoc_show_class_members = False  # autodoc's :members: lists them (numpydoc's tables would duplicate)
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,12 @@ from .optimize import optimize_theta
 from .progress import as_progress
 from .results import LmerResult
 from .scale import as_source, fit_streamed, streamed_setup
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ._typing import ColumnOrValues, DataLike
+    from .progress import Progress
 
 __all__ = ["lmer", "deviance_function"]
 
@@ -145,10 +152,10 @@ def moment_start(design: Design) -> np.ndarray:
 @check_arguments(LMER_HINTS)
 def deviance_function(
     formula: str,
-    data,
+    data: DataLike,
     reml: bool = True,
-    weights=None,
-    offset=None,
+    weights: ColumnOrValues | None = None,
+    offset: ColumnOrValues | None = None,
     missing: str = "drop",
     ordering: str = "auto",
 ) -> ProfiledDeviance:
@@ -182,18 +189,18 @@ def deviance_function(
 @check_arguments(LMER_HINTS)
 def lmer(
     formula: str,
-    data,
+    data: DataLike,
     reml: bool = True,
-    weights=None,
-    offset=None,
+    weights: ColumnOrValues | None = None,
+    offset: ColumnOrValues | None = None,
     missing: str = "drop",
     optimizer: str = "auto",
     control: dict | None = None,
-    start=None,
+    start: ArrayLike | None = None,
     check_conv: bool = True,
     ordering: str = "auto",
     data_name: str | None = None,
-    verbose=False,
+    verbose: bool | Progress = False,
     progress: bool | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.

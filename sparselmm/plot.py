@@ -15,10 +15,20 @@ names the extra. Each function returns the matplotlib ``Figure`` (figures are ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.stats import norm
 
 from .errors import ModelSpecError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .inference.profile import Profile
+    from .results import LmerResult
 
 __all__ = ["plot_profile", "plot_qq_ranef", "plot_ranef", "plot_residuals"]
 
@@ -82,7 +92,12 @@ def _grid(plt, panels: list, figsize, sharex: bool = False, heights: list[float]
     return fig, axes
 
 
-def plot_ranef(result, group=None, level: float = 0.95, figsize=None):
+def plot_ranef(
+    result: LmerResult,
+    group: str | Sequence[str] | None = None,
+    level: float = 0.95,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """Caterpillar plot of the conditional modes (lme4's ``dotplot(ranef(m, condVar = TRUE))``).
 
     Parameters
@@ -135,12 +150,27 @@ def plot_ranef(result, group=None, level: float = 0.95, figsize=None):
     return fig
 
 
-def plot_qq_ranef(result, group=None, level: float = 0.95, figsize=None):
+def plot_qq_ranef(
+    result: LmerResult,
+    group: str | Sequence[str] | None = None,
+    level: float = 0.95,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """Normal QQ plot of the conditional modes (lme4's ``qqmath(ranef(m, condVar = TRUE))``).
 
     Per grouping factor and coefficient: the sorted modes (x, with their ``level`` intervals) against the
     standard normal quantiles ``Φ⁻¹((i − ½)/m)`` (y), as lme4 draws it, and R's ``qqline`` (through the
     quartiles).
+
+    Parameters
+    ----------
+    result : LmerResult
+    group : str or list of str, optional
+        Grouping factors to draw; all by default (one row of panels each).
+    level : float
+        Coverage of the horizontal intervals ``mode ± z_{(1+level)/2} · sd``.
+    figsize : tuple, optional
+        Width and height in inches (default: 3.6 × 3.2 inches per panel).
 
     Returns
     -------
@@ -177,7 +207,9 @@ def plot_qq_ranef(result, group=None, level: float = 0.95, figsize=None):
     return fig
 
 
-def plot_residuals(result, type: str = "pearson", ax=None, figsize=(5.5, 4.2)):
+def plot_residuals(
+    result: LmerResult, type: str = "pearson", ax: Axes | None = None, figsize: tuple[float, float] = (5.5, 4.2)
+) -> Figure:
     """Residuals against fitted values (lme4's ``plot(m)``: Pearson residuals by default).
 
     Parameters
@@ -187,6 +219,8 @@ def plot_residuals(result, type: str = "pearson", ax=None, figsize=(5.5, 4.2)):
         As :meth:`LmerResult.residuals`.
     ax : matplotlib Axes, optional
         Draw here instead of in a new figure.
+    figsize : tuple
+        Width and height in inches of a new figure.
 
     Returns
     -------
@@ -210,7 +244,13 @@ def plot_residuals(result, type: str = "pearson", ax=None, figsize=(5.5, 4.2)):
     return fig
 
 
-def plot_profile(prof, which=None, absolute: bool = False, levels=PROFILE_LEVELS, figsize=None):
+def plot_profile(
+    prof: Profile,
+    which: str | Sequence[str] | None = None,
+    absolute: bool = False,
+    levels: Sequence[float] = PROFILE_LEVELS,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
     """ζ against each profiled parameter (lme4's ``xyplot(profile(m))``).
 
     Parameters

@@ -50,6 +50,7 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,12 @@ from .separation import (
     separating_alone,
     separation_message,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .._typing import ColumnOrValues, FrameLike
+    from .results import GlmerResult
 
 __all__ = ["glmer", "GLMM_RESPONSE"]
 
@@ -450,18 +457,18 @@ GLMER_HINTS = {
 @check_arguments(GLMER_HINTS)
 def glmer(
     formula: str,
-    data,
-    family="binomial",
+    data: FrameLike,
+    family: str | Family = "binomial",
     nAGQ: int = 1,
-    weights=None,
-    offset=None,
+    weights: ColumnOrValues | None = None,
+    offset: ColumnOrValues | None = None,
     link: str | None = None,
     missing: str = "drop",
     calc_derivs: bool = True,
-    start=None,
+    start: ArrayLike | None = None,
     data_name: str | None = None,
     polish: bool = True,
-):
+) -> GlmerResult:
     """Fit a generalised linear mixed model as lme4's ``glmer``.
 
     Parameters
