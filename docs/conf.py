@@ -84,6 +84,10 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc"],
 }
 html_show_sourcelink = False
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+# pages without sub-pages get the whole width (the tables of the guides need it)
+html_sidebars = {"index": [], "install": [], "guides/*": [], "api/generated/*": []}
 
 
 def _documented_names() -> set[str]:
