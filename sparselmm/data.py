@@ -69,6 +69,8 @@ class CleanData:
         Rows removed because of missing values.
     n_zero_weight : int
         Rows removed because their prior weight is zero (they have no influence on the fit).
+    index : Index or None
+        The caller's index labels of the kept rows (``predict()`` returns a Series on them).
     """
 
     frame: pd.DataFrame
@@ -77,6 +79,7 @@ class CleanData:
     offset: np.ndarray | None
     n_dropped: int
     n_zero_weight: int = 0
+    index: pd.Index | None = None
 
 
 def _is_numeric(col: pd.Series) -> bool:
@@ -182,4 +185,4 @@ def clean_data(
             for name in columns:
                 if isinstance(frame[name].dtype, pd.CategoricalDtype):
                     frame[name] = frame[name].cat.remove_unused_categories()
-    return CleanData(frame, rows, w, off, int(bad.sum()), n_zero)
+    return CleanData(frame, rows, w, off, int(bad.sum()), n_zero, index=data.index[rows])

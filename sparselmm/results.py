@@ -80,12 +80,15 @@ class LmerResult:
     def varcorr(self) -> pd.DataFrame:
         """Variance components as lme4's ``as.data.frame(VarCorr(m))``.
 
-        One row per variance (``var2`` empty, ``sdcor`` the standard deviation) and per covariance
-        (``sdcor`` the correlation), term by term, then the residual.
+        One row per variance (``var2`` NaN, ``sdcor`` the standard deviation) and per covariance
+        (``sdcor`` the correlation), term by term, then the residual (``var1``, ``var2`` NaN). A DataFrame
+        (:class:`sparselmm.printing.VarCorr`) that prints as lme4's ``print(VarCorr(m))``;
+        ``.format_lines(comp=("Variance", "Std.Dev."))`` adds the variances, ``.to_frame()`` is the plain
+        DataFrame.
         """
         rows = varcorr_rows(self._design.terms, self._term_covariances())
-        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
-        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+        rows.append(("Residual", np.nan, np.nan, self.sigma**2, self.sigma))
+        return varcorr_table(rows, self._design.terms)
 
     # ---- likelihood -----------------------------------------------------------------------
     @property
@@ -212,7 +215,7 @@ class LmerResult:
             return pearson / self.sigma
         raise DataError(f"residuals(type={type!r}) is not known; use 'response', 'pearson' or 'scaled'.")
 
-    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None) -> np.ndarray:
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None):
         """Predictions, as lme4's ``predict.merMod``.
 
         Parameters
@@ -229,8 +232,10 @@ class LmerResult:
 
         Returns
         -------
-        ndarray
-            One prediction per row of ``newdata`` (or per fitted row), ``Xβ̂ + Zb̂ + offset``.
+        Series or ndarray
+            One prediction per row, ``Xβ̂ + Zb̂ + offset``: a Series on ``newdata``'s index when it is a
+            pandas DataFrame, or on the index of the rows fitted (the caller's labels) when ``newdata`` is
+            omitted; an array for other ``newdata`` (a dict, a polars frame).
 
         Raises
         ------
@@ -240,7 +245,8 @@ class LmerResult:
         sparselmm.FormulaError
             A ``re_form`` that is not understood or names random terms the model does not have.
         """
-        return linear_predictor(self._design, self._state.beta, self._b, newdata, re_form, allow_new_levels, offset)
+        eta = linear_predictor(self._design, self._state.beta, self._b, newdata, re_form, allow_new_levels, offset)
+        return prediction_series(eta, newdata, self._design)
 
     # ---- lme4's getME -----------------------------------------------------------------------
     @property
@@ -655,9 +661,10 @@ class LmerResult:
 
         Returns
         -------
-        pandas.DataFrame
-            Rows ``<none>`` (the full model) and one per term dropped; columns ``npar`` (parameters
-            removed), ``AIC`` (of the ML fits) and, with ``test="Chisq"``, ``LRT`` and ``Pr(Chi)``.
+        AnovaTable
+            A DataFrame (:class:`sparselmm.printing.AnovaTable`, printed as R prints it) with rows
+            ``<none>`` (the full model) and one per term dropped; columns ``npar`` (parameters removed),
+            ``AIC`` (of the ML fits) and, with ``test="Chisq"``, ``LRT`` and ``Pr(Chi)``.
 
         Raises
         ------
@@ -670,8 +677,9 @@ class LmerResult:
         anova : likelihood-ratio tests between any nested fits.
         """
         from .inference.lrt import drop1
+        from .printing import AnovaTable
 
-        return drop1(self, test=test, scope=scope)
+        return AnovaTable.wrap(drop1(self, test=test, scope=scope))
 
     def bootstrap_lrt(self, larger, nsim: int = 1000, seed=None, n_jobs: int = 1, progress=None):
         """Parametric-bootstrap likelihood-ratio test of this model against a larger one it is nested in
@@ -770,9 +778,36 @@ def varcorr_rows(terms, covariances) -> list[tuple]:
     for t, cov in zip(terms, covariances):
         sd = np.sqrt(np.diag(cov))
         for i in range(t.k):
-            rows.append((t.group_name, t.cnms[i], None, cov[i, i], sd[i]))
+            rows.append((t.group_name, t.cnms[i], np.nan, cov[i, i], sd[i]))
         for j in range(t.k):
             for i in range(j + 1, t.k):
                 corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
                 rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
     return rows
+
+
+def varcorr_table(rows: list[tuple], terms) -> pd.DataFrame:
+    """The ``varcorr`` frame of :func:`varcorr_rows`' rows (plus a residual row), printed as lme4's
+    ``print(VarCorr(m))`` (:class:`sparselmm.printing.VarCorr`)."""
+    from .printing import VarCorr
+
+    frame = pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+    for col in ("var1", "var2"):  # missing names are NaN whatever the column's dtype
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
+    table = VarCorr(frame)
+    table.attrs["term_sizes"] = [int(t.k) for t in terms]
+    return table
+
+
+def prediction_series(values, newdata, design):
+    """Predictions as a Series on ``newdata``'s index (a pandas DataFrame) or on the caller's index of the
+    rows fitted (no ``newdata``); other ``newdata`` (a dict, a polars frame) gives the array."""
+    values = np.asarray(values)
+    if newdata is None:
+        index = getattr(getattr(design, "data", None), "index", None)
+        if index is None or len(index) != values.shape[0]:
+            index = pd.RangeIndex(values.shape[0])
+        return pd.Series(values, index=index)
+    if isinstance(newdata, pd.DataFrame) and len(newdata) == values.shape[0]:
+        return pd.Series(values, index=newdata.index)
+    return values

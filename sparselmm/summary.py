@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .design import r_name
+from .printing import _char_matrix, html_pre, r_abbreviate, r_format, r_named_vector
 
 __all__ = ["AUTO_DDF_MAX_DENSE", "LmerSummary"]
 
@@ -105,34 +106,8 @@ class LmerSummary:
         return res.coef_table(ddf="lme4")
 
     def random_effects_lines(self) -> list[str]:
-        res = self.result
-        header = ["Groups", "Name", "Variance", "Std.Dev."]
-        max_k = max(t.k for t in res.design.terms)
-        if max_k > 1:
-            header.append("Corr")
-        entries = []
-        names_seen: dict[str, int] = {}
-        for t, cov in zip(res.design.terms, res._term_covariances()):
-            sd = np.sqrt(np.diag(cov))
-            count = names_seen.get(t.group_name, 0)
-            names_seen[t.group_name] = count + 1
-            label = t.group_name if count == 0 else f"{t.group_name}.{count}"
-            for i in range(t.k):
-                corr = []
-                for j in range(i):
-                    c = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                    corr.append(f"{c:.2f}" if np.isfinite(c) else " NaN")
-                entries.append((label if i == 0 else "", r_name(t.cnms[i]), cov[i, i], sd[i], " ".join(corr)))
-        entries.append(("Residual", "", res.sigma**2, res.sigma, ""))
-        var_col = _column([e[2] for e in entries])
-        sd_col = _column([e[3] for e in entries])
-        rows = [header]
-        for e, v, s in zip(entries, var_col, sd_col):
-            row = [e[0], e[1], v, s]
-            if max_k > 1:
-                row.append(e[4])
-            rows.append(row)
-        return _table(rows, {2, 3})
+        """lme4's random-effects table (``formatVC`` with 4 digits: Groups, Name, Variance, Std.Dev., Corr)."""
+        return self.result.varcorr.format_lines(digits=4, comp=("Variance", "Std.Dev."))
 
     def fixed_effects_lines(self) -> list[str]:
         tab = self.coefficients
@@ -153,18 +128,20 @@ class LmerSummary:
         return lines
 
     def correlation_lines(self) -> list[str]:
+        """lme4's correlation of the fixed effects: rounded to 3 decimals, rows and columns named by R's
+        ``abbreviate`` (11 and 6 characters, lengthened where two names would coincide)."""
         res = self.result
         V = res.vcov.to_numpy()
-        if V.shape[0] < 2:
+        p = V.shape[0]
+        if p < 2:
             return []
         sd = np.sqrt(np.diag(V))
         C = V / np.outer(sd, sd)
         names = [r_name(n) for n in res.fixef.index]
-        abbrev = ["(Intr)" if n == "(Intercept)" else n[:6] for n in names]
-        rows = [[""] + abbrev[:-1]]
-        for i in range(1, len(names)):
-            rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
-        return ["Correlation of Fixed Effects:"] + _table(rows, set(range(1, len(names))))
+        rows_ab, cols_ab = r_abbreviate(names, 11), r_abbreviate(names, 6)
+        cells = np.array(r_format(np.round(C, 3).ravel(), 7, nsmall=3), dtype=object).reshape(p, p)
+        body = [[cells[i, j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
+        return ["Correlation of Fixed Effects:"] + _char_matrix(cols_ab[:-1], body, rows_ab[1:], right=False)
 
     def __str__(self) -> str:
         res = self.result
@@ -196,20 +173,16 @@ class LmerSummary:
             lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
         lines.append("")
         if getattr(res, "rows_held", True):
-            r = res.residuals("scaled")
+            r = np.asarray(res.residuals("scaled"))
             q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
             lines.append("Scaled residuals: ")
-            labels = ["Min", "1Q", "Median", "3Q", "Max"]
-            vals = [f"{v:.4f}" for v in q]
-            w = [max(len(a), len(b)) + 1 for a, b in zip(labels, vals)]
-            lines.append(" ".join(s.rjust(x) for s, x in zip(labels, w)))
-            lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
+            lines.extend(r_named_vector(["Min", "1Q", "Median", "3Q", "Max"], q, 4))
         else:  # fitted from chunks (sparselmm.scale): the residuals were never held
             lines.append("Scaled residuals: not computed (fitted from chunks; the rows are not held)")
         lines.append("")
         lines.append("Random effects:")
         lines.extend(self.random_effects_lines())
-        groups = ", ".join(f"{k}, {v}" for k, v in res.ngroups.items())
+        groups = "; ".join(f"{k}, {v}" for k, v in res.ngroups.items())
         lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
         if design.data.n_dropped:
             lines.append(f"({design.data.n_dropped} observations deleted due to missingness)")
@@ -236,3 +209,6 @@ class LmerSummary:
         return "\n".join(lines) + "\n"
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return html_pre(str(self))

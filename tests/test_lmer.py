@@ -160,7 +160,7 @@ def test_predict_new_levels(sleepstudy):
         m.predict(new)
     p = m.predict(new, allow_new_levels=True)
     assert p[1] == pytest.approx(m.fixef["Intercept"] + 2 * m.fixef["Days"])
-    assert p[0] == pytest.approx(m.predict(sleepstudy.iloc[[1]])[0])  # row 1: Subject 308, Days 1
+    assert p[0] == pytest.approx(m.predict(sleepstudy.iloc[[1]]).iloc[0])  # row 1: Subject 308, Days 1
 
 
 def test_weights_equal_duplication_at_fixed_theta(sleepstudy):

@@ -211,3 +211,243 @@ def test_mixedlm_arrays_missing_named(rt_data):
     with pytest.raises(DataError, match=r"in groups \(1\)") as err:
         smx.MixedLM(rt_data["rt"].to_numpy(), X, groups)
     assert "endog" not in str(err.value) and rng_x.size == 60
+
+
+# ---- item 9: printing as R prints ----------------------------------------------------------------------
+LEGEND = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+
+
+def test_anova_prints_as_lmertest(sleep_fit):
+    # lmerTest 3.1-3: anova(lmer(Reaction ~ Days + (Days | Subject), sleepstudy))
+    table = sparselmm.anova(sleep_fit)
+    assert repr(table).splitlines() == [
+        "Type III Analysis of Variance Table with Satterthwaite's method",
+        "     Sum Sq Mean Sq NumDF DenDF F value    Pr(>F)    ",
+        "Days  30031   30031     1    17  45.853 3.264e-06 ***",
+        "---",
+        LEGEND,
+    ]
+    assert str(table) == repr(table)
+    kr = repr(sparselmm.anova(sleep_fit, ddf="Kenward-Roger")).splitlines()
+    assert kr[0] == "Type III Analysis of Variance Table with Kenward-Roger's method"
+    assert (
+        repr(sleep_fit.anova(type=1)).splitlines()[0] == "Type I Analysis of Variance Table with Satterthwaite's method"
+    )
+    assert repr(sleep_fit.anova(type="II")).splitlines()[0].startswith("Type II Analysis of Variance Table")
+    lme4 = repr(sparselmm.anova(sleep_fit, ddf="lme4"))
+    assert "Signif. codes" not in lme4 and "npar" in lme4  # no p-values, no stars
+    # still a DataFrame: indexing, numbers, attrs
+    assert isinstance(table, pd.DataFrame)
+    assert table.loc["Days", "F value"] == pytest.approx(45.853, abs=1e-3)
+    assert table.attrs["heading"].startswith("Type III")
+    plain = table.to_frame()
+    assert type(plain) is pd.DataFrame and plain.attrs["heading"] == table.attrs["heading"]
+    assert type(table.loc[["Days"]]) is pd.DataFrame  # what is derived is a plain frame
+    html = table._repr_html_()
+    assert "<table" in html and "Satterthwaite" in html and "Signif. codes" in html and "***" in html
+
+
+def test_anova_stars_only_when_some_p_below_tenth(sleepstudy):
+    # printCoefmat: no stars column and no legend when no p-value is below 0.1
+    d = sleepstudy.assign(noise=np.random.default_rng(0).normal(size=len(sleepstudy)))
+    table = sparselmm.lmer("Reaction ~ noise + (1 | Subject)", d).anova()
+    assert table["Pr(>F)"].iloc[0] > 0.1
+    lines = repr(table).splitlines()
+    assert "Signif. codes" not in repr(table) and lines[1].endswith("Pr(>F)") and "*" not in lines[2]
+
+
+def test_lrt_table_prints_every_column(sleepstudy, sleep_fit):
+    # lme4 1.1-31: anova(m0, m) with m0 <- update(m, . ~ . - Days)
+    m0 = sparselmm.lmer("Reaction ~ 1 + (Days | Subject)", sleepstudy, data_name="sleepstudy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = sparselmm.anova(m0, sleep_fit, names=["m0", "m"])
+    lines = repr(table).splitlines()
+    assert "…" not in repr(table) and "..." not in repr(table)
+    assert lines[0] == "refitting model(s) with ML (instead of REML)"
+    assert lines[1:4] == ["Data: sleepstudy", "Models:", "m0: Reaction ~ 1 + (Days | Subject)"]
+    assert table.attrs["heading"] == lines[1:5]
+    assert lines[5:] == [
+        "   npar    AIC    BIC  logLik deviance  Chisq Df Pr(>Chisq)    ",
+        "m0    5 1785.5 1801.4 -887.74   1775.5                         ",
+        "m     6 1763.9 1783.1 -875.97   1751.9 23.537  1  1.226e-06 ***",
+        "---",
+        LEGEND,
+    ]
+    assert table.loc["m", "Df"] == 1
+    assert "<table" in table._repr_html_() and "Models:" in table._repr_html_()
+
+
+def test_drop1_table_prints_as_r(sleep_fit):
+    table = sleep_fit.drop1(test="Chisq")
+    text = repr(table)
+    assert "Single term deletions" in text and "Model:" in text
+    lines = text.splitlines()
+    assert lines[lines.index("Model:") + 2].split() == ["npar", "AIC", "LRT", "Pr(Chi)"]
+    assert lines[-2:] == ["---", LEGEND]
+    assert table.loc["Days", "npar"] == 1 and "<table" in table._repr_html_()
+
+
+def test_varcorr_prints_compactly(sleep_fit):
+    # lme4: print(VarCorr(m)) — Groups, Name, Std.Dev., Corr (lme4's numbers: 24.7407, 5.9221, 0.066, 25.5918)
+    lines = repr(sleep_fit.varcorr).splitlines()
+    assert lines[0] == " Groups   Name        Std.Dev. Corr "
+    assert lines[1].startswith(" Subject  (Intercept) 24.740") and lines[1].endswith("       ")
+    assert lines[2].startswith("          Days         5.922") and lines[2].endswith("  0.066")
+    assert lines[3].startswith(" Residual             25.59")
+    assert len(lines) == 4
+    both = sleep_fit.varcorr.format_lines(comp=("Variance", "Std.Dev."))
+    assert both[0].split() == ["Groups", "Name", "Variance", "Std.Dev.", "Corr"]
+    # the frame is as before
+    vc = sleep_fit.varcorr
+    assert list(vc.columns) == ["group", "var1", "var2", "vcov", "sdcor"] and len(vc) == 4
+    assert type(vc.to_frame()) is pd.DataFrame and "<pre>" in vc._repr_html_()
+
+
+def test_varcorr_two_terms_on_one_factor(sleepstudy):
+    m = sparselmm.lmer("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", sleepstudy)
+    lines = repr(m.varcorr).splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["Subject", "Subject.1", "Residual"]
+    assert "Corr" not in lines[0]
+
+
+def test_varcorr_missing_names_are_nan(sleepstudy, sleep_fit, cbpp):
+    scalar = sparselmm.lmer("Reaction ~ Days + (1 | Subject)", sleepstudy).varcorr
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial").varcorr
+    for vc in (scalar, sleep_fit.varcorr, g):
+        variances = vc[vc["group"] != "Residual"]
+        missing = vc["var2"][vc["var2"].isna()]
+        assert not any(v is None for v in vc["var2"]) and not any(v is None for v in vc["var1"])
+        assert all(isinstance(v, float) and np.isnan(v) for v in missing)
+        assert len(missing) >= len(variances) - 1
+    assert np.isnan(scalar["var1"].iloc[-1]) and np.isnan(scalar["var2"].iloc[-1])
+
+
+def test_summary_correlation_headers_unique(sleepstudy):
+    rng = np.random.default_rng(2)
+    d = pd.DataFrame(
+        {
+            "subj": np.repeat([f"s{i}" for i in range(20)], 12),
+            "cond": np.tile(list("ABC"), 80),
+            "x": rng.normal(size=240),
+        }
+    )
+    d["rt"] = rng.normal(size=240) + (d["cond"] == "B") + rng.normal(size=20)[np.repeat(np.arange(20), 12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = sparselmm.lmer("rt ~ cond * x + (1 + cond | subj)", d)
+    text = str(m.summary())
+    lines = text.splitlines()
+    at = lines.index("Correlation of Fixed Effects:")
+    header = lines[at + 1].split()
+    # R's abbreviate(names, 6) of these names (checked in R 4.2.2)
+    assert header == ["(Intr)", "cn[T.B]", "cn[T.C]", "x", "c[T.B]:"]
+    assert len(set(header)) == len(header)
+    assert lines[at + 2].startswith("cond[T.B]   -0.") or lines[at + 2].startswith("cond[T.B]    0.")
+    # random effects as lme4's formatVC: aligned correlation columns
+    re = lines[lines.index("Random effects:") + 1 : lines.index("Random effects:") + 7]
+    assert re[0].split() == ["Groups", "Name", "Variance", "Std.Dev.", "Corr"]
+    corr_col = re[0].index("Corr")
+    assert all(line[corr_col - 1] == " " for line in re[2:4])
+    assert "groups:  subj, 20" in text
+    assert "<pre>" in m.summary()._repr_html_()
+
+
+def test_r_abbreviate_matches_r():
+    names = [
+        "(Intercept)",
+        "cond[T.B]",
+        "cond[T.C]",
+        "x",
+        "cond[T.B]:x",
+        "cond[T.C]:x",
+        "Days",
+        "poly(x, 2)1",
+        "poly(x, 2)2",
+        "Intercept",
+        "recipe[T.B]:temperature",
+        "recipe[T.C]:temperature",
+        "AgeGroup",
+    ]
+    from sparselmm.printing import r_abbreviate
+
+    # R 4.2.2: abbreviate(names, 6) and abbreviate(names, 11)
+    assert r_abbreviate(names, 6) == [
+        "(Intr)",
+        "cn[T.B]",
+        "cn[T.C]",
+        "x",
+        "c[T.B]:",
+        "c[T.C]:",
+        "Days",
+        "p(,2)1",
+        "p(,2)2",
+        "Intrcp",
+        "r[T.B]",
+        "r[T.C]",
+        "AgeGrp",
+    ]
+    assert r_abbreviate(names, 11)[10:12] == ["rcp[T.B]:tm", "rcp[T.C]:tm"]
+
+
+def test_r_number_formats():
+    from sparselmm.printing import r_format, r_format_pval, r_zapsmall
+
+    # R 4.2.2: format(x, digits = 5), format(zapsmall(x, 5), digits = 5), format.pval(p, digits = 3)
+    assert r_format([24.7404, 5.92213, 25.5918], 5) == ["24.7404", " 5.9221", "25.5918"]
+    assert r_format([0.001234, 123.4], 5) == ["1.234e-03", "1.234e+02"]
+    assert r_format(r_zapsmall([8.86132859, 211.172597, 205.214617], 5), 5) == ["  8.861", "211.173", "205.215"]
+    assert r_format_pval([3.05e-14, 0.000377, 5.74e-07], 3) == ["3.05e-14", "0.000377", "5.74e-07"]
+    assert r_format_pval([1.218e-8, 1e-17, 0.0004986], 3) == ["1.22e-08", "< 2e-16", "0.000499"]
+
+
+def test_bootstrap_repr_is_short(sleep_fit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boot = sleep_fit.bootstrap(30, seed=3, progress=False)
+    text = repr(boot)
+    lines = text.splitlines()
+    assert lines[0].startswith("Parametric bootstrap: 30 replicates (0 failed), 6 statistics")
+    assert len(lines) <= 3 + 1 + boot.draws.shape[1]
+    assert lines[3].split() == ["original", "bias", "std.", "error"]
+    assert "draws=" not in text and "<pre>" in boot._repr_html_()
+
+
+def test_glmer_summary_html_and_groups(cbpp):
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial")
+    assert "<pre>" in g.summary()._repr_html_()
+    text = str(g.summary())
+    assert " Groups Name        Variance Std.Dev." in text
+
+
+def test_statsmodels_lookalike_summary_html(sm_fit):
+    from sparselmm.statsmodels.summary import MixedLMSummary
+
+    s = MixedLMSummary("Mixed Linear Model Regression Results", {"Model:": "MixedLM"}, pd.DataFrame({"Coef.": [1.0]}))
+    assert s._repr_html_() == s.as_html() and "<table" in s._repr_html_()
+    assert hasattr(sm_fit.summary(), "_repr_html_")
+
+
+# ---- item 9: predict returns a Series on the data's index ----------------------------------------------
+def test_lmer_predict_series_on_index(sleepstudy, sleep_fit):
+    labelled = sleepstudy.set_index(pd.Index([f"r{i}" for i in range(len(sleepstudy))]))
+    p = sleep_fit.predict(labelled)
+    assert isinstance(p, pd.Series) and p.index.equals(labelled.index)
+    np.testing.assert_allclose(p.to_numpy(), sleep_fit.fitted())
+    assert isinstance(sleep_fit.predict(labelled, re_form="~0"), pd.Series)
+    # on the fitted data: the caller's labels of the rows kept
+    d = labelled.copy()
+    d.loc[["r3", "r10"], "Reaction"] = np.nan
+    m = sparselmm.lmer(SLEEP, d)
+    fitted = m.predict()
+    assert isinstance(fitted, pd.Series) and list(fitted.index) == [i for i in d.index if i not in ("r3", "r10")]
+    np.testing.assert_allclose(fitted.to_numpy(), m.fitted())
+    assert isinstance(sleep_fit.predict({"Days": [1.0], "Subject": ["308"]}), np.ndarray)  # a dict: an array
+
+
+def test_glmer_predict_series_on_index(cbpp):
+    d = cbpp.set_index(cbpp.index + 100)
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, family="binomial")
+    for p in (g.predict(), g.predict(d), g.predict(d, type="response")):
+        assert isinstance(p, pd.Series) and p.index.equals(d.index)
+    np.testing.assert_allclose(g.predict(type="response").to_numpy(), g.fitted())

@@ -8,6 +8,7 @@ from scipy import stats
 
 from ..design import r_name
 from ..errors import ModelSpecError
+from ..printing import r_named_vector
 
 __all__ = ["GlmerResult"]
 
@@ -107,12 +108,12 @@ class GlmerResult:
         ``Residual`` row holds ``σ²`` and ``σ`` (:attr:`sigma`); binomial and Poisson fits have no
         residual row.
         """
-        from ..results import varcorr_rows
+        from ..results import varcorr_rows, varcorr_table
 
         rows = varcorr_rows(self._design.terms, self._term_covariances())
         if self.family.has_scale:
-            rows.append(("Residual", None, None, self.sigma**2, self.sigma))
-        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+            rows.append(("Residual", np.nan, np.nan, self.sigma**2, self.sigma))
+        return varcorr_table(rows, self._design.terms)
 
     # ---- likelihood -----------------------------------------------------------------------------------
     @property
@@ -235,14 +236,18 @@ class GlmerResult:
         """Predictions on the link (``type="link"``) or response scale, as lme4's ``predict.merMod``.
 
         ``re_form``: all random effects (None), none (``"~0"``) or those of a formula such as
-        ``"~(1 | herd)"``; unseen levels in ``newdata`` raise unless ``allow_new_levels``.
+        ``"~(1 | herd)"``; unseen levels in ``newdata`` raise unless ``allow_new_levels``. A Series on
+        ``newdata``'s index (a pandas DataFrame) or on the fitted rows' index (no ``newdata``).
         """
         from ..predict import linear_predictor
 
         if type not in ("link", "response"):
             raise ModelSpecError(f"type={type!r}: use 'link' or 'response'.")
+        from ..results import prediction_series
+
         eta = linear_predictor(self._design, self._beta, self._state["b"], newdata, re_form, allow_new_levels, offset)
-        return eta if type == "link" else self.family.link.linkinv(eta)
+        eta = np.asarray(eta)
+        return prediction_series(eta if type == "link" else self.family.link.linkinv(eta), newdata, self._design)
 
     # ---- summary -------------------------------------------------------------------------------------
     def summary(self) -> GlmmSummary:
@@ -322,37 +327,11 @@ class GlmmSummary:
         pr = r.residuals("pearson") / r.sigma  # lme4: residuals(m, "pearson", scaled = TRUE)
         qs = np.quantile(pr, [0, 0.25, 0.5, 0.75, 1])
         out.append("Scaled residuals: ")
-        out.append("    ".join(f"{h:>7}" for h in ["Min", "1Q", "Median", "3Q", "Max"]))
-        out.append("    ".join(f"{v:7.4f}" for v in qs))
+        out.extend(r_named_vector(["Min", "1Q", "Median", "3Q", "Max"], qs, 4))
         out.append("")
         out.append("Random effects:")
-        vc = r.varcorr
-        rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
-        last = None
-        for _, row in vc[vc["var2"].isna() & (vc["group"] != "Residual")].iterrows():
-            rows.append(
-                [
-                    row["group"] if row["group"] != last else "",
-                    r_name(row["var1"]),
-                    _fmt(row["vcov"]),
-                    _fmt(row["sdcor"]),
-                    "",
-                ]
-            )
-            last = row["group"]
-        if r.family.has_scale:
-            rows.append(["Residual", "", _fmt(r.sigma**2), _fmt(r.sigma), ""])
-        corr = vc[vc["var2"].notna()]
-        for _, row in corr.iterrows():
-            for rr in rows[1:]:
-                if rr[1] == r_name(row["var2"]):
-                    rr[4] = (rr[4] + " " if rr[4] else "") + f"{row['sdcor']:.2f}"
-        if corr.empty:
-            rows = [x[:4] for x in rows]
-        widths = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
-        for x in rows:
-            out.append(" " + " ".join(v.ljust(w) for v, w in zip(x, widths)).rstrip())
-        groups = ", ".join(f"{g}, {n}" for g, n in r.ngroups.items())
+        out.extend(r.varcorr.format_lines(digits=4, comp=("Variance", "Std.Dev.")))  # lme4's formatVC
+        groups = "; ".join(f"{g}, {n}" for g, n in r.ngroups.items())
         out.append(f"Number of obs: {r.nobs}, groups:  {groups}")
         out.append("")
         out.append("Fixed effects:")
@@ -381,3 +360,8 @@ class GlmmSummary:
         return "\n".join(out)
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from ..printing import html_pre
+
+        return html_pre(str(self))

@@ -35,15 +35,19 @@ def anova(model, *others, type=3, ddf="Satterthwaite", **kwargs) -> pd.DataFrame
 
     Returns
     -------
-    DataFrame
-        One row per fixed-effect term: Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F). The contrast
-        matrices are in ``.attrs["hypotheses"]`` and the heading in ``.attrs["heading"]``.
+    AnovaTable
+        A DataFrame (:class:`sparselmm.printing.AnovaTable`) with one row per fixed-effect term: Sum Sq,
+        Mean Sq, NumDF, DenDF, F value, Pr(>F). The contrast matrices are in ``.attrs["hypotheses"]`` and
+        the heading in ``.attrs["heading"]``. It prints as lmerTest prints it (heading, significance stars
+        and legend); ``.to_frame()`` gives the plain DataFrame.
 
     Warnings raised on the way (convergence of a refit, a singular Hessian in Satterthwaite's df) point
     at the line that called ``anova``.
     """
+    from ..printing import AnovaTable  # prints as R's print.anova (heading, stars, all columns)
+
     with warnings_at_caller():
-        return _anova(model, *others, type=type, ddf=ddf, **kwargs)
+        return AnovaTable.wrap(_anova(model, *others, type=type, ddf=ddf, **kwargs))
 
 
 def _anova(model, *others, type, ddf, **kwargs) -> pd.DataFrame:

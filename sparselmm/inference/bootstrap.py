@@ -699,6 +699,34 @@ class BootstrapResult:
     def nsim(self) -> int:
         return len(self.draws)
 
+    def _print_lines(self) -> list[str]:
+        """A header line, then per statistic the original value, bias and standard error (``print(boot)``'s
+        "Bootstrap Statistics"), then any notes."""
+        from ..printing import _char_matrix, r_format
+
+        failed = len(self.failures)
+        head = (
+            f"Parametric bootstrap: {self.nsim} replicates ({failed} failed), {self.draws.shape[1]} statistics, "
+            f"{self.seconds:.2f} s"
+        )
+        summ = self.summary()
+        cols = ["original", "bias", "std. error"]
+        cells = [r_format(summ[c].to_numpy(dtype=float), 5) for c in cols]
+        rows = [[cells[j][i] for j in range(len(cols))] for i in range(len(summ))]
+        lines = [head, "", "Bootstrap statistics:"] + _char_matrix(cols, rows, [str(n) for n in summ.index])
+        return lines + [f"note: {n}" for n in self.notes]
+
+    def __repr__(self) -> str:
+        return "\n".join(self._print_lines())
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    def _repr_html_(self) -> str:
+        from ..printing import html_pre
+
+        return html_pre(self.__repr__())
+
     def summary(self) -> pd.DataFrame:
         """Per statistic: the original value, bias (mean − t0), bootstrap SD and mean (as ``print(boot)``)."""
         finite = self.draws.where(np.isfinite(self.draws))

@@ -150,6 +150,10 @@ class MixedLMSummary:
     def __repr__(self) -> str:
         return self.as_text()
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rendering: :meth:`as_html` (as statsmodels' ``Summary``)."""
+        return self.as_html()
+
 
 def mixedlm_summary(res, yname=None, xname_fe=None, xname_re=None, title=None, alpha=0.05):
     model = res.model
