@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,13 @@ from ..errors import ModelSpecError, NumericalError
 from ..optimize import optimize_theta
 from ._engine import blas_threads, dense_size, evaluator, hessian, quasi_newton
 from .confint import check_level, estimates, parameter_names, percent_labels, sdcor, select_parameters
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.figure import Figure
+
+    from ..results import LmerResult
 
 __all__ = ["Profile", "ProfileWarning", "profile"]
 
@@ -368,6 +376,16 @@ class Profile:
 
         At a level the profile solved for, the ends are exact; at another level they are interpolated
         (monotone cubic through the points fitted, as lme4's spline), NaN where the points do not reach.
+
+        Parameters
+        ----------
+        level : float
+            Confidence level, strictly between 0 and 1.
+
+        Returns
+        -------
+        DataFrame
+            One row per parameter profiled (lme4's names), columns named by the percentages.
         """
         level = check_level(level)
         names = self.parameters
@@ -393,8 +411,23 @@ class Profile:
             table[i] = ends
         return pd.DataFrame(table, index=names, columns=percent_labels(level))
 
-    def plot(self, which=None, absolute: bool = False, **kwargs):
-        """ζ against each parameter (lme4's ``xyplot(profile)``); see :func:`sparselmm.plot.plot_profile`."""
+    def plot(self, which: str | list[str] | None = None, absolute: bool = False, **kwargs: Any) -> Figure:
+        """ζ against each parameter (lme4's ``xyplot(profile)``).
+
+        Parameters
+        ----------
+        which : str or list of str, optional
+            Parameters to draw; all profiled ones by default.
+        absolute : bool
+            Plot ``|ζ|`` (lme4's ``absVal = TRUE``).
+        **kwargs
+            ``levels`` and ``figsize`` of :func:`sparselmm.plot.plot_profile`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            One panel per parameter; needs matplotlib (``pip install "sparselmm[plot]"``).
+        """
         from ..plot import plot_profile
 
         return plot_profile(self, which=which, absolute=absolute, **kwargs)
@@ -1055,8 +1088,8 @@ def _progress_bar(total: int, progress):
 
 
 def profile(
-    result,
-    which=None,
+    result: LmerResult,
+    which: str | int | Sequence[str | int] | None = None,
     level: float = 0.95,
     criterion: str = "ML",
     progress: bool | None = None,
