@@ -181,6 +181,11 @@ def test_bad_arguments():
 
 
 def test_progress_bar_is_quiet_for_short_runs(capsys):
-    fit("dyestuff_reml").profile(progress=True, grid=False)
+    """The package's policy (sparselmm.progress): by default a bar only for profiles that last more than
+    2 s on a terminal or in a notebook; progress=True always shows it."""
+    fit("dyestuff_reml").profile(grid=False)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+    fit("dyestuff_reml").profile(progress=True, grid=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "profile:" in captured.err

@@ -263,6 +263,19 @@ def test_dask_threads_equal_in_memory(df, reference, kind):
     _same(reference[kind], m)
 
 
+def test_dask_progress_bar_by_the_policy(df, capsys):
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    ddf = dd.from_pandas(df, npartitions=4)
+    with dask.config.set(scheduler="threads"):
+        sparselmm.lmer(FORMULAS["crossed"], ddf, weights="w", offset="off")
+        assert capsys.readouterr().err == ""  # default: a bar only for passes that last, on a terminal
+        sparselmm.lmer(FORMULAS["crossed"], ddf, weights="w", offset="off", progress=True)
+    out = capsys.readouterr()
+    assert "Completed" in out.err and out.out == ""  # Dask's bar, on stderr
+
+
 def test_dask_lazy_predictions(df, reference):
     dd = pytest.importorskip("dask.dataframe")
     import dask
