@@ -9,18 +9,30 @@ table is lme4's ``anova(m0, m1, ...)`` (:mod:`sparselmm.inference.lrt`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
 
 from ..errors import ModelSpecError, warnings_at_caller
 from .contest import F_COLUMNS, contest, normalize_ddf
 
+if TYPE_CHECKING:
+    from ..printing import AnovaTable
+    from ..results import LmerResult
+
 __all__ = ["anova"]
 
 _TYPES = {1: 1, 2: 2, 3: 3, "1": 1, "2": 2, "3": 3, "I": 1, "II": 2, "III": 3}
 
 
-def anova(model, *others, type=3, ddf="Satterthwaite", **kwargs) -> pd.DataFrame:
+def anova(
+    model: LmerResult,
+    *others: LmerResult,
+    type: int | str = 3,
+    ddf: str = "Satterthwaite",
+    **kwargs: Any,
+) -> AnovaTable:
     """Analysis-of-variance table of a fitted model, or a likelihood-ratio comparison of several.
 
     Parameters
@@ -28,21 +40,50 @@ def anova(model, *others, type=3, ddf="Satterthwaite", **kwargs) -> pd.DataFrame
     model : LmerResult
     *others : LmerResult
         With other models: lme4's likelihood-ratio table (``anova(m0, m1)``; REML fits are refitted by
-        ML first, as lme4 does).
+        ML first, as lme4 does; the models must be fitted to the same rows and nested).
     type : {1, 2, 3, "I", "II", "III"}
         lmerTest's type of hypotheses (default 3, its default).
     ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+        Denominator degrees of freedom of the F tests: Satterthwaite's (lmerTest's default),
+        Kenward–Roger's (REML fits), or ``"lme4"`` for lme4's sequential table without df.
+    **kwargs
+        With other models only: ``names``, ``refit`` and ``check_nested_models`` of
+        :func:`sparselmm.inference.lrt.likelihood_ratio_table`.
 
     Returns
     -------
     AnovaTable
-        A DataFrame (:class:`sparselmm.printing.AnovaTable`) with one row per fixed-effect term: Sum Sq,
-        Mean Sq, NumDF, DenDF, F value, Pr(>F). The contrast matrices are in ``.attrs["hypotheses"]`` and
-        the heading in ``.attrs["heading"]``. It prints as lmerTest prints it (heading, significance stars
-        and legend); ``.to_frame()`` gives the plain DataFrame.
+        A DataFrame (:class:`sparselmm.printing.AnovaTable`). One model: one row per fixed-effect term with
+        Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F) (``ddf="lme4"``: Sum Sq, Mean Sq, npar, F value);
+        the contrast matrices are in ``.attrs["hypotheses"]`` and the heading in ``.attrs["heading"]``.
+        Several models: lme4's table, one row per model (npar, AIC, BIC, logLik, deviance, Chisq, Df,
+        Pr(>Chisq)), see :func:`~sparselmm.inference.lrt.likelihood_ratio_table`. It prints as lmerTest
+        and lme4 print it (heading, significance stars and legend); ``.to_frame()`` gives the plain
+        DataFrame.
 
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        An unknown ``type`` or ``ddf``, other arguments for one model, Kenward–Roger's method on an ML fit,
+        models that are not nested.
+    sparselmm.DataError
+        Models fitted to different rows.
+
+    Notes
+    -----
     Warnings raised on the way (convergence of a refit, a singular Hessian in Satterthwaite's df) point
     at the line that called ``anova``.
+
+    Examples
+    --------
+    >>> import sparselmm
+    >>> sleep = sparselmm.datasets.load("sleepstudy")
+    >>> m1 = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
+    >>> sparselmm.anova(m1).index.tolist()  # lmerTest's type III table
+    ['Days']
+    >>> m0 = sparselmm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    >>> sparselmm.anova(m0, m1).index.tolist()  # both refitted by ML, as lme4's anova(m0, m1)
+    ['m0', 'm1']
     """
     from ..printing import AnovaTable  # prints as R's print.anova (heading, stars, all columns)
 
