@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,19 @@ from .deviance import PLSState, ProfiledDeviance
 from .errors import DataError
 from .optimize import SINGULAR_TOL, OptInfo, is_singular
 from .predict import linear_predictor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
+
+    from ._typing import ColumnOrValues, ContrastLike, FrameLike, Seed
+    from .factor import Factor
+    from .inference.bootstrap import BootstrapResult
+    from .inference.profile import Profile
+    from .printing import AnovaTable
+    from .summary import LmerSummary
 
 __all__ = ["LmerResult"]
 
@@ -215,7 +229,13 @@ class LmerResult:
             return pearson / self.sigma
         raise DataError(f"residuals(type={type!r}) is not known; use 'response', 'pearson' or 'scaled'.")
 
-    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None):
+    def predict(
+        self,
+        newdata: FrameLike | None = None,
+        re_form: str | None = None,
+        allow_new_levels: bool = False,
+        offset: ColumnOrValues | None = None,
+    ) -> pd.Series | np.ndarray:
         """Predictions, as lme4's ``predict.merMod``.
 
         Parameters
@@ -280,7 +300,7 @@ class LmerResult:
         return self.Lambdat.T.tocsc()
 
     @property
-    def factor(self):
+    def factor(self) -> Factor:
         """The factor of ``Λᵀ ZᵀWZ Λ + I`` at θ̂ (a :class:`sparselmm.factor.Factor`: CHOLMOD or a dense-Schur
         factor, whichever the fit used; ``solve_L``, ``solve_Lt``, ``logdet``)."""
         self._devfun.solve(self.theta)
@@ -307,7 +327,7 @@ class LmerResult:
         :func:`sparselmm.deviance_function`."""
         return self._devfun
 
-    def summary(self, ddf: str | None = None):
+    def summary(self, ddf: str | None = None) -> LmerSummary:
         """lmerTest-style summary (lme4's layout with df and p-values); print it.
 
         Parameters
@@ -356,7 +376,14 @@ class LmerResult:
 
         return coef_table(self, ddf)
 
-    def contest(self, L, ddf: str = "Satterthwaite", joint: bool = True, rhs=0.0, level: float = 0.95):
+    def contest(
+        self,
+        L: ContrastLike,
+        ddf: str = "Satterthwaite",
+        joint: bool = True,
+        rhs: float | ArrayLike = 0.0,
+        level: float = 0.95,
+    ) -> pd.DataFrame:
         """Test the contrast ``Lβ = rhs`` (lmerTest's ``contest``).
 
         An F test of all rows of ``L`` together (``joint=True``), or a t test with a confidence interval
@@ -411,7 +438,7 @@ class LmerResult:
 
         return contest(self, L, ddf=ddf, joint=joint, rhs=rhs, level=level)
 
-    def anova(self, *others, type=3, ddf: str = "Satterthwaite", **kwargs):
+    def anova(self, *others: LmerResult, type: int | str = 3, ddf: str = "Satterthwaite", **kwargs: Any) -> AnovaTable:
         """lmerTest's F table for the model's fixed-effect terms, or, given other models, lme4's
         likelihood-ratio table.
 
@@ -442,7 +469,7 @@ class LmerResult:
 
         return anova(self, *others, type=type, ddf=ddf, **kwargs)
 
-    def anova_contrasts(self, type=3) -> dict[str, np.ndarray]:
+    def anova_contrasts(self, type: int | str = 3) -> dict[str, np.ndarray]:
         """The contrast matrix behind each row of :meth:`anova` (lmerTest's ``show_tests``)."""
         from .inference.contrasts import term_contrasts
 
@@ -465,7 +492,7 @@ class LmerResult:
         self.__dict__.update(state)
 
     # ---- confidence intervals, refits, bootstrap (inference/) ----
-    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
+    def simulate(self, nsim: int = 1, seed: Seed = None, use_u: bool = False) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's ``simulate``).
 
         Parameters
@@ -492,7 +519,9 @@ class LmerResult:
 
         return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
 
-    def refit(self, newresp, check_conv: bool = True, control: dict | None = None) -> LmerResult:
+    def refit(
+        self, newresp: ArrayLike | pd.Series | pd.DataFrame, check_conv: bool = True, control: dict | None = None
+    ) -> LmerResult:
         """The model refitted to a new response (lme4's ``refit``), started from θ̂ and reusing the fit's
         cross-products and symbolic factorisation.
 
@@ -534,7 +563,16 @@ class LmerResult:
 
         return refit_ml(self)
 
-    def bootstrap(self, nsim: int, func=None, seed=None, n_jobs: int = 1, progress=None, tol=None, **kwargs):
+    def bootstrap(
+        self,
+        nsim: int,
+        func: Callable[[LmerResult], Any] | None = None,
+        seed: Seed = None,
+        n_jobs: int = 1,
+        progress: bool | None = None,
+        tol: float | None = None,
+        **kwargs: Any,
+    ) -> BootstrapResult:
         """Parametric bootstrap (lme4's ``bootMer(type = "parametric")``).
 
         Each replicate simulates a response from the fit, refits the model to it from θ̂ (on the fit's
@@ -591,7 +629,15 @@ class LmerResult:
 
         return bootstrap(self, nsim, func=func, seed=seed, n_jobs=n_jobs, progress=progress, tol=tol, **kwargs)
 
-    def confint(self, parm=None, level: float = 0.95, method: str = "profile", nsim: int = 500, seed=None, **kwargs):
+    def confint(
+        self,
+        parm: str | int | Sequence[str | int] | None = None,
+        level: float = 0.95,
+        method: str = "profile",
+        nsim: int = 500,
+        seed: Seed = None,
+        **kwargs: Any,
+    ) -> pd.DataFrame:
         """Confidence intervals for the parameters (lme4's ``confint.merMod``).
 
         The parameters carry lme4's names and order: the random effects' standard deviations and
@@ -648,7 +694,7 @@ class LmerResult:
 
         return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
 
-    def drop1(self, test: str = "none", scope=None) -> pd.DataFrame:
+    def drop1(self, test: str = "none", scope: str | Sequence[str] | None = None) -> AnovaTable:
         """Drop each fixed-effect term in turn and refit by ML (lme4's ``drop1``).
 
         Parameters
@@ -681,7 +727,14 @@ class LmerResult:
 
         return AnovaTable.wrap(drop1(self, test=test, scope=scope))
 
-    def bootstrap_lrt(self, larger, nsim: int = 1000, seed=None, n_jobs: int = 1, progress=None):
+    def bootstrap_lrt(
+        self,
+        larger: LmerResult,
+        nsim: int = 1000,
+        seed: Seed = None,
+        n_jobs: int = 1,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
         """Parametric-bootstrap likelihood-ratio test of this model against a larger one it is nested in
         (pbkrtest's ``PBmodcomp``).
 
@@ -724,7 +777,14 @@ class LmerResult:
 
         return bootstrap_lrt(self, larger, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
 
-    def profile(self, which=None, level: float = 0.95, criterion: str = "ML", progress: bool | None = None, **kwargs):
+    def profile(
+        self,
+        which: str | int | Sequence[str | int] | None = None,
+        level: float = 0.95,
+        criterion: str = "ML",
+        progress: bool | None = None,
+        **kwargs: Any,
+    ) -> Profile:
         """Likelihood profiles of the parameters (lme4's ``profile``): a
         :class:`~sparselmm.inference.profile.Profile` with lme4's ζ table (``.table()``, as
         ``as.data.frame(profile(m))``), intervals (``.confint(level)``), ``.notes`` (non-monotone profiles,
@@ -739,27 +799,33 @@ class LmerResult:
         return profile(self, which=which, level=level, criterion=criterion, progress=progress, **kwargs)
 
     # ---- plots (sparselmm.plot; matplotlib, the "plot" extra) ----
-    def plot_ranef(self, group=None, level: float = 0.95, **kwargs):
+    def plot_ranef(self, group: str | Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
         """Caterpillar plot of the conditional modes with ``level`` intervals from the conditional variances
         (lme4's ``dotplot(ranef(m, condVar = TRUE))``). See :func:`sparselmm.plot.plot_ranef`."""
         from .plot import plot_ranef
 
         return plot_ranef(self, group=group, level=level, **kwargs)
 
-    def plot_qq_ranef(self, group=None, level: float = 0.95, **kwargs):
+    def plot_qq_ranef(self, group: str | Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
         """Normal QQ plot of the conditional modes (lme4's ``qqmath(ranef(m, condVar = TRUE))``).
         See :func:`sparselmm.plot.plot_qq_ranef`."""
         from .plot import plot_qq_ranef
 
         return plot_qq_ranef(self, group=group, level=level, **kwargs)
 
-    def plot_residuals(self, type: str = "pearson", **kwargs):
+    def plot_residuals(self, type: str = "pearson", **kwargs: Any) -> Figure:
         """Residuals against fitted values (lme4's ``plot(m)``). See :func:`sparselmm.plot.plot_residuals`."""
         from .plot import plot_residuals
 
         return plot_residuals(self, type=type, **kwargs)
 
-    def plot_profile(self, prof=None, which=None, absolute: bool = False, **kwargs):
+    def plot_profile(
+        self,
+        prof: Profile | None = None,
+        which: str | Sequence[str] | None = None,
+        absolute: bool = False,
+        **kwargs: Any,
+    ) -> Figure:
         """ζ against each parameter (lme4's ``xyplot(profile(m))``) for ``prof`` (default: ``self.profile()``
         of the parameters in ``which``). See :func:`sparselmm.plot.plot_profile`."""
         from .plot import plot_profile
