@@ -195,6 +195,15 @@ def refit_ml(result: LmerResult) -> LmerResult:
 
     A REML fit is re-optimised from its θ̂ on −2 log-likelihood, sharing its cross-products and
     symbolic factorisation.
+
+    Parameters
+    ----------
+    result : LmerResult
+
+    Returns
+    -------
+    LmerResult
+        The ML fit; ``result`` is left as it was.
     """
     if not result.reml:
         return result
@@ -697,6 +706,7 @@ class BootstrapResult:
 
     @property
     def nsim(self) -> int:
+        """Number of replicates (failed ones included)."""
         return len(self.draws)
 
     def _print_lines(self) -> list[str]:
@@ -752,6 +762,17 @@ class BootstrapResult:
             ``"perc"``: quantiles of the draws by ``boot``'s interpolation on the normal scale between
             order statistics (``norm.inter``); ``"basic"``: ``2 t0 −`` those quantiles, reversed;
             ``"norm"``: ``t0 − bias ∓ z·sd``. Non-finite draws are left out, as ``boot.ci`` does.
+
+        Returns
+        -------
+        DataFrame
+            One row per statistic, columns named by the percentages (``"2.5 %"``, ``"97.5 %"`` for
+            ``level=0.95``); NaN where no replicate gave a finite value.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            An unknown ``type`` or statistic name, or ``level`` outside (0, 1).
         """
         level = check_level(level)
         if type not in BOOT_TYPES:
