@@ -48,8 +48,8 @@ print(m.summary())
 # %%
 # lmerTest's type III ANOVA table: an F test per fixed-effect term, Satterthwaite's df by default,
 # Kenward–Roger's on request.
-print(sparselmm.anova(m).to_string())
-print(sparselmm.anova(m, ddf="Kenward-Roger").to_string())
+print(sparselmm.anova(m))
+print(sparselmm.anova(m, ddf="Kenward-Roger"))
 
 # %%
 # ``contest`` tests any contrast ``Lβ = 0``. A term's name tests its type III hypothesis (the ``cond``
@@ -71,8 +71,8 @@ print(m.contest(pairs, joint=False, ddf="Kenward-Roger").set_axis(pairs.index).t
 # A likelihood-ratio test of ``cond``: lme4's ``anova(m0, m1)`` refits both models by ML; ``drop1``
 # removes each term in turn.
 m0 = sparselmm.lmer("rt ~ freq + (1 + cond | subj) + (1 + cond | item)", d)
-print(sparselmm.anova(m0, m).to_string())
-print(m.drop1(test="Chisq").to_string())
+print(sparselmm.anova(m0, m))
+print(m.drop1(test="Chisq"))
 
 # %%
 # The subjects' and items' condition effects.

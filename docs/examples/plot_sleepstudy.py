@@ -17,10 +17,12 @@ m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
 print(m.summary())
 
 # %%
-# Estimates as data: ``fixef``, the variance components in lme4's ``as.data.frame(VarCorr(m))`` layout,
-# the relative covariance parameters ``theta`` (``getME(m, "theta")``) and the residual SD.
+# Estimates as data: ``fixef``; the variance components ``varcorr``, which print as lme4's
+# ``print(VarCorr(m))`` and are a DataFrame in the layout of ``as.data.frame(VarCorr(m))``; the relative
+# covariance parameters ``theta`` (``getME(m, "theta")``) and the residual SD.
 print(m.fixef)
 print(m.varcorr)
+print(m.varcorr.to_frame())
 print("theta:", m.theta, "sigma:", m.sigma, "singular:", m.is_singular())
 
 # %%
@@ -61,4 +63,4 @@ print(m.predict(new, re_form="~0"))
 # Is the correlated slope needed? Compare with uncorrelated effects ``(Days || Subject)`` by a
 # likelihood-ratio test (both refitted by ML first, as lme4's ``anova`` does).
 m_uncorrelated = sparselmm.lmer("Reaction ~ Days + (Days || Subject)", sleep)
-print(sparselmm.anova(m_uncorrelated, m).to_string())
+print(sparselmm.anova(m_uncorrelated, m))
