@@ -14,15 +14,24 @@ __all__ = ["GlmerResult"]
 
 
 class GlmerResult:
-    """A fitted GLMM.
+    """A generalised linear mixed model fitted by :func:`sparselmm.glmer` (lme4's ``glmerMod``).
 
     Attributes
     ----------
-    fixef : Series            β (formulaic's column names)
-    theta : ndarray           lme4's θ (relative covariance factors; σ = 1 for binomial/Poisson)
-    sigma : float             1, or lme4's σ for a family with a dispersion (Gamma, inverse Gaussian)
-    criterion : float         the minimised criterion (−2 log L for nAGQ <= 1; lme4's AGQ criterion otherwise)
-    optinfo : dict            evaluations, PIRLS iterations, timings, messages, gradient, Hessian
+    fixef : Series
+        β (formulaic's column names).
+    theta : ndarray
+        lme4's θ (relative covariance factors; σ = 1 for binomial/Poisson).
+    sigma : float
+        1, or lme4's σ for a family with a dispersion (Gamma, inverse Gaussian).
+    criterion : float
+        The minimised criterion (−2 log L for nAGQ <= 1; lme4's AGQ criterion otherwise).
+    family : Family
+        The response distribution and link.
+    nAGQ : int
+        Quadrature points (0 and 1: Laplace).
+    optinfo : dict
+        Evaluations, PIRLS iterations, timings, messages, gradient, Hessian.
     """
 
     def __init__(self, design, family, nAGQ, theta, beta, criterion, state, model, optinfo, data_name=None):
@@ -40,6 +49,7 @@ class GlmerResult:
     # ---- parameters ---------------------------------------------------------------------------------
     @property
     def formula(self) -> str:
+        """The model formula as given."""
         return self._design.parsed.formula
 
     @property
@@ -57,6 +67,7 @@ class GlmerResult:
 
     @property
     def fixef(self) -> pd.Series:
+        """Fixed-effects estimates β on the link scale, named by model-matrix column."""
         return pd.Series(self._beta, index=self._design.fixed_names, name="fixef")
 
     @property
@@ -80,6 +91,7 @@ class GlmerResult:
 
     @property
     def bse(self) -> pd.Series:
+        """Standard errors of the fixed effects (from :attr:`vcov`)."""
         return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self._design.fixed_names, name="bse")
 
     def coef_table(self) -> pd.DataFrame:
@@ -118,6 +130,7 @@ class GlmerResult:
     # ---- likelihood -----------------------------------------------------------------------------------
     @property
     def nobs(self) -> int:
+        """Number of observations used in the fit."""
         return self._design.n
 
     @property
@@ -127,6 +140,7 @@ class GlmerResult:
 
     @property
     def objective(self) -> float:
+        """The minimised criterion (:attr:`criterion`; the name :class:`~sparselmm.LmerResult` uses)."""
         return self.criterion
 
     @property
@@ -146,22 +160,27 @@ class GlmerResult:
 
     @property
     def loglik(self) -> float:
+        """Log-likelihood, ``−criterion / 2`` (lme4's ``logLik``)."""
         return -0.5 * self.criterion
 
     @property
     def aic(self) -> float:
+        """Akaike's information criterion ``−2 loglik + 2 n_params``."""
         return self.criterion + 2 * self.n_params
 
     @property
     def bic(self) -> float:
+        """Schwarz's criterion ``−2 loglik + n_params · log(nobs)``."""
         return self.criterion + np.log(self.nobs) * self.n_params
 
     @property
     def df_resid(self) -> int:
+        """Residual degrees of freedom, ``nobs − n_params``."""
         return self.nobs - self.n_params
 
     @property
     def ngroups(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
         return {t.group_name: t.n_levels for t in self._design.terms}
 
     def is_singular(self, tol: float = 1e-4) -> bool:
@@ -251,6 +270,8 @@ class GlmerResult:
 
     # ---- summary -------------------------------------------------------------------------------------
     def summary(self) -> GlmmSummary:
+        """lme4's ``summary(glmer)``: criteria, scaled residuals, random effects and the fixed effects' z
+        tests; print it."""
         return GlmmSummary(self)
 
     def __repr__(self) -> str:

@@ -248,12 +248,16 @@ class StreamedLmerResult(LmerResult):
         return self._source if isinstance(self._source, DaskSource) else None
 
     def fitted(self):
+        """Fitted values: a lazy Dask Series for a fit from a Dask DataFrame; otherwise the rows are not held
+        and :class:`~sparselmm.RowsNotHeldError` says how to compute them (``predict(newdata)``)."""
         src = self._lazy()
         if src is None:
             return self._design._not_held("fitted()")
         return src.map_rows(functools.partial(_fitted_part, self, self._columns, None, False), "fitted")
 
     def residuals(self, type: str = "response"):
+        """Residuals (types as :meth:`LmerResult.residuals`): lazy for a Dask fit, else
+        :class:`~sparselmm.RowsNotHeldError`."""
         src = self._lazy()
         if src is None:
             return self._design._not_held("residuals()")
@@ -262,6 +266,8 @@ class StreamedLmerResult(LmerResult):
         return src.map_rows(functools.partial(_residual_part, self, self._columns, type), "residuals")
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None):
+        """Predictions for ``newdata`` as :meth:`LmerResult.predict` (no rows needed); without ``newdata``
+        lazy for a Dask fit, else :class:`~sparselmm.RowsNotHeldError`."""
         if newdata is None:
             src = self._lazy()
             if src is None:

@@ -148,14 +148,19 @@ class MixedLMResults:
 
     @property
     def param_names(self) -> list[str]:
+        """Names of :attr:`params`: the fixed effects, then ``"g Var"``, ``"g x x Cov"``, … of ``cov_re``
+        and the variance components' names."""
         return list(self.model.param_names)
 
     @property
     def params(self):
+        """The packed parameters, as statsmodels packs them: the fixed effects, then the lower triangle of
+        :attr:`cov_re_unscaled` (``cov_re / scale``) and the variance components over ``scale``."""
         return self._series(self._params_arr, self.param_names)
 
     @property
     def fe_params(self):
+        """The fixed-effects estimates, named by ``exog``'s columns."""
         return self._series(self._fe, self.model.exog_names)
 
     @fe_params.setter
@@ -164,11 +169,13 @@ class MixedLMResults:
 
     @property
     def cov_re(self):
+        """Covariance matrix of the group's random effects (on the data's scale)."""
         names = self.model.exog_re_names
         return self._frame(self._cov_re, names, names)
 
     @property
     def cov_re_unscaled(self):
+        """:attr:`cov_re` divided by the residual variance ``scale``."""
         names = self.model.exog_re_names
         return self._frame(self._cov_re_unscaled, names, names)
 
@@ -190,27 +197,35 @@ class MixedLMResults:
 
     @property
     def bse(self):
+        """Standard errors of :attr:`params`, from the inverse Hessian of the log-likelihood (statsmodels'
+        definition; computed on first use)."""
         with np.errstate(invalid="ignore"):
             return self._series(np.sqrt(np.diag(self._cov())), self.param_names)
 
     @property
     def bse_fe(self):
+        """Standard errors of the fixed effects."""
         p = self.k_fe
         return self._series(np.sqrt(np.diag(self._cov())[:p]), self.model.exog_names)
 
     @property
     def bse_re(self):
+        """Standard errors of the variance parameters as statsmodels defines them: ``sqrt(scale ·
+        diag(cov_params))`` over the lower triangle of ``cov_re`` and the variance components (the column
+        the summary prints beside them)."""
         p = self.k_fe
         with np.errstate(invalid="ignore"):
             return self._series(np.sqrt(self.scale * np.diag(self._cov())[p:]), self.param_names[p:])
 
     @property
     def tvalues(self):
+        """z statistics ``params / bse`` (normal reference, as statsmodels)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return self._series(self._params_arr / np.sqrt(np.diag(self._cov())), self.param_names)
 
     @property
     def pvalues(self):
+        """Two-sided p-values of :attr:`tvalues` from the standard normal distribution."""
         t = np.asarray(self.tvalues, float)
         return self._series(2 * stats.norm.sf(np.abs(t)), self.param_names)
 
