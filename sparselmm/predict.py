@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError
 from .formula import parse_formula
 
-__all__ = ["linear_predictor", "terms_for"]
+__all__ = ["linear_predictor", "model_matrix", "terms_for"]
 
 
 def terms_for(design, re_form) -> list[int]:
@@ -57,6 +59,43 @@ def _lookup_levels(levels: pd.Index, labels) -> np.ndarray:
     return pos
 
 
+def _unseen_categories(spec, newdata: pd.DataFrame) -> tuple[str, list] | None:
+    """The first categorical variable of ``spec`` with values in ``newdata`` not among its fitted levels."""
+    for name, (kind, state) in getattr(spec, "encoder_state", {}).items():
+        categories = state.get("categories") if isinstance(state, dict) else None
+        if categories is None or name not in newdata.columns:
+            continue
+        known = set(categories) | {str(c) for c in categories}
+        values = pd.unique(newdata[name].dropna())
+        unseen = [v for v in values if v not in known and str(v) not in known]
+        if unseen:
+            return name, unseen
+    return None
+
+
+def model_matrix(spec, newdata: pd.DataFrame, what: str) -> np.ndarray:
+    """``spec``'s model matrix for ``newdata``; a factor level not seen in fitting is an error naming the
+    column and the level, as R's ``predict`` ("factor cond has new level D"), not formulaic's silent cast
+    to an all-zero row (which predicts the reference level)."""
+    from formulaic.errors import DataMismatchWarning
+
+    found = _unseen_categories(spec, newdata)
+    if found is not None:
+        name, unseen = found
+        raise DataError(
+            f"newdata's column {name!r} has level(s) {unseen[:5]} not seen when fitting ({what}); the model "
+            f"only knows {list(spec.encoder_state[name][1]['categories'])}. Drop or recode those rows."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataMismatchWarning)
+            return np.asarray(spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+    except DataMismatchWarning as err:  # a factor built by an expression, e.g. C(x): no column to name
+        raise DataError(f"newdata has factor level(s) not seen when fitting ({what}): {err}") from None
+    except Exception as err:
+        raise DataError(f"Could not build {what} for newdata: {err}") from None
+
+
 def linear_predictor(
     design, beta, b, newdata=None, re_form=None, allow_new_levels: bool = False, offset=None
 ) -> np.ndarray:
@@ -87,10 +126,7 @@ def linear_predictor(
     from .data import as_dataframe, vector_argument
 
     newdata = as_dataframe(newdata)
-    try:
-        X = np.asarray(design.fixed_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-    except Exception as err:
-        raise DataError(f"Could not build the fixed-effects matrix for newdata: {err}") from None
+    X = model_matrix(design.fixed_spec, newdata, "the fixed-effects matrix")
     if design.dropped_columns:
         names = list(design.fixed_spec.column_names)
         X = X[:, [names.index(c) for c in design.fixed_names]]
@@ -103,10 +139,7 @@ def linear_predictor(
         missing_cols = [f for f in t.term.factors if f not in newdata.columns]
         if missing_cols:
             raise DataError(f"newdata lacks the grouping column(s) {missing_cols} of term {t.term}.")
-        try:
-            z = np.asarray(t.lhs_spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
-        except Exception as err:
-            raise DataError(f"Could not build random-effects term {t.term} for newdata: {err}") from None
+        z = model_matrix(t.lhs_spec, newdata, f"random-effects term ({t.term})")
         labels = _level_labels(newdata, t.term.factors)
         pos = _lookup_levels(t.levels, labels)
         new = pos < 0

@@ -6,6 +6,8 @@ numbers"); each is checked to the digits given there.
 
 import warnings
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,6 +163,20 @@ def test_predict_new_levels(sleepstudy):
     p = m.predict(new, allow_new_levels=True)
     assert p[1] == pytest.approx(m.fixef["Intercept"] + 2 * m.fixef["Days"])
     assert p[0] == pytest.approx(m.predict(sleepstudy.iloc[[1]]).iloc[0])  # row 1: Subject 308, Days 1
+
+
+def test_predict_refuses_an_unseen_fixed_effect_level():
+    """R's predict refuses a new level of a fixed-effect factor ("factor cond has new level D"); formulaic
+    would code it as an all-zero row, i.e. silently predict the reference level (issue 23 item 2)."""
+    data = pd.read_csv(Path(__file__).resolve().parents[1] / "validation" / "data" / "maximal_3cond.csv")
+    m = sparselmm.lmer("rt ~ cond + freq + (1|subj) + (1 + cond|item)", data)
+    new = pd.DataFrame({"cond": ["D"], "freq": [0.1], "subj": ["s1"], "item": ["i1"]})
+    with pytest.raises(sparselmm.DataError, match=r"column 'cond' has level\(s\) \['D'\]"):
+        m.predict(new)
+    with pytest.raises(sparselmm.DataError, match="'cond'"):
+        m.predict(new, re_form="~0")
+    ok = new.assign(cond="B")
+    assert np.isfinite(np.asarray(m.predict(ok))).all()
 
 
 def test_weights_equal_duplication_at_fixed_theta(sleepstudy):

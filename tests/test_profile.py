@@ -189,3 +189,30 @@ def test_progress_bar_is_quiet_for_short_runs(capsys):
     fit("dyestuff_reml").profile(progress=True, grid=False)
     captured = capsys.readouterr()
     assert captured.out == "" and "profile:" in captured.err
+
+
+def test_profile_of_a_singular_maximal_fit():
+    """Issue 23 item 3: profiling a singular maximal fit raised a raw LinAlgError (ψ left the positive
+    semi-definite cone) and ``.sig01``'s lower end was NaN. lme4 1.1-31 (R 4.2.2), ``confint(m, parm =
+    c(".sig01", ".sig04", ".sigma"), method = "profile", oldNames = TRUE)`` on validation/data/maximal_3cond.csv:
+    .sig01 [27.40861, 45.01324], .sig04 [0, 16.53434], .sigma [47.70617, 51.96177] (1.6 min). lme4's
+    constrained fits stop on higher faces of this singular fit's boundary: at its ends our constrained
+    criterion is below d̂ + z², so our intervals contain lme4's."""
+    data = pd.read_csv(ROOT / "validation" / "data" / "maximal_3cond.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = sparselmm.lmer("rt ~ cond + freq + (1 + cond|subj) + (1 + cond|item)", data)
+        prof = m.profile(which=[".sig01", ".sigma"], grid=False, progress=False)
+    ci = prof.confint()
+    lme4 = {".sig01": (27.40861, 45.01324), ".sigma": (47.70617, 51.96177)}
+    for name, (lo, hi) in lme4.items():
+        got_lo, got_hi = ci.loc[name]
+        assert np.isfinite([got_lo, got_hi]).all(), name
+        assert got_lo <= lo + 1e-6 and got_hi >= hi - 1e-6, name
+        assert hi - lo > 0.8 * (got_hi - got_lo), name  # not wider than lme4's by more than the faces explain
+    # the ends are where ζ = ±z, checked against the points fitted
+    pts = prof.points.set_index(["par", "value"])
+    for name in (".sig01", ".sigma"):
+        lo, hi = ci.loc[name]
+        assert pts.loc[(name, lo), "zeta"] == pytest.approx(-1.959964, abs=1e-5)
+        assert pts.loc[(name, hi), "zeta"] == pytest.approx(1.959964, abs=1e-5)

@@ -504,7 +504,9 @@ def bootstrap_lrt(
     Responses are simulated from ``small`` refitted by ML (the null model); both models are refitted by ML
     to each (warm-started from their ML estimates, as the bootstrap does) and the statistic
     ``2 (logLik_large − logLik_small)`` recomputed. The p-value is ``(1 + #{LRT* ≥ LRT}) / (1 + nsim)``, as
-    pbkrtest computes it; the χ² test of :func:`likelihood_ratio_table` is given beside it. ``progress``:
+    pbkrtest computes it; the χ² test of :func:`likelihood_ratio_table` is given beside it. The two models may
+    come in either order (pbkrtest's ``PBmodcomp(large, small)`` too): the one with fewer parameters is the
+    null model. ``progress``:
     a bar on stderr for runs that last more than 2 s on a terminal or in a notebook (None, the default),
     always (True) or never (False), as :func:`~sparselmm.inference.bootstrap.bootstrap`.
 
@@ -524,6 +526,8 @@ def bootstrap_lrt(
     models, names = _named([small, large], ["small", "large"])
     check_same_rows(models, names)
     small, large = refit_ml(small), refit_ml(large)
+    if small.n_params > large.n_params:  # pbkrtest's PBmodcomp(large, small) order: accept it, as anova does
+        small, large = large, small
     if check_nested_models:
         reason = check_nested(small, large, "small", "large")
         if reason is not None:
