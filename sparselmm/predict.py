@@ -61,7 +61,7 @@ def _lookup_levels(levels: pd.Index, labels) -> np.ndarray:
 
 def _unseen_categories(spec, newdata: pd.DataFrame) -> tuple[str, list] | None:
     """The first categorical variable of ``spec`` with values in ``newdata`` not among its fitted levels."""
-    for name, (kind, state) in getattr(spec, "encoder_state", {}).items():
+    for name, (_kind, state) in getattr(spec, "encoder_state", {}).items():
         categories = state.get("categories") if isinstance(state, dict) else None
         if categories is None or name not in newdata.columns:
             continue

@@ -5,7 +5,6 @@ numbers"); each is checked to the digits given there.
 """
 
 import warnings
-
 from pathlib import Path
 
 import numpy as np
