@@ -379,6 +379,11 @@ def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFram
     DataFrame
         Rows ``<none>`` and one per term; columns ``npar`` (parameters removed; NaN for ``<none>``) and
         ``AIC`` (of the ML fits), plus ``LRT`` and ``Pr(Chi)`` with ``test="Chisq"``.
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        An unknown ``test``, or a ``scope`` term that is not a fixed-effect term of the model.
     """
     if test not in ("none", "Chisq"):
         raise ModelSpecError(f"test={test!r} is not supported; use 'none' or 'Chisq' (lme4's 'user' is not offered).")
@@ -506,15 +511,48 @@ def bootstrap_lrt(
     ``2 (logLik_large − logLik_small)`` recomputed. The p-value is ``(1 + #{LRT* ≥ LRT}) / (1 + nsim)``, as
     pbkrtest computes it; the χ² test of :func:`likelihood_ratio_table` is given beside it. The two models may
     come in either order (pbkrtest's ``PBmodcomp(large, small)`` too): the one with fewer parameters is the
-    null model. ``progress``:
-    a bar on stderr for runs that last more than 2 s on a terminal or in a notebook (None, the default),
-    always (True) or never (False), as :func:`~sparselmm.inference.bootstrap.bootstrap`.
+    null model.
+
+    Parameters
+    ----------
+    small, large : LmerResult
+        The null model and a model it is nested in, fitted to the same rows (in either order).
+    nsim : int
+        Number of simulated responses.
+    seed : int or numpy.random.SeedSequence, optional
+        Makes the run reproducible, for any ``n_jobs``.
+    n_jobs : int
+        Worker processes (``-1``: one per core).
+    check_nested_models : bool
+        Raise when the smaller model is not nested in the larger (see :func:`check_nested`); ``False``
+        skips the check.
+    progress : bool or None
+        A bar on stderr for runs that last more than 2 s on a terminal or in a notebook (None, the default),
+        always (True) or never (False), as :func:`~sparselmm.inference.bootstrap.bootstrap`.
 
     Returns
     -------
     DataFrame
         Rows ``LRT`` (χ²) and ``PBtest``; columns ``stat``, ``df``, ``p.value``. ``attrs["draws"]`` holds the
         simulated statistics (NaN where a replicate failed), ``attrs["failures"]`` their number.
+
+    Raises
+    ------
+    sparselmm.DataError
+        The models were fitted to different rows.
+    sparselmm.ModelSpecError
+        The models are not nested (with ``check_nested_models``), a bad ``nsim``, ``seed``, ``n_jobs`` or
+        ``progress``, or every replicate failed.
+
+    Examples
+    --------
+    >>> import sparselmm
+    >>> sleep = sparselmm.datasets.load("sleepstudy")
+    >>> m0 = sparselmm.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    >>> m1 = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
+    >>> from sparselmm.inference.lrt import bootstrap_lrt
+    >>> bootstrap_lrt(m0, m1, nsim=50, seed=1).index.tolist()
+    ['LRT', 'PBtest']
     """
     from ..progress import progress_bar, show_progress
     from .bootstrap import _check_nsim, _n_workers, _root_seed, _run_parallel
