@@ -73,10 +73,10 @@ def _unseen_categories(spec, newdata: pd.DataFrame) -> tuple[str, list] | None:
     return None
 
 
-def model_matrix(spec, newdata: pd.DataFrame, what: str) -> np.ndarray:
+def model_matrix(spec, newdata: pd.DataFrame, what: str, **kwargs) -> np.ndarray:
     """``spec``'s model matrix for ``newdata``; a factor level not seen in fitting is an error naming the
     column and the level, as R's ``predict`` ("factor cond has new level D"), not formulaic's silent cast
-    to an all-zero row (which predicts the reference level)."""
+    to an all-zero row (which predicts the reference level). ``kwargs`` go to formulaic (e.g. ``context``)."""
     from formulaic.errors import DataMismatchWarning
 
     found = _unseen_categories(spec, newdata)
@@ -89,7 +89,7 @@ def model_matrix(spec, newdata: pd.DataFrame, what: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataMismatchWarning)
-            return np.asarray(spec.get_model_matrix(newdata, na_action="raise"), dtype=float)
+            return np.asarray(spec.get_model_matrix(newdata, na_action="raise", **kwargs), dtype=float)
     except DataMismatchWarning as err:  # a factor built by an expression, e.g. C(x): no column to name
         raise DataError(f"newdata has factor level(s) not seen when fitting ({what}): {err}") from None
     except Exception as err:

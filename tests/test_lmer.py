@@ -228,3 +228,11 @@ def test_moment_start_matches_lme4():
     np.testing.assert_allclose(moment_start(f.design), [0.3641439, 0.4900189, 0.1399384], atol=5e-8)
     g = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", datasets.load("sleepstudy"))
     np.testing.assert_array_equal(moment_start(g.design), [1.0, 0.0, 1.0])  # slopes: lme4's default start
+
+
+def test_facade_predict_refuses_an_unseen_level():
+    """The statsmodels facade's predict shares the check (patsy refuses a new level too)."""
+    data = pd.read_csv(Path(__file__).resolve().parents[1] / "validation" / "data" / "maximal_3cond.csv")
+    res = sparselmm.mixedlm("rt ~ cond + freq", data, groups="subj").fit()
+    with pytest.raises(sparselmm.DataError, match="column 'cond' has level"):
+        res.predict(pd.DataFrame({"cond": ["D"], "freq": [0.0]}))

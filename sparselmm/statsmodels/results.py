@@ -9,6 +9,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import DataError, ModelSpecError
+from ..predict import model_matrix
 from ._compat import MixedLMConvergenceWarning
 from .contrast import ContrastResults, linear_constraints, t_test, wald_test
 from .params import MixedLMParams
@@ -398,19 +399,16 @@ class MixedLMResults:
             index = self._index() if model._use_pandas else None
         elif transform and model._fixed_spec is not None and isinstance(exog, pd.DataFrame | dict):
             frame = pd.DataFrame(exog)
-            try:
-                X = np.asarray(
-                    model._fixed_spec.get_model_matrix(frame, na_action="raise", context=model._context), dtype=float
-                )
-            except Exception as err:
+            try:  # a factor level not seen in fitting is a DataError naming the column, as R and patsy refuse it
+                X = model_matrix(model._fixed_spec, frame, "the fixed-effects matrix", context=model._context)
+            except DataError as err:
                 lost = getattr(model, "_context_dropped", None)
-                hint = (
-                    f" (the formula's namespace lost {lost} when the model was pickled: they do not pickle; "
+                if not lost:
+                    raise
+                raise ModelSpecError(
+                    f"{err} (the formula's namespace lost {lost} when the model was pickled: they do not pickle; "
                     "define them with def at module level)"
-                    if lost
-                    else ""
-                )
-                raise ModelSpecError(f"Could not build the fixed-effects matrix for exog: {err}{hint}") from None
+                ) from None
             index = frame.index
         else:
             X = np.asarray(exog, dtype=float)
