@@ -744,7 +744,8 @@ class LmerResult:
         Parameters
         ----------
         larger : LmerResult
-            A model this one is nested in, fitted to the same rows.
+            A model this one is nested in, fitted to the same rows (the other order works too: the model
+            with fewer parameters is the null model, as in pbkrtest).
         nsim : int, default 1000
             Number of simulated responses.
         seed : int or numpy.random.SeedSequence, optional
