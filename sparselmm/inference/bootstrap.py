@@ -46,10 +46,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from .._cholmod import SparseCholesky
 from ..crossprod import CrossProducts
 from ..deviance import ProfiledDeviance
-from ..errors import ModelSpecError, NumericalError
+from ..errors import ModelSpecError, NumericalError, caller_stacklevel
+from ..linalg.cholmod import SparseCholesky
 from ..optimize import OptInfo, is_singular, optimize_theta, refit_theta
 from ..results import LmerResult
 from . import _engine
@@ -795,7 +795,7 @@ def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     R = t.size
     rk = (R + 1) * alpha
     if not np.all((rk > 1) & (rk < R)):
-        warnings.warn("extreme order statistics used as endpoints", stacklevel=3)
+        warnings.warn("extreme order statistics used as endpoints", stacklevel=caller_stacklevel())
     k = np.trunc(rk).astype(int)
     out = np.empty(alpha.size)
     for i in range(alpha.size):

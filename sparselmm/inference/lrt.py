@@ -31,7 +31,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from ..design import RANK_TOL
-from ..errors import DataError, ModelSpecError
+from ..errors import DataError, ModelSpecError, caller_stacklevel
 from ..optimize import optimize_theta, refit_theta
 from .bootstrap import refit_ml
 
@@ -295,7 +295,7 @@ def likelihood_ratio_table(models, names=None, refit: bool = True, check_nested_
         refitted = [name for name, m in zip(names, models) if m.reml]
         models = [refit_ml(m) for m in models]
     elif len({m.reml for m in models}) > 1:
-        warnings.warn("some models fit with REML = TRUE, some not", UserWarning, stacklevel=2)
+        warnings.warn("some models fit with REML = TRUE, some not", UserWarning, stacklevel=caller_stacklevel())
     npar = np.array([m.n_params for m in models])
     order = np.argsort(npar, kind="stable")
     models = [models[i] for i in order]

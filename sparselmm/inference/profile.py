@@ -50,7 +50,7 @@ import pandas as pd
 from scipy.interpolate import PchipInterpolator
 from scipy.stats import chi2, norm
 
-from ..errors import ModelSpecError, NumericalError
+from ..errors import ModelSpecError, NumericalError, caller_stacklevel
 from ..optimize import is_singular, optimize_theta
 from ._engine import blas_threads, dense_size, evaluator, hessian, quasi_newton
 from .confint import check_level, estimates, parameter_names, percent_labels, sdcor, select_parameters
@@ -1183,7 +1183,7 @@ def profile(
     notes = list(dict.fromkeys(prof.notes))
     for note in notes:
         if "below the fit" in note or "non-monotonic" in note:
-            warnings.warn(note, ProfileWarning, stacklevel=2)
+            warnings.warn(note, ProfileWarning, stacklevel=caller_stacklevel())
     points = pd.DataFrame([r[:4] for r in prof.rows], columns=["par", "value", "zeta", "deviance"])
     frame = _frame(prof, chosen)
     bounds = {names[j]: prof.bounds(j) for j in chosen}

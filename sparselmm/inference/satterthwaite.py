@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, caller_stacklevel
 
 __all__ = ["Satterthwaite"]
 
@@ -41,14 +41,14 @@ class Satterthwaite:
                 f"Model failed to converge with {int(neg.sum())} negative eigenvalue(s) of the Hessian in "
                 f"(theta, sigma): {', '.join(f'{v:.1e}' for v in evals[neg])}",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=caller_stacklevel(),
             )
         if zero.any():
             warnings.warn(
                 f"Model may not have converged with {int(zero.sum())} eigenvalue(s) of the Hessian in "
                 f"(theta, sigma) close to zero: {', '.join(f'{v:.1e}' for v in evals[zero])}",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=caller_stacklevel(),
             )
         pos = evals > EIGEN_TOL
         V = evecs[:, pos]

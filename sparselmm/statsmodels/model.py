@@ -21,6 +21,7 @@ from ..errors import (
     NumericalError,
     SingularFitWarning,
     SparseLMMError,
+    caller_stacklevel,
 )
 from ..lmer import moment_start
 from ..optimize import OPTIMIZERS, optimize_theta
@@ -456,7 +457,7 @@ class MixedLM:
                         "parameters are not all identifiable from the residual variance, so the estimates may "
                         "be arbitrary (lmer refuses such a model; statsmodels fits it).",
                         UnidentifiableWarning,
-                        stacklevel=3,
+                        stacklevel=caller_stacklevel(),
                     )
         return self._lik
 
@@ -614,7 +615,7 @@ class MixedLM:
             f"method={methods[0]!r} is a scipy optimiser that sparselmm does not use; fitting with 'bobyqa' "
             f"(choose from {OPTIMIZERS} or 'nm'/'lbfgs' to silence this).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return "bobyqa"
 
@@ -724,7 +725,7 @@ class MixedLM:
                 f"Argument{'s' if len(bad) > 1 else ''} {', '.join(bad)} not used by MixedLM.fit. Future versions "
                 "will raise on these arguments.",
                 FutureWarning,
-                stacklevel=2,
+                stacklevel=caller_stacklevel(),
             )
         for name, pen, how in (
             ("fe_pen", fe_pen, "func(params) and deriv(params), e.g. statsmodels.base._penalties.L2()"),
@@ -735,7 +736,7 @@ class MixedLM:
         self.fe_pen, self.cov_pen = fe_pen, cov_pen
         optimizer = self._optimizer(method)
         if niter_sa > 0:
-            warnings.warn("niter_sa is currently ignored", UserWarning, stacklevel=2)
+            warnings.warn("niter_sa is currently ignored", UserWarning, stacklevel=caller_stacklevel())
         # tighter than lme4's 1e-8 defaults: the statsmodels parameterisation reports small covariances whose
         # relative accuracy needs it (≈ +10% evaluations)
         control = {"ftol_abs": 1e-10, "xtol_abs": 1e-10, "ftol_rel": 0.0}
@@ -958,7 +959,7 @@ class _statsmodels_warnings:
                 cat = SingularCovarianceWarning
             elif issubclass(cat, ConvergenceWarning) and not issubclass(cat, MixedLMConvergenceWarning):
                 cat = MixedLMConvergenceWarning
-            warnings.warn(msg, cat, stacklevel=3)
+            warnings.warn(msg, cat, stacklevel=caller_stacklevel())
         return False
 
 

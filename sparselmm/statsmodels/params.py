@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, caller_stacklevel
 
 __all__ = ["MixedLMParams", "VCSpec", "convert_vc_dict", "psd_factor"]
 
@@ -146,7 +146,7 @@ class VCSpec:
 
 def convert_vc_dict(exog_vc: dict) -> VCSpec:
     """statsmodels' deprecated dict format ``exog_vc[name][group] = matrix`` → :class:`VCSpec`."""
-    warnings.warn("Using deprecated variance components format", FutureWarning, stacklevel=3)
+    warnings.warn("Using deprecated variance components format", FutureWarning, stacklevel=caller_stacklevel())
     groups = sorted({g for v in exog_vc.values() for g in v})
     names = sorted(exog_vc)
     colnames, mats = [], []

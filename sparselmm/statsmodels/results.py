@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import DataError, ModelSpecError
+from ..errors import DataError, ModelSpecError, caller_stacklevel
 from ..predict import model_matrix
 from ._compat import MixedLMConvergenceWarning
 from .contrast import ContrastResults, linear_constraints, t_test, wald_test
@@ -93,7 +93,7 @@ class MixedLMResults:
             warnings.warn(
                 "The Hessian matrix at the estimated parameter values is not positive definite.",
                 MixedLMConvergenceWarning,
-                stacklevel=4,
+                stacklevel=caller_stacklevel(),
             )
         return pcov / self.scale
 
@@ -557,7 +557,7 @@ def _inv(A: np.ndarray) -> np.ndarray:
         warnings.warn(
             "The Hessian is singular; using its pseudo-inverse for the covariance.",
             MixedLMConvergenceWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
         return np.linalg.pinv(A)
 
