@@ -299,3 +299,15 @@ def test_caller_stacklevel_outside_the_package():
 
     _, caught = _caught(f)
     assert caught[0].filename == __file__ and caught[0].lineno == inspect.getsourcelines(f)[1] + 1
+
+
+def test_anova_of_a_glmer_fit_is_a_clear_error():
+    """sparselmm.anova(glmer fit) raised a raw AttributeError ('GlmerResult' object has no attribute 'design')."""
+    data = pd.DataFrame(
+        {"y": [0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0] * 5, "x": np.arange(60) % 7, "g": np.repeat(list("abcdef"), 10)}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = sparselmm.glmer("y ~ x + (1|g)", data, family="binomial")
+    with pytest.raises(sparselmm.ModelSpecError, match="not a GlmerResult"):
+        sparselmm.anova(g)
