@@ -33,7 +33,7 @@ def scikit_sparse_requirement() -> str | None:
     """An extra scikit-sparse to install over the package's own pin, or None (the usual case).
 
     pyproject.toml requires ``scikit-sparse>=0.4.12,<0.5``: 0.4.x builds against SuiteSparse 5 and 7 alike,
-    so a plain install needs no help. To exercise sparselmm/_cholmod.py's scikit-sparse 0.5 code path, set
+    so a plain install needs no help. To exercise sparselmm/linalg/cholmod.py's scikit-sparse 0.5 code path, set
     ``SPARSELMM_SCIKIT_SPARSE=0.5.0`` (any version): it is installed after the package, without
     dependencies, and needs SuiteSparse >= 7 for 0.5.
     """

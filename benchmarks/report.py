@@ -75,7 +75,7 @@ EXPLAINED_EXCEPTIONS: dict[str, str] = {
         "1.05× mixedlm on the idle re-measurement (best of 3: 0.255 against 0.242 s), i.e. level within noise; "
         "a single (1 + x | g) term on 2e4 groups has no Schur complement, so the evaluation is the block-diagonal "
         "factor itself, where mixedlm's compiled loops and sparselmm's vectorised 2 × 2 kernels "
-        "(sparselmm/_batched.py: 0.53 → 0.29 s) meet"
+        "(sparselmm/linalg/small_blocks.py: 0.53 → 0.29 s) meet"
     ),
 }
 

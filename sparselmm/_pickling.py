@@ -26,7 +26,7 @@ __all__ = ["LazyCholesky", "picklable_devfun", "picklable_namespace", "restore_n
 
 
 class LazyCholesky:
-    """A :class:`~sparselmm._cholmod.SparseCholesky` to be, analysed on first use (after unpickling).
+    """A :class:`~sparselmm.linalg.cholmod.SparseCholesky` to be, analysed on first use (after unpickling).
 
     Every attribute is the analysed factor's; pickling keeps only the pattern, ordering and mode.
     """
@@ -39,7 +39,7 @@ class LazyCholesky:
 
     def _analysed(self):
         if self._real is None:
-            from ._cholmod import SparseCholesky
+            from .linalg.cholmod import SparseCholesky
 
             self._real = SparseCholesky(self._pattern, ordering=self._ordering, mode=self._mode)
         return self._real
@@ -63,9 +63,9 @@ def _lazy(chol, pattern) -> LazyCholesky:
 
 
 def picklable_factor(factor):
-    """``factor`` (a :class:`~sparselmm.factor.Factor`) ready to pickle: a CHOLMOD factor becomes a copy whose
+    """``factor`` (a :class:`~sparselmm.linalg.factor.Factor`) ready to pickle: a CHOLMOD factor becomes a copy whose
     analysis is redone on first use; the dense-Schur factors are returned as they are."""
-    from .factor import CholmodFactor
+    from .linalg.factor import CholmodFactor
 
     if not isinstance(factor, CholmodFactor):
         return factor
@@ -90,9 +90,9 @@ def picklable_devfun(devfun):
 
 
 def picklable_sparse_cholesky(chol, pattern):
-    """A :class:`~sparselmm._cholmod.SparseCholesky` as a :class:`LazyCholesky` of ``pattern`` (other factors
+    """A :class:`~sparselmm.linalg.cholmod.SparseCholesky` as a :class:`LazyCholesky` of ``pattern`` (other factors
     unchanged)."""
-    from ._cholmod import SparseCholesky
+    from .linalg.cholmod import SparseCholesky
 
     if isinstance(chol, SparseCholesky | LazyCholesky):
         return _lazy(chol, pattern)

@@ -7,13 +7,13 @@ For each θ (Bates et al. 2015, JSS 67(1), section 3):
 * ``R_Xᵀ R_X = XᵀWX − R_ZXᵀ R_ZX``, ``c_β = R_X⁻ᵀ (XᵀWy − R_ZXᵀ c_u)``, ``β̂ = R_X⁻¹ c_β``,
 * ``r² = yᵀWy − ‖c_u‖² − ‖c_β‖²`` and the ML or REML criterion from ``log|L|²``, ``log|R_X|²`` and ``r²``.
 
-The factor is held behind one interface (:class:`sparselmm.factor.Factor`: refactor for θ, solves,
+The factor is held behind one interface (:class:`sparselmm.linalg.factor.Factor`: refactor for θ, solves,
 log-determinant, its gradient where available), so the deviance and its gradient never ask which one it is.
 On the CHOLMOD factor the values of ``Λᵀ ZᵀWZ Λ`` are written in place into a fixed lower-triangular
-pattern through index maps built once (:class:`~sparselmm.factor.BlockUpdater`), so an evaluation does no
+pattern through index maps built once (:class:`~sparselmm.linalg.factor.BlockUpdater`), so an evaluation does no
 sparse products and allocates no new sparse structure. For crossed models the factor is instead a
-dense-Schur one (:mod:`sparselmm.schur`, :mod:`sparselmm.blockschur`), which also gives the exact gradient
-(:meth:`ProfiledDeviance.gradient`).
+dense-Schur one (:mod:`sparselmm.linalg.schur`, :mod:`sparselmm.linalg.block_schur`), which also gives the
+exact gradient (:meth:`ProfiledDeviance.gradient`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
-from .blockschur import BlockSchurCholesky, block_schur_applicable
 from .crossprod import CrossProducts
 from .design import Design
 from .errors import ModelSpecError, NumericalError
-from .factor import BlockUpdater, CholmodFactor, Factor
-from .schur import (
+from .linalg.block_schur import BlockSchurCholesky, block_schur_applicable
+from .linalg.factor import BlockUpdater, CholmodFactor, Factor
+from .linalg.schur import (
     MAX_DENSE,
     MAX_PRODUCT_PAIRS,
     NotDiagonalError,
@@ -94,12 +94,12 @@ class ProfiledDeviance:
     # which factor is held matters only to set-up, messages and tests, never to an evaluation
     @property
     def schur(self) -> bool:
-        """The factor is the all-scalar dense-Schur one (:mod:`sparselmm.schur`)."""
+        """The factor is the all-scalar dense-Schur one (:mod:`sparselmm.linalg.schur`)."""
         return isinstance(self.chol, SchurCholesky)
 
     @property
     def block_schur(self) -> bool:
-        """The factor is the block-Schur one (:mod:`sparselmm.blockschur`)."""
+        """The factor is the block-Schur one (:mod:`sparselmm.linalg.block_schur`)."""
         return isinstance(self.chol, BlockSchurCholesky)
 
     @property
@@ -110,19 +110,19 @@ class ProfiledDeviance:
     def _analyse(self, ordering: str) -> Factor:
         """Choose and analyse the factor of ``ΛᵀZᵀWZΛ + I``.
 
-        ``"auto"``: the dense-Schur factor (:mod:`sparselmm.schur`) where it applies (all terms scalar,
+        ``"auto"``: the dense-Schur factor (:mod:`sparselmm.linalg.schur`) where it applies (all terms scalar,
         the first diagonal and at least as large as the rest, at most ``MAX_DENSE`` others), the
         Schur complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full and its product has at most
         ``MAX_PRODUCT_PAIRS`` entries. It also gives the analytic
         gradient, and with it whole fits were faster than CHOLMOD + BOBYQA at every size measured
         (1e3 rows, 100 × 30 levels: 10.7 vs 12.0 ms; 8e3 rows, 800 × 300: 46 vs 246 ms; InstEval ML:
         0.62 vs 1.6 s). Models with vector-valued terms (or scalar ones the scalar factor declines) take the
-        block-Schur factor of :mod:`sparselmm.blockschur` when its dense blocks fit (``q₂ ≤ MAX_DENSE_Q2``,
+        block-Schur factor of :mod:`sparselmm.linalg.block_schur` when its dense blocks fit (``q₂ ≤ MAX_DENSE_Q2``,
         ``q₁q₂ ≤ MAX_BLOCK_ENTRIES``) and the complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full: on the
         maximal 60 × 40 design (q = 200) CHOLMOD took 3–4 ms per factorisation and BOBYQA 124 evaluations,
         the block-Schur factor 2 ms per evaluation with the gradient and L-BFGS-B 25. Anything else takes
         CHOLMOD (and BOBYQA), with the ordering (AMD or METIS) and the simplicial or supernodal mode chosen
-        by measuring the fill at the start θ (:func:`sparselmm.factor.analyse_cholmod`, which gives the
+        by measuring the fill at the start θ (:func:`sparselmm.linalg.factor.analyse_cholmod`, which gives the
         measurements). ``"schur"`` forces a Schur factor wherever one applies; a CHOLMOD ordering by name
         forces CHOLMOD with that ordering.
         """
@@ -246,7 +246,7 @@ class ProfiledDeviance:
     @property
     def has_gradient(self) -> bool:
         """An analytic gradient is available: the factor gives ``∂ log|ΛᵀZᵀWZΛ + I| / ∂θ`` (the dense-Schur
-        factors of :mod:`sparselmm.schur` and :mod:`sparselmm.blockschur`)."""
+        factors of :mod:`sparselmm.linalg.schur` and :mod:`sparselmm.linalg.block_schur`)."""
         return self.chol.has_logdet_gradient
 
     def gradient(self, state: PLSState | None = None) -> np.ndarray:

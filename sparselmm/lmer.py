@@ -172,7 +172,7 @@ def deviance_function(
         Prior weights and offset: a column name or one value per row.
     missing : {"drop", "raise"}
     ordering : str
-        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.schur`),
+        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.linalg.schur`),
         otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
         CHOLMOD ordering by name, or ``"schur"``.
 
@@ -222,7 +222,7 @@ def lmer(
         Rows with missing values in any used column are dropped (lme4's ``na.omit``) or raise.
     optimizer : {"auto", "bobyqa", "nelder_mead", "lbfgsb"}
         ``"auto"``: L-BFGS-B with the analytic gradient of the profiled deviance where it is available
-        (all-scalar models on the dense-Schur factor, see :mod:`sparselmm.schur`), else NLopt's BOBYQA
+        (all-scalar models on the dense-Schur factor, see :mod:`sparselmm.linalg.schur`), else NLopt's BOBYQA
         with lme4's tolerances.
     control : dict, optional
         Optimiser settings: ``xtol_abs``, ``ftol_abs``, ``ftol_rel``, ``maxeval``, ``initial_step``.
@@ -231,7 +231,7 @@ def lmer(
     check_conv : bool
         Run lme4's convergence checks (finite-difference gradient and Hessian).
     ordering : str
-        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.schur`),
+        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.linalg.schur`),
         otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
         CHOLMOD ordering by name, or ``"schur"``.
     data_name : str, optional

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from ._typing import ColumnOrValues, ContrastLike, FrameLike, Seed
-    from .factor import Factor
     from .inference.bootstrap import BootstrapResult
     from .inference.profile import Profile
+    from .linalg.factor import Factor
     from .printing import AnovaTable
     from .summary import LmerSummary
 
@@ -301,7 +301,7 @@ class LmerResult:
 
     @property
     def factor(self) -> Factor:
-        """The factor of ``Λᵀ ZᵀWZ Λ + I`` at θ̂ (a :class:`sparselmm.factor.Factor`: CHOLMOD or a dense-Schur
+        """The factor of ``Λᵀ ZᵀWZ Λ + I`` at θ̂ (a :class:`sparselmm.linalg.factor.Factor`: CHOLMOD or a dense-Schur
         factor, whichever the fit used; ``solve_L``, ``solve_Lt``, ``logdet``)."""
         self._devfun.solve(self.theta)
         return self._devfun.chol

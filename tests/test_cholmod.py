@@ -1,14 +1,14 @@
-"""sparselmm._cholmod: one error class whichever scikit-sparse (0.4 or 0.5) is installed; the measured choice
-of ordering and simplicial/supernodal mode (sparselmm.factor.analyse_cholmod)."""
+"""sparselmm.linalg.cholmod: one error class whichever scikit-sparse (0.4 or 0.5) is installed; the measured choice
+of ordering and simplicial/supernodal mode (sparselmm.linalg.factor.analyse_cholmod)."""
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import sparselmm
-from sparselmm import _cholmod
-from sparselmm._cholmod import SparseCholesky
-from sparselmm.factor import SUPERNODAL_MIN_FLOPS_PER_ENTRY, analyse_cholmod
+from sparselmm.linalg import cholmod
+from sparselmm.linalg.cholmod import SparseCholesky
+from sparselmm.linalg.factor import SUPERNODAL_MIN_FLOPS_PER_ENTRY, analyse_cholmod
 
 
 def _spd(n=5):
@@ -51,7 +51,7 @@ def test_a_raw_value_error_from_scikit_sparse_becomes_numerical_error(monkeypatc
             raise ValueError("shape mismatch")
 
     f = SparseCholesky(_spd(3))
-    monkeypatch.setattr(_cholmod, "_CholeskyFactor", Raising)
+    monkeypatch.setattr(cholmod, "_CholeskyFactor", Raising)
     with pytest.raises(sparselmm.NumericalError, match="must be square"):
         SparseCholesky(_spd(3))
     f._factor = Raising.__new__(Raising)

@@ -71,7 +71,7 @@ def test_modes_and_conditional_variances_against_dense_algebra(sleepstudy, order
 
 
 def test_cholmod_analysis_failure_is_a_sparselmm_error():
-    from sparselmm._cholmod import SparseCholesky
+    from sparselmm.linalg.cholmod import SparseCholesky
 
     with pytest.raises(sparselmm.NumericalError, match="symbolic analysis"):
         SparseCholesky(sp.csc_matrix((3, 4)))
@@ -211,9 +211,9 @@ def test_block_schur_is_declined_for_sparse_complements():
     ],
 )
 def test_every_factor_behind_one_interface(case_id, ordering, kind):
-    """The deviance reaches its factor only through sparselmm.factor.Factor; a workspace copy evaluates on
+    """The deviance reaches its factor only through sparselmm.linalg.factor.Factor; a workspace copy evaluates on
     its own numeric factor without disturbing the original's."""
-    from sparselmm.factor import Factor
+    from sparselmm.linalg.factor import Factor
 
     case = CASES[case_id]
     f = sparselmm.deviance_function(case["formula"], load_case_data(case), reml=case["reml"], ordering=ordering)

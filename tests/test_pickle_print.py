@@ -18,7 +18,7 @@ import sparselmm
 import sparselmm.statsmodels as smx
 from sparselmm.deviance import ProfiledDeviance
 from sparselmm.errors import DataError
-from sparselmm.factor import CholmodFactor
+from sparselmm.linalg.factor import CholmodFactor
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEP = "Reaction ~ Days + (Days | Subject)"

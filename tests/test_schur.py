@@ -7,7 +7,7 @@ import pytest
 from compare import REFERENCE_DIR, load_case_data, load_cases
 
 import sparselmm
-from sparselmm.schur import NotDiagonalError, SchurCholesky
+from sparselmm.linalg.schur import NotDiagonalError, SchurCholesky
 
 CASES = {c["id"]: c for c in load_cases()}
 CROSSED = ["crossed_small_reml", "crossed_large_ml", "penicillin_reml", "pastes_nested_reml", "nested_slash_reml"]
@@ -131,7 +131,7 @@ def test_a_level_meeting_no_other_effect():
 
 
 def test_auto_declines_schur_when_the_product_is_too_large_or_sparse():
-    from sparselmm.schur import SchurNotWorthwhileError
+    from sparselmm.linalg.schur import SchurNotWorthwhileError
 
     G = _small_G()
     with pytest.raises(SchurNotWorthwhileError, match="pairs"):
@@ -156,7 +156,7 @@ def test_auto_keeps_cholmod_for_a_nested_design():
 
 
 def test_q_built_in_many_chunks_equals_one_chunk(monkeypatch):
-    import sparselmm.schur as schur
+    import sparselmm.linalg.schur as schur
 
     case = CASES["crossed_large_ml"]
     data = load_case_data(case)

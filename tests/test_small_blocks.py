@@ -1,10 +1,10 @@
-"""sparselmm._batched: the written-out small-block kernels equal numpy's on stacks of 1 × 1 to 3 × 3 blocks
+"""sparselmm.linalg.small_blocks: the written-out small-block kernels equal numpy's on stacks of 1 × 1 to 3 × 3 blocks
 (and fall back to numpy for few levels or larger blocks)."""
 
 import numpy as np
 import pytest
 
-from sparselmm._batched import MIN_LEVELS, bcholesky, bmatmul, btri_inv
+from sparselmm.linalg.small_blocks import MIN_LEVELS, bcholesky, bmatmul, btri_inv
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])

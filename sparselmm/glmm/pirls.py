@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._cholmod import SparseCholesky
 from ..deviance import AUTO_SCHUR_MIN_DENSITY, _complement_density
 from ..errors import NumericalError
-from .wschur import MAX_DENSE, WeightedSchur
+from ..linalg.cholmod import SparseCholesky
+from ..linalg.weighted_schur import MAX_DENSE, WeightedSchur
 
 AUTO_SCHUR_MIN_Q2 = 100  # smaller dense complements: CHOLMOD's factorisation is cheaper than the per-call work
 

@@ -1,7 +1,7 @@
 """A Cholesky factor of ``ΛᵀGΛ + I`` that eliminates the first term's k × k blocks and factors the rest dense.
 
 The "maximal" crossed model ``y ~ cond + (1 + cond | subj) + (1 + cond | item)`` has vector-valued terms, so
-the all-scalar Schur factor of :mod:`sparselmm.schur` does not apply, and CHOLMOD spends most of each
+the all-scalar Schur factor of :mod:`sparselmm.linalg.schur` does not apply, and CHOLMOD spends most of each
 evaluation on a fill-in that is essentially dense anyway (600 × 400 levels: 0.25–0.5 s per numeric
 factorisation at q = 2,000). Here, with ``G = ZᵀWZ`` split at the first term (the one with most levels,
 ``m₁`` levels × ``k₁`` coefficients, ``G₁₁`` block diagonal because each row has one level):
@@ -29,8 +29,8 @@ import scipy.sparse as sp
 from scipy.linalg.blas import dgemm, dsyrk
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
-from ._batched import bcholesky, bmatmul, btri_inv
-from .errors import NumericalError
+from ..errors import NumericalError
+from .small_blocks import bcholesky, bmatmul, btri_inv
 
 __all__ = ["MAX_BLOCK_ENTRIES", "BlockSchurCholesky", "block_schur_applicable"]
 
@@ -42,7 +42,7 @@ MAX_DENSE_Q2 = 6000
 def block_schur_applicable(terms, q: int) -> bool:
     """The first term is a plain one (``z`` columns, no ``Zt_block``) and the dense blocks fit
     (``q₂ ≤ MAX_DENSE_Q2``, ``q₁ q₂ ≤ MAX_BLOCK_ENTRIES``). All-scalar crossed models go to the cheaper
-    scalar factor of :mod:`sparselmm.schur` first; this one takes vector-valued terms and the scalar
+    scalar factor of :mod:`sparselmm.linalg.schur` first; this one takes vector-valued terms and the scalar
     models that factor declines (e.g. two terms on the largest factor)."""
     if not terms or terms[0].Zt_block is not None:
         return False
@@ -113,7 +113,7 @@ class BlockSchurCholesky:
 
     # ---- the factor ---------------------------------------------------------------------------------
     def refactor(self, theta: np.ndarray, factors) -> None:
-        """The :class:`sparselmm.factor.Factor` interface: :meth:`factorize` (θ is not needed here)."""
+        """The :class:`sparselmm.linalg.factor.Factor` interface: :meth:`factorize` (θ is not needed here)."""
         self.factorize(factors)
 
     def factorize(self, factors) -> None:

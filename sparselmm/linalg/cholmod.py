@@ -21,7 +21,7 @@ import copy
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import NumericalError
+from ..errors import NumericalError
 
 try:  # scikit-sparse >= 0.5
     from sksparse.cholmod import CholeskyFactor as _CholeskyFactor
@@ -48,7 +48,7 @@ class SparseCholesky:
         CHOLMOD ordering: ``"default"``, ``"amd"``, ``"metis"``, ``"nesdis"``, ``"natural"`` or ``"best"``.
     mode : str
         ``"simplicial"``, ``"supernodal"`` or ``"auto"`` (CHOLMOD's rule: supernodal from 40 flops per entry
-        of ``L``; :func:`sparselmm.factor.analyse_cholmod` chooses by a measured rule instead).
+        of ``L``; :func:`sparselmm.linalg.factor.analyse_cholmod` chooses by a measured rule instead).
     """
 
     def __init__(self, A_lower: sp.csc_matrix, ordering: str = "default", mode: str = "auto"):

@@ -5,10 +5,10 @@ a new θ, ``log|C|``, the solves with ``L`` and ``Lᵀ`` (``P C Pᵀ = L Lᵀ``)
 them — the entries of ``C⁻¹`` behind ``∂ log|C| / ∂θ``. :class:`Factor` states that interface; three
 implementations satisfy it:
 
-* :class:`CholmodFactor` — CHOLMOD's sparse Cholesky (:mod:`sparselmm._cholmod`) with the in-place block
+* :class:`CholmodFactor` — CHOLMOD's sparse Cholesky (:mod:`sparselmm.linalg.cholmod`) with the in-place block
   updater (:class:`BlockUpdater`) that writes ``ΛᵀZᵀWZΛ`` into the analysed pattern; no gradient;
-* :class:`~sparselmm.schur.SchurCholesky` — all-scalar models, first term eliminated, dense complement;
-* :class:`~sparselmm.blockschur.BlockSchurCholesky` — k × k blocks on the first term, dense complement.
+* :class:`~sparselmm.linalg.schur.SchurCholesky` — all-scalar models, first term eliminated, dense complement;
+* :class:`~sparselmm.linalg.block_schur.BlockSchurCholesky` — k × k blocks on the first term, dense complement.
 
 How the CHOLMOD factor is set up (:func:`analyse_cholmod`) was decided by measurement, on the 2-core machine
 with two other processes running (load ≈ 3.5), best of 10 × 10 calls, SuiteSparse 5.12 (CHOLMOD 3.0.14):
@@ -66,8 +66,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from ._cholmod import SparseCholesky
-from .errors import NumericalError
+from ..errors import NumericalError
+from .cholmod import SparseCholesky
 
 __all__ = [
     "AUTO_ORDERINGS",

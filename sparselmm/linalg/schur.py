@@ -12,7 +12,7 @@ has a diagonal block ``G₁₁`` of ``G = ZᵀWZ`` (each row belongs to one leve
 ``i ≥ j``). An evaluation then scatters the pattern into a dense array and calls LAPACK's ``potrf``
 (the layout MixedModels.jl uses for crossed factors), with no sparse-sparse product. The factor is
 ``L = [[D^½, 0], [B D^-½, L_S]]``, ``B = diag(λ₂) G₂₁ t``, no permutation, behind the factor interface
-of :class:`sparselmm.factor.Factor`.
+of :class:`sparselmm.linalg.factor.Factor`.
 
 :meth:`SchurCholesky.inverse_traces` also gives the traces of ``(ΛᵀZᵀWZΛ + I)⁻¹`` that the analytic
 gradient of the profiled deviance needs (one ``potri`` on ``L_S``).
@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
-from .errors import NumericalError
+from ..errors import NumericalError
 
 __all__ = [
     "MAX_DENSE",

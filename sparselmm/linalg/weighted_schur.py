@@ -1,11 +1,11 @@
 """A dense-Schur factor of ``ΛᵀZᵀWZΛ + I`` for all-scalar GLMMs whose weights change every PIRLS iteration.
 
-As :mod:`sparselmm.schur` (which see for the algebra): the first term (most levels, one level per row)
+As :mod:`sparselmm.linalg.schur` (which see for the algebra): the first term (most levels, one level per row)
 has a diagonal block, ``D = t² diag(G₁₁) + I`` with ``G = ZᵀWZ``, and the other terms' Schur complement
 ``S = diag(λ₂)(G₂₂ − G₂₁ diag(t²/D) G₁₂)diag(λ₂) + I`` is dense (q₂ × q₂) and factored by LAPACK;
 ``L = [[D^½, 0], [B D^-½, L_S]]`` with ``B = diag(λ₂) G₂₁ t``, no permutation.
 
-``sparselmm.schur.SchurCholesky`` precomputes the products ``G_is G_js`` for fixed ``G``; here ``G``
+``sparselmm.linalg.schur.SchurCholesky`` precomputes the products ``G_is G_js`` for fixed ``G``; here ``G``
 changes with ``W`` at every PIRLS iteration, so the product ``G₂₁ diag(t²/D) G₁₂`` is one sparse product
 per factorisation, on values read from the fixed pattern of ``ZᵀWZ`` (PirlsModel's ``M_lower``).
 """
