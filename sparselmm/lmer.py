@@ -6,7 +6,6 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from .crossprod import cross_products
 from .data import as_dataframe
@@ -18,6 +17,7 @@ from .optimize import optimize_theta
 from .progress import as_progress
 from .results import LmerResult
 from .scale import as_source, fit_streamed, streamed_setup
+from .start import moment_start, start_theta
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -94,59 +94,6 @@ def _factor_name(devfun) -> str:
     if getattr(devfun, "block_schur", False):
         return "block Schur complement"
     return "CHOLMOD sparse Cholesky"
-
-
-def _level_codes(term) -> np.ndarray | None:
-    """Each row's level when the term is a plain random intercept (Z an indicator matrix), else None."""
-    if term.Zt_block is None:
-        return term.refs if term.cnms == ["Intercept"] else None
-    block = sp.csc_matrix(term.Zt_block)  # a copy: levels × rows
-    block.eliminate_zeros()
-    if block.shape[0] != term.n_levels or np.any(np.diff(block.indptr) != 1) or np.any(block.data != 1):
-        return None
-    return block.indices
-
-
-def start_theta(design: Design, start) -> np.ndarray:
-    """A user's ``start=`` checked against the model's θ: its length and the zero bounds of diagonals."""
-    theta0 = np.asarray(start, dtype=float).ravel()
-    if theta0.shape != design.theta0.shape:
-        raise ModelSpecError(
-            f"start has {theta0.size} values but the model has {design.n_theta} theta parameters "
-            f"({design.theta_names()})."
-        )
-    if np.any(theta0 < design.lower):
-        raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
-    return theta0
-
-
-def moment_start(design: Design) -> np.ndarray:
-    """lme4's starting θ for models whose random effects are all scalar intercepts on distinct factors.
-
-    As lme4's ``mkLmerDevfun`` (1.1-29 and later): with ``v_f`` the variance of the factor's group means
-    (expanded to the rows) and ``v_e = var(y) − Σ v_f``, start at ``θ_f = sqrt(v_f / v_e)`` when
-    ``v_e > 0``; otherwise, and for any other model, at lme4's default (1 on diagonals, 0 elsewhere).
-    Starting where lme4 starts also makes evaluation counts comparable with lme4's. Variance components
-    given as indicator matrices (the statsmodels facade's ``vc_formula={"s": "0 + C(s)"}``) count as
-    intercepts.
-    """
-    theta0 = design.theta0.copy()
-    codes = [_level_codes(t) for t in design.terms]
-    names = [t.group_name for t in design.terms]
-    if any(c is None for c in codes) or len(set(names)) != len(names):
-        return theta0
-    y = design.y
-    n = y.size
-    v = []
-    for t, refs in zip(design.terms, codes):
-        sums = np.bincount(refs, weights=y, minlength=t.n_levels)
-        counts = np.bincount(refs, minlength=t.n_levels)
-        ave = (sums / np.maximum(counts, 1))[refs]
-        v.append(np.var(ave, ddof=1) if n > 1 else np.nan)
-    v_e = (np.var(y, ddof=1) if n > 1 else np.nan) - sum(v)
-    if np.isfinite(v_e) and v_e > 0:
-        return np.sqrt(np.array(v) / v_e)
-    return theta0
 
 
 @check_arguments(LMER_HINTS)

@@ -222,7 +222,7 @@ def test_optimizers_agree(sleepstudy):
 def test_moment_start_matches_lme4():
     # lme4 1.1-31's starting theta for InstEval's intercept-only model (traced from mkLmerDevfun's start
     # heuristic): 0.3641439 0.4900189 0.1399384
-    from sparselmm.lmer import moment_start
+    from sparselmm.start import moment_start
 
     f = sparselmm.deviance_function("y ~ 1 + service + (1|s) + (1|d) + (1|dept:service)", datasets.load("InstEval"))
     np.testing.assert_allclose(moment_start(f.design), [0.3641439, 0.4900189, 0.1399384], atol=5e-8)

@@ -448,7 +448,7 @@ def test_full_output_hist_and_exports(school):
 
 def test_crossed_variance_components_start_where_lmer_starts():
     """Indicator variance components count as intercepts for lme4's moment start; the fit then matches lmer."""
-    from sparselmm.lmer import moment_start
+    from sparselmm.start import moment_start
 
     pen = sparselmm.datasets.load("Penicillin").assign(one=1)
     model = MixedLM.from_formula(

@@ -79,6 +79,7 @@ from ..design import (
 )
 from ..errors import DataError, FormulaError, ModelSpecError, RowsNotHeldError
 from ..formula import ParsedFormula
+from ..start import moment_start_from_sums
 
 __all__ = ["LevelPartial", "PartialCrossProducts", "Plan", "RowSummary", "StreamedDesign", "level_partial"]
 
@@ -923,19 +924,12 @@ class Plan:
         return design, cross, self._moment_start(design, total)
 
     def _moment_start(self, design: StreamedDesign, total: PartialCrossProducts) -> np.ndarray:
-        """lme4's moment start (``lmer.moment_start``) from per-level sums instead of rows."""
-        theta0 = design.theta0.copy()
-        n = total.n
-        if not self.moment or n < 2:
-            return theta0
-        v = []
-        for S, N in zip(total.level_sums, total.level_counts):
-            mean_sq = np.sum(S[N > 0] ** 2 / N[N > 0])
-            v.append((mean_sq - total.ysum**2 / n) / (n - 1))
-        v_e = (total.ysq - total.ysum**2 / n) / (n - 1) - sum(v)
-        if np.isfinite(v_e) and v_e > 0:
-            return np.sqrt(np.maximum(np.array(v), 0.0) / v_e)
-        return theta0
+        """lme4's moment start (:func:`sparselmm.start.moment_start_from_sums`) from the summed level sums."""
+        if not self.moment:
+            return design.theta0.copy()
+        return moment_start_from_sums(
+            design.theta0, total.level_sums, total.level_counts, total.ysum, total.ysq, total.n
+        )
 
 
 class Progress:

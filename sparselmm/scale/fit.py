@@ -192,8 +192,8 @@ def fit_streamed(
 ) -> StreamedLmerResult:
     """:func:`sparselmm.lmer` for a chunked source (called from it). ``progress`` (None, True, False), when
     not None, replaces the source's own setting for the passes' bars (:mod:`sparselmm.progress`)."""
-    from ..lmer import start_theta
     from ..optimize import optimize_theta
+    from ..start import start_theta
 
     if progress is not None:
         from ..progress import show_progress

@@ -23,9 +23,9 @@ from ..errors import (
     SparseLMMError,
     caller_stacklevel,
 )
-from ..lmer import moment_start
 from ..optimize import OPTIMIZERS, optimize_theta
 from ..progress import as_progress
+from ..start import moment_start
 from ._compat import (
     MixedLMConvergenceWarning,
     SingularCovarianceWarning,
@@ -913,7 +913,7 @@ def _indicator_columns(term, data: pd.DataFrame, context) -> tuple[sp.coo_matrix
 
 
 def _moment_start(lik: Likelihood) -> np.ndarray:
-    """lme4's moment start (:func:`sparselmm.lmer.moment_start`) for the facade's design.
+    """lme4's moment start (:func:`sparselmm.start.moment_start`) for the facade's design.
 
     ``moment_start`` recognises a random intercept by lme4's column name; the facade names the group's
     columns the statsmodels way (``"Group"``, the group column's name, ``x_re1``), so a group term whose
