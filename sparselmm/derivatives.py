@@ -32,7 +32,8 @@ When the first (largest) term is at least half of the random effects it is elimi
 complement of the other terms, and ``Ω = N₀ − V S⁻¹ Vᵀ`` (:class:`_LowRankOmega`). Every product, entry
 and trace above — Kenward–Roger's ``HᵀH`` entries and ``‖C⁻¹‖²_F`` included — is then sparse work plus
 q₂ × q₂ dense work; no q × q matrix is formed (InstEval: q = 4,128, q₂ = 1,156). Otherwise ``C⁻¹``, ``H`` and
-``Ω`` are dense q × q (:class:`_DenseOmega`). :data:`MAX_DENSE_Q` bounds the dense block's rows either way.
+``Ω`` are dense q × q (:class:`_DenseOmega`). :data:`~sparselmm.linalg.thresholds.MAX_DENSE_Q` bounds the
+dense block's rows either way.
 """
 
 from __future__ import annotations
@@ -45,14 +46,9 @@ import scipy.sparse as sp
 from scipy.linalg.blas import dgemm
 
 from .errors import ModelSpecError
+from .linalg.thresholds import DENSE_BELOW_Q, DENSE_ENOUGH_FILL, MAX_DENSE_Q
 
-__all__ = ["MAX_DENSE_Q", "DevianceDerivatives", "dense_dimension"]
-
-# rows of the dense block held: q₂ × q₂ (S⁻¹, K₂, one per θ direction in the traces) when the first
-# term is eliminated, else q × q (C⁻¹, H, Ω); 12,000² × 8 B = 1.15 GB each
-MAX_DENSE_Q = 12_000
-# below this many random effects the dense q × q path is used even when the first term could be eliminated
-DENSE_BELOW_Q = 1000
+__all__ = ["DevianceDerivatives", "dense_dimension"]
 
 
 def dense_dimension(design) -> int:
@@ -540,9 +536,9 @@ def _sparse_dense_product(A: sp.spmatrix, B: np.ndarray) -> np.ndarray:
 
 
 def _dense_enough(A: sp.spmatrix) -> bool:
-    """More than 10 % full: BLAS on the dense array beats scipy's sparse products (~1e8 multiply-adds per
-    second for sparse-sparse on full rows against ~1e10 for dgemm)."""
-    return A.nnz > 0.1 * A.shape[0] * A.shape[1]
+    """More than ``DENSE_ENOUGH_FILL`` (10 %) full: BLAS on the dense array beats scipy's sparse products
+    (~1e8 multiply-adds per second for sparse-sparse on full rows against ~1e10 for dgemm)."""
+    return A.nnz > DENSE_ENOUGH_FILL * A.shape[0] * A.shape[1]
 
 
 def _gram(A: sp.spmatrix, B: sp.spmatrix) -> np.ndarray:

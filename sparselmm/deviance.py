@@ -18,37 +18,30 @@ exact gradient (:meth:`ProfiledDeviance.gradient`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 from dataclasses import dataclass, replace
-from functools import cache
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from .crossprod import CrossProducts
 from .design import Design
 from .errors import ModelSpecError, NumericalError
+from .linalg import threads
 from .linalg.block_schur import BlockSchurCholesky, block_schur_applicable
 from .linalg.factor import BlockUpdater, CholmodFactor, Factor
 from .linalg.schur import (
-    MAX_DENSE,
-    MAX_PRODUCT_PAIRS,
     NotDiagonalError,
     SchurCholesky,
     SchurNotWorthwhileError,
+    complement_density,
     schur_applicable,
 )
+from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY, MAX_DENSE, MAX_PRODUCT_PAIRS
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
 LOG_2PI = float(np.log(2 * np.pi))
-# "auto" keeps CHOLMOD when the Schur complement is sparser than this: on the nested benchmark (1e4
-# classes in 1e3 schools, 0.2 % full) a fit took 0.20 s with CHOLMOD against 0.67 s dense; every crossed
-# benchmark (12-89 % full) was 1.5-5x faster dense
-AUTO_SCHUR_MIN_DENSITY = 0.01
 
 
 @dataclass
@@ -85,7 +78,7 @@ class ProfiledDeviance:
         self.terms = design.terms
         self.chol: Factor = self._analyse(ordering)
         self.ordering = self.chol.ordering
-        self._small = self.chol.dense_flops() < SMALL_DENSE_FLOPS
+        self._small = threads.small_evaluation(self.chol.dense_flops())
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
         self.n, self.p = cross.n, design.p
         self.n_evals = 0
@@ -140,7 +133,7 @@ class ProfiledDeviance:
             except (NotDiagonalError, SchurNotWorthwhileError):
                 pass
         if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q):
-            if ordering == "schur" or _complement_density(self.cross.ZtWZ, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
+            if ordering == "schur" or complement_density(self.cross.ZtWZ, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
                 return BlockSchurCholesky(self.cross.ZtWZ, self.terms)
         if ordering == "schur":
             raise ModelSpecError(
@@ -185,20 +178,12 @@ class ProfiledDeviance:
             return self._solve(theta)
 
     def _blas_limit(self):
-        """One BLAS thread for small dense work (the factor's ``dense_flops()`` below ``SMALL_DENSE_FLOPS``);
-        otherwise one thread for numpy's own BLAS only, whose small products in an evaluation would wake a
-        second spinning thread pool beside the LAPACK (scipy) or CHOLMOD one doing the heavy work."""
-        return _single_blas_thread() if self._one_blas_thread() else _numpy_blas_single_thread()
+        """The BLAS threads of an evaluation (:func:`sparselmm.linalg.threads.evaluation_limit`)."""
+        return threads.evaluation_limit(self._small)
 
     def optimizer_blas_limit(self):
-        """The BLAS threads for the optimiser's own steps (L-BFGS-B's small LAPACK calls): one when the
-        evaluations' dense work is small or the machine busy (evaluations then run on one thread anyway),
-        else unchanged — an evaluation sets its own limits inside (:meth:`_blas_limit`)."""
-        return _single_blas_thread() if self._one_blas_thread() else contextlib.nullcontext()
-
-    def _one_blas_thread(self) -> bool:
-        """Every BLAS on one thread: the evaluation's dense work is small, or the machine is busy."""
-        return self._small or _machine_busy()
+        """The BLAS threads for the optimiser's own steps (:func:`sparselmm.linalg.threads.optimizer_limit`)."""
+        return threads.optimizer_limit(self._small)
 
     def _solve(self, theta) -> PLSState:
         theta = np.array(theta, dtype=float).ravel()
@@ -411,104 +396,3 @@ class ProfiledDeviance:
         if not share_factor:
             new.chol = self.chol.workspace_copy()
         return new
-
-
-def _complement_density(G: sp.spmatrix, q1: int) -> float:
-    """Share of nonzeros in the lower triangle of the Schur complement of ``G``'s first ``q1`` columns
-    (the pattern of ``G₂₂ + G₂₁G₁₂``)."""
-    G = sp.csc_matrix(G)
-    q2 = G.shape[0] - q1
-    if q2 <= 0:
-        return 1.0
-    G12 = G[:q1, q1:]
-    if G12.nnz >= 0.05 * q1 * q2:
-        # a cross block this full fills the complement: skip the pattern product (1.5 s on the 600 × 400
-        # maximal design, where G₁₂ is 90 % full)
-        return 1.0
-    P12 = (G12 != 0).astype(np.float64)
-    P = ((G[q1:, q1:] != 0).astype(np.float64) + P12.T @ P12).tocoo()
-    low = int(np.count_nonzero(P.row >= P.col))
-    return low / (q2 * (q2 + 1) / 2)
-
-
-# Below this many flops of dense work per evaluation, BLAS runs on one thread: a threaded OpenBLAS pool
-# woken for matrices of a few hundred rows costs more than it saves, and on a busy machine its spinning
-# threads made the 60 × 40 maximal fit (q = 200) take 5.9 s instead of 0.05 s (measured with
-# OPENBLAS_NUM_THREADS=1 vs 2 while two other processes ran). The factor estimates its own work
-# (Factor.dense_flops: the Schur factors' dense products, CHOLMOD's measured flop count).
-SMALL_DENSE_FLOPS = 2e7
-
-
-@cache
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-# the controller scans the loaded libraries once (~16 ms): do it at import, where numpy, scipy and CHOLMOD's
-# BLAS are already loaded, rather than inside the first fit
-_blas_controller()
-
-
-_CPUS = os.cpu_count() or 1  # os.cpu_count() takes ~7 µs: read once, not per evaluation
-
-
-def _machine_busy() -> bool:
-    """Other processes keep the cores busy (1-minute load average above cores − ½).
-
-    Then every BLAS runs on one thread: OpenBLAS's threads spin while they wait for each other, and on an
-    oversubscribed machine that made the InstEval ML fit 25 s instead of 1.6 s single-threaded (measured
-    with two other processes at 100 % on the 2-core machine); lme4, in another process, was not slowed
-    like that.
-    """
-    try:
-        return os.getloadavg()[0] > _CPUS - 0.5
-    except OSError:
-        return False
-
-
-class _OneBlasThread:
-    """Context: the given BLAS libraries on one thread, each restored to its own count on exit.
-
-    threadpoolctl's per-library controllers called directly: 6 µs to enter and leave, against 21–27 µs
-    through ``ThreadpoolController.limit`` (its per-call bookkeeping), on evaluations of small models that
-    take 80–100 µs in all. One object per use, so nested limits restore correctly.
-    """
-
-    __slots__ = ("_libs", "_orig")
-
-    def __init__(self, libs):
-        self._libs = libs
-
-    def __enter__(self):
-        self._orig = [lib.get_num_threads() for lib in self._libs]
-        for lib, n in zip(self._libs, self._orig):
-            if n != 1:
-                lib.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        for lib, n in zip(self._libs, self._orig):
-            if n != 1:
-                lib.set_num_threads(n)
-        return False
-
-
-@cache
-def _blas_libraries(numpy_only: bool) -> tuple:
-    libs = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
-    if numpy_only:
-        libs = [lib for lib in libs if "numpy.libs" in lib.filepath or "/numpy/" in lib.filepath]
-    return tuple(libs)
-
-
-def _numpy_blas_single_thread():
-    """numpy's bundled BLAS limited to one thread (no-op when numpy shares scipy's or the system's)."""
-    libs = _blas_libraries(True)
-    return _OneBlasThread(libs) if libs else contextlib.nullcontext()
-
-
-def _single_blas_thread():
-    """A context limiting every loaded BLAS to one thread."""
-    return _OneBlasThread(_blas_libraries(False))

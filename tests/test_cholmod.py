@@ -8,7 +8,8 @@ import scipy.sparse as sp
 import sparselmm
 from sparselmm.linalg import cholmod
 from sparselmm.linalg.cholmod import SparseCholesky
-from sparselmm.linalg.factor import SUPERNODAL_MIN_FLOPS_PER_ENTRY, analyse_cholmod
+from sparselmm.linalg.factor import analyse_cholmod
+from sparselmm.linalg.thresholds import SUPERNODAL_MIN_FLOPS_PER_ENTRY
 
 
 def _spd(n=5):

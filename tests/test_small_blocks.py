@@ -4,11 +4,12 @@
 import numpy as np
 import pytest
 
-from sparselmm.linalg.small_blocks import MIN_LEVELS, bcholesky, bmatmul, btri_inv
+from sparselmm.linalg.small_blocks import bcholesky, bmatmul, btri_inv
+from sparselmm.linalg.thresholds import SMALL_BLOCKS_MIN_LEVELS
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
-@pytest.mark.parametrize("m", [5, MIN_LEVELS, 500])
+@pytest.mark.parametrize("m", [5, SMALL_BLOCKS_MIN_LEVELS, 500])
 def test_kernels_equal_numpy(k, m):
     rng = np.random.default_rng(k * 100 + m)
     A = rng.normal(size=(m, k, k))

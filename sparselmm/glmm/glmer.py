@@ -70,6 +70,8 @@ from ..errors import (
     check_arguments,
 )
 from ..formula import ParsedFormula, parse_formula, split_top_level
+from ..linalg.threads import blas_threads
+from ..linalg.thresholds import GLMM_ONE_THREAD_FLOPS
 from .family import Family, get_family
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 from .separation import (
@@ -541,9 +543,9 @@ def glmer(
     setup = time.perf_counter() - t0
     # one BLAS thread unless the dense part is big: threaded OpenBLAS on small triangular solves and
     # factors costs milliseconds of synchronisation per call (4 ms per solve on VerbAgg's 24 x 24 block
-    # on a busy 2-core machine), as sparselmm.deviance found for lmer
+    # on a busy 2-core machine); the policy is sparselmm.linalg.threads'
     dense = model.chol.q2 if model.schur else model.q
-    with _blas_threads(1 if dense**3 < SMALL_DENSE_FLOPS else None):
+    with blas_threads(dense, GLMM_ONE_THREAD_FLOPS):
         try:
             return _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
         except PirlsNotConverged as err:
@@ -561,19 +563,6 @@ def glmer(
                     "value'); the log link (link='log') has no such restriction."
                 ) from err
             raise
-
-
-SMALL_DENSE_FLOPS = 2e9  # below this (q2³ of the dense block, or q³ for CHOLMOD) BLAS runs on one thread
-
-
-def _blas_threads(limit):
-    import contextlib
-
-    if limit is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=limit, user_api="blas")
 
 
 def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name):

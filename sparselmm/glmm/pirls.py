@@ -24,12 +24,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..deviance import AUTO_SCHUR_MIN_DENSITY, _complement_density
 from ..errors import NumericalError
 from ..linalg.cholmod import SparseCholesky
-from ..linalg.weighted_schur import MAX_DENSE, WeightedSchur
-
-AUTO_SCHUR_MIN_Q2 = 100  # smaller dense complements: CHOLMOD's factorisation is cheaper than the per-call work
+from ..linalg.schur import complement_density
+from ..linalg.thresholds import AUTO_SCHUR_MIN_DENSITY, AUTO_SCHUR_MIN_Q2, MAX_DENSE
+from ..linalg.weighted_schur import WeightedSchur
 
 __all__ = ["InvalidStart", "PirlsModel", "PirlsNotConverged"]
 
@@ -162,7 +161,7 @@ class PirlsModel:
 
     def _schur_pays(self, q1: int, q2: int) -> bool:
         """``schur="auto"``: the dense-Schur factor for complements of at least ``AUTO_SCHUR_MIN_Q2`` rows
-        that are at least ``AUTO_SCHUR_MIN_DENSITY`` full (lmer's rule, :mod:`sparselmm.deviance`).
+        that are at least ``AUTO_SCHUR_MIN_DENSITY`` full (lmer's rule; both in :mod:`sparselmm.linalg.thresholds`).
 
         Measured per factorisation, one BLAS thread (crossed binary, 1e4 subjects × 1e3 items): CHOLMOD
         0.044 / 0.042 / 0.95 s against 0.012 / 0.019 / 0.32 s dense at 1e4 / 1e5 / 1e6 rows; on VerbAgg
@@ -170,7 +169,7 @@ class PirlsModel:
         """
         if q2 < AUTO_SCHUR_MIN_Q2:
             return False
-        return _complement_density(self.M_lower + self.M_lower.T, q1) >= AUTO_SCHUR_MIN_DENSITY
+        return complement_density(self.M_lower + self.M_lower.T, q1) >= AUTO_SCHUR_MIN_DENSITY
 
     # --- pattern of ZᵀWZ, fixed over W ---------------------------------------------------------------
     def _pattern(self):

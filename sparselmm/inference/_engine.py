@@ -38,21 +38,18 @@ Where it fails (no descent, iteration limit) the caller falls back to the deriva
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 from scipy.linalg.lapack import dpotrf, dpotrs, dtrtrs
 
 from ..errors import NumericalError
+from ..linalg.thresholds import DENSE_FALLBACK_Q, DENSE_MAX_Q
 
 __all__ = [
-    "DENSE_MAX_Q",
     "DenseDeviance",
     "FactorDeviance",
     "Parts",
-    "blas_threads",
     "dense_size",
     "evaluator",
     "hessian",
@@ -63,42 +60,17 @@ LOG_2PI = float(np.log(2 * np.pi))
 # a fit that stops at a zero θ_k tries θ_k = PROBE (lme4's restart_edge): the criterion is even in a scalar
 # θ_k, so 0 is stationary and may be a maximum along θ_k
 PROBE = 1e-3
-# the refit loops (bootstrap replicates, profile points) run BLAS on one thread when the dense block of a
-# factorisation has fewer than this many entries cubed: threaded OpenBLAS gains little at these sizes and on
-# a busy machine its waiting threads cost far more — measured with the machine's load average at 6 on 2
-# cores, potrf + potri of InstEval's 1,156² Schur block took 1.5 s + 4.6 s on two threads against 14 + 28 ms
-# on one (threadpoolctl). Above it (e.g. 5,000²) the threads are left alone.
-SINGLE_THREAD_DENSE = 4e9
 # the dense evaluator costs ~3q³ flops per evaluation with its gradient plus ~25 numpy calls: it is the
-# fastest up to DENSE_MAX_Q (sleepstudy, q = 36: 60 µs against ~300 µs for the block-Schur factor's value
-# and gradient); above it a factor with an analytic gradient is preferred (crossed_small, q = 420 = 300 +
-# 120: the Schur factor eliminates the 300 and works on a 120² block), and without one the dense evaluator
-# is used up to DENSE_FALLBACK_Q (16 ms per evaluation at q = 720), then derivative-free BOBYQA
-DENSE_MAX_Q = 150
-DENSE_FALLBACK_Q = 800
-
-
-@cache
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
+# fastest up to DENSE_MAX_Q; above it a factor with an analytic gradient is preferred (crossed_small, q = 420
+# = 300 + 120: the Schur factor eliminates the 300 and works on a 120² block), and without one the dense
+# evaluator is used up to DENSE_FALLBACK_Q, then derivative-free BOBYQA (both in sparselmm.linalg.thresholds)
 
 
 def dense_size(devfun) -> int:
-    """The order of the dense block a factorisation of ``devfun`` works on (q for CHOLMOD / dense)."""
+    """The order of the dense block a factorisation of ``devfun`` works on (q for CHOLMOD / dense): what the
+    refit loops' BLAS-thread limit (:func:`sparselmm.linalg.threads.blas_threads`) measures."""
     q2 = getattr(getattr(devfun, "chol", None), "q2", None)
     return int(q2) if q2 is not None else int(devfun.design.q)
-
-
-def blas_threads(n: int):
-    """A context with one BLAS thread when the dense block (order ``n``) is below SINGLE_THREAD_DENSE."""
-    if float(n) ** 3 >= SINGLE_THREAD_DENSE:
-        return nullcontext()
-    try:
-        return _blas_controller().limit(limits=1, user_api="blas")
-    except Exception:  # threadpoolctl unable to see the BLAS: leave it alone
-        return nullcontext()
 
 
 @dataclass

@@ -50,6 +50,8 @@ from ..crossprod import CrossProducts
 from ..deviance import ProfiledDeviance
 from ..errors import ModelSpecError, NumericalError, caller_stacklevel
 from ..linalg.cholmod import SparseCholesky
+from ..linalg.threads import blas_threads
+from ..linalg.thresholds import ROW_FREE_DENSE_MAX
 from ..optimize import OptInfo, is_singular, optimize_theta, refit_theta
 from ..results import LmerResult
 from . import _engine
@@ -239,7 +241,7 @@ def _quasi_newton_start(result: LmerResult, devfun) -> np.ndarray:
     if _engine.evaluator_kind(devfun) is None:
         return theta
     try:
-        with _engine.blas_threads(_engine.dense_size(devfun)):
+        with blas_threads(_engine.dense_size(devfun)):
             ev = _engine.evaluator(devfun)
             upper = np.full(theta.size, np.inf)
             H0 = _engine.hessian(ev.value_and_gradient, theta, lower, upper)
@@ -329,7 +331,7 @@ class _FastReplicator(_Replicator):
         self.theta_hat = result.theta.copy()
         self.upper = np.full(self.theta_hat.size, np.inf)
         self.probe = np.where(self.lower == 0, _engine.PROBE, 0.0)
-        with _engine.blas_threads(_engine.dense_size(result.deviance_function)):
+        with blas_threads(_engine.dense_size(result.deviance_function)):
             self.H0 = _engine.hessian(ev.value_and_gradient, self.theta_hat, self.lower, self.upper)
             self.H0_inv = np.linalg.inv(self.H0)
             self.two_stage = isinstance(ev, _engine.FactorDeviance)
@@ -474,13 +476,13 @@ class _FastReplicator(_Replicator):
         return theta, 1 + n1 + n2, ok
 
     def many(self, tasks):
-        with _engine.blas_threads(_engine.dense_size(self.result.deviance_function)):
+        with blas_threads(_engine.dense_size(self.result.deviance_function)):
             return super().many(tasks)
 
 
 # ---- the bootstrap of a fit from chunks (sparselmm.scale): responses drawn as their cross-products -----
-ROW_FREE_DENSE_MAX = 2500  # q + p up to which G's square root is a dense pivoted Cholesky (exact rank)
-ROW_FREE_RIDGES = (1e-12, 1e-10, 1e-8)  # relative ridges tried, in turn, for the sparse factor of G above it
+# relative ridges tried, in turn, for the sparse factor of G (q + p above ROW_FREE_DENSE_MAX)
+ROW_FREE_RIDGES = (1e-12, 1e-10, 1e-8)
 
 
 @dataclass

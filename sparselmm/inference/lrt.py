@@ -32,6 +32,7 @@ from scipy.stats import chi2
 
 from ..design import RANK_TOL
 from ..errors import DataError, ModelSpecError, caller_stacklevel
+from ..linalg.threads import blas_threads
 from ..optimize import optimize_theta, refit_theta
 from .bootstrap import refit_ml
 
@@ -441,7 +442,7 @@ class _MLRefitter:
         self.ev = _engine.evaluator(self.devfun)
         self.H0 = None
         if self.ev is not None:
-            with _engine.blas_threads(_engine.dense_size(self.devfun)):
+            with blas_threads(_engine.dense_size(self.devfun)):
                 self.H0 = _engine.hessian(self.ev.value_and_gradient, self.theta, self.lower, self.upper)
 
     def deviance(self, y: np.ndarray) -> float:
@@ -494,7 +495,7 @@ class _LRTReplicator:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with _engine.blas_threads(_engine.dense_size(self.large.deviance_function)):
+            with blas_threads(_engine.dense_size(self.large.deviance_function)):
                 return [self.one(i, s) for i, s in tasks]
 
     def clone(self):

@@ -51,8 +51,9 @@ from scipy.interpolate import PchipInterpolator
 from scipy.stats import chi2, norm
 
 from ..errors import ModelSpecError, NumericalError, caller_stacklevel
+from ..linalg.threads import blas_threads
 from ..optimize import is_singular, optimize_theta
-from ._engine import blas_threads, dense_size, evaluator, hessian, quasi_newton
+from ._engine import dense_size, evaluator, hessian, quasi_newton
 from .confint import check_level, estimates, parameter_names, percent_labels, sdcor, select_parameters
 
 if TYPE_CHECKING:

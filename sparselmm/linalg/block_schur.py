@@ -31,12 +31,9 @@ from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from ..errors import NumericalError
 from .small_blocks import bcholesky, bmatmul, btri_inv
+from .thresholds import MAX_BLOCK_ENTRIES, MAX_DENSE_Q2
 
-__all__ = ["MAX_BLOCK_ENTRIES", "BlockSchurCholesky", "block_schur_applicable"]
-
-# dense q₁ × q₂ arrays held per evaluation (G₁₂, B/W, and in the gradient two more): 2.5e7 doubles = 200 MB
-MAX_BLOCK_ENTRIES = 25_000_000
-MAX_DENSE_Q2 = 6000
+__all__ = ["BlockSchurCholesky", "block_schur_applicable"]
 
 
 def block_schur_applicable(terms, q: int) -> bool:

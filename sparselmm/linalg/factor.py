@@ -21,7 +21,8 @@ with two other processes running (load ≈ 3.5), best of 10 × 10 calls, SuiteSp
   6.3 ms against 1.6 ms; slopes_many with ``||`` (q = 1,500, 2 flops/entry) 0.63 ms against 0.04 ms. The
   supernodal code wins from about 300 flops per entry: InstEval with METIS (248) 72 ms supernodal against
   52 ms simplicial (35 against 39 ms at load 1.6: level), with AMD (414) 48 ms against 106 ms;
-  crossed_large (q = 2,800, 440) 25 ms against 61–78 ms. Hence :data:`SUPERNODAL_MIN_FLOPS_PER_ENTRY`.
+  crossed_large (q = 2,800, 440) 25 ms against 61–78 ms. Hence
+  :data:`~sparselmm.linalg.thresholds.SUPERNODAL_MIN_FLOPS_PER_ENTRY`.
 * **The ordering by its fill, not by q.** ``"auto"`` analyses with AMD and with METIS, factors ``C`` once at
   the start θ with each, and keeps the one whose ``L`` needs fewer flops (``Σ_j c_j²``, ``c_j`` the entries
   in column j of ``L``; ties go to AMD, whose analysis is cheaper). InstEval: METIS 397k entries and
@@ -34,7 +35,7 @@ scikit-sparse 0.4 reports neither the flop count nor ``nnz(L)`` of an analysis, 
 ``L`` after the one numeric factorisation at the start θ (:meth:`SparseCholesky.column_counts`).
 
 Per evaluation of the profiled deviance on the CHOLMOD path, before (CHOLMOD's auto mode, ordering by q)
-and after these rules, the cheaper BLAS-thread limits of :mod:`sparselmm.deviance` and the k × k block
+and after these rules, the cheaper BLAS-thread limits (:mod:`sparselmm.linalg.threads`) and the k × k block
 products without batched matmul (µs, best of 20 over 8 θ, two interleaved runs, load 3.1–3.4 on 2 cores;
 "forced": ``ordering="default"``, as "auto" takes a dense-Schur factor there):
 
@@ -68,10 +69,10 @@ import scipy.sparse as sp
 
 from ..errors import NumericalError
 from .cholmod import SparseCholesky
+from .thresholds import SUPERNODAL_MIN_FLOPS_PER_ENTRY
 
 __all__ = [
     "AUTO_ORDERINGS",
-    "SUPERNODAL_MIN_FLOPS_PER_ENTRY",
     "BlockUpdater",
     "CholmodFactor",
     "Factor",
@@ -79,8 +80,6 @@ __all__ = [
     "analyse_cholmod",
 ]
 
-# CHOLMOD's supernodal numeric factorisation from this many flops per entry of L (see the module docstring)
-SUPERNODAL_MIN_FLOPS_PER_ENTRY = 300.0
 # the orderings ordering="auto" measures; the first wins ties
 AUTO_ORDERINGS = ("amd", "metis")
 

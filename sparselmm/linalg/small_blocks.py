@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bcholesky", "bmatmul", "btri_inv"]
+from .thresholds import SMALL_BLOCKS_MAX_K, SMALL_BLOCKS_MIN_LEVELS
 
-MAX_K = 3  # entry-by-entry loops are k³ vector operations: beyond this numpy's kernels win
-MIN_LEVELS = 64  # below this the per-matrix overhead is negligible
+__all__ = ["bcholesky", "bmatmul", "btri_inv"]
 
 
 def _small(m: int, *dims: int) -> bool:
-    return m >= MIN_LEVELS and max(dims) <= MAX_K
+    return m >= SMALL_BLOCKS_MIN_LEVELS and max(dims) <= SMALL_BLOCKS_MAX_K
 
 
 def bmatmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -17,11 +17,9 @@ import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from ..errors import NumericalError
+from .thresholds import WEIGHTED_MAX_STORED_PAIRS
 
-__all__ = ["WeightedSchur", "MAX_DENSE"]
-
-MAX_DENSE = 8000
-MAX_PAIRS = 30_000_000  # above this, G₂₁ diag(v) G₁₂ by a sparse product instead of the stored pairs (20 B each)
+__all__ = ["WeightedSchur"]
 
 
 class WeightedSchur:
@@ -56,7 +54,7 @@ class WeightedSchur:
         counts = np.diff(self.indptr21)
         self.n_pairs = int(np.sum(counts * (counts + 1) // 2))
         self.pairs = None
-        if self.n_pairs <= MAX_PAIRS:
+        if self.n_pairs <= WEIGHTED_MAX_STORED_PAIRS:
             e1s, e2s, ss = [], [], []
             for c in np.unique(counts):
                 if c == 0:
