@@ -31,6 +31,38 @@ if TYPE_CHECKING:
 __all__ = ["LmerResult"]
 
 
+def ranef_frames(terms, b: np.ndarray, blocks: list[np.ndarray] | None = None) -> dict[str, pd.DataFrame]:
+    """The random effects ``b`` as one DataFrame per grouping factor (rows: levels; columns: the terms'
+    coefficient names), shared by lmer and glmer fits so that both have one shape (and the plots work on both).
+
+    ``blocks`` (per term, levels × k × k conditional covariances) adds ``attrs["cond_var"]`` (block diagonal
+    across the terms on one factor) and ``attrs["cond_sd"]`` (a DataFrame of conditional SDs).
+    """
+    grouped: dict[str, list[int]] = {}
+    for i, t in enumerate(terms):
+        grouped.setdefault(t.group_name, []).append(i)
+    out = {}
+    for name, idx in grouped.items():
+        group_terms = [terms[i] for i in idx]
+        cols, frames = [], []
+        for t in group_terms:
+            frames.append(b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k))
+            cols.extend(t.cnms)
+        df = pd.DataFrame(np.hstack(frames), index=group_terms[0].levels.copy(), columns=cols)
+        df.index.name = name
+        if blocks is not None:
+            k = len(cols)
+            cv = np.zeros((len(df), k, k))
+            pos = 0
+            for i, t in zip(idx, group_terms):
+                cv[:, pos : pos + t.k, pos : pos + t.k] = blocks[i]
+                pos += t.k
+            df.attrs["cond_var"] = cv
+            df.attrs["cond_sd"] = pd.DataFrame(np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols)
+        out[name] = df
+    return out
+
+
 class LmerResult:
     """A linear mixed model fitted by :func:`sparselmm.lmer` (lme4's ``merMod``).
 
@@ -171,30 +203,7 @@ class LmerResult:
         conditional covariances (lme4's ``condVar``; block diagonal across terms on one factor), and
         ``attrs["cond_sd"]``, a DataFrame of conditional standard deviations.
         """
-        grouped: dict[str, list[int]] = {}
-        for i, t in enumerate(self._design.terms):
-            grouped.setdefault(t.group_name, []).append(i)
-        blocks = self._cond_var_blocks() if cond_var else None
-        out = {}
-        for name, idx in grouped.items():
-            terms = [self._design.terms[i] for i in idx]
-            cols, frames = [], []
-            for t in terms:
-                frames.append(self._b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k))
-                cols.extend(t.cnms)
-            df = pd.DataFrame(np.hstack(frames), index=terms[0].levels.copy(), columns=cols)
-            df.index.name = name
-            if blocks is not None:
-                k = len(cols)
-                cv = np.zeros((len(df), k, k))
-                pos = 0
-                for i, t in zip(idx, terms):
-                    cv[:, pos : pos + t.k, pos : pos + t.k] = blocks[i]
-                    pos += t.k
-                df.attrs["cond_var"] = cv
-                df.attrs["cond_sd"] = pd.DataFrame(np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols)
-            out[name] = df
-        return out
+        return ranef_frames(self._design.terms, self._b, self._cond_var_blocks() if cond_var else None)
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """Per-level coefficients: fixed effects plus the level's random effects (lme4's ``coef``)."""

@@ -495,3 +495,20 @@ def test_predict_re_form_subset_of_terms():
     )
     with pytest.raises(FormulaError, match="not in the model"):
         m.predict(re_form="~(1 | nest)")
+
+
+def test_ranef_has_lmers_shape_and_plots(cbpp_fit):
+    """glmer's ranef had its own column names and an ndarray cond_sd, so plot_ranef failed on it (issue 20
+    item 3, issue 22): both fits now share one ranef shape (sparselmm.results.ranef_frames)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sparselmm.plot import plot_ranef
+
+    re = cbpp_fit.ranef(cond_var=True)["herd"]
+    assert list(re.columns) == ["Intercept"] and re.index.name == "herd"
+    assert isinstance(re.attrs["cond_sd"], pd.DataFrame)
+    np.testing.assert_allclose(re.attrs["cond_sd"].to_numpy()[:, 0], np.sqrt(re.attrs["cond_var"][:, 0, 0]))
+    fig = plot_ranef(cbpp_fit)
+    assert fig is not None

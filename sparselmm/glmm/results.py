@@ -215,22 +215,14 @@ class GlmerResult:
     def ranef(self, cond_var: bool = False) -> dict[str, pd.DataFrame]:
         """Conditional modes ``b = Λû`` per grouping factor; ``cond_var=True`` adds lme4's ``postVar``.
 
-        With ``cond_var`` each frame has ``attrs["cond_var"]`` (levels × k × k) and ``attrs["cond_sd"]``.
+        The same shape as :meth:`sparselmm.LmerResult.ranef`: one frame per grouping factor, columns named
+        by the terms' coefficients; with ``cond_var`` each frame has ``attrs["cond_var"]`` (levels × k × k) and
+        ``attrs["cond_sd"]`` (a DataFrame).
         """
-        d = self._design
-        b = self._state["b"]
+        from ..results import ranef_frames
+
         blocks = self._cond_var_blocks() if cond_var else None
-        out = {}
-        for i, t in enumerate(d.terms):
-            vals = b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k)
-            df = pd.DataFrame(vals, index=t.levels, columns=[r_name(c) for c in t.cnms])
-            if blocks is not None:
-                df.attrs["cond_var"] = blocks[i]
-                df.attrs["cond_sd"] = np.sqrt(np.einsum("lkk->lk", blocks[i]))
-            out.setdefault(t.group_name, df) if t.group_name not in out else out.__setitem__(
-                t.group_name, pd.concat([out[t.group_name], df], axis=1)
-            )
-        return out
+        return ranef_frames(self._design.terms, self._state["b"], blocks)
 
     # ---- fitted values and residuals --------------------------------------------------------------------
     def fitted(self) -> np.ndarray:
