@@ -16,6 +16,10 @@ of :class:`sparselmm.linalg.factor.Factor`.
 
 :meth:`SchurCholesky.inverse_traces` also gives the traces of ``(ΛᵀZᵀWZΛ + I)⁻¹`` that the analytic
 gradient of the profiled deviance needs (one ``potri`` on ``L_S``).
+
+The elimination itself — ``D``, the factored complement, ``L``'s solves and log-determinant — is
+:class:`ScalarElimination`, shared with the reweighted factor PIRLS uses
+(:class:`sparselmm.linalg.weighted_schur.WeightedSchur`); the two differ only in how they form ``K``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .thresholds import FULL_CROSS_BLOCK, MAX_DENSE, MAX_PRODUCT_PAIRS
 
 __all__ = [
     "NotDiagonalError",
+    "ScalarElimination",
     "SchurCholesky",
     "SchurNotWorthwhileError",
     "complement_density",
@@ -102,8 +107,81 @@ def _column_chunks(pair_ends: np.ndarray) -> list[np.ndarray]:
     return [c for c in np.split(np.arange(pair_ends.size), edges) if c.size]
 
 
-class SchurCholesky:
-    """``Λ G Λ + I = L Lᵀ`` for a diagonal ``Λ``, eliminating the first ``q1`` (diagonal) rows.
+class ScalarElimination:
+    """``L = [[D^½, 0], [B D^-½, L_S]]`` of ``diag(λ) G diag(λ) + I``, the first ``q1`` (diagonal) rows eliminated.
+
+    The part every scalar dense-Schur factor shares: the layout (no permutation), the factorisation of the
+    complement ``S`` (LAPACK ``potrf``), the solves with ``L`` and ``Lᵀ`` and ``log|L|²``. A subclass forms
+    ``D`` and ``S`` for its own ``G`` and hands them to :meth:`_factor_complement`; it holds ``G₂₁`` and
+    ``G₁₂`` as CSR matrices (``_G21``, ``_G12``) and the number of stored entries of ``G₂₁`` (``_nnz21``).
+    """
+
+    ordering = "schur"
+
+    def _layout(self, q: int, q1: int) -> None:
+        self.n, self.q1, self.q2 = q, q1, q - q1
+        self.perm = np.arange(q)
+        self.iperm = self.perm
+        self._L_S = None
+
+    def _factor_complement(self, S: np.ndarray, t: float, lam2: np.ndarray, d: np.ndarray) -> None:
+        """Factor the complement ``S`` (lower triangle, Fortran order, overwritten) and keep ``t``, ``λ₂``, ``D``."""
+        L, info = dpotrf(S, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            raise NumericalError("The Schur complement is not positive definite at this theta.")
+        self._t, self._lam2, self._d, self._L_S = t, lam2, d, L
+
+    def _check_factor(self):
+        if self._L_S is None:
+            raise NumericalError("No current factor: call factorize() first (inverse_traces() consumes it).")
+
+    def logdet(self) -> float:
+        """``log|ΛGΛ + I| = log|L|²``."""
+        self._check_factor()
+        return float(np.sum(np.log(self._d)) + 2.0 * np.sum(np.log(np.diagonal(self._L_S))))
+
+    def _B_times(self, x: np.ndarray) -> np.ndarray:
+        return self._lam2[:, None] * (self._G21 @ (self._t * x))
+
+    def _Bt_times(self, x: np.ndarray) -> np.ndarray:
+        return self._t * (self._G12 @ (self._lam2[:, None] * x))
+
+    def _B_Dinv_times(self, x: np.ndarray) -> np.ndarray:
+        """``B D⁻¹ x`` (the first block row of the forward solve)."""
+        return self._B_times(x / self._d[:, None])
+
+    def solve_L(self, b: np.ndarray) -> np.ndarray:
+        """``L⁻¹ b`` (no permutation)."""
+        self._check_factor()
+        b = np.asarray(b, dtype=float)
+        vec = b.ndim == 1
+        b2d = b.reshape(self.n, -1)
+        sd = np.sqrt(self._d)[:, None]
+        x1 = b2d[: self.q1] / sd
+        rhs = b2d[self.q1 :] - self._B_Dinv_times(b2d[: self.q1])
+        x2, _ = dtrtrs(self._L_S, rhs, lower=1)
+        out = np.vstack([x1, x2])
+        return out.ravel() if vec else out
+
+    def solve_Lt(self, c: np.ndarray) -> np.ndarray:
+        """``L⁻ᵀ c`` (no permutation)."""
+        self._check_factor()
+        c = np.asarray(c, dtype=float)
+        vec = c.ndim == 1
+        c2d = c.reshape(self.n, -1)
+        x2, _ = dtrtrs(self._L_S, c2d[self.q1 :], lower=1, trans=1)
+        sd = np.sqrt(self._d)[:, None]
+        x1 = (c2d[: self.q1] - self._Bt_times(x2) / sd) / sd
+        out = np.vstack([x1, x2])
+        return out.ravel() if vec else out
+
+    def nnz(self) -> int:
+        """Stored entries of ``L``: the diagonal, ``B`` and the dense lower triangle of ``L_S``."""
+        return self.q1 + self._nnz21 + self.q2 * (self.q2 + 1) // 2
+
+
+class SchurCholesky(ScalarElimination):
+    """``Λ G Λ + I = L Lᵀ`` for a diagonal ``Λ``, eliminating the first ``q1`` (diagonal) rows, with ``G`` fixed.
 
     Parameters
     ----------
@@ -121,7 +199,6 @@ class SchurCholesky:
         terms' 1 × 1 factors.
     """
 
-    ordering = "schur"
     has_logdet_gradient = True
     gradient_consumes_factor = True  # inverse_traces() inverts L_S in place
 
@@ -135,8 +212,7 @@ class SchurCholesky:
     ):
         G = sp.csc_matrix(G)
         self._sizes = None if terms is None else np.array([t.q for t in terms])
-        self.n = G.shape[0]
-        self.q1, self.q2 = q1, self.n - q1
+        self._layout(G.shape[0], q1)
         q2 = self.q2
         G11 = G[:q1, :q1].tocoo()
         if np.any(G11.row != G11.col):
@@ -151,8 +227,7 @@ class SchurCholesky:
             raise SchurNotWorthwhileError(f"the product G₂₁ diag(w) G₁₂ has {n_pairs:,} pairs (> {max_pairs:,})")
         self._G21 = G21.tocsr()
         self._G12 = G21.T.tocsr()
-        self.perm = np.arange(self.n)
-        self.iperm = self.perm
+        self._nnz21 = self._G21.nnz
 
         # the lower-triangle pattern of K: G₂₂'s entries and every pair of effects sharing a level s
         G22 = G[q1:, q1:].tocoo()
@@ -197,7 +272,6 @@ class SchurCholesky:
         self._lam2 = np.ones(q2)
         self._d = np.ones(q1)
         self._S = np.zeros((q2, q2), order="F")  # the one dense q2 × q2 array: S, then L_S, then S⁻¹
-        self._L_S = None
 
     def refactor(self, theta: np.ndarray, factors: list[np.ndarray]) -> None:
         """:meth:`factorize` for the terms' 1 × 1 factors (``Λ``'s diagonal, term by term)."""
@@ -219,50 +293,7 @@ class SchurCholesky:
         flat = S.reshape(-1, order="F")  # a view: S is Fortran-ordered
         flat[self._flat] = vals
         flat[:: self.q2 + 1] += 1.0
-        L, info = dpotrf(S, lower=1, clean=0, overwrite_a=1)
-        if info != 0:
-            raise NumericalError("The Schur complement is not positive definite at this theta.")
-        self._t, self._lam2, self._d, self._L_S = t, lam2, d, L
-
-    def logdet(self) -> float:
-        """``log|ΛGΛ + I| = log|L|²``."""
-        self._check_factor()
-        return float(np.sum(np.log(self._d)) + 2.0 * np.sum(np.log(np.diagonal(self._L_S))))
-
-    def _B_times(self, x: np.ndarray) -> np.ndarray:
-        return self._lam2[:, None] * (self._G21 @ (self._t * x))
-
-    def _Bt_times(self, x: np.ndarray) -> np.ndarray:
-        return self._t * (self._G12 @ (self._lam2[:, None] * x))
-
-    def _check_factor(self):
-        if self._L_S is None:
-            raise NumericalError("No current factor: call factorize() (again, after inverse_traces()).")
-
-    def solve_L(self, b: np.ndarray) -> np.ndarray:
-        """``L⁻¹ b`` (no permutation)."""
-        self._check_factor()
-        b = np.asarray(b, dtype=float)
-        vec = b.ndim == 1
-        b2d = b.reshape(self.n, -1)
-        sd = np.sqrt(self._d)[:, None]
-        x1 = b2d[: self.q1] / sd
-        rhs = b2d[self.q1 :] - self._B_times(b2d[: self.q1] / self._d[:, None])
-        x2, _ = dtrtrs(self._L_S, rhs, lower=1)
-        out = np.vstack([x1, x2])
-        return out.ravel() if vec else out
-
-    def solve_Lt(self, c: np.ndarray) -> np.ndarray:
-        """``L⁻ᵀ c`` (no permutation)."""
-        self._check_factor()
-        c = np.asarray(c, dtype=float)
-        vec = c.ndim == 1
-        c2d = c.reshape(self.n, -1)
-        x2, _ = dtrtrs(self._L_S, c2d[self.q1 :], lower=1, trans=1)
-        sd = np.sqrt(self._d)[:, None]
-        x1 = (c2d[: self.q1] - self._Bt_times(x2) / sd) / sd
-        out = np.vstack([x1, x2])
-        return out.ravel() if vec else out
+        self._factor_complement(S, t, lam2, d)
 
     def inverse_traces(self) -> tuple[float, np.ndarray]:
         """``tr`` of the first block of ``M⁻¹ = (ΛGΛ + I)⁻¹`` and the diagonal of its other block.
@@ -299,10 +330,6 @@ class SchurCholesky:
                 trace = float(np.sum(diag_rest[t.offset - self.q1 : t.offset - self.q1 + t.q]))
             grad[t.theta_offset] = (2.0 / th) * (t.q - trace)
         return grad
-
-    def nnz(self) -> int:
-        """Stored entries of ``L``: the diagonal, ``B`` and the dense lower triangle of ``L_S``."""
-        return self.q1 + self._G21.nnz + self.q2 * (self.q2 + 1) // 2
 
     @property
     def holds_factor(self) -> bool:
