@@ -349,7 +349,7 @@ def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean
         t.offset, t.theta_offset = col, th
         col += t.q
         th += t.n_theta
-    Zt = _build_Zt(terms, n)
+    Zt = build_Zt(terms, n)
     return Design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
 
 
@@ -393,7 +393,9 @@ def _check_identifiable(terms: list[ReTerm], n: int, check_levels: bool = True) 
             )
 
 
-def _build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
+def build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
+    """``Zᵀ`` (q × n, CSC, sorted indices): each term's block from its level codes and coefficient columns,
+    or its explicit ``Zt_block`` (the statsmodels facade's variance components)."""
     blocks = []
     obs = np.arange(n)
     for t in terms:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sparselmm
-from sparselmm.optimize import _derivatives, is_singular, optimize_theta
+from sparselmm.optimize import deriv12, is_singular, optimize_theta
 
 
 def test_is_singular_uses_diagonal_elements_only():
@@ -19,7 +19,7 @@ def test_derivatives_of_a_quadratic():
     H = np.array([[2.0, 0.5], [0.5, 1.0]])
     fun = lambda x: 0.5 * x @ H @ x + x[0]  # noqa: E731
     x = np.array([0.3, -0.2])
-    g, h = _derivatives(fun, x, fun(x))
+    g, h = deriv12(fun, x, fun(x))
     np.testing.assert_allclose(g, H @ x + [1, 0], atol=1e-7)
     np.testing.assert_allclose(h, H, atol=1e-5)
 

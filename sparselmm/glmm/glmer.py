@@ -54,11 +54,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from formulaic import model_matrix
 
 from ..data import as_dataframe, clean_data, vector_argument
-from ..design import Design, ReTerm, check_factor_levels, drop_collinear, encode_grouping, required_columns
+from ..design import (
+    Design,
+    ReTerm,
+    build_Zt,
+    check_factor_levels,
+    drop_collinear,
+    encode_grouping,
+    required_columns,
+)
 from ..errors import (
     ConvergenceWarning,
     DataError,
@@ -72,6 +79,7 @@ from ..errors import (
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from ..linalg.threads import blas_threads
 from ..linalg.thresholds import GLMM_ONE_THREAD_FLOPS
+from ..optimize import DERIV_STEP, GRAD_TOL, SINGULAR_TOL, deriv12, fd_gradient, nlopt_minimize
 from .family import Family, get_family
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 from .separation import (
@@ -92,11 +100,7 @@ if TYPE_CHECKING:
 __all__ = ["glmer", "GLMM_RESPONSE"]
 
 GLMM_RESPONSE = "glmm_response__"
-SINGULAR_TOL = 1e-4
-GRAD_TOL = 0.002  # lme4's check.conv.grad (relative gradient)
-DERIV_STEP = 1e-4
 # nAGQ >= 1: the nAGQ = 0 optimum is only the start of the joint polish, so it need not be tight
-POLISH_APPROX_START = True
 STAGE0_START_TOL = {"ftol_abs": 1e-5, "xtol_abs": 1e-5, "ftol_rel": 1e-12}
 STAGE1_TOL = {"ftol_abs": 1e-8, "xtol_abs": 1e-8, "ftol_rel": 1e-12}
 _CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
@@ -158,19 +162,6 @@ def _response_label(formula) -> str:
     return " ".join(str(formula).split("~", 1)[0].split())
 
 
-def _build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
-    # as sparselmm.design._build_Zt (copied: that module is not ours to change)
-    blocks = []
-    obs = np.arange(n)
-    for t in terms:
-        rows = (t.refs[:, None] * t.k + np.arange(t.k)[None, :]).ravel()
-        cols = np.repeat(obs, t.k)
-        blocks.append(sp.csr_matrix((t.z.ravel(), (rows, cols)), shape=(t.q, n)))
-    Zt = sp.vstack(blocks, format="csc")
-    Zt.sort_indices()
-    return Zt
-
-
 def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offset, missing) -> Design:
     """As ``sparselmm.design.build_design`` but with glmer's level checks (a factor may have n levels)."""
     needed = required_columns(parsed)
@@ -208,7 +199,7 @@ def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offse
         t.offset, t.theta_offset = col, th
         col += t.q
         th += t.n_theta
-    Zt = _build_Zt(terms, n)
+    Zt = build_Zt(terms, n)
     return Design(parsed, y, X, names, mm.model_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
 
 
@@ -287,91 +278,6 @@ class GlmmObjective:
         return float(devc0.sum() + np.log(Cjj).sum() - 2 * np.log(mult).sum())
 
 
-def _bobyqa(fun, x0, lower, step, ftol_abs=1e-8, xtol_abs=1e-8, ftol_rel=1e-12, maxeval=100_000):
-    import nlopt
-
-    best = [np.inf, x0.copy()]
-    worst = [-np.inf]
-
-    def f(x, grad):
-        val = fun(x)
-        if not np.isfinite(val):
-            # outside the family's mean space (η <= 0 under an inverse link): BOBYQA's quadratic model
-            # cannot take inf and stops; a finite value above everything seen sends it back instead
-            return worst[0] + 10 * (1 + abs(worst[0])) if np.isfinite(worst[0]) else 1e10
-        worst[0] = max(worst[0], val)
-        if val < best[0]:
-            best[0], best[1] = val, x.copy()
-        return val
-
-    opt = nlopt.opt(nlopt.LN_BOBYQA, x0.size)
-    opt.set_min_objective(f)
-    opt.set_lower_bounds(lower)
-    opt.set_xtol_abs(xtol_abs)
-    opt.set_ftol_abs(ftol_abs)
-    opt.set_ftol_rel(ftol_rel)
-    opt.set_maxeval(maxeval)
-    opt.set_initial_step(step)
-    message = "success"
-    ok = True
-    try:
-        opt.optimize(x0)
-        status = opt.last_optimize_result()
-        ok = status > 0 and status != nlopt.MAXEVAL_REACHED
-        message = f"NLopt status {status}"
-    except nlopt.RoundoffLimited:
-        message = "NLopt roundoff limited"
-    return best[1], best[0], ok, message
-
-
-def _hessian(fun, x, fx, lower, h=DERIV_STEP):
-    """Central-difference gradient and Hessian as lme4's ``deriv12`` (steps clipped at the lower bounds).
-
-    Off-diagonal terms use ``f(x + hᵢ + hⱼ) + f(x − hᵢ − hⱼ)`` and the axis values already computed
-    (2m + m(m−1) evaluations, 72 for VerbAgg's 8 parameters); lme4's four-point formula (2m + 2m(m−1))
-    where a step is clipped at a bound.
-    """
-    m = x.size
-    up = x + h
-    dn = np.maximum(x - h, lower)
-    fp, fm = np.empty(m), np.empty(m)
-    for i in range(m):
-        xa, xs = x.copy(), x.copy()
-        xa[i], xs[i] = up[i], dn[i]
-        fp[i], fm[i] = fun(xa), fun(xs)
-    width = up - dn
-    g = (fp - fm) / width
-    H = np.diag((fp - 2 * fx + fm) / (width / 2) ** 2)
-    if np.all(dn == x - h):  # no step clipped: the symmetric formula, 2 evaluations per pair
-        for i in range(m):
-            for j in range(i):
-                xp, xm = x.copy(), x.copy()
-                xp[[i, j]] += h
-                xm[[i, j]] -= h
-                fpp, fmm = fun(xp), fun(xm)
-                H[i, j] = H[j, i] = (fpp + fmm - fp[i] - fm[i] - fp[j] - fm[j] + 2 * fx) / (2 * h * h)
-        return g, H
-    for i in range(m):
-        for j in range(i):
-            vals = []
-            for si, sj in ((up, up), (up, dn), (dn, up), (dn, dn)):
-                xx = x.copy()
-                xx[i], xx[j] = si[i], sj[j]
-                vals.append(fun(xx))
-            H[i, j] = H[j, i] = (vals[0] - vals[1] - vals[2] + vals[3]) / (width[i] * width[j])
-    return g, H
-
-
-def _gradient(fun, x, lower, h=DERIV_STEP):
-    up, dn = x + h, np.maximum(x - h, lower)
-    g = np.empty(x.size)
-    for i in range(x.size):
-        xa, xs = x.copy(), x.copy()
-        xa[i], xs[i] = up[i], dn[i]
-        g[i] = (fun(xa) - fun(xs)) / (up[i] - dn[i])
-    return g
-
-
 def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8, H_beta=None):
     """Minimise ``fun`` from ``x0`` by quasi-Newton steps: BFGS with central-difference gradients (2m
     evaluations each) and step halving, from the finite-difference Hessian at ``x0`` or, given
@@ -385,8 +291,8 @@ def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8, H_beta=None):
     """
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-    if H_beta is None or not POLISH_APPROX_START:
-        g, H = _hessian(fun, x0, f0, lower)
+    if H_beta is None:
+        g, H = deriv12(fun, x0, f0, lower)
     else:
         # start from an approximate Hessian: the θ diagonal from the gradient's own evaluations and the
         # β block from the nAGQ = 0 fit (2 × its information), no θ-β coupling; BFGS corrects it
@@ -423,7 +329,7 @@ def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8, H_beta=None):
             t /= 2
             if t < 1 / 32:
                 return (x, fx, it) if -g @ step < 1e-6 else None
-        g_new = _gradient(fun, xn, lower)
+        g_new = fd_gradient(fun, xn, lower)
         # BFGS update of the Hessian (superlinear instead of the chord method's linear convergence)
         sv, yv = xn - x, g_new - g
         Hs = H @ sv
@@ -574,7 +480,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
     theta0 = design.theta0.copy() if start is None else np.asarray(start, dtype=float)
     lower = design.lower
     step0 = np.full(theta0.size, 0.2)
-    theta, f0, ok0, msg0 = _bobyqa(obj.stage0, theta0, lower, step0, **(STAGE0_START_TOL if nAGQ else {}))
+    theta, f0, ok0, msg0 = nlopt_minimize(obj.stage0, theta0, lower, step=step0, **(STAGE0_START_TOL if nAGQ else {}))
     evals0 = obj.n_evals
     f0 = obj.stage0(theta)  # leaves u, β, RX at the optimum
     beta0 = model.beta.copy()
@@ -630,7 +536,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         else:
             if polish and not near_bound:
                 info["messages"].append("quasi-Newton polish not applicable; BOBYQA")
-            xz, fval, ok1, msg1 = _bobyqa(fz, x0, low, step, **STAGE1_TOL)
+            xz, fval, ok1, msg1 = nlopt_minimize(fz, x0, low, step=step, **STAGE1_TOL)
             info["converged"] = ok1
             info["messages"].append(msg1)
         theta, beta = xz[:nth], beta0 + s * xz[nth:]
@@ -652,7 +558,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
     grad = hess = None
     if calc_derivs and nAGQ > 0:
         t2 = time.perf_counter()
-        grad, hess = _hessian(crit, x_opt, fval, np.concatenate([lower, np.full(beta.size, -np.inf)]))
+        grad, hess = deriv12(crit, x_opt, fval, np.concatenate([lower, np.full(beta.size, -np.inf)]))
         info["deriv_seconds"] = time.perf_counter() - t2
         obj.stage1(theta, beta)  # restore warm start and factor
         model.u = u_hat
