@@ -84,8 +84,8 @@ PY_SPARSELMM = textwrap.dedent(
     t = time.perf_counter()
     m = sparselmm.glmer({formula!r}, d, family={family!r}, nAGQ={nagq})
     s = time.perf_counter() - t
-    print(json.dumps(dict(seconds=s, m2ll=m.deviance, evals=m.optinfo["n_evals"],
-                          evals_total=m.optinfo["n_evals_total"], deriv_seconds=m.optinfo.get("deriv_seconds"))))
+    print(json.dumps(dict(seconds=s, m2ll=m.deviance, evals=m.optinfo.n_evals,
+                          evals_total=m.optinfo.n_evals_total, deriv_seconds=m.optinfo.details.get("deriv_seconds"))))
     """
 )
 

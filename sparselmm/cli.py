@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     info = m.optinfo
     if args.command == "glmer":
         print(
-            f"fit time: {seconds:.3f} s (set-up {info['setup_seconds']:.3f} s, optimisation "
-            f"{info['optimize_seconds']:.3f} s); {info['n_evals']} criterion evaluations, {info['n_pirls']} PIRLS "
-            f"iterations ({info['n_evals_total']} evaluations with the Hessian)"
+            f"fit time: {seconds:.3f} s (set-up {info.setup_seconds:.3f} s, optimisation "
+            f"{info.optimize_seconds:.3f} s); {info.n_evals} criterion evaluations, {info.details['n_pirls']} PIRLS "
+            f"iterations ({info.n_evals_total} evaluations with the Hessian)"
         )
         return 0
     what = "deviance + gradient" if info.optimizer == "lbfgsb" and m._devfun.has_gradient else "deviance"

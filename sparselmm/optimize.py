@@ -71,6 +71,9 @@ class OptInfo:
     optimize_seconds : float
     gradient, hessian : ndarray or None
         Finite-difference derivatives at the optimum (None when skipped).
+    details : dict
+        What only one kind of fit has: glmer's evaluations per stage, PIRLS iterations and factorisations,
+        separated fixed effects (``"separation"``), the relative gradient of its check, its derivatives' time.
     """
 
     optimizer: str
@@ -84,6 +87,7 @@ class OptInfo:
     messages: list[str] = field(default_factory=list)
     gradient: np.ndarray | None = None
     hessian: np.ndarray | None = None
+    details: dict = field(default_factory=dict)
 
 
 def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:

@@ -117,7 +117,7 @@ def test_predict_and_summary(cbpp_fit, cbpp):
         assert piece in text
     ct = m.coef_table()
     assert list(ct.columns) == ["Estimate", "Std. Error", "z value", "Pr(>|z|)"]
-    assert m.optinfo["n_evals"] > 0 and m.optinfo["converged"]
+    assert m.optinfo.n_evals > 0 and m.optinfo.converged
 
 
 def test_proportion_weights_equal_cbind(cbpp, cbpp_fit):
@@ -423,13 +423,13 @@ def test_edge_fit_warns(cbpp, monkeypatch):
     monkeypatch.setattr(separation, "EDGE", 0.5)
     with pytest.warns(SeparationWarning, match="no fixed effect separates the outcome"):
         m = sparselmm.glmer(CBPP, cbpp, family="binomial", nAGQ=0)
-    assert m.optinfo["separation"] == []
+    assert m.optinfo.details["separation"] == []
     assert np.all(np.isfinite(m.bse))
 
 
 def test_no_separation_on_ordinary_data(cbpp_fit):
-    assert cbpp_fit.optinfo["separation"] == []
-    assert not any("separat" in msg for msg in cbpp_fit.optinfo["messages"])
+    assert cbpp_fit.optinfo.details["separation"] == []
+    assert not any("separat" in msg for msg in cbpp_fit.optinfo.messages)
 
 
 def test_inverse_link_outside_mean_space():

@@ -128,7 +128,7 @@ def run_case(case, ref):
         "sigma_tight": abs(m.sigma / tight.get("sigma", 1.0) - 1),
         "lme4_self_beta": self_beta,
         "lme4_se_disagree": lme4_se_disagree,
-        "evals": m.optinfo["n_evals"],
+        "evals": m.optinfo.n_evals,
         "evals_lme4": ref["feval"],
         "seconds": secs,
         "seconds_lme4": ref["seconds"],

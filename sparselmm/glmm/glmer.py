@@ -79,7 +79,7 @@ from ..errors import (
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from ..linalg.threads import blas_threads
 from ..linalg.thresholds import GLMM_ONE_THREAD_FLOPS
-from ..optimize import DERIV_STEP, GRAD_TOL, SINGULAR_TOL, deriv12, fd_gradient, nlopt_minimize
+from ..optimize import DERIV_STEP, GRAD_TOL, SINGULAR_TOL, OptInfo, deriv12, fd_gradient, nlopt_minimize
 from .family import Family, get_family
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 from .separation import (
@@ -624,7 +624,20 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         criterion=float(fval),
         state=state,
         model=model,
-        optinfo=info,
+        optinfo=OptInfo(
+            optimizer=info.pop("optimizer"),
+            n_evals=info.pop("n_evals"),
+            converged=bool(info.pop("converged")),
+            message=info["messages"][0] if info["messages"] else "",
+            theta_start=theta0.copy(),
+            setup_seconds=info.pop("setup_seconds"),
+            optimize_seconds=info.pop("optimize_seconds"),
+            n_evals_total=info.pop("n_evals_total"),
+            messages=info.pop("messages"),
+            gradient=info.pop("gradient"),
+            hessian=info.pop("hessian"),
+            details=info,
+        ),
         data_name=data_name,
     )
 

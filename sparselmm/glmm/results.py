@@ -30,8 +30,9 @@ class GlmerResult:
         The response distribution and link.
     nAGQ : int
         Quadrature points (0 and 1: Laplace).
-    optinfo : dict
-        Evaluations, PIRLS iterations, timings, messages, gradient, Hessian.
+    optinfo : OptInfo
+        As an lmer fit's (:class:`sparselmm.optimize.OptInfo`): evaluations, timings, messages, gradient,
+        Hessian; ``details`` holds the stages' evaluations, PIRLS iterations and separated fixed effects.
     """
 
     def __init__(self, design, family, nAGQ, theta, beta, criterion, state, model, optinfo, data_name=None):
@@ -75,7 +76,7 @@ class GlmerResult:
         """Covariance of β as lme4's ``vcov``: from the Hessian of the criterion (nAGQ >= 1) or from RX."""
         names = self._design.fixed_names
         V = None
-        H = self.optinfo.get("hessian")
+        H = self.optinfo.hessian
         nth = self.theta.size
         if H is not None:
             try:
@@ -366,7 +367,7 @@ class GlmmSummary:
             out.append(" ".join([x[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(x[1:5], widths[1:5])] + [x[5]]))
         out.append("---")
         out.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
-        msgs = [m for m in r.optinfo.get("messages", []) if not m.startswith("NLopt")]
+        msgs = [m for m in r.optinfo.messages if not m.startswith("NLopt")]
         if msgs:
             out.append("optimizer (bobyqa) convergence code: 0 (OK)")
             out.extend(msgs)
