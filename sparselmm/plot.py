@@ -22,13 +22,11 @@ import numpy as np
 from scipy.stats import norm
 
 from .errors import ModelSpecError
+from .parameters import check_level
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from .inference.profile import Profile
-    from .results import LmerResult
 
 __all__ = ["plot_profile", "plot_qq_ranef", "plot_ranef", "plot_residuals"]
 
@@ -48,12 +46,6 @@ def _pyplot():
             "(or pip install matplotlib)."
         ) from err
     return plt
-
-
-def _check_level(level) -> float:
-    from .inference.confint import check_level
-
-    return check_level(level)
 
 
 def _groups(result, group, cond_var: bool) -> dict:
@@ -93,7 +85,7 @@ def _grid(plt, panels: list, figsize, sharex: bool = False, heights: list[float]
 
 
 def plot_ranef(
-    result: LmerResult,
+    result,
     group: str | Sequence[str] | None = None,
     level: float = 0.95,
     figsize: tuple[float, float] | None = None,
@@ -119,7 +111,7 @@ def plot_ranef(
         coefficient, lowest at the bottom) and one horizontal segment per level for its interval.
     """
     plt = _pyplot()
-    level = _check_level(level)
+    level = check_level(level)
     z = float(norm.ppf((1 + level) / 2))
     groups = _groups(result, group, cond_var=True)
     panels = [(g, list(df.columns)) for g, df in groups.items()]
@@ -151,7 +143,7 @@ def plot_ranef(
 
 
 def plot_qq_ranef(
-    result: LmerResult,
+    result,
     group: str | Sequence[str] | None = None,
     level: float = 0.95,
     figsize: tuple[float, float] | None = None,
@@ -177,7 +169,7 @@ def plot_qq_ranef(
     matplotlib.figure.Figure
     """
     plt = _pyplot()
-    level = _check_level(level)
+    level = check_level(level)
     z = float(norm.ppf((1 + level) / 2))
     groups = _groups(result, group, cond_var=True)
     panels = [(g, list(df.columns)) for g, df in groups.items()]
@@ -208,7 +200,7 @@ def plot_qq_ranef(
 
 
 def plot_residuals(
-    result: LmerResult, type: str = "pearson", ax: Axes | None = None, figsize: tuple[float, float] = (5.5, 4.2)
+    result, type: str = "pearson", ax: Axes | None = None, figsize: tuple[float, float] = (5.5, 4.2)
 ) -> Figure:
     """Residuals against fitted values (lme4's ``plot(m)``: Pearson residuals by default).
 
@@ -245,7 +237,7 @@ def plot_residuals(
 
 
 def plot_profile(
-    prof: Profile,
+    prof,
     which: str | Sequence[str] | None = None,
     absolute: bool = False,
     levels: Sequence[float] = PROFILE_LEVELS,

@@ -22,7 +22,7 @@ import pytest
 
 import sparselmm
 from sparselmm.errors import ModelSpecError
-from sparselmm.inference.confint import estimates, parameter_names, percent_labels, sdcor
+from sparselmm.parameters import estimates, parameter_names, percent_labels, sdcor
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "validation" / "reference_ci"

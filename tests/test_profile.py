@@ -27,8 +27,8 @@ import pytest
 import sparselmm
 from sparselmm.errors import ModelSpecError
 from sparselmm.inference import profile as profile_module
-from sparselmm.inference.confint import estimates, parameter_names
 from sparselmm.inference.profile import ProfileWarning, _Profiler, profile
+from sparselmm.parameters import estimates, parameter_names
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "validation" / "reference_ci"

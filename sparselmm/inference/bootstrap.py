@@ -53,9 +53,9 @@ from ..linalg.cholmod import SparseCholesky
 from ..linalg.threads import blas_threads
 from ..linalg.thresholds import ROW_FREE_DENSE_MAX
 from ..optimize import OptInfo, is_singular, optimize_theta, refit_theta
+from ..parameters import check_level, estimates, parameter_values, percent_labels, select_parameters
 from ..results import LmerResult
 from . import _engine
-from .confint import check_level, estimates, percent_labels, sdcor, select_parameters
 
 __all__ = ["BootstrapResult", "bootstrap", "refit", "refit_ml", "refit_reml", "simulate"]
 
@@ -297,7 +297,7 @@ class _Replicator:
             state = devfun.solve(theta)
             if self.func is None:
                 sigma = math.sqrt(state.pwrss / (self.n - self.p if devfun.reml else self.n))
-                values = np.concatenate([sdcor(devfun.design, theta, sigma), [sigma], state.beta])
+                values = parameter_values(devfun.design, theta, sigma, state.beta)
             else:
                 values = _named_values(self.func(LmerResult(devfun, state, info)), self.names)
             return index, values, None, info.n_evals, info.converged, is_singular(theta, self.lower)
@@ -406,7 +406,7 @@ class _FastReplicator(_Replicator):
             parts = last["parts"] if np.array_equal(last.get("x"), theta) else ev.parts(theta, gradient=False)
             sigma = math.sqrt(parts.r2 / self.nu)
             if self.func is None:
-                values = np.concatenate([sdcor(self.result.design, theta, sigma), [sigma], parts.beta])
+                values = parameter_values(self.result.design, theta, sigma, parts.beta)
             else:
                 devfun = self.base.with_response(self.centre + e, share_factor=True)
                 info = OptInfo("quasi-newton", n_calls, ok, "predicted decrease below tol", self.theta_hat.copy())
@@ -848,7 +848,7 @@ def bootstrap(
         Number of replicates (>= 1).
     func : callable, optional
         ``func(fit) -> Series | dict | array`` of statistics. Default: the parameters of
-        :func:`sparselmm.inference.confint.parameter_names` (``.sig01`` …, ``.sigma``, fixed effects), as
+        :func:`sparselmm.parameters.parameter_names` (``.sig01`` …, ``.sigma``, fixed effects), as
         lme4's ``confint(method = "boot")`` uses; computed without building a result per replicate.
         A custom ``func`` gets an :class:`~sparselmm.results.LmerResult` whose factor workspace is reused
         by the next replicate: take what you need from it and do not keep it.

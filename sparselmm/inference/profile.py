@@ -53,8 +53,16 @@ from scipy.stats import chi2, norm
 from ..errors import ModelSpecError, NumericalError, caller_stacklevel
 from ..linalg.threads import blas_threads
 from ..optimize import is_singular, optimize_theta
+from ..parameters import (
+    SdCorMap,
+    check_level,
+    estimates,
+    parameter_names,
+    parameter_values,
+    percent_labels,
+    select_parameters,
+)
 from ._engine import dense_size, evaluator, hessian, quasi_newton
-from .confint import check_level, estimates, parameter_names, percent_labels, sdcor, select_parameters
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,147 +101,20 @@ class ProfileWarning(UserWarning):
     """A profile found a lower deviance than the fit, or ζ is not monotone."""
 
 
-def _psd_cholesky(A: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semi-definite matrix; a zero pivot gives a zero column."""
-    k = A.shape[0]
-    L = np.zeros_like(A)
-    scale = max(float(np.max(np.abs(np.diag(A)))), 1e-300)
-    for j in range(k):
-        d = A[j, j] - L[j, :j] @ L[j, :j]
-        if d <= 1e-13 * scale:
-            if d < -1e-8 * scale:
-                raise np.linalg.LinAlgError("not positive semi-definite")
-            continue
-        L[j, j] = np.sqrt(d)
-        L[j + 1 :, j] = (A[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]) / L[j, j]
-    return L
-
-
-class _Psi:
-    """Map between lme4's ``(sd/cor…, σ)`` and θ with its Jacobian, and the criterion in those parameters."""
+class _Psi(SdCorMap):
+    """The criterion in lme4's ``(sd/cor…, σ)`` parameters ψ (:class:`~sparselmm.parameters.SdCorMap`)."""
 
     def __init__(self, devfun, design, ev):
+        super().__init__(design)
         self.devfun = devfun
-        self.design = design
         self.ev = ev  # exact-gradient evaluator of the criterion's pieces, or None
         self.n = devfun.n
         self.nu = devfun.n - devfun.p if devfun.reml else devfun.n
         self.reml = devfun.reml
-        lower, upper = [], []
-        for t in design.terms:
-            r, c = t.tril_indices()
-            lower.extend(np.where(r == c, 0.0, -1.0))
-            upper.extend(np.where(r == c, np.inf, 1.0))
-        self.lower = np.array(lower + [0.0])
-        self.upper = np.array(upper + [np.inf])
-        self.is_cor = self.lower == -1.0
-
-    def theta(self, psi: np.ndarray, jacobian: bool = False):
-        """θ at ψ; with ``jacobian``, also ``∂θ/∂ψ`` (n_theta × (n_theta + 1), σ last)."""
-        sigma = psi[-1]
-        n_theta = self.design.n_theta
-        theta = np.empty(n_theta)
-        J = np.zeros((n_theta, n_theta + 1)) if jacobian else None
-        for t in self.design.terms:
-            sl = slice(t.theta_offset, t.theta_offset + t.n_theta)
-            vals = psi[sl]
-            if t.k == 1:
-                theta[t.theta_offset] = vals[0] / sigma
-                if jacobian:
-                    J[t.theta_offset, t.theta_offset] = 1.0 / sigma
-                continue
-            r, c = t.tril_indices()
-            S = np.zeros((t.k, t.k))
-            S[r, c] = vals
-            sd = np.diag(S).copy()
-            below = np.tril(S, -1)  # the correlations
-            R = np.eye(t.k) + below + below.T
-            A = sd[:, None] * R * sd[None, :]
-            C = _psd_cholesky(A)
-            theta[sl] = C[r, c] / sigma
-            if jacobian:
-                try:
-                    J[sl, sl] = self._chol_jacobian(C, sd, R, r, c) / sigma
-                except NumericalError:  # singular (an SD at 0, a correlation at ±1): one-sided differences
-                    J[sl, sl] = self._fd_jacobian(vals, C, t.k, r, c, self.lower[sl], self.upper[sl]) / sigma
-        if jacobian:
-            J[:, -1] = -theta / sigma
-            return theta, J
-        return theta
-
-    @staticmethod
-    def _fd_jacobian(vals, C, k, r, c, lower, upper, h: float = 1e-7) -> np.ndarray:
-        """``∂ tril(C) / ∂(sd/cor)`` by one-sided differences stepping into the bounds."""
-        out = np.empty((r.size, r.size))
-        base = C[r, c]
-        for m in range(r.size):
-            step = h * max(abs(vals[m]), 1.0)
-            if vals[m] + step > upper[m]:
-                step = -step
-            v = vals.copy()
-            v[m] += step
-            S = np.zeros((k, k))
-            S[r, c] = v
-            sd = np.diag(S).copy()
-            below = np.tril(S, -1)
-            R = np.eye(k) + below + below.T
-            out[:, m] = (_psd_cholesky(sd[:, None] * R * sd[None, :])[r, c] - base) / step
-        return out
-
-    @staticmethod
-    def _chol_jacobian(C, sd, R, r, c) -> np.ndarray:
-        """``∂ tril(C) / ∂(sd/cor)`` for ``C Cᵀ = A = diag(sd) R diag(sd)``: ``dC = C Φ(C⁻¹ dA C⁻ᵀ)``."""
-        k = C.shape[0]
-        out = np.empty((r.size, r.size))
-        if np.min(np.diag(C)) <= 1e-10 * max(float(np.max(np.diag(C))), 1e-300):
-            raise NumericalError("the SD/correlation matrix is singular here: no derivative")
-        Cinv = np.linalg.inv(C)
-        for m, (i, j) in enumerate(zip(r, c)):
-            dA = np.zeros((k, k))
-            if i == j:  # an SD
-                v = R[i] * sd
-                dA[i, :] += v
-                dA[:, i] += v
-            else:  # a correlation
-                dA[i, j] = dA[j, i] = sd[i] * sd[j]
-            X = Cinv @ dA @ Cinv.T
-            Phi = np.tril(X, -1) + np.diag(np.diag(X)) / 2
-            out[:, m] = (C @ Phi)[r, c]
-        return out
-
-    def feasible(self, psi: np.ndarray, held: int) -> np.ndarray:
-        """ψ with the correlations other than ψ[held] shrunk towards 0 until every term's SD/correlation
-        matrix is positive semi-definite.
-
-        At a singular fit the correlation matrix is singular, so holding one of its parameters at a new value
-        with the others at their estimates usually leaves the cone (no θ exists there); shrinking the other
-        correlations keeps the held one and reaches a valid matrix (at 0 only the held correlation, |x| < 1,
-        is off the diagonal).
-        """
-        psi = psi.copy()
-        free_cor = self.is_cor.copy()
-        free_cor[held] = False
-        try:
-            self.theta(psi)
-            return psi
-        except np.linalg.LinAlgError:
-            pass
-        base = psi[free_cor].copy()
-        for shrink in (0.999, 0.99, 0.95, 0.9, 0.8, 0.6, 0.4, 0.2, 0.0):
-            psi[free_cor] = shrink * base
-            try:
-                self.theta(psi)
-                return psi
-            except np.linalg.LinAlgError:
-                continue
-        return psi
-
-    def _in_bounds(self, psi) -> bool:
-        return psi[-1] > 0 and not (np.any(psi < self.lower) or np.any(psi > self.upper))
 
     def deviance(self, psi: np.ndarray) -> float:
         """The criterion at ψ (inf outside the bounds or where the factorisation fails)."""
-        if not self._in_bounds(psi):
+        if not self.in_bounds(psi):
             return np.inf
         try:
             theta = self.theta(psi)
@@ -251,7 +132,7 @@ class _Psi:
 
     def deviance_and_gradient(self, psi: np.ndarray):
         """The criterion, its gradient in ψ and the pieces at θ(ψ) (raises NumericalError where undefined)."""
-        if not self._in_bounds(psi):
+        if not self.in_bounds(psi):
             raise NumericalError("outside the bounds")
         try:
             theta, J = self.theta(psi, jacobian=True)
@@ -844,7 +725,7 @@ class _Profiler:
             dtheta = (to_theta(f, b) - to_theta(f, a)) / (b - a)
             ddev = float(self.ev.value_and_gradient(theta)[1] @ dtheta)
         sigma = math.sqrt(state.pwrss / self.psi_map.nu)
-        params = np.concatenate([sdcor(self.design, theta, sigma), [sigma], state.beta])
+        params = parameter_values(self.design, theta, sigma, state.beta)
         params[j] = x
         zeta, slope = self._zeta(j, x, float(state.deviance), ddev)
         return _Point(x, zeta, float(state.deviance), slope, params, np.asarray(f, float).copy(), H_new)
@@ -880,7 +761,7 @@ class _Profiler:
         return self._scale_point(j, x, theta, sigma, float(state.deviance), None, state.beta, None)
 
     def _scale_point(self, j, x, theta, sigma, dev, ddev, beta, H_new) -> _Point:
-        params = np.concatenate([sdcor(self.design, theta, sigma), [sigma], beta])
+        params = parameter_values(self.design, theta, sigma, beta)
         params[j] = x  # exactly the held value (σ·‖λ_j‖ rounds)
         zeta, slope = self._zeta(j, x, dev, ddev)
         return _Point(x, zeta, dev, slope, params, np.asarray(theta, float).copy(), H_new)
@@ -938,7 +819,7 @@ class _Profiler:
         n = self.devfun.n
         sigma = math.sqrt(r2 / n)
         beta = np.insert(beta_k, col, x)
-        params = np.concatenate([sdcor(self.design, theta, sigma), [sigma], beta])
+        params = parameter_values(self.design, theta, sigma, beta)
         zeta, slope = self._zeta(j, x, float(dev), ddev)
         return _Point(x, zeta, float(dev), slope, params, np.asarray(theta, float).copy(), H_new)
 
