@@ -27,6 +27,7 @@ from .errors import ConvergenceWarning, ModelSpecError, NumericalError, Singular
 
 __all__ = [
     "OptInfo",
+    "check_convergence",
     "OPTIMIZERS",
     "deriv12",
     "fd_gradient",
@@ -268,6 +269,58 @@ def _derivatives_from_gradient(fun_grad: Callable, x: np.ndarray, h: float = DER
     return grad, (hess + hess.T) / 2
 
 
+def _check_hessian(H: np.ndarray, kind: str = "") -> list[str]:
+    """lme4's ``checkHess``: negative, zero or badly scaled eigenvalues of a Hessian."""
+    label = f"{kind} Hessian" if kind else "Hessian"
+    try:
+        eig = np.linalg.eigvalsh(H)
+    except np.linalg.LinAlgError:
+        return ["Problem with Hessian check (infinite or missing values?)"]
+    negative = int(np.sum(eig < -HESS_TOL))
+    if negative:
+        return [f"Model failed to converge: degenerate {label} with {negative} negative eigenvalues"]
+    try:
+        np.linalg.cholesky(H)
+        chol_ok = True
+    except np.linalg.LinAlgError:
+        chol_ok = False
+    if np.any(np.abs(eig) < HESS_TOL) or not chol_ok:
+        return [f"{label} is numerically singular: parameters are not uniquely determined"]
+    out = []
+    if eig.max() * HESS_TOL > 1:
+        out.append("Model is nearly unidentifiable: very large eigenvalue - Rescale variables?")
+    if eig.min() / eig.max() < HESS_TOL:
+        out.append("Model is nearly unidentifiable: large eigenvalue ratio - Rescale variables?")
+    return out
+
+
+def check_convergence(grad: np.ndarray, hess: np.ndarray, n_theta: int) -> list[str]:
+    """lme4's ``checkConv`` for a fit that is not singular, for lmer (θ) and glmer (θ, β): the messages
+    of its gradient and Hessian checks (none when the fit passes).
+
+    The scaled gradient is lme4's ``solve(chol(H), g)`` (``R⁻¹g`` with ``H = RᵀR``); a component counts
+    by the smaller of it and the raw gradient, against ``GRAD_TOL``. The Hessian is checked as a whole and,
+    where β is among the parameters (glmer), its fixed-effect block too. lme4 always reports "component 1"
+    (it takes ``which.max`` of a single number); the component named here is the largest one.
+    """
+    messages = []
+    try:
+        R = np.linalg.cholesky(hess).T
+        scaled = np.linalg.solve(R, grad) if R.size else np.zeros(0)
+        mingrad = np.minimum(np.abs(scaled), np.abs(grad))
+        if mingrad.size and mingrad.max() > GRAD_TOL:
+            messages.append(
+                f"Model failed to converge with max|grad| = {mingrad.max():.6g} (tol = {GRAD_TOL}, component "
+                f"{int(np.argmax(mingrad)) + 1})"
+            )
+    except np.linalg.LinAlgError:
+        messages.append("unable to evaluate scaled gradient")
+    if hess.shape[0] > n_theta:
+        messages.extend(_check_hessian(hess[n_theta:, n_theta:], "fixed-effect"))
+    messages.extend(_check_hessian(hess))
+    return messages
+
+
 def optimize_theta(
     devfun: Callable[[np.ndarray], float],
     theta0: np.ndarray,
@@ -418,23 +471,7 @@ def optimize_theta(
             grad, hess = _derivatives_from_gradient(counted_grad, x)
         else:
             grad, hess = deriv12(counted, x, fx)
-        try:
-            scaled = np.linalg.solve(np.linalg.cholesky(hess).T, np.linalg.solve(np.linalg.cholesky(hess), grad))
-            maxgrad = float(np.max(np.minimum(np.abs(scaled), np.abs(grad))))
-            if maxgrad > GRAD_TOL:
-                messages.append(
-                    f"Model failed to converge with max|grad| = {maxgrad:.6g} (tol = {GRAD_TOL}, component "
-                    f"{int(np.argmax(np.minimum(np.abs(scaled), np.abs(grad)))) + 1})"
-                )
-        except np.linalg.LinAlgError:
-            messages.append("unable to evaluate scaled gradient")
-        eig = np.linalg.eigvalsh(hess)
-        if np.any(eig < -HESS_TOL):
-            messages.append(
-                f"Model failed to converge: degenerate Hessian with {int(np.sum(eig < -HESS_TOL))} negative eigenvalues"
-            )
-        elif eig.min() > 0 and eig.max() / eig.min() > 1 / HESS_TOL:
-            messages.append("Model is nearly unidentifiable: very large eigenvalue - Rescale variables?")
+        messages.extend(check_convergence(grad, hess, x.size))
         for msg in messages:
             warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
         converged = ok and not messages

@@ -79,7 +79,15 @@ from ..errors import (
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from ..linalg.threads import blas_threads
 from ..linalg.thresholds import GLMM_ONE_THREAD_FLOPS
-from ..optimize import DERIV_STEP, GRAD_TOL, SINGULAR_TOL, OptInfo, deriv12, fd_gradient, nlopt_minimize
+from ..optimize import (
+    DERIV_STEP,
+    SINGULAR_TOL,
+    OptInfo,
+    check_convergence,
+    deriv12,
+    fd_gradient,
+    nlopt_minimize,
+)
 from .family import Family, get_family
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 from .separation import (
@@ -583,27 +591,13 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         msg = "boundary (singular) fit: see help('isSingular')"
         messages.append(msg)
         warnings.warn(msg, SingularFitWarning, stacklevel=caller_stacklevel())
-    if grad is not None:
-        try:
-            rel = np.linalg.solve(hess, grad)
-            check = float(np.max(np.abs(rel)))
-        except np.linalg.LinAlgError:
-            check = float(np.max(np.abs(grad)))
-        info["max_rel_grad"] = check
-        if check > GRAD_TOL and not singular:
-            msg = f"Model failed to converge with max|grad| = {check:.6g} (tol = {GRAD_TOL}, component 1)"
+    if grad is not None and not singular:
+        checks = check_convergence(grad, hess, n_theta)
+        for msg in checks:
             messages.append(msg)
-            info["converged"] = False
             warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
-        if hess is not None:
-            try:
-                ev = np.linalg.eigvalsh(hess)
-                if np.min(ev) <= 0 and not singular:
-                    msg = "Model is nearly unidentifiable: Hessian of the criterion is not positive definite"
-                    messages.append(msg)
-                    warnings.warn(msg, ConvergenceWarning, stacklevel=caller_stacklevel())
-            except np.linalg.LinAlgError:
-                pass
+        if any(msg.startswith(("Model failed", "unable")) for msg in checks):
+            info["converged"] = False
     info.update(
         n_evals=n_opt,
         n_evals_total=obj.n_evals,
