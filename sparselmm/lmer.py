@@ -16,7 +16,7 @@ from .formula import parse_formula
 from .optimize import optimize_theta
 from .progress import as_progress
 from .results import LmerResult
-from .scale import as_source, fit_streamed, streamed_setup
+from .scale import as_source, streamed_model, streamed_setup
 from .start import moment_start, start_theta
 
 if TYPE_CHECKING:
@@ -186,8 +186,8 @@ def lmer(
     verbose : bool or sparselmm.progress.Progress
         ``True``: print the set-up phases and every evaluation with the criterion to stderr (quiet by
         default); a :class:`~sparselmm.progress.Progress` sets the stream, a delay and a rate limit (the
-        ``sparselmm fit`` command starts printing after 2 s). Fits from chunked sources report the start
-        and the end only.
+        ``sparselmm fit`` command starts printing after 2 s). Fits from chunked sources report the passes as
+        one phase, then every evaluation as in memory.
     progress : bool or None
         Progress bars of the passes over chunked data (parquet files, Dask, a
         :class:`~sparselmm.scale.Source`; overriding the source's own setting): None (default) shows a bar
@@ -203,32 +203,19 @@ def lmer(
     progress = as_progress(verbose, "REML criterion" if reml else "deviance")
     if progress is not None:
         progress.begin(f"lmer: {formula} ({'REML' if reml else 'ML'})")
+    t0 = time.perf_counter()
     source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
     if source is not None and ordering in ORDERINGS:
         if progress is not None:
             progress.phase("reading and summing the data chunk by chunk (sparselmm.scale)")
-        res = fit_streamed(
-            formula,
-            source,
-            reml,
-            weights,
-            offset,
-            missing,
-            optimizer,
-            control,
-            start,
-            check_conv,
-            ordering,
-            data_name,
-            progress=bars,
+        devfun, theta0, make_result = streamed_model(
+            formula, source, reml, weights, offset, missing, ordering, progress=bars
         )
-        if progress is not None:
-            progress.done(f"done: {res.optinfo.n_evals} evaluations")
-        return res
-    t0 = time.perf_counter()
-    devfun = _setup(formula, data, reml, weights, offset, missing, ordering, progress)
+    else:
+        devfun = _setup(formula, data, reml, weights, offset, missing, ordering, progress)
+        theta0 = moment_start(devfun.design)
+        make_result = LmerResult
     design = devfun.design
-    theta0 = moment_start(design)
     if start is not None:
         theta0 = start_theta(design, start)
     setup_seconds = time.perf_counter() - t0
@@ -240,4 +227,4 @@ def lmer(
             f"done: {'REML criterion' if reml else 'deviance'} {state.deviance:.6f} after {info.n_evals} evaluations "
             f"(set-up {setup_seconds:.2f} s, optimisation {info.optimize_seconds:.2f} s)"
         )
-    return LmerResult(devfun, state, info, data_name=data_name)
+    return make_result(devfun, state, info, data_name=data_name)

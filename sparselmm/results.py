@@ -79,6 +79,8 @@ class LmerResult:
     reml : bool
     """
 
+    rows_held = True  # the fitted rows are kept (a fit from chunks, scale.StreamedLmerResult, has only sums)
+
     def __init__(self, devfun: ProfiledDeviance, state: PLSState, optinfo: OptInfo, data_name: str | None = None):
         self._devfun = devfun
         self._design: Design = devfun.design

@@ -172,7 +172,7 @@ class LmerSummary:
             lines.append(" ".join(s.rjust(x) for s, x in zip(stats, w)))
             lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
         lines.append("")
-        if getattr(res, "rows_held", True):
+        if res.rows_held:
             r = np.asarray(res.residuals("scaled"))
             q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
             lines.append("Scaled residuals: ")

@@ -14,7 +14,7 @@ The math (two passes, global levels, the algebraic shift of the response) is in
 from __future__ import annotations
 
 from .chunked import LevelPartial, PartialCrossProducts, Plan, StreamedDesign
-from .fit import ChunkedFrames, Source, StreamedLmerResult, as_source, fit_streamed, streamed_setup
+from .fit import ChunkedFrames, Source, StreamedLmerResult, as_source, streamed_model, streamed_setup
 
 __all__ = [
     "ChunkedFrames",
@@ -27,7 +27,7 @@ __all__ = [
     "StreamedDesign",
     "StreamedLmerResult",
     "as_source",
-    "fit_streamed",
+    "streamed_model",
     "streamed_setup",
 ]
 

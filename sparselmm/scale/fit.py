@@ -3,8 +3,9 @@
 :func:`streamed_setup` is :func:`sparselmm.lmer._setup` for data that arrives in chunks: the level pass,
 the :class:`~sparselmm.scale.chunked.Plan`, the cross-product pass, then the same
 :class:`~sparselmm.deviance.ProfiledDeviance` the in-memory path builds (on a design without rows).
-:func:`fit_streamed` is :func:`sparselmm.lmer` after that, starting where lme4 starts (its moment start,
-from per-level sums). :class:`StreamedLmerResult` is the result: everything but the row-wise methods.
+:func:`streamed_model` hands :func:`sparselmm.lmer` that deviance function, where lme4 starts (its moment
+start, from per-level sums) and how to build the result; lmer optimises it as it does for rows in memory.
+:class:`StreamedLmerResult` is the result: everything but the row-wise methods.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..formula import parse_formula
 from ..results import LmerResult
 from .chunked import ModelColumns, Plan, Progress, _c_arguments, _kind, level_partial
 
-__all__ = ["ChunkedFrames", "Source", "StreamedLmerResult", "fit_streamed", "streamed_setup"]
+__all__ = ["ChunkedFrames", "Source", "StreamedLmerResult", "streamed_model", "streamed_setup"]
 
 
 class Source:
@@ -175,49 +176,20 @@ def streamed_setup(formula, source: Source, reml, weights, offset, missing, orde
     return devfun, theta0, stats, plan
 
 
-def fit_streamed(
-    formula,
-    source: Source,
-    reml=True,
-    weights=None,
-    offset=None,
-    missing="drop",
-    optimizer="auto",
-    control=None,
-    start=None,
-    check_conv=True,
-    ordering="auto",
-    data_name=None,
-    progress=None,
-) -> StreamedLmerResult:
-    """:func:`sparselmm.lmer` for a chunked source (called from it). ``progress`` (None, True, False), when
-    not None, replaces the source's own setting for the passes' bars (:mod:`sparselmm.progress`)."""
-    from ..optimize import optimize_theta
-    from ..start import start_theta
-
+def streamed_model(formula, source: Source, reml, weights, offset, missing, ordering, progress=None):
+    """What :func:`sparselmm.lmer` needs to fit from a chunked source: the deviance function, lme4's
+    starting θ (from per-level sums) and a constructor of the result, ``make_result(devfun, state, info,
+    data_name)``. The optimisation itself is lmer's, the same as for rows in memory. ``progress`` (None,
+    True, False), when not None, replaces the source's own setting for the passes' bars."""
     if progress is not None:
         from ..progress import show_progress
 
         show_progress(progress)  # a wrong value fails before any pass
         source = copy.copy(source)  # the caller's source keeps its own setting
         source.progress = progress
-    t0 = time.perf_counter()
     devfun, theta0, stats, plan = streamed_setup(formula, source, reml, weights, offset, missing, ordering)
-    design = devfun.design
-    if start is not None:
-        theta0 = start_theta(design, start)
-    setup_seconds = time.perf_counter() - t0
-    theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv)
-    info.setup_seconds = setup_seconds
-    state = devfun.solve(theta)
-    res = StreamedLmerResult(devfun, state, info, data_name=data_name or source.label)
-    res.scale_info = stats
-    res._source = source
-    res._columns = plan.columns
-    res._plan = plan
-    res._fixed_columns = _formula_columns(plan.columns.parsed)
-    design.source_key = source.key()
-    return res
+    make_result = functools.partial(StreamedLmerResult, scale_info=stats, source=source, plan=plan)
+    return devfun, theta0, make_result
 
 
 class StreamedLmerResult(LmerResult):
@@ -239,8 +211,15 @@ class StreamedLmerResult(LmerResult):
     """
 
     rows_held = False
-    scale_info: dict
-    _source: Source
+
+    def __init__(self, devfun, state, optinfo, data_name=None, *, scale_info: dict, source: Source, plan: Plan):
+        super().__init__(devfun, state, optinfo, data_name=data_name or source.label)
+        self.scale_info = scale_info
+        self._source = source
+        self._columns = plan.columns
+        self._plan = plan
+        self._fixed_columns = _formula_columns(plan.columns.parsed)
+        devfun.design.source_key = source.key()
 
     def _lazy(self):
         from .dask import DaskSource
