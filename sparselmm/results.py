@@ -502,7 +502,15 @@ class LmerResult:
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    # ---- confidence intervals, refits, bootstrap (inference/) ----
+    # ---- new fits of this model (sparselmm.refit), confidence intervals, bootstrap (inference/) ----
+    def _new_fit(
+        self, devfun: ProfiledDeviance, state: PLSState, optinfo: OptInfo, data_name: str | None = None
+    ) -> LmerResult:
+        """This model fitted anew (a refit, a bootstrap replicate): how :mod:`sparselmm.refit` and the bootstrap
+        build a result without naming this class. A fit from chunks refits as an :class:`LmerResult` too (the
+        refit holds its sums, not its source)."""
+        return LmerResult(devfun, state, optinfo, data_name=data_name)
+
     def simulate(self, nsim: int = 1, seed: Seed = None, use_u: bool = False) -> pd.DataFrame:
         """Responses simulated from the fitted model (lme4's ``simulate``).
 
@@ -523,10 +531,10 @@ class LmerResult:
 
         See Also
         --------
-        sparselmm.inference.bootstrap.simulate : the function behind this method.
+        sparselmm.inference.replicates.simulate : the function behind this method.
         refit : fit the model to one of the columns.
         """
-        from .inference.bootstrap import simulate
+        from .inference.replicates import simulate
 
         return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
 
@@ -555,7 +563,7 @@ class LmerResult:
         sparselmm.ModelSpecError
             ``newresp`` does not have one value per fitted row.
         """
-        from .inference.bootstrap import refit
+        from .refit import refit
 
         return refit(self, newresp, check_conv=check_conv, control=control)
 
@@ -570,9 +578,16 @@ class LmerResult:
         LmerResult
             The ML fit (``self`` when this fit is ML).
         """
-        from .inference.bootstrap import refit_ml
+        from .refit import refit_ml
 
         return refit_ml(self)
+
+    def refit_reml(self) -> LmerResult:
+        """The model fitted by REML, as :meth:`refit_ml` in the other direction (``self`` when this fit is
+        REML): the variance parameters' profiles on the REML criterion start from it."""
+        from .refit import refit_reml
+
+        return refit_reml(self)
 
     def bootstrap(
         self,

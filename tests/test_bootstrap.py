@@ -30,7 +30,8 @@ import pytest
 
 import sparselmm
 from sparselmm.errors import ModelSpecError
-from sparselmm.inference.bootstrap import BootstrapResult, bootstrap, simulate
+from sparselmm.inference.bootstrap import BootstrapResult, bootstrap
+from sparselmm.inference.replicates import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOT = json.loads((ROOT / "validation" / "reference_ci" / "boot.json").read_text())

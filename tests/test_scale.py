@@ -540,16 +540,17 @@ def test_likelihood_ratio_tests_between_parquet_fits(df, parquet_dir, reference,
 
 def test_row_free_draws_have_the_in_memory_distribution(df, reference, monkeypatch):
     """The bootstrap of a fit from chunks draws each response's ZᵀWe, XᵀWe and eᵀWe directly
-    (inference/bootstrap.py, _CrossProductSimulator): their means, SDs and correlations with eᵀWe equal
+    (inference/bootstrap_fits.py, _CrossProductSimulator): their means, SDs and correlations with eᵀWe equal
     those of the in-memory simulation (weights and offset), on the dense and the sparse square root of G."""
-    from sparselmm.inference import bootstrap as boot
+    from sparselmm.inference import bootstrap_fits as boot
+    from sparselmm.inference.replicates import Simulator
 
     a = reference["crossed"]
     m = sparselmm.lmer(FORMULAS["crossed"], ChunkedFrames(df, rows=200), weights="w", offset="off")
     d, N = a.design, 4000
     centre = d.X @ a.fixef.to_numpy() + d.offset
     for use_u in (False, True):
-        sim = boot._Simulator(a, use_u)
+        sim = Simulator(a, use_u)
         ref = []
         for i in range(N):
             We = sim.draw_deviation(np.random.default_rng(i), centre) * d.weights
@@ -574,7 +575,7 @@ def test_bootstrap_from_parquet_matches_in_memory(parquet_dir, reference, monkey
     """m.bootstrap() of a fit from parquet: means and SDs of every statistic equal the in-memory bootstrap's
     to Monte-Carlo tolerance; seeds reproduce across workers; custom statistics, use_u, BOBYQA replicates
     (control=) and the sparse square root of G work."""
-    from sparselmm.inference import bootstrap as boot
+    from sparselmm.inference import bootstrap_fits as boot
 
     a = reference["crossed"]
     m = sparselmm.lmer(FORMULAS["crossed"], str(parquet_dir / "*.parquet"), weights="w", offset="off")

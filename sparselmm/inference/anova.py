@@ -19,7 +19,6 @@ from .contest import F_COLUMNS, contest, normalize_ddf
 
 if TYPE_CHECKING:
     from ..printing import AnovaTable
-    from ..results import LmerResult
 
 __all__ = ["anova"]
 
@@ -27,8 +26,8 @@ _TYPES = {1: 1, 2: 2, 3: 3, "1": 1, "2": 2, "3": 3, "I": 1, "II": 2, "III": 3}
 
 
 def anova(
-    model: LmerResult,
-    *others: LmerResult,
+    model,
+    *others,
     type: int | str = 3,
     ddf: str = "Satterthwaite",
     **kwargs: Any,

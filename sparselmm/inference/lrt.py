@@ -34,7 +34,8 @@ from ..design import RANK_TOL
 from ..errors import DataError, ModelSpecError, caller_stacklevel
 from ..linalg.threads import blas_threads
 from ..optimize import optimize_theta, refit_theta
-from .bootstrap import refit_ml
+from ..refit import REFIT_TOL
+from .replicates import Simulator, check_nsim, n_workers, root_seed, run_replicates
 
 __all__ = ["bootstrap_lrt", "check_nested", "check_same_rows", "drop1", "likelihood_ratio_table"]
 
@@ -294,7 +295,7 @@ def likelihood_ratio_table(models, names=None, refit: bool = True, check_nested_
     refitted = []
     if refit:
         refitted = [name for name, m in zip(names, models) if m.reml]
-        models = [refit_ml(m) for m in models]
+        models = [m.refit_ml() for m in models]
     elif len({m.reml for m in models}) > 1:
         warnings.warn("some models fit with REML = TRUE, some not", UserWarning, stacklevel=caller_stacklevel())
     npar = np.array([m.n_params for m in models])
@@ -397,7 +398,7 @@ def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFram
         unknown = [s for s in scope if s not in terms]
         if unknown:
             raise ModelSpecError(f"scope names term(s) {unknown} that are not fixed-effect terms {list(terms)}.")
-    full = refit_ml(result)
+    full = result.refit_ml()
     devfun = full.deviance_function
     n_theta = design.n_theta
     df = [full.n_params]
@@ -461,7 +462,7 @@ class _MLRefitter:
                 self.lower,
                 self.upper,
                 self.H0,
-                1e-8,
+                REFIT_TOL,
                 probe=self.probe,
                 return_H=False,
             )
@@ -476,10 +477,8 @@ class _LRTReplicator:
     """One worker's share of a parametric-bootstrap LRT: draw from the null fit, refit both models."""
 
     def __init__(self, small, large):
-        from .bootstrap import _Simulator
-
         self.small, self.large = small, large
-        self.sim = _Simulator(small, use_u=False)
+        self.sim = Simulator(small, use_u=False)
         self.refit_small, self.refit_large = _MLRefitter(small), _MLRefitter(large)
 
     def one(self, index, seed):
@@ -556,15 +555,14 @@ def bootstrap_lrt(
     ['LRT', 'PBtest']
     """
     from ..progress import progress_bar, show_progress
-    from .bootstrap import _check_nsim, _n_workers, _root_seed, _run_parallel
 
     show_progress(progress)  # a wrong value fails before the refits
 
-    nsim = _check_nsim(nsim)
-    workers = _n_workers(n_jobs)
+    nsim = check_nsim(nsim)
+    workers = n_workers(n_jobs)
     models, names = _named([small, large], ["small", "large"])
     check_same_rows(models, names)
-    small, large = refit_ml(small), refit_ml(large)
+    small, large = small.refit_ml(), large.refit_ml()
     if small.n_params > large.n_params:  # pbkrtest's PBmodcomp(large, small) order: accept it, as anova does
         small, large = large, small
     if check_nested_models:
@@ -574,22 +572,9 @@ def bootstrap_lrt(
     observed = max(0.0, small.objective - large.objective)
     df = large.n_params - small.n_params
     replicator = _LRTReplicator(small, large)
-    tasks = list(enumerate(_root_seed(seed).spawn(nsim)))
-    per_chunk = max(1, min(50, nsim // (workers * 8) if workers > 1 else 25))
-    chunks = [tasks[i : i + per_chunk] for i in range(0, nsim, per_chunk)]
+    seeds = root_seed(seed).spawn(nsim)
     bar = progress_bar(progress, nsim, desc="bootstrap LRT", unit="rep")
-    try:
-        if workers == 1:
-            outputs = []
-            for chunk in chunks:
-                outputs.extend(replicator.many(chunk))
-                if bar is not None:
-                    bar.update(len(chunk))
-        else:
-            outputs = _run_parallel(replicator, chunks, workers, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    outputs = run_replicates(replicator, seeds, workers, bar)
     draws = np.full(nsim, np.nan)
     for i, values, *_ in outputs:
         if values is not None:

@@ -1,7 +1,7 @@
 """Likelihood profiles and profile confidence intervals, as lme4's ``profile.merMod`` / ``confint.thpr``.
 
 **Criterion.** By default every profile is on the ML criterion, as lme4's (its ``devfun2`` refits a REML fit
-by ML first): a REML fit is refitted by ML (:func:`~sparselmm.inference.bootstrap.refit_ml`) and the
+by ML first): a REML fit is refitted by ML (:func:`~sparselmm.refit.refit_ml`) and the
 intervals are those of the ML fit. ``criterion="REML"`` profiles the variance parameters on the REML
 criterion instead (of the REML fit, or of an ML fit refitted by REML); the fixed effects have no REML
 profile (the restricted likelihood does not depend on β). For a parameter ``x`` with estimate ``x̂`` and
@@ -68,8 +68,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from matplotlib.figure import Figure
-
-    from ..results import LmerResult
 
 __all__ = ["Profile", "ProfileWarning", "profile"]
 
@@ -317,11 +315,9 @@ class Profile:
 
 class _Profiler:
     def __init__(self, result, criterion: str):
-        from .bootstrap import refit_ml, refit_reml
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.fit = refit_ml(result) if criterion == "ML" else refit_reml(result)
+            self.fit = result.refit_ml() if criterion == "ML" else result.refit_reml()
         reml = criterion == "REML"
         self.criterion = criterion
         self.devfun = self.fit.deviance_function.with_reml(reml)  # own workspace: the fit is not touched
@@ -979,7 +975,7 @@ def _progress_bar(total: int, progress):
 
 
 def profile(
-    result: LmerResult,
+    result,
     which: str | int | Sequence[str | int] | None = None,
     level: float = 0.95,
     criterion: str = "ML",

@@ -1,0 +1,185 @@
+"""Replicates drawn from a fitted model, shared by the parametric bootstrap and the bootstrap LRT: their
+seeds, their responses (lme4's ``simulate.merMod``) and the workers that fit them.
+
+Simulation (lme4's ``.simulateFun`` for a Gaussian model)::
+
+    y* = X β̂ + offset + σ̂ Z Λ̂ u* + σ̂ ε / √w,      u* ~ N(0, I_q), ε ~ N(0, I_n)
+
+with ``use_u=True`` replacing ``σ̂ Z Λ̂ u*`` by the fitted ``Z b̂``. σ̂ is the fit's (the REML estimate for a
+REML fit, as ``sigma(m)``). For a weighted fit the residuals have the fitted model's variance ``σ̂²/w``;
+lme4 1.1-31 draws them with ``σ̂²`` on every row, ignoring the prior weights (measured in
+``validation/compare_ci.py``'s simulate section).
+
+Reproducibility: replicate ``i`` draws ``u*`` then ``ε`` from its own generator,
+``numpy.random.default_rng(SeedSequence(seed).spawn(nsim)[i])``, so a seeded run gives the same draws in
+any order, with any number of workers, and ``simulate(nsim, seed)[:, i]`` is the response of bootstrap
+replicate ``i`` with the same seed. Workers are forked processes (each with its own copy of the factor
+workspace); where ``fork`` is not available they are threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ModelSpecError
+
+__all__ = ["simulate"]
+
+
+# ---- seeds and argument checks -----------------------------------------------------------------
+def check_nsim(nsim) -> int:
+    """``nsim`` as a whole number of replicates >= 1, else :class:`~sparselmm.ModelSpecError`."""
+    if isinstance(nsim, bool) or not isinstance(nsim, Integral) or nsim < 1:
+        raise ModelSpecError(f"nsim must be a whole number of replicates >= 1, not {nsim!r}.")
+    return int(nsim)
+
+
+def root_seed(seed) -> np.random.SeedSequence:
+    """The run's root ``SeedSequence`` (replicate ``i`` draws from its ``spawn(nsim)[i]``)."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if seed is None or (isinstance(seed, Integral) and not isinstance(seed, bool) and seed >= 0):
+        return np.random.SeedSequence(seed)
+    raise ModelSpecError(
+        f"seed must be None, a non-negative integer or a numpy.random.SeedSequence, not {type(seed).__name__}."
+    )
+
+
+def n_workers(n_jobs) -> int:
+    """The number of workers ``n_jobs`` asks for (``-1``: one per core)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0 or n_jobs < -1:
+        raise ModelSpecError(f"n_jobs must be a positive number of workers or -1 (all cores), not {n_jobs!r}.")
+    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+
+
+# ---- simulation ------------------------------------------------------------------------------
+class Simulator:
+    """What a draw of ``y*`` needs, formed once: the mean, ``Z Λ̂`` and the residual scale."""
+
+    def __init__(self, result, use_u: bool):
+        design = result.design
+        self.use_u = bool(use_u)
+        self.sigma = result.sigma
+        self.q = design.q
+        if self.use_u:
+            self.mean = result.fitted()
+            self.ZLambda = None
+        else:
+            self.mean = design.X @ result.fixef.to_numpy()
+            if design.offset is not None:
+                self.mean = self.mean + design.offset
+            self.ZLambda = (design.Zt.T @ result.Lambda).tocsr()
+        w = design.weights
+        self.noise_scale = self.sigma if w is None else self.sigma / np.sqrt(w)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        y = self.mean.copy()
+        if not self.use_u:
+            y += self.sigma * (self.ZLambda @ rng.standard_normal(self.q))
+        y += self.noise_scale * rng.standard_normal(self.mean.size)
+        return y
+
+    def draw_deviation(self, rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
+        """``draw(rng) − centre`` from the same random numbers (``centre`` = ``Xβ̂ + offset``), formed without
+        the mean so a refit can shift its response by β̂ exactly."""
+        e = self.mean - centre if self.use_u else np.zeros(self.mean.size)
+        if not self.use_u:
+            e += self.sigma * (self.ZLambda @ rng.standard_normal(self.q))
+        e += self.noise_scale * rng.standard_normal(self.mean.size)
+        return e
+
+
+def simulate(result, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
+    """Responses simulated from the fitted model (lme4's ``simulate.merMod``).
+
+    Parameters
+    ----------
+    result : LmerResult
+    nsim : int
+        Number of simulated responses.
+    seed : int or numpy.random.SeedSequence, optional
+        Column ``i`` is drawn from ``SeedSequence(seed).spawn(nsim)[i]`` (see the module docstring).
+    use_u : bool
+        Condition on the fitted random effects (lme4's ``use.u = TRUE``) instead of drawing new ones.
+
+    Returns
+    -------
+    DataFrame
+        n rows (the fitted rows, indexed by their position in the caller's data) and columns
+        ``sim_1`` … ``sim_nsim``.
+    """
+    nsim = check_nsim(nsim)
+    sim = Simulator(result, use_u)
+    children = root_seed(seed).spawn(nsim)
+    values = np.column_stack([sim.draw(np.random.default_rng(s)) for s in children])
+    return pd.DataFrame(values, index=pd.Index(result.design.data.rows), columns=[f"sim_{i + 1}" for i in range(nsim)])
+
+
+# ---- the workers ------------------------------------------------------------------------------
+def run_replicates(replicator, seeds: list[np.random.SeedSequence], workers: int, bar) -> list:
+    """``replicator.many`` over ``enumerate(seeds)`` in chunks, in this process (``workers == 1``) or on
+    ``workers`` workers; ``bar`` (a progress bar or None) counts the replicates and is closed at the end.
+
+    A replicator has ``many(tasks)`` (a list of ``(index, seed)``, giving one output per task, the index
+    first) and ``clone()`` (a replicator with its own factor workspaces, for another thread). The outputs
+    come in no particular order.
+    """
+    nsim = len(seeds)
+    tasks = list(enumerate(seeds))
+    per_chunk = max(1, min(50, nsim // (workers * 8) if workers > 1 else 25))
+    chunks = [tasks[i : i + per_chunk] for i in range(0, nsim, per_chunk)]
+    try:
+        if workers > 1:
+            return _run_parallel(replicator, chunks, workers, bar)
+        outputs = []
+        for chunk in chunks:
+            outputs.extend(replicator.many(chunk))
+            if bar is not None:
+                bar.update(len(chunk))
+        return outputs
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+_WORKER = None  # the forked workers' replicator (inherited, never pickled)
+
+
+def _work(tasks):
+    return _WORKER.many(tasks)
+
+
+def _run_parallel(replicator, chunks, workers: int, bar) -> list:
+    global _WORKER
+    outputs = []
+    if "fork" in multiprocessing.get_all_start_methods():
+        _WORKER = replicator  # inherited by the forked workers; func and the factor are never pickled
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+                for out in pool.imap_unordered(_work, chunks):
+                    outputs.extend(out)
+                    if bar is not None:
+                        bar.update(len(out))
+        finally:
+            _WORKER = None
+        return outputs
+    # no fork (Windows, some macOS set-ups): threads, each with its own factor workspace
+    local = [replicator] + [replicator.clone() for _ in range(workers - 1)]
+
+    def serve(worker: int):  # one thread per replicator: a factor workspace is never used by two threads
+        for chunk in chunks[worker::workers]:
+            out = local[worker].many(chunk)
+            outputs.extend(out)  # list.extend is atomic under the GIL
+            if bar is not None:
+                bar.update(len(out))
+
+    with ThreadPoolExecutor(workers) as ex:
+        for fut in [ex.submit(serve, w) for w in range(workers)]:
+            fut.result()
+    return outputs
