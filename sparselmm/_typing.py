@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import dask.dataframe
     import polars
 
-    from .scale.fit import Source
+    from .scale.source import Source
 
 __all__ = ["ColumnOrValues", "ContrastLike", "DataLike", "FrameLike", "PathLike", "Seed"]
 

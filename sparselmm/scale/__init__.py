@@ -14,7 +14,8 @@ The math (two passes, global levels, the algebraic shift of the response) is in
 from __future__ import annotations
 
 from .chunked import LevelPartial, PartialCrossProducts, Plan, StreamedDesign
-from .fit import ChunkedFrames, Source, StreamedLmerResult, as_source, streamed_model, streamed_setup
+from .fit import StreamedLmerResult, as_source, streamed_model, streamed_setup
+from .source import ChunkedFrames, Source
 
 __all__ = [
     "ChunkedFrames",

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import DataError
 from .chunked import _kind
-from .fit import Source
+from .source import Source
 
 __all__ = ["DaskSource"]
 

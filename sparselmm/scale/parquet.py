@@ -14,7 +14,7 @@ import glob
 import os
 
 from ..errors import DataError
-from .fit import Source
+from .source import Source
 
 __all__ = ["ParquetSource", "resolve_paths"]
 
