@@ -26,7 +26,7 @@ import pytest
 
 import sparselmm
 from sparselmm.errors import ModelSpecError
-from sparselmm.inference import profile as profile_module
+from sparselmm.inference import profile_fits
 from sparselmm.inference.profile import ProfileWarning, _Profiler, profile
 from sparselmm.parameters import estimates, parameter_names
 
@@ -162,7 +162,7 @@ def test_the_derivative_free_fallback_agrees(monkeypatch):
     case_id = "sleep_slopes_ml"
     m = fit(case_id)
     exact = m.confint(method="profile", progress=False)
-    monkeypatch.setattr(profile_module, "evaluator", lambda devfun: None)
+    monkeypatch.setattr(profile_fits, "evaluator", lambda devfun: None)
     fallback = m.confint(method="profile", progress=False)
     ref = PROFILE["cases"][case_id]
     want = np.column_stack([ref["lower"], ref["upper"]])
