@@ -23,12 +23,6 @@ from .optimize import refit_theta
 
 __all__ = ["refit", "refit_ml", "refit_reml"]
 
-# the quasi-Newton refits (these, the bootstrap's replicates, the bootstrap LRT's) stop when the predicted
-# decrease of the criterion is below this (deviance units): θ within ~1e-4 standard errors of the optimum
-# (ζ² = Δ deviance); measured on sleepstudy, 1e-8 moved no bootstrap statistic by more than 2e-6 of its
-# bootstrap SD against fits to 1e-12
-REFIT_TOL = 1e-8
-
 
 def _response_vector(newresp, n: int) -> np.ndarray:
     if isinstance(newresp, pd.DataFrame):
@@ -119,7 +113,9 @@ def _quasi_newton_start(result, devfun) -> np.ndarray:
             upper = np.full(theta.size, np.inf)
             H0 = _engine.hessian(ev.value_and_gradient, theta, lower, upper)
             probe = np.where(lower == 0, _engine.PROBE, 0.0)
-            x, *_, ok = _engine.quasi_newton(ev.value_and_gradient, theta, lower, upper, H0, REFIT_TOL, probe=probe)
+            x, *_, ok = _engine.quasi_newton(
+                ev.value_and_gradient, theta, lower, upper, H0, _engine.REFIT_TOL, probe=probe
+            )
         return x if ok else theta
     except (NumericalError, np.linalg.LinAlgError):
         return theta

@@ -33,7 +33,6 @@ from ..linalg.threads import blas_threads
 from ..linalg.thresholds import ROW_FREE_DENSE_MAX
 from ..optimize import OptInfo, is_singular, optimize_theta
 from ..parameters import parameter_values
-from ..refit import REFIT_TOL
 from . import _engine
 from .replicates import Simulator
 
@@ -53,7 +52,7 @@ def make_replicator(result, func: Callable | None, names: list[str] | None, use_
     held = getattr(result.design, "rows_held", True)  # a fit from chunks draws cross-products, not rows
     fast, slow = (_FastReplicator, _Replicator) if held else (_RowFreeFastReplicator, _RowFreeReplicator)
     if control is None and fast.applicable(result):
-        return fast(result, func, names, use_u, ctrl, REFIT_TOL if tol is None else float(tol))
+        return fast(result, func, names, use_u, ctrl, _engine.REFIT_TOL if tol is None else float(tol))
     return slow(result, func, names, use_u, ctrl)
 
 

@@ -34,7 +34,6 @@ from ..design import RANK_TOL
 from ..errors import DataError, ModelSpecError, caller_stacklevel
 from ..linalg.threads import blas_threads
 from ..optimize import optimize_theta, refit_theta
-from ..refit import REFIT_TOL
 from .replicates import Simulator, check_nsim, n_workers, root_seed, run_replicates
 
 __all__ = ["bootstrap_lrt", "check_nested", "check_same_rows", "drop1", "likelihood_ratio_table"]
@@ -462,7 +461,7 @@ class _MLRefitter:
                 self.lower,
                 self.upper,
                 self.H0,
-                REFIT_TOL,
+                _engine.REFIT_TOL,
                 probe=self.probe,
                 return_H=False,
             )
