@@ -204,10 +204,12 @@ class _FastReplicator(_Replicator):
                     H0_inv=self.H0_inv,
                     return_H=False,
                 )
+            parts = last["parts"] if np.array_equal(last.get("x"), theta) else ev.parts(theta, gradient=False)
+            if ok and not ev.value(parts) <= f_only(self.theta_hat):
+                ok = False  # ended above its start: never report it
             if not ok:  # hand the replicate to BOBYQA (same draw: same seed)
                 out = super().one(index, seed)
                 return (*out[:3], out[3] + n_calls, *out[4:])
-            parts = last["parts"] if np.array_equal(last.get("x"), theta) else ev.parts(theta, gradient=False)
             sigma = math.sqrt(parts.r2 / self.nu)
             if self.func is None:
                 values = parameter_values(self.result.design, theta, sigma, parts.beta)
@@ -264,6 +266,11 @@ class _FastReplicator(_Replicator):
             n1 += 1
         f1 = ev.value(parts)
         g1 = ev.exact_dld(parts) + (nu / parts.r2) * parts.dr2
+        if not f1 <= first[0]:
+            # the model (ld by its expansion at θ̂) can run off where the exact criterion rises: on a singular
+            # maximal fit (validation/data/maximal_3cond.csv) stage 1 went to θ ~ 1e6 and stage 2 stopped there,
+            # 3,972 above the replicate's optimum. Start the exact stage from θ̂ instead.
+            x1, parts, (f1, g1), H1 = theta_hat, p0, first, self.H0
         last["x"], last["parts"] = x1, parts
         theta, _, _, _, n2, ok = _engine.quasi_newton(
             fg,
