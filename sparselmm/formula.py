@@ -61,18 +61,27 @@ def _point_at(text: str, pos: int, message: str) -> FormulaError:
     return FormulaError(f"{message}\n    {text}\n    {' ' * pos}^")
 
 
-def _check_parentheses(text: str) -> None:
-    depth = 0
-    opened: list[int] = []
+def _outside_quotes(text: str):
+    """``(position, character)`` of every character outside quoted names and strings (the quotes too are
+    left out); an unterminated quote is a :class:`FormulaError`."""
     quote = None
     for i, ch in enumerate(text):
         if quote:
             if ch == quote:
                 quote = None
-            continue
-        if ch in "'\"`":
+        elif ch in "'\"`":
             quote = ch
-        elif ch == "(":
+        else:
+            yield i, ch
+    if quote:
+        raise FormulaError(f"Unterminated quote {quote} in formula {text!r}.")
+
+
+def _check_parentheses(text: str) -> None:
+    depth = 0
+    opened: list[int] = []
+    for i, ch in _outside_quotes(text):
+        if ch == "(":
             depth += 1
             opened.append(i)
         elif ch == ")":
@@ -80,8 +89,6 @@ def _check_parentheses(text: str) -> None:
                 raise _point_at(text, i, "Unbalanced parentheses: this ')' has no matching '('.")
             depth -= 1
             opened.pop()
-    if quote:
-        raise FormulaError(f"Unterminated quote {quote} in formula {text!r}.")
     if opened:
         raise _point_at(text, opened[-1], "Unbalanced parentheses: this '(' is never closed.")
 
@@ -93,16 +100,9 @@ def _check_power(text: str) -> None:
     gives ``x XOR 2`` on an integer one. Between terms, ``(a + b)^2`` keeps its formula meaning.
     """
     calls: list[tuple[bool, int]] = []  # for each open '(': is it a function call, where its name starts
-    quote = None
     in_response = True
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-            continue
-        if ch in "'\"`":
-            quote = ch
-        elif ch == "(":
+    for i, ch in _outside_quotes(text):
+        if ch == "(":
             name = _NAME_BEFORE.search(text, 0, i)
             calls.append((name is not None, name.start() if name else i))
         elif ch == ")" and calls:
