@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 import pandas as pd
@@ -55,19 +55,20 @@ class ReTerm:
     def group_name(self) -> str:
         return self.term.group_name
 
-    @property
+    # cached: read many times per evaluation, and len() of a pandas Index of strings is slow
+    @cached_property
     def k(self) -> int:
         return self.z.shape[1]
 
-    @property
+    @cached_property
     def n_levels(self) -> int:
         return len(self.levels)
 
-    @property
+    @cached_property
     def q(self) -> int:
         return self.k * self.n_levels
 
-    @property
+    @cached_property
     def n_theta(self) -> int:
         return self.k * (self.k + 1) // 2
 

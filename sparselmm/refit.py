@@ -4,8 +4,8 @@ A refit changes only what the new response or criterion changes — ``ZᵀWy``, 
 of β (:meth:`~sparselmm.deviance.ProfiledDeviance.with_response`), or the REML term (``with_reml``); the
 cross-products, the block updater and the symbolic factorisation are the fit's. It starts from θ̂, as lme4's
 ``refit`` does, first by quasi-Newton on the exact gradient where one exists
-(:mod:`sparselmm.inference._engine`), then :func:`~sparselmm.optimize.refit_theta` with the fit's optimiser
-and its checks.
+(:mod:`sparselmm.criterion`, :mod:`sparselmm.newton`), then :func:`~sparselmm.optimize.refit_theta` with the
+fit's optimiser and its checks.
 
 :class:`~sparselmm.results.LmerResult`'s ``refit``, ``refit_ml`` and ``refit_reml`` call these functions. The
 new result is built by the fitted model itself (its ``_new_fit``), so this module never names its class.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import criterion, newton
 from .errors import ModelSpecError, NumericalError
-from .inference import _engine
 from .linalg.threads import blas_threads
 from .optimize import refit_theta
 
@@ -101,20 +101,20 @@ def _quasi_newton_start(result, devfun) -> np.ndarray:
 
     BOBYQA started at a θ̂ with a zero θ_k (a singular fit) often stays there although the new response's
     optimum is inside (measured: 15 of 40 Dyestuff2 bootstrap responses); the quasi-Newton fit probes off
-    the boundary (``_engine.PROBE``). ``refit_theta`` then starts from its result and runs the checks.
+    the boundary (``newton.PROBE``). ``refit_theta`` then starts from its result and runs the checks.
     """
     theta = result.theta.copy()
     lower = result.design.lower
-    if _engine.evaluator_kind(devfun) is None:
+    if criterion.evaluator_kind(devfun) is None:
         return theta
     try:
-        with blas_threads(_engine.dense_size(devfun)):
-            ev = _engine.evaluator(devfun)
+        with blas_threads(criterion.dense_size(devfun)):
+            ev = criterion.evaluator(devfun)
             upper = np.full(theta.size, np.inf)
-            H0 = _engine.hessian(ev.value_and_gradient, theta, lower, upper)
-            probe = np.where(lower == 0, _engine.PROBE, 0.0)
-            x, *_, ok = _engine.quasi_newton(
-                ev.value_and_gradient, theta, lower, upper, H0, _engine.REFIT_TOL, probe=probe
+            H0 = newton.hessian(ev.value_and_gradient, theta, lower, upper)
+            probe = np.where(lower == 0, newton.PROBE, 0.0)
+            x, *_, ok = newton.quasi_newton(
+                ev.value_and_gradient, theta, lower, upper, H0, newton.REFIT_TOL, probe=probe
             )
         return x if ok else theta
     except (NumericalError, np.linalg.LinAlgError):

@@ -237,7 +237,7 @@ def test_bootstrap_moments_agree_with_bootmer():
     assert np.max(np.abs(z_sd)) < 4.5, dict(zip(summary.index, z_sd))
 
 
-# ---- the quasi-Newton path (inference/_engine.py) against the BOBYQA path -------------------------------
+# ---- the quasi-Newton path (sparselmm/newton.py) against the BOBYQA path -------------------------------
 @pytest.mark.parametrize(
     "formula, dataset, reml",
     [
@@ -265,7 +265,7 @@ def test_quasi_newton_replicates_match_bobyqa(formula, dataset, reml):
         # known gap: since restart_edge in optimize_theta also escapes a θ = 0 that is a local maximum
         # (BOBYQA then L-BFGS-B), the reference path can beat the quasi-Newton replicate fit, which starts
         # on the boundary here: one replicate of 40 ends 0.0085 above (REML criterion 161.8). Follow-up:
-        # the same edge escape in inference/_engine.py's quasi_newton.
+        # the same edge escape in sparselmm/newton.py's quasi_newton.
         assert gap.max() < 0.02
     else:
         assert gap.max() < 1e-7 * abs(m.objective)
@@ -278,12 +278,12 @@ def test_quasi_newton_replicates_match_bobyqa(formula, dataset, reml):
 
 
 def test_factor_evaluator_agrees_with_the_dense_one(monkeypatch):
-    from sparselmm.inference import _engine
+    from sparselmm import criterion
 
     m = fit("diameter ~ 1 + (1|plate) + (1|sample)", "Penicillin", False)
     dense = m.bootstrap(15, seed=2, progress=False)
-    monkeypatch.setattr(_engine, "DENSE_MAX_Q", 0)  # the dense-Schur factor's gradient, first step at a held θ̂
-    assert _engine.evaluator_kind(m.deviance_function) == "factor"
+    monkeypatch.setattr(criterion, "DENSE_MAX_Q", 0)  # the dense-Schur factor's gradient, first step at a held θ̂
+    assert criterion.evaluator_kind(m.deviance_function) == "factor"
     factor = m.bootstrap(15, seed=2, progress=False)
     # both stop within 1e-8 of each replicate's optimum (the factor path in two stages: most factorisations
     # without the traces of ∂ld/∂θ, which a Taylor model of ld stands in for until the last steps)

@@ -233,7 +233,7 @@ def bootstrap(
     tol : float, optional
         Stopping tolerance of the replicate fits, in deviance units. On the exact-gradient path: the
         predicted decrease of the criterion at which the quasi-Newton fit stops (default ``REFIT_TOL`` =
-        1e-8 of :mod:`sparselmm.inference._engine`, θ within ~1e-4 standard errors of each replicate's
+        1e-8 of :mod:`sparselmm.newton`, θ within ~1e-4 standard errors of each replicate's
         optimum; 1e-6 saves ~12 % of the evaluations and moves no statistic by more than 0.5 % of its
         bootstrap SD on sleepstudy). On the BOBYQA path: its absolute tolerances on the deviance and θ
         (lme4's 1e-8), or for L-BFGS-B the same as a reduction relative to the fit's deviance.

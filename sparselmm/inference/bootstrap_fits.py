@@ -5,7 +5,7 @@ A refit to a new response changes only ``ZᵀWy``, ``XᵀWy``, ``yᵀWy`` and th
 the block updater and the symbolic factorisation are the fit's. Each replicate is optimised from θ̂
 (lme4's ``refit`` also starts there) without the convergence checks. Where the deviance has an exact
 gradient (small q, any terms; the dense-Schur factors of crossed models) a replicate is a projected BFGS
-started with the Hessian at θ̂ (:mod:`sparselmm.inference._engine`, ``_FastReplicator``): ~7 evaluations
+started with the Hessian at θ̂ (:mod:`sparselmm.criterion`, :mod:`sparselmm.newton`, ``_FastReplicator``): ~7 evaluations
 on sleepstudy where BOBYQA takes ~47. Otherwise BOBYQA, with a first step of ``WARM_START_STEP`` instead
 of NLopt's default, which is sized for a cold start.
 
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import criterion, newton
 from ..crossprod import CrossProducts
 from ..deviance import ProfiledDeviance
 from ..errors import ModelSpecError, NumericalError
@@ -33,7 +34,6 @@ from ..linalg.threads import blas_threads
 from ..linalg.thresholds import ROW_FREE_DENSE_MAX
 from ..optimize import OptInfo, is_singular, optimize_theta
 from ..parameters import parameter_values
-from . import _engine
 from .replicates import Simulator
 
 # NLopt's default first BOBYQA step suits a cold start; from θ̂ a step of 0.1 took 46.7 instead of 65.6
@@ -52,7 +52,7 @@ def make_replicator(result, func: Callable | None, names: list[str] | None, use_
     held = getattr(result.design, "rows_held", True)  # a fit from chunks draws cross-products, not rows
     fast, slow = (_FastReplicator, _Replicator) if held else (_RowFreeFastReplicator, _RowFreeReplicator)
     if control is None and fast.applicable(result):
-        return fast(result, func, names, use_u, ctrl, _engine.REFIT_TOL if tol is None else float(tol))
+        return fast(result, func, names, use_u, ctrl, newton.REFIT_TOL if tol is None else float(tol))
     return slow(result, func, names, use_u, ctrl)
 
 
@@ -118,7 +118,7 @@ class _Replicator:
 
 
 class _FastReplicator(_Replicator):
-    """Replicates fitted by warm-started quasi-Newton on the exact gradient (:mod:`._engine`).
+    """Replicates fitted by warm-started quasi-Newton on the exact gradient (:mod:`sparselmm.criterion`).
 
     Each replicate's response is ``y* = Xβ̂ + offset + e`` with ``e`` drawn as in
     :func:`~sparselmm.inference.replicates.simulate`; its cross-products are those of ``e`` with the shift β̂
@@ -131,14 +131,14 @@ class _FastReplicator(_Replicator):
     def __init__(self, result, func, names, use_u, ctrl, tol: float):
         super().__init__(result, func, names, use_u, ctrl)
         self.tol = tol
-        self.ev = ev = _engine.evaluator(self.base)  # on this replicator's own workspace
+        self.ev = ev = criterion.evaluator(self.base)  # on this replicator's own workspace
         self.theta_hat = result.theta.copy()
         self.upper = np.full(self.theta_hat.size, np.inf)
-        self.probe = np.where(self.lower == 0, _engine.PROBE, 0.0)
-        with blas_threads(_engine.dense_size(result.deviance_function)):
-            self.H0 = _engine.hessian(ev.value_and_gradient, self.theta_hat, self.lower, self.upper)
+        self.probe = np.where(self.lower == 0, newton.PROBE, 0.0)
+        with blas_threads(criterion.dense_size(result.deviance_function)):
+            self.H0 = newton.hessian(ev.value_and_gradient, self.theta_hat, self.lower, self.upper)
             self.H0_inv = np.linalg.inv(self.H0)
-            self.two_stage = isinstance(ev, _engine.FactorDeviance)
+            self.two_stage = isinstance(ev, criterion.FactorCriterion)
             if self.two_stage:  # factors held at θ̂ and next to it: ld's gradient at θ̂ and Hessian there
                 ev.hold_at(self.theta_hat, hessian=True)
         design = result.design
@@ -146,7 +146,7 @@ class _FastReplicator(_Replicator):
         self.beta_hat = result.fixef.to_numpy()
         self.w = design.weights
         self.nu = self.n - self.p if result.reml else self.n
-        self.dense = isinstance(ev, _engine.DenseDeviance)
+        self.dense = isinstance(ev, criterion.DenseCriterion)
 
     def _centre(self, result):
         design = result.design
@@ -156,7 +156,7 @@ class _FastReplicator(_Replicator):
     def applicable(result) -> bool:
         """An exact-gradient evaluator exists (small q, or a factor with an analytic gradient)."""
         devfun = result.deviance_function
-        return _engine.evaluator_kind(devfun) is not None
+        return criterion.evaluator_kind(devfun) is not None
 
     def clone(self) -> _FastReplicator:
         """A replicator with its own workspaces (for another thread)."""
@@ -193,7 +193,7 @@ class _FastReplicator(_Replicator):
             if self.two_stage:
                 theta, n_calls, ok = self._two_stage(ev, fg, f_only, last)
             else:
-                theta, _, _, _, n_calls, ok = _engine.quasi_newton(
+                theta, _, _, _, n_calls, ok = newton.quasi_newton(
                     fg,
                     self.theta_hat,
                     self.lower,
@@ -234,7 +234,7 @@ class _FastReplicator(_Replicator):
         """
         nu, held = ev.nu, ev._held[0]
         ld0, dld0, H_ld, theta_hat = held["ld"], held["dld"], ev._H_ld, self.theta_hat
-        const = ev.value(_engine.Parts(theta_hat, 0.0, 1.0, None))  # the criterion with ld = 0, r² = 1
+        const = ev.value(criterion.CriterionPieces(theta_hat, 0.0, 1.0, None))  # the criterion with ld = 0, r² = 1
 
         def fg_model(x):
             parts = ev.parts(x, gradient="r2")
@@ -246,7 +246,7 @@ class _FastReplicator(_Replicator):
 
         p0 = ev.parts(theta_hat, gradient=True)  # two solves with the factor held at θ̂
         first = (ev.value(p0), p0.dld + (nu / p0.r2) * p0.dr2)
-        x1, _, _, H1, n1, _ = _engine.quasi_newton(
+        x1, _, _, H1, n1, _ = newton.quasi_newton(
             fg_model,
             theta_hat,
             self.lower,
@@ -272,7 +272,7 @@ class _FastReplicator(_Replicator):
             # 3,972 above the replicate's optimum. Start the exact stage from θ̂ instead.
             x1, parts, (f1, g1), H1 = theta_hat, p0, first, self.H0
         last["x"], last["parts"] = x1, parts
-        theta, _, _, _, n2, ok = _engine.quasi_newton(
+        theta, _, _, _, n2, ok = newton.quasi_newton(
             fg,
             x1,
             self.lower,
@@ -287,7 +287,7 @@ class _FastReplicator(_Replicator):
         return theta, 1 + n1 + n2, ok
 
     def many(self, tasks):
-        with blas_threads(_engine.dense_size(self.result.deviance_function)):
+        with blas_threads(criterion.dense_size(self.result.deviance_function)):
             return super().many(tasks)
 
 

@@ -431,37 +431,37 @@ class _MLRefitter:
     """Refits one model by ML to new responses: warm-started quasi-Newton on the exact gradient."""
 
     def __init__(self, fit):
-        from . import _engine
+        from .. import criterion, newton
 
         self.fit = fit
         self.devfun = fit.deviance_function.with_response(fit.y)  # own workspace
         self.lower = fit.design.lower
         self.upper = np.full(self.lower.size, np.inf)
         self.theta = fit.theta.copy()
-        self.probe = np.where(self.lower == 0, _engine.PROBE, 0.0)
-        self.ev = _engine.evaluator(self.devfun)
+        self.probe = np.where(self.lower == 0, newton.PROBE, 0.0)
+        self.ev = criterion.evaluator(self.devfun)
         self.H0 = None
         if self.ev is not None:
-            with blas_threads(_engine.dense_size(self.devfun)):
-                self.H0 = _engine.hessian(self.ev.value_and_gradient, self.theta, self.lower, self.upper)
+            with blas_threads(criterion.dense_size(self.devfun)):
+                self.H0 = newton.hessian(self.ev.value_and_gradient, self.theta, self.lower, self.upper)
 
     def deviance(self, y: np.ndarray) -> float:
         """The ML deviance of the model refitted to ``y``."""
-        from . import _engine
+        from .. import criterion, newton
 
         if self.ev is not None:
             cross = self.devfun.cross.with_response(self.fit.design, y)
-            if isinstance(self.ev, _engine.DenseDeviance):
+            if isinstance(self.ev, criterion.DenseCriterion):
                 ev = self.ev.with_response(cross.ZtWy, cross.XtWy, cross.ytWy, cross.beta_shift)
             else:
                 ev = self.ev.with_cross(cross)
-            _, f, *_, ok = _engine.quasi_newton(
+            _, f, *_, ok = newton.quasi_newton(
                 ev.value_and_gradient,
                 self.theta,
                 self.lower,
                 self.upper,
                 self.H0,
-                _engine.REFIT_TOL,
+                newton.REFIT_TOL,
                 probe=self.probe,
                 return_H=False,
             )
@@ -489,11 +489,11 @@ class _LRTReplicator:
             return index, None, f"{type(err).__name__}: {err}", 0, False, False
 
     def many(self, tasks):
-        from . import _engine
+        from .. import criterion
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with blas_threads(_engine.dense_size(self.large.deviance_function)):
+            with blas_threads(criterion.dense_size(self.large.deviance_function)):
                 return [self.one(i, s) for i, s in tasks]
 
     def clone(self):

@@ -39,10 +39,10 @@ import pandas as pd
 from scipy.interpolate import PchipInterpolator
 from scipy.stats import chi2, norm
 
+from ..criterion import dense_size
 from ..errors import ModelSpecError, caller_stacklevel
 from ..linalg.threads import blas_threads
 from ..parameters import check_level, percent_labels, select_parameters
-from ._engine import dense_size
 from .profile_fits import ConstrainedFits, Point
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ In ψ the criterion is ``ld(θ) + r²(θ)/σ² + ν log(2πσ²) − Σ log w`` 
 adds ``log|R_X|²``, ``ν = n − p``) with θ from ψ; its gradient in ψ is the chain rule through the Cholesky
 factor's derivative.
 
-Each is a projected BFGS on the exact gradient (:mod:`sparselmm.inference._engine`), warm-started from the
+Each is a projected BFGS on the exact gradient (:mod:`sparselmm.newton`), warm-started from the
 neighbouring point (extrapolated along the profile) with the Hessian carried along, or BOBYQA where no
 gradient exists; its derivative in ``x`` (the envelope theorem) is the slope of ζ that the interval-end
 search of :mod:`sparselmm.inference.profile` steps with.
@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..criterion import evaluator
 from ..errors import NumericalError
-from ..optimize import is_singular, optimize_theta
+from ..newton import hessian, quasi_newton
+from ..optimize import is_singular, nlopt_minimize, optimize_theta
 from ..parameters import SdCorMap, estimates, parameter_names, parameter_values
-from ._engine import evaluator, hessian, quasi_newton
 
 # a constrained deviance below the minimum by more than this (absolute + relative) is reported as a new
 # optimum; smaller differences are the optimisers' tolerance
@@ -95,40 +96,17 @@ class _Psi(SdCorMap):
 
 
 def _minimise(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
-    """BOBYQA (NLopt) within bounds; the best point evaluated if NLopt gives up on round-off."""
+    """BOBYQA (:func:`sparselmm.optimize.nlopt_minimize`) within bounds, first steps inside them."""
     if x0.size == 0:
         return x0, fun(x0)
-    import nlopt
-
-    best = [np.inf, x0.copy()]
-
-    def f(x, grad):
-        val = fun(np.asarray(x))
-        if val < best[0]:
-            best[0], best[1] = val, np.array(x)
-        return val if np.isfinite(val) else 1e300
-
-    opt = nlopt.opt(nlopt.LN_BOBYQA, x0.size)
-    opt.set_min_objective(f)
-    lo = np.where(np.isfinite(lower), lower, -1e300)
-    hi = np.where(np.isfinite(upper), upper, 1e300)
-    opt.set_lower_bounds(lo)
-    opt.set_upper_bounds(hi)
-    x0 = np.clip(x0, lo, hi)
+    x0 = np.clip(x0, lower, upper)
     step = np.maximum(0.05 * np.abs(x0), 0.01)
     # keep the first step inside the bounds (BOBYQA needs room on both sides)
-    step = np.minimum(step, np.maximum(np.minimum(x0 - lo, hi - x0), 1e-4))
-    opt.set_initial_step(step)
-    opt.set_xtol_abs(NLOPT_XTOL)
-    opt.set_ftol_abs(NLOPT_FTOL)
-    opt.set_maxeval(5000)
-    try:
-        x = opt.optimize(x0)
-        fx = opt.last_optimum_value()
-    except (nlopt.RoundoffLimited, ValueError):
-        x, fx = best[1], best[0]
-    if best[0] < fx:
-        x, fx = best[1], best[0]
+    room = np.minimum(x0 - lower, upper - x0)
+    step = np.minimum(step, np.maximum(np.where(np.isfinite(room), room, np.inf), 1e-4))
+    x, fx, _, _ = nlopt_minimize(
+        fun, x0, lower, upper, step=step, xtol_abs=NLOPT_XTOL, ftol_abs=NLOPT_FTOL, ftol_rel=0.0, maxeval=5000
+    )
     return np.asarray(x), float(fx)
 
 
@@ -606,12 +584,12 @@ class ConstrainedFits:
         return self.psi_map.feasible(p, j)[free]
 
     def _beta_evaluator(self, col: int, x: float):
-        from ._engine import DenseDeviance, FactorDeviance
+        from ..criterion import DenseCriterion, FactorCriterion
 
-        if isinstance(self.ev, DenseDeviance):
+        if isinstance(self.ev, DenseCriterion):
             return self.ev.with_cross(self.devfun.cross.with_columns_in_offset([col], x), reml=False)
-        if isinstance(self.ev, FactorDeviance):
-            return FactorDeviance(self.devfun.with_columns_in_offset([col], x, reml=False, share_factor=True))
+        if isinstance(self.ev, FactorCriterion):
+            return FactorCriterion(self.devfun.with_columns_in_offset([col], x, reml=False, share_factor=True))
         return None
 
     def _fit_beta(self, j: int, x: float, start, H) -> Point:

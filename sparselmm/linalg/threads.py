@@ -75,17 +75,25 @@ def machine_busy() -> bool:
 class _OneBlasThread:
     """Context: the given BLAS libraries on one thread, each restored to its own count on exit.
 
-    threadpoolctl's per-library controllers called directly: 6 µs to enter and leave, against 21–27 µs
-    through ``ThreadpoolController.limit`` (its per-call bookkeeping), on evaluations of small models that
-    take 80–100 µs in all. One object per use, so nested limits restore correctly.
+    threadpoolctl's per-library controllers called directly, not through ``ThreadpoolController.limit``
+    (its per-call bookkeeping costs more than a small model's evaluation). The thread counts are
+    process-wide, so inside a context that holds every BLAS on one thread (the optimiser's limit, a refit
+    loop's) the contexts nested in it (each evaluation's) do nothing.
     """
 
-    __slots__ = ("_libs", "_orig")
+    __slots__ = ("_libs", "_orig", "_every")
+    _every_depth = 0  # contexts holding every BLAS library on one thread, open in this process
 
-    def __init__(self, libs):
+    def __init__(self, libs, every: bool):
         self._libs = libs
+        self._every = every
 
     def __enter__(self):
+        cls = _OneBlasThread
+        if cls._every_depth:
+            self._orig = None
+            return self
+        cls._every_depth += self._every
         self._orig = [lib.get_num_threads() for lib in self._libs]
         for lib, n in zip(self._libs, self._orig):
             if n != 1:
@@ -93,6 +101,9 @@ class _OneBlasThread:
         return self
 
     def __exit__(self, *exc):
+        if self._orig is None:
+            return False
+        _OneBlasThread._every_depth -= self._every
         for lib, n in zip(self._libs, self._orig):
             if n != 1:
                 lib.set_num_threads(n)
@@ -110,12 +121,12 @@ def _blas_libraries(numpy_only: bool) -> tuple:
 def _numpy_blas_one_thread():
     """numpy's bundled BLAS limited to one thread (no-op when numpy shares scipy's or the system's)."""
     libs = _blas_libraries(True)
-    return _OneBlasThread(libs) if libs else contextlib.nullcontext()
+    return _OneBlasThread(libs, False) if libs else contextlib.nullcontext()
 
 
 def one_blas_thread():
     """A context limiting every loaded BLAS to one thread."""
-    return _OneBlasThread(_blas_libraries(False))
+    return _OneBlasThread(_blas_libraries(False), True)
 
 
 def small_evaluation(dense_flops: float) -> bool:

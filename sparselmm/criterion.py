@@ -1,39 +1,30 @@
-"""Fast constrained refits for the bootstrap and the profiles: exact gradients and warm-started quasi-Newton.
+"""The profiled criterion from its pieces, with exact gradients, for the refits.
 
-A bootstrap replicate and a profile point are both a fit that starts next to a known optimum: the replicate
-from θ̂ (its optimum moves by about one standard error), the profile point from its neighbour. BOBYQA spends
-~45 evaluations on such a fit (it rebuilds a quadratic model from scratch); a Newton-type method that knows
-the gradient and starts with the Hessian at the known optimum needs 2–4. This module supplies both pieces.
-
-**Evaluators** give, at θ, the pieces of the profiled criterion (ML: ``ν = n``; REML: ``ν = n − p`` and
-``ld`` includes ``log|R_X|²``)::
+A bootstrap replicate, a profile point and a refit need the criterion at θ split into its pieces (ML:
+``ν = n``; REML: ``ν = n − p`` and ``ld`` includes ``log|R_X|²``)::
 
     f(θ) = ld(θ) − Σ log wᵢ + ν (1 + log(2π r²(θ) / ν))
 
-and their exact gradients ``∂ld/∂θ``, ``∂r²/∂θ`` separately (the profiles need them apart, in
-``(sd/cor, σ)``). Two kinds:
+with the gradients ``∂ld/∂θ`` and ``∂r²/∂θ`` apart (the profiles work in ``(sd/cor, σ)``, where they
+combine differently). Two evaluators give them:
 
-* :class:`DenseDeviance`, for small ``q`` (see ``DENSE_MAX_Q``) and any terms. With ``A = ΛᵀGΛ + I``
-  (``G = ZᵀWZ``), ``B = ΛᵀZᵀWX``, and ``E_i = ∂Λ/∂θ_i`` (ones where ``Λ`` holds ``θ_i``)::
+* :class:`DenseCriterion`, dense q × q algebra for small ``q`` and any terms. With ``A = ΛᵀGΛ + I``
+  (``G = ZᵀWZ``), ``B = ΛᵀZᵀWX`` and ``E_i = ∂Λ/∂θ_i``::
 
       ∂ld/∂θ_i = 2 tr(M E_i),  M = A⁻¹ΛᵀG                                    (ML)
                                M = A⁻¹ΛᵀG + A⁻¹B S⁻¹ (BᵀA⁻¹ΛᵀG − XᵀWZ)       (REML, S = R_XᵀR_X)
       ∂r²/∂θ_i = −2 uᵀE_iᵀ a,  a = ZᵀW(y − Xβ̂) − GΛu                         (envelope theorem)
 
-  (REML differentiates ``log|[[A, B], [Bᵀ, XᵀWX]]|``.) ``tr(M E_i)`` is a sum of entries of ``M``; all of it
-  is dense q × q algebra, a dozen LAPACK/BLAS calls: on sleepstudy (q = 36) about 40 µs per evaluation with
-  the gradient, against 250 µs for :class:`~sparselmm.deviance.ProfiledDeviance` without one.
-* :class:`FactorDeviance`, for a :class:`~sparselmm.deviance.ProfiledDeviance` with an analytic gradient
-  (the dense-Schur factors): ``∂r²/∂θ`` as above from the sparse cross-products, ``∂ld/∂θ`` as the
-  criterion's gradient minus ``ν/r² ∂r²/∂θ``. A bootstrap replicate's first evaluation, at θ̂, reuses a
-  factor held at θ̂ and the response-free part of the gradient (``∂ld/∂θ`` does not depend on ``y``), so it
-  costs two triangular solves instead of a factorisation and a gradient.
+  (REML differentiates ``log|[[A, B], [Bᵀ, XᵀWX]]|``.) It exists beside
+  :class:`~sparselmm.deviance.ProfiledDeviance` because a refit loop evaluates it thousands of times and
+  its dozen LAPACK/BLAS calls cost a fraction of the general solve's per-term bookkeeping (BENCHMARKS.md).
+* :class:`FactorCriterion`, the pieces of a :class:`~sparselmm.deviance.ProfiledDeviance` with an analytic
+  gradient (the dense-Schur factors): ``∂r²/∂θ`` as above from the sparse cross-products, ``∂ld/∂θ`` as the
+  criterion's gradient minus ``ν/r² ∂r²/∂θ``. It can hold factors at θ̂ so that a bootstrap replicate's
+  first evaluation costs two triangular solves (``∂ld/∂θ`` does not depend on ``y``).
 
-**The minimiser** (:func:`quasi_newton`) is a projected BFGS for box bounds that starts from a given
-Hessian (the Hessian at the known optimum, by differences of the exact gradient, :func:`hessian`), keeps the
-variables at a bound whose gradient points outwards fixed, backtracks on the Armijo condition and stops when
-the predicted decrease ``½ gᵀH⁻¹g`` (the squared Newton decrement, in deviance units) is below ``tol``.
-Where it fails (no descent, iteration limit) the caller falls back to the derivative-free path.
+:func:`evaluator` picks one (:data:`~sparselmm.linalg.thresholds.DENSE_MAX_Q`); the minimiser that uses
+them is :func:`sparselmm.newton.quasi_newton`.
 """
 
 from __future__ import annotations
@@ -43,28 +34,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dpotrf, dpotrs, dtrtrs
 
-from ..errors import NumericalError
-from ..linalg.thresholds import DENSE_FALLBACK_Q, DENSE_MAX_Q
+from .errors import NumericalError
+from .linalg.thresholds import DENSE_FALLBACK_Q, DENSE_MAX_Q
 
 __all__ = [
-    "DenseDeviance",
-    "FactorDeviance",
-    "Parts",
+    "DenseCriterion",
+    "FactorCriterion",
+    "CriterionPieces",
     "dense_size",
     "evaluator",
-    "hessian",
-    "quasi_newton",
 ]
 
 LOG_2PI = float(np.log(2 * np.pi))
-# a fit that stops at a zero θ_k tries θ_k = PROBE (lme4's restart_edge): the criterion is even in a scalar
-# θ_k, so 0 is stationary and may be a maximum along θ_k
-PROBE = 1e-3
-# the warm refits (sparselmm.refit, the bootstrap's replicates, the bootstrap LRT's) stop when the predicted
-# decrease of the criterion is below this (deviance units): θ within ~1e-4 standard errors of the optimum
-# (ζ² = Δ deviance); measured on sleepstudy, 1e-8 moved no bootstrap statistic by more than 2e-6 of its
-# bootstrap SD against fits to 1e-12
-REFIT_TOL = 1e-8
 # the dense evaluator costs ~3q³ flops per evaluation with its gradient plus ~25 numpy calls: it is the
 # fastest up to DENSE_MAX_Q; above it a factor with an analytic gradient is preferred (crossed_small, q = 420
 # = 300 + 120: the Schur factor eliminates the 300 and works on a 120² block), and without one the dense
@@ -79,7 +60,7 @@ def dense_size(devfun) -> int:
 
 
 @dataclass
-class Parts:
+class CriterionPieces:
     """The criterion's pieces at one θ (see the module docstring).
 
     ``beta`` is on the scale of the data (shift added back); ``Lu = Λu`` (the random effects over σ).
@@ -107,7 +88,7 @@ def lambda_pattern(terms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(idx)
 
 
-class _Criterion:
+class _PiecesCriterion:
     """The criterion from its pieces; shared by both evaluators."""
 
     reml: bool
@@ -120,7 +101,7 @@ class _Criterion:
     def nu(self) -> int:
         return self.n - self.p if self.reml else self.n
 
-    def value(self, parts: Parts) -> float:
+    def value(self, parts: CriterionPieces) -> float:
         nu = self.nu
         return float(parts.ld - self.slw + nu * (1.0 + LOG_2PI + np.log(parts.r2 / nu)))
 
@@ -134,11 +115,11 @@ class _Criterion:
         except NumericalError:
             return float("inf")
 
-    def parts(self, theta, gradient: bool = True) -> Parts:  # pragma: no cover - abstract
+    def parts(self, theta, gradient: bool = True) -> CriterionPieces:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-class DenseDeviance(_Criterion):
+class DenseCriterion(_PiecesCriterion):
     """The profiled criterion and its exact gradient in dense q × q algebra (small q, any terms).
 
     Parameters
@@ -176,16 +157,16 @@ class DenseDeviance(_Criterion):
         self.beta_shift = np.asarray(beta_shift, dtype=float).ravel()
         self.ZtXy = np.column_stack([self.ZtX, self.Zty])
 
-    def with_response(self, ZtWy, XtWy, ytWy: float, beta_shift) -> DenseDeviance:
+    def with_response(self, ZtWy, XtWy, ytWy: float, beta_shift) -> DenseCriterion:
         """A copy for another response, sharing ``G`` and the pattern."""
-        new = object.__new__(DenseDeviance)
+        new = object.__new__(DenseCriterion)
         new.__dict__.update(self.__dict__)
         new.set_response(ZtWy, XtWy, ytWy, beta_shift)
         return new
 
-    def with_cross(self, cross, reml: bool | None = None) -> DenseDeviance:
+    def with_cross(self, cross, reml: bool | None = None) -> DenseCriterion:
         """A copy for other cross-products with the same ``ZᵀWZ`` (e.g. columns moved to the offset)."""
-        new = object.__new__(DenseDeviance)
+        new = object.__new__(DenseCriterion)
         new.__dict__.update(self.__dict__)
         new.reml = self.reml if reml is None else bool(reml)
         new.p = cross.XtWX.shape[0]
@@ -195,7 +176,7 @@ class DenseDeviance(_Criterion):
         new.set_response(cross.ZtWy, cross.XtWy, cross.ytWy, cross.beta_shift)
         return new
 
-    def parts(self, theta, gradient: bool = True) -> Parts:
+    def parts(self, theta, gradient: bool = True) -> CriterionPieces:
         theta = np.asarray(theta, dtype=float)
         q, p = self.q, self.p
         if self.scalar:
@@ -229,7 +210,7 @@ class DenseDeviance(_Criterion):
         ld = 2.0 * float(np.sum(np.log(np.diagonal(L))))
         if self.reml and p:
             ld += 2.0 * float(np.sum(np.log(np.abs(np.diagonal(R_X)))))
-        parts = Parts(theta, ld, float(r2), beta + self.beta_shift)
+        parts = CriterionPieces(theta, ld, float(r2), beta + self.beta_shift)
         if not gradient:
             return parts
         u = dtrtrs(L, c_u - R_ZX @ beta, lower=1, trans=1)[0]
@@ -250,12 +231,12 @@ class DenseDeviance(_Criterion):
         return parts
 
 
-class FactorDeviance(_Criterion):
+class FactorCriterion(_PiecesCriterion):
     """The pieces of a :class:`~sparselmm.deviance.ProfiledDeviance` that has an analytic gradient."""
 
     def __init__(self, devfun):
         if not getattr(devfun, "has_gradient", False):
-            raise ValueError("FactorDeviance needs a deviance function with an analytic gradient")
+            raise ValueError("FactorCriterion needs a deviance function with an analytic gradient")
         self.devfun = devfun
         self.reml = devfun.reml
         self.n, self.p = devfun.n, devfun.p
@@ -272,7 +253,7 @@ class FactorDeviance(_Criterion):
         dr2 = -2.0 * np.bincount(self.idx, weights=u[self.cols] * a[self.rows], minlength=self.n_theta)
         return dr2, Lu
 
-    def parts(self, theta, gradient: bool | str = True) -> Parts:
+    def parts(self, theta, gradient: bool | str = True) -> CriterionPieces:
         """The pieces at θ; ``gradient="r2"``: ``∂r²/∂θ`` only (no ``∂ld/∂θ``, whose traces of ``C⁻¹`` are
         most of a gradient's cost), for :meth:`exact_dld` to complete from the factor still held."""
         theta = np.asarray(theta, dtype=float)
@@ -281,7 +262,7 @@ class FactorDeviance(_Criterion):
         dv = self.devfun
         state = dv.solve(theta)
         ld = state.ldL2 + (state.ldRX2 if self.reml else 0.0)
-        parts = Parts(theta, ld, state.pwrss, state.beta.copy())
+        parts = CriterionPieces(theta, ld, state.pwrss, state.beta.copy())
         if not gradient:
             return parts
         u = dv.spherical_modes(state)
@@ -292,7 +273,7 @@ class FactorDeviance(_Criterion):
         parts.dld = g - (self.nu / state.pwrss) * parts.dr2
         return parts
 
-    def exact_dld(self, parts: Parts) -> np.ndarray:
+    def exact_dld(self, parts: CriterionPieces) -> np.ndarray:
         """``∂ld/∂θ`` at the θ of ``parts`` from the factor of the last :meth:`parts` call (no refactorisation
         when that was at the same θ)."""
         if parts.dld is not None:
@@ -322,7 +303,7 @@ class FactorDeviance(_Criterion):
         held = []
         for th in points:
             work = self.devfun.with_reml(self.devfun.reml)  # own workspace (same cross-products), kept at th
-            parts = FactorDeviance(work).parts(th, gradient=True)  # consumes the factor on the Schur path
+            parts = FactorCriterion(work).parts(th, gradient=True)  # consumes the factor on the Schur path
             state = work.solve(th)  # the factor at th again, kept from now on
             held.append(
                 {
@@ -342,10 +323,10 @@ class FactorDeviance(_Criterion):
             self._H_ld = (D + D.T) / 2
             self._h = h
 
-    def with_cross(self, cross, share_factor: bool = True) -> FactorDeviance:
+    def with_cross(self, cross, share_factor: bool = True) -> FactorCriterion:
         """The evaluator of the same model with other cross-products (a new response), sharing the factor
         workspace and, if :meth:`hold_at` was called, the factors held there."""
-        new = object.__new__(FactorDeviance)
+        new = object.__new__(FactorCriterion)
         new.__dict__.update(self.__dict__)
         new.devfun = self.devfun._sibling(cross, self.reml, share_factor)
         return new
@@ -364,7 +345,7 @@ class FactorDeviance(_Criterion):
             H = None
         return self.value(p0), p0.dld + (nu / p0.r2) * p0.dr2, H
 
-    def _parts_at(self, hold: dict, gradient: bool) -> Parts:
+    def _parts_at(self, hold: dict, gradient: bool) -> CriterionPieces:
         dv = self.devfun
         work, cr, p = hold["work"], dv.cross, self.p
         c_u = work.chol.solve_L(work.Lambdat_times(hold["factors"], cr.ZtWy[:, None]))[:, 0]
@@ -377,7 +358,7 @@ class FactorDeviance(_Criterion):
         r2 = float(cr.ytWy - c_u @ c_u - c_beta @ c_beta)
         if not r2 > 0:
             raise NumericalError("The penalised residual sum of squares is not positive at this theta.")
-        parts = Parts(hold["theta"], hold["ld"], r2, beta_s + cr.beta_shift)
+        parts = CriterionPieces(hold["theta"], hold["ld"], r2, beta_s + cr.beta_shift)
         if gradient:
             u = work.chol.solve_Lt(c_u - R_ZX @ beta_s)
             parts.dr2, parts.Lu = self._dr2(hold["theta"], parts.beta, u)
@@ -399,185 +380,7 @@ def evaluator(devfun):
     """The fastest exact-gradient evaluator of ``devfun``'s criterion, or None if there is none."""
     kind = evaluator_kind(devfun)
     if kind == "dense":
-        return DenseDeviance(devfun.terms, devfun.cross, devfun.reml)
+        return DenseCriterion(devfun.terms, devfun.cross, devfun.reml)
     if kind == "factor":
-        return FactorDeviance(devfun)
+        return FactorCriterion(devfun)
     return None
-
-
-# ---- the minimiser ----------------------------------------------------------------------------
-def hessian(fun_grad, x: np.ndarray, lower=None, upper=None, rel_step: float = 1e-5) -> np.ndarray:
-    """A positive-definite Hessian from forward differences of an exact gradient (``n + 1`` calls).
-
-    Steps go inwards at an upper bound. Negative or tiny curvatures (a flat direction, a boundary optimum)
-    are raised to a floor so the matrix can start a quasi-Newton iteration.
-    """
-    x = np.asarray(x, dtype=float)
-    n = x.size
-    _, g0 = fun_grad(x)
-    H = np.empty((n, n))
-    for i in range(n):
-        h = rel_step * max(abs(x[i]), 1e-2)
-        if upper is not None and x[i] + h > upper[i]:
-            h = -h
-        step = x.copy()
-        step[i] += h
-        H[:, i] = (fun_grad(step)[1] - g0) / h
-    H = (H + H.T) / 2
-    w, V = np.linalg.eigh(H)
-    floor = max(float(np.max(np.abs(w))) * 1e-8, 1e-10)
-    return (V * np.maximum(np.abs(w), floor)) @ V.T
-
-
-def quasi_newton(
-    fun_grad,
-    x0: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    H0: np.ndarray | None,
-    tol: float,
-    first: tuple[float, np.ndarray] | None = None,
-    max_iter: int = 40,
-    probe: np.ndarray | None = None,
-    H_check: np.ndarray | None = None,
-    H0_inv: np.ndarray | None = None,
-    return_H: bool = True,
-    fun=None,
-    last_step: float = 100.0,
-):
-    """Minimise within box bounds by projected BFGS started from the Hessian ``H0`` (or its inverse ``H0_inv``).
-
-    ``fun_grad(x) -> (f, g)`` may raise :class:`NumericalError` (a rejected point). ``first`` is
-    ``fun_grad(x0)`` if already known. ``probe``: per variable, a step off a zero lower bound to try once the
-    iteration stops there (lme4's ``restart_edge``): the deviance is even in a scalar θ_k, so θ_k = 0 is a
-    stationary point that may be a maximum along θ_k; if the step lowers the criterion the iteration goes
-    on from there. ``H_check``: a second Hessian approximation (e.g. the one at the known optimum) under
-    which the predicted decrease must also be small before the iteration stops — a BFGS matrix inherited
-    from a neighbouring problem can be badly scaled and stop it early; if not, the iteration restarts from
-    ``H_check``. The iteration keeps the inverse Hessian (BFGS's inverse update; a variable held at a bound
-    is taken out by a Schur complement), so a step is one small matrix-vector product.
-
-    ``fun(x) -> f`` (the criterion alone, cheaper than with its gradient): when the predicted decrease is
-    within ``last_step × tol``, the step is taken and checked with ``fun`` only; if the criterion falls by at
-    least half the predicted amount, stop there (``g`` is then None): the model's error after such a step is
-    of higher order than the decrease. Saves the last gradient of most fits.
-
-    Returns ``(x, f, g, H, n_calls, converged)``; ``x`` is the last point evaluated, ``H`` the updated
-    Hessian approximation (to warm-start a neighbouring problem; None unless ``return_H``).
-    """
-    bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
-    x = np.minimum(np.maximum(np.asarray(x0, dtype=float), lower), upper)
-    n_calls = 0
-    if first is None:
-        f, g = fun_grad(x)
-        n_calls += 1
-    else:
-        f, g = first
-    Hinv = np.linalg.inv(H0) if H0_inv is None else np.array(H0_inv, dtype=float, copy=True)
-
-    def result(ok):
-        H = None
-        if return_H:
-            try:
-                H = np.linalg.inv(Hinv)
-            except np.linalg.LinAlgError:
-                H = H0
-        return x, f, g, H, n_calls, ok
-
-    if not np.isfinite(f):
-        return result(False)
-    probed = np.zeros(x.size, dtype=bool)
-    for _ in range(max_iter):
-        active = ((x <= lower) & (g >= 0)) | ((x >= upper) & (g <= 0)) if bounded else None
-        if active is None or not active.any():
-            d = -(Hinv @ g)
-        elif active.all():
-            d = np.zeros_like(x)
-        else:  # (H_ff)⁻¹ = Hinv_ff − Hinv_fa Hinv_aa⁻¹ Hinv_af
-            fr, ac = np.flatnonzero(~active), np.flatnonzero(active)
-            try:
-                K = Hinv[np.ix_(fr, fr)] - Hinv[np.ix_(fr, ac)] @ np.linalg.solve(
-                    Hinv[np.ix_(ac, ac)], Hinv[np.ix_(ac, fr)]
-                )
-            except np.linalg.LinAlgError:
-                K = np.diag(1.0 / np.maximum(np.abs(np.diag(H0 if H0 is not None else np.eye(x.size)))[fr], 1e-8))
-            d = np.zeros_like(x)
-            d[fr] = -(K @ g[fr])
-        decrease = -0.5 * float(g @ d)
-        if not decrease >= 0:  # lost positive definiteness: restart from the start's Hessian
-            Hinv = np.linalg.inv(H0) if H0_inv is None else np.array(H0_inv, dtype=float, copy=True)
-            continue
-        if decrease <= tol and H_check is not None:
-            free = ~active if active is not None else np.ones(x.size, dtype=bool)
-            if free.any():
-                C2, info2 = dpotrf(H_check[np.ix_(free, free)], lower=1, clean=1)
-                if info2 == 0 and 0.5 * float(g[free] @ dpotrs(C2, g[free], lower=1)[0]) > 100 * tol:
-                    Hinv = np.linalg.inv(H_check)
-                    H_check = None
-                    continue
-        if fun is not None and tol < decrease <= last_step * tol and (probe is None or not np.any(x == 0)):
-            xn = x + d
-            if bounded:
-                xn = np.minimum(np.maximum(xn, lower), upper)
-            try:
-                fn = fun(xn)
-            except NumericalError:
-                fn = np.inf
-            n_calls += 1
-            # the quadratic model predicts a decrease of `decrease` (≤ last_step × tol): any decrease beyond
-            # half of it (less the criterion's rounding) confirms the step and leaves less than tol
-            if fn <= f - 0.5 * decrease + 1e-13 * abs(f):
-                x, f, g = xn, fn, None
-                return result(True)
-        if decrease <= tol:
-            if probe is None:
-                return result(True)
-            edge = np.flatnonzero((x == 0) & (lower == 0) & (probe > 0) & ~probed)
-            moved = False
-            for i in edge:
-                probed[i] = True
-                xt = x.copy()
-                xt[i] = probe[i]
-                try:
-                    ft, gt = fun_grad(xt)
-                except NumericalError:
-                    ft = np.inf
-                n_calls += 1
-                if ft < f:
-                    x, f, g, moved = xt, ft, gt, True
-                    break
-            if not moved:
-                return result(True)
-            continue
-        alpha = 1.0
-        to_bound = None  # the largest step along d inside the box, computed when a step leaves it
-        for trial in range(12):
-            if trial == 1 and to_bound is not None and 0 < to_bound < 0.5:  # the projected step failed: go to the
-                alpha = to_bound  # first bound instead
-            xn = x + alpha * d
-            if bounded and (np.any(xn < lower) or np.any(xn > upper)):
-                if to_bound is None:
-                    moving = d != 0
-                    room = np.where(d < 0, lower - x, upper - x)[moving] / d[moving]
-                    to_bound = float(np.min(room)) if room.size else 1.0
-                xn = np.minimum(np.maximum(xn, lower), upper)
-            try:
-                fn, gn = fun_grad(xn)
-            except NumericalError:
-                fn, gn = np.inf, None
-            n_calls += 1
-            if fn <= f + 1e-4 * float(g @ (xn - x)):  # false for inf and nan
-                break
-            alpha *= 0.3 if not np.isfinite(fn) else 0.5
-        else:
-            return result(False)
-        s, yv = xn - x, gn - g
-        sy = float(s @ yv)
-        if sy > 1e-12 * np.sqrt(float(s @ s) * float(yv @ yv)):
-            Hy = Hinv @ yv
-            rho = 1.0 / sy
-            Hinv = (
-                Hinv + (rho * (1.0 + rho * float(yv @ Hy))) * np.outer(s, s) - rho * (np.outer(Hy, s) + np.outer(s, Hy))
-            )
-        x, f, g = xn, fn, gn
-    return result(False)
