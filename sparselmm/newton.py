@@ -64,6 +64,7 @@ def quasi_newton(
     return_H: bool = True,
     fun=None,
     last_step: float = 100.0,
+    gradient=None,
 ):
     """Minimise within box bounds by projected BFGS started from the Hessian ``H0`` (or its inverse ``H0_inv``).
 
@@ -82,9 +83,18 @@ def quasi_newton(
     least half the predicted amount, stop there (``g`` is then None): the model's error after such a step is
     of higher order than the decrease. Saves the last gradient of most fits.
 
+    ``gradient(x) -> g`` (with ``fun``; ``fun_grad`` may then be None): a gradient that costs more than the
+    criterion (finite differences, 2m evaluations): the line search evaluates ``fun`` alone and the gradient
+    only at the point it accepts.
+
     Returns ``(x, f, g, H, n_calls, converged)``; ``x`` is the last point evaluated, ``H`` the updated
     Hessian approximation (to warm-start a neighbouring problem; None unless ``return_H``).
     """
+    if gradient is not None:
+
+        def fun_grad(x):
+            return fun(x), gradient(x)
+
     bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
     x = np.minimum(np.maximum(np.asarray(x0, dtype=float), lower), upper)
     n_calls = 0
@@ -182,11 +192,13 @@ def quasi_newton(
                     to_bound = float(np.min(room)) if room.size else 1.0
                 xn = np.minimum(np.maximum(xn, lower), upper)
             try:
-                fn, gn = fun_grad(xn)
+                fn, gn = (fun(xn), None) if gradient is not None else fun_grad(xn)
             except NumericalError:
                 fn, gn = np.inf, None
             n_calls += 1
             if fn <= f + 1e-4 * float(g @ (xn - x)):  # false for inf and nan
+                if gn is None:
+                    gn = gradient(xn)
                 break
             alpha *= 0.3 if not np.isfinite(fn) else 0.5
         else:

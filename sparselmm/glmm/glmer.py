@@ -7,13 +7,11 @@ What is computed (and matched to lme4 1.1-31, ``validation/compare_glmm.py``):
   converged weights), θ by BOBYQA.
 * ``nAGQ = 1`` — the Laplace approximation over ``(θ, β)`` (lme4's second stage): PIRLS over ``u`` at
   fixed ``(θ, β)``, same objective. β stays out of a long derivative-free search: from the ``nAGQ = 0``
-  optimum (β standardised by its ``nAGQ = 0`` SEs) a quasi-Newton polish — finite-difference Hessian,
-  BFGS updates from central-difference gradients, step halving — converges in 2-4 steps; BOBYQA takes
-  over when the start is at a boundary (singular) or the Hessian is not positive definite. ``u`` is
-  warm-started across evaluations (1-3 PIRLS iterations each). Measured on VerbAgg (8 parameters):
-  about 190 criterion evaluations in all, the Hessian for the SEs included (29 nAGQ = 0, ~115 polish,
-  73 Hessian), where lme4 1.1-31 used 50 + 400 (Nelder–Mead on the raw ``(θ, β)``) plus its Hessian;
-  joint BOBYQA here took 325.
+  optimum (β standardised by its ``nAGQ = 0`` SEs) a quasi-Newton polish (:func:`sparselmm.newton.quasi_newton`
+  on central-difference gradients, started from θ's second differences and β's ``nAGQ = 0`` information)
+  converges in a few steps; BOBYQA takes over when the start is at a boundary (singular) or the start
+  Hessian is not positive definite. ``u`` is warm-started across evaluations (1-3 PIRLS iterations each).
+  Evaluation counts against lme4's are in BENCHMARKS.md.
 * ``nAGQ > 1`` — adaptive Gauss–Hermite quadrature for one scalar random-effects term, exactly lme4's
   ``glmerAGQ``: ``Σⱼ devcⱼ(u₀) + log|L|² − 2 Σⱼ log Σₖ wₖ exp(zₖ²/2 − (devcⱼ(u₀ + zₖ σⱼ) − devcⱼ(u₀))/2)``
   with ``devcⱼ = uⱼ² + Σ_{i∈j} devresidᵢ`` and ``σⱼ = 1/Lⱼⱼ``. As in lme4, this criterion uses the
@@ -79,6 +77,7 @@ from ..errors import (
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from ..linalg.threads import blas_threads
 from ..linalg.thresholds import GLMM_ONE_THREAD_FLOPS
+from ..newton import quasi_newton
 from ..optimize import (
     DERIV_STEP,
     SINGULAR_TOL,
@@ -286,69 +285,45 @@ class GlmmObjective:
         return float(devc0.sum() + np.log(Cjj).sum() - 2 * np.log(mult).sum())
 
 
-def _newton_polish(fun, x0, f0, lower, maxit=20, dec_tol=1e-8, H_beta=None):
-    """Minimise ``fun`` from ``x0`` by quasi-Newton steps: BFGS with central-difference gradients (2m
-    evaluations each) and step halving, from the finite-difference Hessian at ``x0`` or, given
-    ``H_beta`` (2 × the nAGQ = 0 information of β), from ``diag(θ second differences) ⊕ H_beta`` — the
-    second differences come with the first gradient, so the start costs 2m evaluations instead of
-    2m + m(m−1) (all validation cases: 1348 evaluations instead of 1517, VerbAgg 116 instead of 155).
-    Stops when the predicted decrease ``gᵀH⁻¹g`` is below ``dec_tol``.
+def _newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9):
+    """Minimise ``fun`` from ``x0`` by :func:`sparselmm.newton.quasi_newton` on central-difference gradients.
 
-    Returns ``(x, f, n_steps)``, or None when the Hessian is not positive definite, a step would leave
-    the bounds, or it does not converge — the caller then falls back to BOBYQA.
+    The start Hessian is ``diag(θ second differences) ⊕ H_beta`` (``H_beta``: 2 × the nAGQ = 0 information
+    of β): the second differences come with the first gradient, so the start costs 2m evaluations instead
+    of the 2m + m(m−1) of a full difference Hessian; BFGS corrects the missing θ-β coupling. Stops when the
+    predicted decrease ``½ gᵀH⁻¹g`` is below ``tol``.
+
+    Returns ``(x, f, n_steps)``, or None when the start Hessian is not positive definite or the iteration
+    does not converge — the caller then falls back to BOBYQA.
     """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
-
-    if H_beta is None:
-        g, H = deriv12(fun, x0, f0, lower)
-    else:
-        # start from an approximate Hessian: the θ diagonal from the gradient's own evaluations and the
-        # β block from the nAGQ = 0 fit (2 × its information), no θ-β coupling; BFGS corrects it
-        m, nb = x0.size, H_beta.shape[0]
-        up, dn = x0 + DERIV_STEP, np.maximum(x0 - DERIV_STEP, lower)
-        g = np.empty(m)
-        H = np.zeros((m, m))
-        for i in range(m):
-            xa, xs = x0.copy(), x0.copy()
-            xa[i], xs[i] = up[i], dn[i]
-            fa, fs = fun(xa), fun(xs)
-            g[i] = (fa - fs) / (up[i] - dn[i])
-            H[i, i] = (fa - 2 * f0 + fs) / ((up[i] - dn[i]) / 2) ** 2
-        nt = m - nb
-        H[nt:, nt:] = H_beta
-        H[np.arange(nt), np.arange(nt)] = np.where(np.diag(H)[:nt] > 0, np.diag(H)[:nt], 1.0)
-    try:
-        c = cho_factor(H)
-    except LinAlgError:
+    m, nb = x0.size, H_beta.shape[0]
+    up, dn = x0 + DERIV_STEP, np.maximum(x0 - DERIV_STEP, lower)
+    g = np.empty(m)
+    H = np.zeros((m, m))
+    for i in range(m):
+        xa, xs = x0.copy(), x0.copy()
+        xa[i], xs[i] = up[i], dn[i]
+        fa, fs = fun(xa), fun(xs)
+        g[i] = (fa - fs) / (up[i] - dn[i])
+        H[i, i] = (fa - 2 * f0 + fs) / ((up[i] - dn[i]) / 2) ** 2
+    nt = m - nb
+    H[nt:, nt:] = H_beta
+    H[np.arange(nt), np.arange(nt)] = np.where(np.diag(H)[:nt] > 0, np.diag(H)[:nt], 1.0)
+    if np.min(np.linalg.eigvalsh(H)) <= 0:
         return None
-    x, fx = x0.copy(), f0
-    for it in range(maxit):
-        step = -cho_solve(c, g)
-        if -g @ step < dec_tol:
-            return x, fx, it
-        t = 1.0
-        while True:
-            xn = x + t * step
-            if np.any(xn < lower):
-                return None
-            fn = fun(xn)
-            if fn <= fx:
-                break
-            t /= 2
-            if t < 1 / 32:
-                return (x, fx, it) if -g @ step < 1e-6 else None
-        g_new = fd_gradient(fun, xn, lower)
-        # BFGS update of the Hessian (superlinear instead of the chord method's linear convergence)
-        sv, yv = xn - x, g_new - g
-        Hs = H @ sv
-        if yv @ sv > 1e-12 * np.linalg.norm(yv) * np.linalg.norm(sv):
-            H = H + np.outer(yv, yv) / (yv @ sv) - np.outer(Hs, Hs) / (sv @ Hs)
-            try:
-                c = cho_factor(H)
-            except LinAlgError:
-                return None
-        x, fx, g = xn, fn, g_new
-    return None
+    x, f, _, _, n_steps, ok = quasi_newton(
+        None,
+        x0,
+        lower,
+        np.full(m, np.inf),
+        H,
+        tol,
+        first=(f0, g),
+        return_H=False,
+        fun=fun,
+        gradient=lambda x: fd_gradient(fun, x, lower),
+    )
+    return (x, f, n_steps) if ok else None
 
 
 # --- the entry point ----------------------------------------------------------------------------------------
@@ -540,7 +515,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         if polished is not None:
             xz, fval, n_steps = polished
             info["optimizer"] = "newton"
-            info["messages"].append(f"quasi-Newton polish: {n_steps} step(s)")
+            info["messages"].append(f"quasi-Newton polish: {n_steps} point(s) evaluated")
         else:
             if polish and not near_bound:
                 info["messages"].append("quasi-Newton polish not applicable; BOBYQA")
