@@ -6,7 +6,7 @@ from threadpoolctl import ThreadpoolController
 
 import sparselmm
 from sparselmm.linalg import threads
-from sparselmm.linalg.thresholds import EVALUATION_ONE_THREAD_FLOPS, GLMM_ONE_THREAD_FLOPS, REFIT_ONE_THREAD_FLOPS
+from sparselmm.linalg.thresholds import EVALUATION_ONE_THREAD_FLOPS, LOOP_ONE_THREAD_FLOPS
 
 
 def _blas_threads() -> list[int]:
@@ -30,12 +30,11 @@ def test_one_thread_below_the_threshold_and_restored(two_threads):
 
 
 def test_unchanged_above_the_threshold(two_threads):
-    big = int(round(REFIT_ONE_THREAD_FLOPS ** (1 / 3))) + 1
+    big = int(round(LOOP_ONE_THREAD_FLOPS ** (1 / 3))) + 1
     with threads.blas_threads(big):
         assert _blas_threads() == two_threads
-    small_for_refits = int(GLMM_ONE_THREAD_FLOPS ** (1 / 3)) + 1  # above glmer's threshold, below the refits'
-    with threads.blas_threads(small_for_refits, GLMM_ONE_THREAD_FLOPS):
-        assert _blas_threads() == two_threads
+    with threads.blas_threads(big, below=(big + 1) ** 3):  # a caller's own threshold
+        assert set(_blas_threads()) == {1}
 
 
 def test_small_evaluations_run_on_one_thread(two_threads):
@@ -51,4 +50,12 @@ def test_the_deviance_uses_the_policy(two_threads):
     assert f._small == threads.small_evaluation(f.chol.dense_flops())
     with f._blas_limit():
         assert min(_blas_threads()) == 1
+    assert _blas_threads() == two_threads
+
+
+def test_nested_one_thread_contexts_restore_the_outer_counts(two_threads):
+    with threads.one_blas_thread():
+        with threads.evaluation_limit(True):
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}  # the inner context left the outer one's limit in place
     assert _blas_threads() == two_threads

@@ -76,7 +76,6 @@ from ..errors import (
 )
 from ..formula import ParsedFormula, parse_formula, split_top_level
 from ..linalg.threads import blas_threads
-from ..linalg.thresholds import GLMM_ONE_THREAD_FLOPS
 from ..newton import quasi_newton
 from ..optimize import (
     DERIV_STEP,
@@ -230,7 +229,7 @@ class GlmmObjective:
         m = self.model
         return m.family.aic_term(m.y, mu, m.pw) + float(u @ u) + m.chol.logdet()
 
-    def stage0(self, theta) -> float:
+    def at_theta(self, theta) -> float:
         """nAGQ = 0: β and u by PIRLS at θ."""
         self.n_evals += 1
         m = self.model
@@ -243,7 +242,7 @@ class GlmmObjective:
         self.RX = RX
         return self.laplace(mu, u)
 
-    def stage1(self, theta, beta) -> float:
+    def at_theta_beta(self, theta, beta) -> float:
         """nAGQ >= 1: u by PIRLS at (θ, β); Laplace or AGQ criterion."""
         self.n_evals += 1
         m = self.model
@@ -434,7 +433,7 @@ def glmer(
     # factors costs milliseconds of synchronisation per call (4 ms per solve on VerbAgg's 24 x 24 block
     # on a busy 2-core machine); the policy is sparselmm.linalg.threads'
     dense = model.chol.q2 if model.schur else model.q
-    with blas_threads(dense, GLMM_ONE_THREAD_FLOPS):
+    with blas_threads(dense):
         try:
             return _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
         except PirlsNotConverged as err:
@@ -463,14 +462,14 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
     theta0 = design.theta0.copy() if start is None else np.asarray(start, dtype=float)
     lower = design.lower
     step0 = np.full(theta0.size, 0.2)
-    theta, f0, ok0, msg0 = nlopt_minimize(obj.stage0, theta0, lower, step=step0, **(STAGE0_START_TOL if nAGQ else {}))
+    theta, f0, ok0, msg0 = nlopt_minimize(obj.at_theta, theta0, lower, step=step0, **(STAGE0_START_TOL if nAGQ else {}))
     evals0 = obj.n_evals
-    f0 = obj.stage0(theta)  # leaves u, β, RX at the optimum
+    f0 = obj.at_theta(theta)  # leaves u, β, RX at the optimum
     beta0 = model.beta.copy()
     RX0 = obj.RX
     info = {
         "optimizer": "bobyqa",
-        "n_evals_stage0": evals0,
+        "n_evals_nagq0": evals0,
         "converged": ok0,
         "messages": [msg0],
     }
@@ -489,7 +488,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
     info["separation"] = []
     if nAGQ == 0:
         beta, fval = beta0, f0
-        crit = lambda th: obj.stage0(th)  # noqa: E731
+        crit = lambda th: obj.at_theta(th)  # noqa: E731
         x_opt = theta
         n_theta = theta.size
     else:
@@ -499,7 +498,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         nth = theta.size
 
         def fz(x):
-            return obj.stage1(x[:nth], beta0 + s * x[nth:])
+            return obj.at_theta_beta(x[:nth], beta0 + s * x[nth:])
 
         x0 = np.concatenate([theta, np.zeros(beta0.size)])
         low = np.concatenate([lower, np.full(beta0.size, -np.inf)])
@@ -523,9 +522,9 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
             info["converged"] = ok1
             info["messages"].append(msg1)
         theta, beta = xz[:nth], beta0 + s * xz[nth:]
-        info["n_evals_stage1"] = obj.n_evals - evals0 - 1
-        fval = obj.stage1(theta, beta)
-        crit = lambda x: obj.stage1(x[:nth], x[nth:])  # noqa: E731
+        info["n_evals_joint"] = obj.n_evals - evals0 - 1
+        fval = obj.at_theta_beta(theta, beta)
+        crit = lambda x: obj.at_theta_beta(x[:nth], x[nth:])  # noqa: E731
         x_opt = np.concatenate([theta, beta])
         n_theta = nth
     n_opt = obj.n_evals
@@ -533,9 +532,9 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
 
     # final state at the optimum (u, μ, factor), then derivatives
     if nAGQ == 0:
-        obj.stage0(theta)
+        obj.at_theta(theta)
     else:
-        obj.stage1(theta, beta)
+        obj.at_theta_beta(theta, beta)
     u_hat = model.u.copy()
     state = _final_state(model, theta, beta, u_hat)
     grad = hess = None
@@ -543,7 +542,7 @@ def _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_n
         t2 = time.perf_counter()
         grad, hess = deriv12(crit, x_opt, fval, np.concatenate([lower, np.full(beta.size, -np.inf)]))
         info["deriv_seconds"] = time.perf_counter() - t2
-        obj.stage1(theta, beta)  # restore warm start and factor
+        obj.at_theta_beta(theta, beta)  # restore warm start and factor
         model.u = u_hat
     singular = bool(np.any((lower == 0) & (theta < SINGULAR_TOL)))
     messages = info["messages"]

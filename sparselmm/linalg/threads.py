@@ -14,12 +14,9 @@ One rule, applied where the work is known (thresholds in :mod:`sparselmm.linalg.
   second spinning pool beside the LAPACK (scipy) or CHOLMOD one doing the heavy work;
 * the optimiser's own steps between evaluations (:func:`optimizer_limit`): one thread in the same cases,
   else unchanged;
-* a loop of refits (:func:`blas_threads`, with :data:`~sparselmm.linalg.thresholds.REFIT_ONE_THREAD_FLOPS`)
-  and a whole glmer fit (with :data:`~sparselmm.linalg.thresholds.GLMM_ONE_THREAD_FLOPS`): one thread when
-  the cube of the dense block's order is below the threshold, else unchanged.
-
-The glmer threshold (2e9) is not a measurement of its own: it was set when glmer copied lmer's rule ("as
-sparselmm.deviance found for lmer", whose threshold is 2e7) and is kept until measured.
+* a loop of factorisations — refits, or a whole glmer fit (:func:`blas_threads`, with
+  :data:`~sparselmm.linalg.thresholds.LOOP_ONE_THREAD_FLOPS`): one thread when the cube of the dense
+  block's order is below the threshold, else unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from functools import cache
 import scipy.linalg  # noqa: F401 - scipy's BLAS is loaded before the scan below
 
 from . import cholmod  # noqa: F401 - and CHOLMOD's
-from .thresholds import EVALUATION_ONE_THREAD_FLOPS, REFIT_ONE_THREAD_FLOPS
+from .thresholds import EVALUATION_ONE_THREAD_FLOPS, LOOP_ONE_THREAD_FLOPS
 
 __all__ = [
     "blas_threads",
@@ -147,9 +144,9 @@ def optimizer_limit(small: bool):
     return one_blas_thread() if small or machine_busy() else contextlib.nullcontext()
 
 
-def blas_threads(order: int, below: float = REFIT_ONE_THREAD_FLOPS):
+def blas_threads(order: int, below: float = LOOP_ONE_THREAD_FLOPS):
     """A context with every BLAS on one thread when a dense block of this ``order`` has ``order³ < below``
-    flops (the refit loops' threshold unless given), else unchanged."""
+    flops (:data:`~sparselmm.linalg.thresholds.LOOP_ONE_THREAD_FLOPS` unless given), else unchanged."""
     if float(order) ** 3 >= below:
         return contextlib.nullcontext()
     return one_blas_thread()

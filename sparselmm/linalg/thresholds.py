@@ -53,7 +53,6 @@ ROW_FREE_DENSE_MAX = 2500
 # ---- BLAS threads (sparselmm.linalg.threads): one thread below this much dense work ----------------------
 # an evaluation of the profiled deviance, on its factor's dense_flops(): maximal 60 × 40 fit 5.9 s → 0.05 s
 EVALUATION_ONE_THREAD_FLOPS = 2e7
-# a loop of refits, on (order of the dense block)³: InstEval's 1,156² potrf + potri 6.1 s on two threads, 42 ms on one
-REFIT_ONE_THREAD_FLOPS = 4e9
-# a whole glmer fit, on (order of the dense block)³: set with no measurement of its own (see threads.py)
-GLMM_ONE_THREAD_FLOPS = 2e9
+# a loop of factorisations (refits; a whole glmer fit, whose PIRLS refactors many times per evaluation), on
+# (order of the dense block)³: InstEval's 1,156² potrf + potri 6.1 s on two threads, 42 ms on one
+LOOP_ONE_THREAD_FLOPS = 4e9
