@@ -219,16 +219,16 @@ def test_low_rank_omega_equals_dense_algebra(formula, data, weights, reml, theta
     import sparselmm.derivatives as mod
 
     m = sparselmm.lmer(formula, _load(data), weights=weights, reml=reml)
-    assert isinstance(DevianceDerivatives(m.deviance_function, m.theta).omega, mod._DenseOmega)  # small q
+    assert isinstance(DevianceDerivatives(m.deviance_function, m.theta).omega, mod.DenseOmega)  # small q
     monkeypatch.setattr(mod, "DENSE_BELOW_Q", 0)
     # off the optimum (gradients not ~0, where only cancellation would be compared)
     th = m.theta * 1.1 + 0.05 if theta is None else np.asarray(theta, float)
     low = DevianceDerivatives(m.deviance_function, th, 1.3 * m.sigma)
-    assert isinstance(low.omega, mod._LowRankOmega)
+    assert isinstance(low.omega, mod.LowRankOmega)
     assert (low._Linv is None) == (theta is not None)
-    monkeypatch.setattr(mod, "_c_inverse_parts", lambda C, terms: None)
+    monkeypatch.setattr(mod, "c_inverse_parts", lambda C, terms: None)
     dense = DevianceDerivatives(m.deviance_function, th, 1.3 * m.sigma)
-    assert isinstance(dense.omega, mod._DenseOmega)
+    assert isinstance(dense.omega, mod.DenseOmega)
     for name in ("varpar_hessian", "varpar_gradient", "profiled_gradient"):
         a, b = getattr(low, name)(), getattr(dense, name)()
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9 * np.max(np.abs(b)), err_msg=name)
@@ -259,6 +259,6 @@ def test_too_many_random_effects_is_refused(monkeypatch):
     q2 = crossed.design.q - crossed.design.terms[0].q
     with pytest.raises(ModelSpecError, match=f"dense {q2} × {q2} complement"):
         DevianceDerivatives(crossed.deviance_function, crossed.theta)
-    monkeypatch.setattr(mod, "_c_inverse_parts", lambda C, terms: None)
+    monkeypatch.setattr(mod, "c_inverse_parts", lambda C, terms: None)
     with pytest.raises(ModelSpecError, match="q = 36"):
         DevianceDerivatives(m.deviance_function, m.theta)

@@ -5,7 +5,7 @@
 * an SD or σ over θ, σ following from θ (``σ = x / ‖λ_j‖``, :meth:`~ConstrainedFits._scale_row`); an SD at
   0 with its row of Λ fixed at 0;
 * a correlation over θ with its row re-parametrised (:meth:`~ConstrainedFits._cor_rows`); where the other
-  SD is 0, over lme4's ``(sd/cor…, σ)`` (``_Psi``, :class:`sparselmm.parameters.SdCorMap`);
+  SD is 0, over lme4's ``(sd/cor…, σ)`` (``ProfileScale``, :class:`sparselmm.parameters.SdCorMap`);
 * a fixed effect by moving its column to the offset at ``x``
   (:meth:`~sparselmm.deviance.ProfiledDeviance.with_columns_in_offset`: only right-hand sides change),
   minimising the ML deviance over θ.
@@ -30,9 +30,10 @@ import numpy as np
 
 from ..criterion import evaluator
 from ..errors import NumericalError
-from ..newton import hessian, quasi_newton
-from ..optimize import is_singular, nlopt_minimize, optimize_theta
+from ..newton import PROBE, hessian, quasi_newton
+from ..optimize import is_singular, nlopt_minimize
 from ..parameters import SdCorMap, estimates, parameter_names, parameter_values
+from .profile_beta import BetaFits
 
 # a constrained deviance below the minimum by more than this (absolute + relative) is reported as a new
 # optimum; smaller differences are the optimisers' tolerance
@@ -42,13 +43,9 @@ DEV_TOL_ABS, DEV_TOL_REL = 1e-6, 1e-9
 FIT_TOL = 1e-9
 # BOBYQA's tolerances where no gradient is available
 NLOPT_FTOL, NLOPT_XTOL = 1e-10, 1e-8
-# a constrained fit that stops at a zero SD (θ_k = 0) tries this step off it (in θ; in ψ times σ̂): the
-# criterion is even in a scalar θ_k, so 0 is stationary and may be a maximum along θ_k (Dyestuff2's β
-# profile: θ = 0 at the estimate, 0.12 with β held 1.7 SE away)
-PROBE = 1e-3
 
 
-class _Psi(SdCorMap):
+class ProfileScale(SdCorMap):
     """The criterion in lme4's ``(sd/cor…, σ)`` parameters ψ (:class:`~sparselmm.parameters.SdCorMap`)."""
 
     def __init__(self, devfun, design, ev):
@@ -124,10 +121,13 @@ class Point:
     H: np.ndarray | None
 
 
-class ConstrainedFits:
+class ConstrainedFits(BetaFits):
     """The profiled fit, refitted on ``criterion`` (``"ML"`` or ``"REML"``), on its own factor workspace, and
     its constrained fits: :meth:`deviance_at` fits every parameter but ``j``, held at ``x``, and records the
     point (``points``, ``rows``; ``notes`` for a criterion below the fit's)."""
+
+    fit_tol = FIT_TOL
+    point = Point  # the result of one constrained fit (for BetaFits)
 
     def __init__(self, result, criterion: str):
         with warnings.catch_warnings():
@@ -138,7 +138,7 @@ class ConstrainedFits:
         self.devfun = self.fit.deviance_function.with_reml(reml)  # own workspace: the fit is not touched
         self.design = self.fit.design
         self.ev = evaluator(self.devfun)
-        self.psi_map = _Psi(self.devfun, self.design, self.ev)
+        self.psi_map = ProfileScale(self.devfun, self.design, self.ev)
         self.est = estimates(self.fit)
         self.names = parameter_names(self.fit)
         self.n_var = self.design.n_theta + 1
@@ -578,66 +578,7 @@ class ConstrainedFits:
         return Point(x, zeta, dev, slope, params, np.asarray(theta, float).copy(), H_new)
 
     def _feasible_free(self, psi: np.ndarray, free: np.ndarray, j: int, z: np.ndarray) -> np.ndarray:
-        """The free part of a start made valid by :meth:`_Psi.feasible` (ψ[j] held)."""
+        """The free part of a start made valid by :meth:`ProfileScale.feasible` (ψ[j] held)."""
         p = psi.copy()
         p[free] = z
         return self.psi_map.feasible(p, j)[free]
-
-    def _beta_evaluator(self, col: int, x: float):
-        from ..criterion import DenseCriterion, FactorCriterion
-
-        if isinstance(self.ev, DenseCriterion):
-            return self.ev.with_cross(self.devfun.cross.with_columns_in_offset([col], x), reml=False)
-        if isinstance(self.ev, FactorCriterion):
-            return FactorCriterion(self.devfun.with_columns_in_offset([col], x, reml=False, share_factor=True))
-        return None
-
-    def _fit_beta(self, j: int, x: float, start, H) -> Point:
-        col = j - self.n_var
-        lower = self.design.lower
-        theta0 = self.fit.theta if start is None else np.maximum(start, lower)
-        ev = self._beta_evaluator(col, x)
-        theta = None
-        if ev is not None:
-            if H is None:
-                H = self.H_theta() if self.H_theta() is not None else np.eye(lower.size)
-            try:
-                theta, dev, _, H_new, _, ok = quasi_newton(
-                    ev.value_and_gradient,
-                    theta0,
-                    lower,
-                    np.full(lower.size, np.inf),
-                    H,
-                    FIT_TOL,
-                    probe=np.where(lower == 0, PROBE, 0.0),
-                    H_check=self.H_theta(),
-                )
-                parts = ev.parts(theta, gradient=True)
-            except NumericalError:
-                ok = False
-            if not ok:
-                theta = None
-        if theta is None:
-            reduced = self.devfun.with_columns_in_offset([col], x, reml=False, share_factor=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                theta, dev, _ = optimize_theta(reduced, theta0, lower, "bobyqa", None, False, True)
-            state = reduced.solve(theta)
-            beta_k, r2, ddev, H_new = state.beta, state.pwrss, None, None
-        else:
-            beta_k, r2 = parts.beta, parts.r2
-            ddev = self._beta_slope(col, x, beta_k, parts.Lu, r2)
-        n = self.devfun.n
-        sigma = math.sqrt(r2 / n)
-        beta = np.insert(beta_k, col, x)
-        params = parameter_values(self.design, theta, sigma, beta)
-        zeta, slope = self._zeta(j, x, float(dev), ddev)
-        return Point(x, zeta, float(dev), slope, params, np.asarray(theta, float).copy(), H_new)
-
-    def _beta_slope(self, col: int, x: float, beta_k, Lu, r2: float) -> float:
-        """``d/dx`` of the profiled ML deviance with ``β_col = x``: ``(n/r²) ∂r²/∂x``, ``∂r²/∂x = −2 x_jᵀWe``
-        (envelope theorem), from the full model's cross-products."""
-        cr = self.devfun.cross
-        beta = np.insert(beta_k, col, x) - cr.beta_shift
-        xWe = cr.XtWy[col] - cr.XtWX[col] @ beta - cr.ZtWX[:, col] @ Lu
-        return (self.devfun.n / r2) * (-2.0 * float(xWe))
