@@ -341,7 +341,17 @@ def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean
     """
     n = y.shape[0]
     _check_identifiable(terms, n, check_levels)
-    # lme4: sort by decreasing number of levels (rev(order(nl)) reverses ties), only if not already sorted
+    terms = place_terms(terms)
+    Zt = build_Zt(terms, n)
+    return Design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
+
+
+def place_terms(terms: list[ReTerm]) -> list[ReTerm]:
+    """The terms in lme4's order, each given its first column of ``Z`` and first element of ``θ``.
+
+    lme4 sorts by decreasing number of levels (``rev(order(nl))``, which reverses ties), only if the terms
+    are not already in that order.
+    """
     nl = np.array([t.n_levels for t in terms])
     if np.any(np.diff(nl) > 0):
         terms = [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
@@ -350,8 +360,7 @@ def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean
         t.offset, t.theta_offset = col, th
         col += t.q
         th += t.n_theta
-    Zt = build_Zt(terms, n)
-    return Design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
+    return terms
 
 
 def design_from_arrays(

@@ -62,6 +62,7 @@ from ..design import (
     check_factor_levels,
     drop_collinear,
     encode_grouping,
+    place_terms,
     required_columns,
 )
 from ..errors import (
@@ -197,14 +198,7 @@ def build_glmm_design(parsed: ParsedFormula, frame: pd.DataFrame, weights, offse
         if t.n_levels > n:  # glmer: allow.n = TRUE
             raise ModelSpecError(f"Grouping factor {t.group_name!r} has more levels ({t.n_levels}) than rows ({n}).")
         terms.append(t)
-    nl = np.array([t.n_levels for t in terms])
-    if np.any(np.diff(nl) > 0):
-        terms = [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
-    col = th = 0
-    for t in terms:
-        t.offset, t.theta_offset = col, th
-        col += t.q
-        th += t.n_theta
+    terms = place_terms(terms)
     Zt = build_Zt(terms, n)
     return Design(parsed, y, X, names, mm.model_spec, dropped, terms, Zt, clean.weights, clean.offset, clean)
 
