@@ -22,7 +22,14 @@ from collections.abc import Iterable, Mapping
 
 import scipy.sparse as sp
 
-__all__ = ["LazyCholesky", "picklable_devfun", "picklable_namespace", "restore_namespace", "formula_names"]
+__all__ = [
+    "LazyCholesky",
+    "picklable_devfun",
+    "picklable_pirls_model",
+    "picklable_namespace",
+    "restore_namespace",
+    "formula_names",
+]
 
 
 class LazyCholesky:
@@ -97,6 +104,20 @@ def picklable_sparse_cholesky(chol, pattern):
     if isinstance(chol, SparseCholesky | LazyCholesky):
         return _lazy(chol, pattern)
     return chol
+
+
+def picklable_pirls_model(model):
+    """A shallow copy of a glmer fit's :class:`~sparselmm.glmm.pirls.PirlsModel` that pickles: its CHOLMOD
+    factor becomes a :class:`LazyCholesky` of the pattern of ``ΛᵀZᵀWZΛ + I`` (the weights do not change the
+    pattern); a dense-Schur model, or None, is returned as it is. The copy's numeric factor is computed again
+    when the result next needs it (``_factor_at_fit``)."""
+    if model is None or getattr(model, "schur", False):
+        return model
+    pattern = (model.M_lower if model.scalar else model._A_map[4]).copy()
+    pattern.data[:] = 1.0
+    new = copy.copy(model)
+    new.chol = picklable_sparse_cholesky(model.chol, (pattern + sp.identity(model.q, format="csc")).tocsc())
+    return new
 
 
 # ---- formula namespaces ------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""The fitted model returned by :func:`sparselmm.lmer`: estimates, random effects, prediction, summary."""
+"""The fitted model returned by :func:`sparselmm.lmer`: what a linear fit adds to the shared accessors of
+:class:`~sparselmm.result_base.MixedModelResult` — its criterion and σ̂, ``vcov`` from ``R_X``, fitted
+values and residuals, the summary, and the methods that reach :mod:`sparselmm.inference` and
+:mod:`sparselmm.refit` (which take the result as an argument and never import this class)."""
 
 from __future__ import annotations
 
@@ -7,13 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from .design import Design
 from .deviance import PLSState, ProfiledDeviance
 from .errors import DataError
-from .optimize import SINGULAR_TOL, OptInfo, is_singular
-from .predict import linear_predictor
+from .optimize import OptInfo
+from .result_base import MixedModelResult, prediction_series
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -31,39 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["LmerResult"]
 
 
-def ranef_frames(terms, b: np.ndarray, blocks: list[np.ndarray] | None = None) -> dict[str, pd.DataFrame]:
-    """The random effects ``b`` as one DataFrame per grouping factor (rows: levels; columns: the terms'
-    coefficient names), shared by lmer and glmer fits so that both have one shape (and the plots work on both).
-
-    ``blocks`` (per term, levels × k × k conditional covariances) adds ``attrs["cond_var"]`` (block diagonal
-    across the terms on one factor) and ``attrs["cond_sd"]`` (a DataFrame of conditional SDs).
-    """
-    grouped: dict[str, list[int]] = {}
-    for i, t in enumerate(terms):
-        grouped.setdefault(t.group_name, []).append(i)
-    out = {}
-    for name, idx in grouped.items():
-        group_terms = [terms[i] for i in idx]
-        cols, frames = [], []
-        for t in group_terms:
-            frames.append(b[t.offset : t.offset + t.q].reshape(t.n_levels, t.k))
-            cols.extend(t.cnms)
-        df = pd.DataFrame(np.hstack(frames), index=group_terms[0].levels.copy(), columns=cols)
-        df.index.name = name
-        if blocks is not None:
-            k = len(cols)
-            cv = np.zeros((len(df), k, k))
-            pos = 0
-            for i, t in zip(idx, group_terms):
-                cv[:, pos : pos + t.k, pos : pos + t.k] = blocks[i]
-                pos += t.k
-            df.attrs["cond_var"] = cv
-            df.attrs["cond_sd"] = pd.DataFrame(np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols)
-        out[name] = df
-    return out
-
-
-class LmerResult:
+class LmerResult(MixedModelResult):
     """A linear mixed model fitted by :func:`sparselmm.lmer` (lme4's ``merMod``).
 
     Attributes
@@ -80,11 +49,13 @@ class LmerResult:
     """
 
     rows_held = True  # the fitted rows are kept (a fit from chunks, scale.StreamedLmerResult, has only sums)
+    _use_scale = True  # σ is a parameter: counted by n_params, the Residual row of varcorr
 
     def __init__(self, devfun: ProfiledDeviance, state: PLSState, optinfo: OptInfo, data_name: str | None = None):
         self._devfun = devfun
-        self._design: Design = devfun.design
+        self._design = devfun.design
         self._state = state
+        self._beta = state.beta
         self.optinfo = optinfo
         self.reml = devfun.reml
         self.data_name = data_name
@@ -97,16 +68,18 @@ class LmerResult:
         self._b = devfun.Lambda_times(factors, self._u)
         self._cond_var: list[np.ndarray] | None = None
 
-    # ---- parameters ---------------------------------------------------------------------------
-    @property
-    def formula(self) -> str:
-        """The model formula as given (whitespace normalised)."""
-        return self._design.parsed.formula
+    def _factor_at_fit(self) -> Factor:
+        self._devfun.solve(self.theta)  # the factor may hold another θ (a profile, a refit shared it)
+        return self._devfun.chol
 
-    @property
-    def fixef(self) -> pd.Series:
-        """Fixed-effects estimates, named by model-matrix column."""
-        return pd.Series(self._state.beta.copy(), index=self._design.fixed_names, name="fixef")
+    def _fit_label(self) -> str:
+        return "REML" if self.reml else "ML"
+
+    def _picklable_state(self, state: dict) -> dict:
+        from ._pickling import picklable_devfun
+
+        state["_devfun"] = picklable_devfun(self._devfun)
+        return state
 
     @property
     def vcov(self) -> pd.DataFrame:
@@ -114,56 +87,6 @@ class LmerResult:
         names = self._design.fixed_names
         R_inv = np.linalg.inv(self._state.R_X) if names else np.zeros((0, 0))
         return pd.DataFrame(self.sigma**2 * R_inv @ R_inv.T, index=names, columns=names)
-
-    @property
-    def bse(self) -> pd.Series:
-        """Standard errors of the fixed effects."""
-        return pd.Series(np.sqrt(np.diag(self.vcov)), index=self._design.fixed_names, name="se")
-
-    def _term_covariances(self) -> list[np.ndarray]:
-        """Per term, the k × k covariance matrix ``σ² T Tᵀ`` of its random effects."""
-        return [self.sigma**2 * T @ T.T for T in self._devfun.factors(self.theta)]
-
-    @property
-    def varcorr(self) -> pd.DataFrame:
-        """Variance components as lme4's ``as.data.frame(VarCorr(m))``.
-
-        One row per variance (``var2`` NaN, ``sdcor`` the standard deviation) and per covariance
-        (``sdcor`` the correlation), term by term, then the residual (``var1``, ``var2`` NaN). A DataFrame
-        (:class:`sparselmm.printing.VarCorr`) that prints as lme4's ``print(VarCorr(m))``;
-        ``.format_lines(comp=("Variance", "Std.Dev."))`` adds the variances, ``.to_frame()`` is the plain
-        DataFrame.
-        """
-        rows = varcorr_rows(self._design.terms, self._term_covariances())
-        rows.append(("Residual", np.nan, np.nan, self.sigma**2, self.sigma))
-        return varcorr_table(rows, self._design.terms)
-
-    # ---- likelihood -----------------------------------------------------------------------
-    @property
-    def nobs(self) -> int:
-        """Number of observations used in the fit (rows with missing values dropped)."""
-        return self._design.n
-
-    @property
-    def n_params(self) -> int:
-        """Number of estimated parameters: β, θ and σ."""
-        return self._design.p + self._design.n_theta + 1
-
-    @property
-    def loglik(self) -> float:
-        """Log-likelihood (the REML log-likelihood for REML fits, as lme4's ``logLik``)."""
-        return -0.5 * self.objective
-
-    @property
-    def aic(self) -> float:
-        """Akaike's information criterion ``−2 loglik + 2 n_params`` (on the REML criterion for REML fits,
-        as lme4's ``AIC``)."""
-        return -2 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        """Schwarz's criterion ``−2 loglik + n_params · log(nobs)``."""
-        return -2 * self.loglik + self.n_params * np.log(self.nobs)
 
     @cached_property
     def deviance(self) -> float:
@@ -175,57 +98,16 @@ class LmerResult:
         return ml(self.theta)
 
     @property
-    def df_resid(self) -> int:
-        """Residual degrees of freedom, ``nobs − n_params`` (lme4's ``df.residual``)."""
-        return self.nobs - self.n_params
-
-    @property
-    def ngroups(self) -> dict[str, int]:
-        """Number of levels of each grouping factor."""
-        out: dict[str, int] = {}
-        for t in self._design.terms:
-            out.setdefault(t.group_name, t.n_levels)
-        return out
-
-    def is_singular(self, tol: float = SINGULAR_TOL) -> bool:
-        """True when a random-effect variance is (near) zero or a correlation is ±1 (lme4's ``isSingular``)."""
-        return is_singular(self.theta, self._design.lower, tol)
-
-    # ---- random effects -------------------------------------------------------------------
-    def _cond_var_blocks(self) -> list[np.ndarray]:
-        if self._cond_var is None:
-            self._devfun.solve(self.theta)  # make sure the factor holds θ̂
-            self._cond_var = self._devfun.conditional_variance_blocks(self.theta, self.sigma)
-        return self._cond_var
-
-    def ranef(self, cond_var: bool = False) -> dict[str, pd.DataFrame]:
-        """Conditional modes of the random effects, one DataFrame per grouping factor (rows: levels).
-
-        With ``cond_var=True`` each frame carries ``attrs["cond_var"]``, an array (levels × k × k) of
-        conditional covariances (lme4's ``condVar``; block diagonal across terms on one factor), and
-        ``attrs["cond_sd"]``, a DataFrame of conditional standard deviations.
-        """
-        return ranef_frames(self._design.terms, self._b, self._cond_var_blocks() if cond_var else None)
-
-    def coef(self) -> dict[str, pd.DataFrame]:
-        """Per-level coefficients: fixed effects plus the level's random effects (lme4's ``coef``)."""
-        fe = self.fixef
-        out = {}
-        for name, re in self.ranef().items():
-            df = pd.DataFrame(np.tile(fe.to_numpy(), (len(re), 1)), index=re.index, columns=fe.index)
-            for col in re.columns:
-                df[col] = df[col] + re[col] if col in df.columns else re[col]
-            out[name] = df
-        return out
+    def deviance_function(self) -> ProfiledDeviance:
+        """The profiled deviance (or REML criterion) of this fit as a function of θ, as returned by
+        :func:`sparselmm.deviance_function`."""
+        return self._devfun
 
     # ---- fitted values and prediction -------------------------------------------------------
-    def _offset(self) -> np.ndarray:
-        off = self._design.offset
-        return np.zeros(self.nobs) if off is None else off
-
     def fitted(self) -> np.ndarray:
         """Fitted values ``Xβ̂ + Zb̂ + offset``."""
-        return self._design.X @ self._state.beta + self._design.Zt.T @ self._b + self._offset()
+        off = self._design.offset
+        return self._design.X @ self._beta + self._design.Zt.T @ self._b + (0.0 if off is None else off)
 
     def residuals(self, type: str = "response") -> np.ndarray:
         """Residuals: ``"response"`` (y − fitted), ``"pearson"`` (× √w) or ``"scaled"`` (pearson / σ)."""
@@ -276,67 +158,8 @@ class LmerResult:
         sparselmm.FormulaError
             A ``re_form`` that is not understood or names random terms the model does not have.
         """
-        eta = linear_predictor(self._design, self._state.beta, self._b, newdata, re_form, allow_new_levels, offset)
+        eta = self._linear_predictor(newdata, re_form, allow_new_levels, offset)
         return prediction_series(eta, newdata, self._design)
-
-    # ---- lme4's getME -----------------------------------------------------------------------
-    @property
-    def X(self) -> np.ndarray:
-        """Fixed-effects model matrix, n × p (lme4's ``getME(m, "X")``)."""
-        return self._design.X
-
-    @property
-    def y(self) -> np.ndarray:
-        """The response of the rows fitted."""
-        return self._design.y
-
-    @property
-    def Zt(self) -> sp.csc_matrix:
-        """Transposed random-effects model matrix, q × n, sparse (lme4's ``getME(m, "Zt")``)."""
-        return self._design.Zt
-
-    @property
-    def Z(self) -> sp.csr_matrix:
-        """Random-effects model matrix, n × q, sparse (lme4's ``getME(m, "Z")``)."""
-        return self._design.Zt.T.tocsr()
-
-    @property
-    def Lambdat(self) -> sp.csc_matrix:
-        """Transposed relative covariance factor ``Λᵀ`` at θ̂, q × q, sparse (lme4's ``getME(m, "Lambdat")``)."""
-        return self._design.Lambdat(self.theta)
-
-    @property
-    def Lambda(self) -> sp.csc_matrix:
-        """Relative covariance factor ``Λ`` at θ̂ (``Var(b) = σ² Λ Λᵀ``)."""
-        return self.Lambdat.T.tocsc()
-
-    @property
-    def factor(self) -> Factor:
-        """The factor of ``Λᵀ ZᵀWZ Λ + I`` at θ̂ (a :class:`sparselmm.linalg.factor.Factor`: CHOLMOD or a dense-Schur
-        factor, whichever the fit used; ``solve_L``, ``solve_Lt``, ``logdet``)."""
-        self._devfun.solve(self.theta)
-        return self._devfun.chol
-
-    @property
-    def u(self) -> np.ndarray:
-        """Spherical random effects ``u`` (``b = Λ u``)."""
-        return self._u.copy()
-
-    @property
-    def b(self) -> np.ndarray:
-        """Random effects on the original scale, in ``Z``'s column order."""
-        return self._b.copy()
-
-    @property
-    def design(self) -> Design:
-        """The model's design: parsed formula, ``X``, ``Zt``, random-effects terms, θ's layout and bounds."""
-        return self._design
-
-    @property
-    def deviance_function(self) -> ProfiledDeviance:
-        """The profiled deviance (or REML criterion) of this fit as a function of θ, as returned by
-        :func:`sparselmm.deviance_function`."""
-        return self._devfun
 
     def summary(self, ddf: str | None = None) -> LmerSummary:
         """lmerTest-style summary (lme4's layout with df and p-values); print it.
@@ -485,22 +308,6 @@ class LmerResult:
         from .inference.contrasts import term_contrasts
 
         return term_contrasts(self._design, type)
-
-    def __repr__(self) -> str:
-        kind = "REML" if self.reml else "ML"
-        return f"<LmerResult {self.formula!r} ({kind}), objective={self.objective:.4f}, n={self.nobs}>"
-
-    def __getstate__(self):
-        """Pickle without the CHOLMOD factor (it does not pickle): its symbolic analysis is redone on first
-        use after unpickling (:mod:`sparselmm._pickling`); everything else is kept as it is."""
-        from ._pickling import picklable_devfun
-
-        state = dict(self.__dict__)
-        state["_devfun"] = picklable_devfun(self._devfun)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
 
     # ---- new fits of this model (sparselmm.refit), confidence intervals, bootstrap (inference/) ----
     def _new_fit(
@@ -825,27 +632,7 @@ class LmerResult:
 
         return profile(self, which=which, level=level, criterion=criterion, progress=progress, **kwargs)
 
-    # ---- plots (sparselmm.plot; matplotlib, the "plot" extra) ----
-    def plot_ranef(self, group: str | Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
-        """Caterpillar plot of the conditional modes with ``level`` intervals from the conditional variances
-        (lme4's ``dotplot(ranef(m, condVar = TRUE))``). See :func:`sparselmm.plot.plot_ranef`."""
-        from .plot import plot_ranef
-
-        return plot_ranef(self, group=group, level=level, **kwargs)
-
-    def plot_qq_ranef(self, group: str | Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
-        """Normal QQ plot of the conditional modes (lme4's ``qqmath(ranef(m, condVar = TRUE))``).
-        See :func:`sparselmm.plot.plot_qq_ranef`."""
-        from .plot import plot_qq_ranef
-
-        return plot_qq_ranef(self, group=group, level=level, **kwargs)
-
-    def plot_residuals(self, type: str = "pearson", **kwargs: Any) -> Figure:
-        """Residuals against fitted values (lme4's ``plot(m)``). See :func:`sparselmm.plot.plot_residuals`."""
-        from .plot import plot_residuals
-
-        return plot_residuals(self, type=type, **kwargs)
-
+    # ---- plots (sparselmm.plot): plot_ranef, plot_qq_ranef, plot_residuals are the base's ----
     def plot_profile(
         self,
         prof: Profile | None = None,
@@ -860,47 +647,3 @@ class LmerResult:
         if prof is None:
             prof = self.profile(which=which)
         return plot_profile(prof, which=which, absolute=absolute, **kwargs)
-
-    # ---- end of confidence intervals, refits, bootstrap ----
-
-
-def varcorr_rows(terms, covariances) -> list[tuple]:
-    """lme4's ``as.data.frame(VarCorr(m))`` rows of the random-effects terms: per term its variances (SD in
-    ``sdcor``), then its covariances (correlation in ``sdcor``)."""
-    rows = []
-    for t, cov in zip(terms, covariances):
-        sd = np.sqrt(np.diag(cov))
-        for i in range(t.k):
-            rows.append((t.group_name, t.cnms[i], np.nan, cov[i, i], sd[i]))
-        for j in range(t.k):
-            for i in range(j + 1, t.k):
-                corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                rows.append((t.group_name, t.cnms[j], t.cnms[i], cov[i, j], corr))
-    return rows
-
-
-def varcorr_table(rows: list[tuple], terms) -> pd.DataFrame:
-    """The ``varcorr`` frame of :func:`varcorr_rows`' rows (plus a residual row), printed as lme4's
-    ``print(VarCorr(m))`` (:class:`sparselmm.printing.VarCorr`)."""
-    from .printing import VarCorr
-
-    frame = pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
-    for col in ("var1", "var2"):  # missing names are NaN whatever the column's dtype
-        frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
-    table = VarCorr(frame)
-    table.attrs["term_sizes"] = [int(t.k) for t in terms]
-    return table
-
-
-def prediction_series(values, newdata, design):
-    """Predictions as a Series on ``newdata``'s index (a pandas DataFrame) or on the caller's index of the
-    rows fitted (no ``newdata``); other ``newdata`` (a dict, a polars frame) gives the array."""
-    values = np.asarray(values)
-    if newdata is None:
-        index = getattr(getattr(design, "data", None), "index", None)
-        if index is None or len(index) != values.shape[0]:
-            index = pd.RangeIndex(values.shape[0])
-        return pd.Series(values, index=index)
-    if isinstance(newdata, pd.DataFrame) and len(newdata) == values.shape[0]:
-        return pd.Series(values, index=newdata.index)
-    return values

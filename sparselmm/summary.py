@@ -1,13 +1,16 @@
-"""Text summary of an lmer fit in lme4's layout (``summary(merMod)``)."""
+"""Text summaries of fits in lme4's layout: :class:`LmerSummary` (``summary(merMod)`` with lmerTest's df
+and p-values) and :class:`GlmmSummary` (``summary(glmerMod)``), built from one set of parts — the
+criteria, the scaled residuals' quantiles, the random-effects table (:class:`sparselmm.printing.VarCorr`),
+the coefficient table with its p-values and stars, the optimiser's messages."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .design import r_name
-from .printing import _char_matrix, html_pre, r_abbreviate, r_format, r_named_vector
+from .printing import SIGNIF_LEGEND, _char_matrix, html_pre, r_abbreviate, r_format, r_named_vector
 
-__all__ = ["AUTO_DDF_MAX_DENSE", "LmerSummary"]
+__all__ = ["AUTO_DDF_MAX_DENSE", "GlmmSummary", "LmerSummary"]
 
 # summary() computes Satterthwaite's df by default while the exact derivatives' dense block (the complement
 # of the largest term, or all q when no term is eliminated: sparselmm.derivatives.dense_dimension) has at
@@ -69,6 +72,68 @@ def _stars(p: float) -> str:
     return ""
 
 
+# ---- the parts both summaries print -----------------------------------------------------------------
+def criteria_lines(res) -> list[str]:
+    """lme4's AIC, BIC, logLik, deviance and df.resid: names over values, each right-justified."""
+    names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
+    vals = [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.1f}", f"{res.deviance:.1f}", f"{res.df_resid}"]
+    widths = [max(len(a), len(b)) + 1 for a, b in zip(names, vals)]
+    return [" ".join(s.rjust(x) for s, x in zip(names, widths)), " ".join(v.rjust(x) for v, x in zip(vals, widths))]
+
+
+def scaled_residual_lines(residuals) -> list[str]:
+    """lme4's "Scaled residuals:" quantiles (Min, 1Q, Median, 3Q, Max), printed with 4 digits."""
+    q = np.quantile(np.asarray(residuals, dtype=float), [0, 0.25, 0.5, 0.75, 1.0])
+    return ["Scaled residuals: "] + r_named_vector(["Min", "1Q", "Median", "3Q", "Max"], q, 4)
+
+
+def random_effects_table(res) -> list[str]:
+    """lme4's random-effects table (``formatVC`` with 4 digits: Groups, Name, Variance, Std.Dev., Corr)."""
+    return res.varcorr.format_lines(digits=4, comp=("Variance", "Std.Dev."))
+
+
+def random_effects_lines(res) -> list[str]:
+    """The "Random effects:" block: the table, then the numbers of observations and of levels per group."""
+    groups = "; ".join(f"{k}, {v}" for k, v in res.ngroups.items())
+    return ["Random effects:", *random_effects_table(res), f"Number of obs: {res.nobs}, groups:  {groups}"]
+
+
+def coefficient_lines(tab) -> list[str]:
+    """A coefficient table as lme4 and lmerTest print it: ``Estimate``, ``Std. Error`` and ``df`` with a
+    common number of decimals per column, the statistic (``t value``, ``z value``) with 3, the p-value
+    (``Pr(>|t|)``, ``Pr(>|z|)``) as R's ``format.pval`` with its stars, and the legend under the table."""
+    cols = [str(c) for c in tab.columns]
+    cells = []
+    for c in cols:
+        values = tab[c].to_numpy(dtype=float)
+        if c.startswith("Pr("):
+            cells.append([_pvalue(p) for p in values])
+        elif c.endswith(" value"):
+            cells.append([f"{v:.3f}" for v in values])
+        else:
+            cells.append(_column(values))
+    has_p = bool(cols) and cols[-1].startswith("Pr(")
+    header = ["", *cols] + ([""] if has_p else [])
+    if has_p:
+        cells.append([_stars(p) for p in tab[cols[-1]].to_numpy(dtype=float)])
+    names = [r_name(n) for n in tab.index]
+    rows = [header] + [[n] + [col[i] for col in cells] for i, n in enumerate(names)]
+    lines = _table(rows, set(range(1, len(cols) + 1)))
+    if has_p:
+        lines += ["---", SIGNIF_LEGEND]
+    return lines
+
+
+def optimizer_lines(info, skip: tuple[str, ...] = ()) -> list[str]:
+    """lme4's "optimizer (...) convergence code" line and the fit's messages (those starting with one of
+    ``skip`` left out); nothing when there is no message."""
+    messages = [m for m in info.messages if not m.startswith(skip)] if skip else list(info.messages)
+    if not messages:
+        return []
+    status = "0 (OK)" if info.converged else "-1 (see messages)"
+    return [f"optimizer ({info.optimizer}) convergence code: {status}", *messages]
+
+
 class LmerSummary:
     """Printable summary of an :class:`~sparselmm.results.LmerResult`."""
 
@@ -107,25 +172,11 @@ class LmerSummary:
 
     def random_effects_lines(self) -> list[str]:
         """lme4's random-effects table (``formatVC`` with 4 digits: Groups, Name, Variance, Std.Dev., Corr)."""
-        return self.result.varcorr.format_lines(digits=4, comp=("Variance", "Std.Dev."))
+        return random_effects_table(self.result)
 
     def fixed_effects_lines(self) -> list[str]:
-        tab = self.coefficients
-        names = [r_name(n) for n in tab.index]
-        est, ses = _column(tab["Estimate"].to_numpy()), _column(tab["Std. Error"].to_numpy())
-        tv = [f"{v:.3f}" for v in tab["t value"]]
-        if "df" not in tab.columns:
-            rows = [["", "Estimate", "Std. Error", "t value"]]
-            rows += [[n, e, s, t] for n, e, s, t in zip(names, est, ses, tv)]
-            return _table(rows, {1, 2, 3})
-        dfs = _column(tab["df"].to_numpy())
-        pv = tab["Pr(>|t|)"].to_numpy()
-        rows = [["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)", ""]]
-        rows += [[n, e, s, d, t, _pvalue(p), _stars(p)] for n, e, s, d, t, p in zip(names, est, ses, dfs, tv, pv)]
-        lines = _table(rows, {1, 2, 3, 4, 5})
-        lines.append("---")
-        lines.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
-        return lines
+        """lmerTest's table of the fixed effects (lme4's without df and p-values for ``ddf="lme4"``)."""
+        return coefficient_lines(self.coefficients)
 
     def correlation_lines(self) -> list[str]:
         """lme4's correlation of the fixed effects: rounded to 3 decimals, rows and columns named by R's
@@ -166,24 +217,14 @@ class LmerSummary:
         if res.reml:
             lines.append(f"REML criterion at convergence: {res.objective:.1f}")
         else:
-            stats = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
-            vals = [f"{res.aic:.1f}", f"{res.bic:.1f}", f"{res.loglik:.1f}", f"{res.deviance:.1f}", f"{res.df_resid}"]
-            w = [max(len(a), len(b)) + 1 for a, b in zip(stats, vals)]
-            lines.append(" ".join(s.rjust(x) for s, x in zip(stats, w)))
-            lines.append(" ".join(v.rjust(x) for v, x in zip(vals, w)))
+            lines.extend(criteria_lines(res))
         lines.append("")
         if res.rows_held:
-            r = np.asarray(res.residuals("scaled"))
-            q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
-            lines.append("Scaled residuals: ")
-            lines.extend(r_named_vector(["Min", "1Q", "Median", "3Q", "Max"], q, 4))
+            lines.extend(scaled_residual_lines(res.residuals("scaled")))
         else:  # fitted from chunks (sparselmm.scale): the residuals were never held
             lines.append("Scaled residuals: not computed (fitted from chunks; the rows are not held)")
         lines.append("")
-        lines.append("Random effects:")
-        lines.extend(self.random_effects_lines())
-        groups = "; ".join(f"{k}, {v}" for k, v in res.ngroups.items())
-        lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
+        lines.extend(random_effects_lines(res))
         if design.data.n_dropped:
             lines.append(f"({design.data.n_dropped} observations deleted due to missingness)")
         lines.append("")
@@ -201,12 +242,39 @@ class LmerSummary:
                 f"fit warnings:\nfixed-effect model matrix is rank deficient so dropping "
                 f"{len(design.dropped_columns)} column(s): {design.dropped_columns}"
             )
-        info = res.optinfo
-        if info.messages:
-            status = "0 (OK)" if info.converged else "-1 (see messages)"
-            lines.append(f"optimizer ({info.optimizer}) convergence code: {status}")
-            lines.extend(info.messages)
+        lines.extend(optimizer_lines(res.optinfo))
         return "\n".join(lines) + "\n"
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return html_pre(str(self))
+
+
+class GlmmSummary:
+    """lme4's ``summary(glmerMod)`` printout (``str(summary)``) of a :class:`~sparselmm.glmm.GlmerResult`,
+    and its parts as data (``coefficients``: the Wald z table of ``coef_table()``)."""
+
+    def __init__(self, res):
+        self.res = res
+        self.coefficients = res.coef_table()
+
+    def __str__(self) -> str:
+        r = self.res
+        # lme4's methTitle: nAGQ = 0 is titled as quadrature with 0 points
+        method = "Laplace Approximation" if r.nAGQ == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {r.nAGQ}"
+        out = [
+            f"Generalized linear mixed model fit by maximum likelihood ({method}) ['glmerMod']",
+            f" Family: {r.family.name}  ( {r.family.link.name} )",
+            f"Formula: {r.formula}",
+        ]
+        if r.data_name:
+            out.append(f"   Data: {r.data_name}")
+        out += ["", *criteria_lines(r), ""]
+        out += scaled_residual_lines(r.residuals("pearson") / r.sigma)  # lme4: residuals(m, "pearson", scaled = TRUE)
+        out += ["", *random_effects_lines(r), "", "Fixed effects:", *coefficient_lines(self.coefficients)]
+        out += optimizer_lines(r.optinfo, skip=("NLopt",))  # the optimiser's own status is not a message
+        return "\n".join(out)
 
     __repr__ = __str__
 
