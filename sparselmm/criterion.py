@@ -32,9 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.lapack import dpotrf, dpotrs, dtrtrs
+from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from .errors import NumericalError
+from .linalg.dense import DenseFactor, lambda_pattern
 from .linalg.thresholds import DENSE_FALLBACK_Q, DENSE_MAX_Q
 
 __all__ = [
@@ -74,18 +75,6 @@ class CriterionPieces:
     dld: np.ndarray | None = None
     dr2: np.ndarray | None = None
     Lu: np.ndarray | None = None
-
-
-def lambda_pattern(terms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns and θ index of every stored entry of ``Λ`` (block diagonal, one k × k block per level)."""
-    rows, cols, idx = [], [], []
-    for t in terms:
-        r, c = t.tril_indices()
-        base = t.offset + np.arange(t.n_levels)[:, None] * t.k
-        rows.append((base + r[None, :]).ravel())
-        cols.append((base + c[None, :]).ravel())
-        idx.append(np.tile(t.theta_offset + np.arange(t.n_theta), t.n_levels))
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(idx)
 
 
 class _PiecesCriterion:
@@ -137,15 +126,11 @@ class DenseCriterion(_PiecesCriterion):
         self.n = cross.n
         self.slw = cross.sum_log_w
         self.n_theta = sum(t.n_theta for t in terms)
-        self.G = np.ascontiguousarray(cross.ZtWZ.toarray(), dtype=float)
+        self.factor = DenseFactor(terms, cross.ZtWZ)
+        self.G = self.factor.G
         self.ZtX = np.ascontiguousarray(cross.ZtWX, dtype=float).reshape(self.q, self.p)
         self.XtX = np.asarray(cross.XtWX, dtype=float)
-        self.rows, self.cols, self.idx = lambda_pattern(terms)
-        self.scalar = all(t.k == 1 for t in terms)
-        if self.scalar:  # Λ = diag(θ[lam_index])
-            self.lam_index = np.empty(self.q, dtype=np.int64)
-            self.lam_index[self.rows] = self.idx
-        self._diag = np.arange(self.q)
+        self.rows, self.cols, self.idx = self.factor.rows, self.factor.cols, self.factor.idx
         self._eye_p = np.eye(self.p)
         self.set_response(cross.ZtWy, cross.XtWy, cross.ytWy, cross.beta_shift)
 
@@ -161,6 +146,7 @@ class DenseCriterion(_PiecesCriterion):
         """A copy for another response, sharing ``G`` and the pattern."""
         new = object.__new__(DenseCriterion)
         new.__dict__.update(self.__dict__)
+        new.factor = self.factor.workspace_copy()  # G and the pattern shared, its own factor
         new.set_response(ZtWy, XtWy, ytWy, beta_shift)
         return new
 
@@ -168,6 +154,7 @@ class DenseCriterion(_PiecesCriterion):
         """A copy for other cross-products with the same ``ZᵀWZ`` (e.g. columns moved to the offset)."""
         new = object.__new__(DenseCriterion)
         new.__dict__.update(self.__dict__)
+        new.factor = self.factor.workspace_copy()  # G and the pattern shared, its own factor
         new.reml = self.reml if reml is None else bool(reml)
         new.p = cross.XtWX.shape[0]
         new.ZtX = np.ascontiguousarray(cross.ZtWX, dtype=float).reshape(self.q, new.p)
@@ -178,22 +165,11 @@ class DenseCriterion(_PiecesCriterion):
 
     def parts(self, theta, gradient: bool = True) -> CriterionPieces:
         theta = np.asarray(theta, dtype=float)
-        q, p = self.q, self.p
-        if self.scalar:
-            lam = theta[self.lam_index]
-            LtG = lam[:, None] * self.G
-            A = LtG * lam[None, :]
-            B = lam[:, None] * self.ZtXy
-        else:
-            Lam = np.zeros((q, q))
-            Lam[self.rows, self.cols] = theta[self.idx]
-            LtG = Lam.T @ self.G
-            A = LtG @ Lam
-            B = Lam.T @ self.ZtXy
-        A.ravel()[:: q + 1] += 1.0  # A is C-contiguous (G is): ravel is a view
-        L, info = dpotrf(A.T, lower=1, clean=0, overwrite_a=1)  # A is symmetric: its transpose is F-ordered
-        if info != 0:
-            raise NumericalError("ΛᵀZᵀWZΛ + I is not positive definite at this theta.")
+        p = self.p
+        fac = self.factor
+        fac.refactor(theta)
+        L, LtG = fac.L, fac.LtG
+        B = fac.Lambdat_times(self.ZtXy)
         sol = dtrtrs(L, B, lower=1)[0]
         R_ZX, c_u = sol[:, :p], sol[:, p]
         if p:
@@ -214,15 +190,12 @@ class DenseCriterion(_PiecesCriterion):
         if not gradient:
             return parts
         u = dtrtrs(L, c_u - R_ZX @ beta, lower=1, trans=1)[0]
-        M = dpotrs(L, LtG, lower=1)[0]
+        M = fac.Cinv_times(LtG)
         if self.reml and p:
             W1 = dtrtrs(L, R_ZX, lower=1, trans=1)[0]
             Rinv = dtrtrs(R_X, self._eye_p, lower=0)[0]
             M += W1 @ ((Rinv @ Rinv.T) @ (W1.T @ LtG - self.ZtX.T))
-        if self.scalar:
-            Lu = lam * u
-        else:
-            Lu = Lam @ u
+        Lu = fac.Lambda_times(u)
         a = self.Zty - self.ZtX @ beta - self.G @ Lu
         nt = self.n_theta
         parts.dld = 2.0 * np.bincount(self.idx, weights=M[self.cols, self.rows], minlength=nt)
