@@ -1,4 +1,4 @@
-"""Diagnostic plots of lmer fits and their profiles, drawn with matplotlib (optional: ``pip install sparselmm[plot]``).
+"""Diagnostic plots of lmer and glmer fits and of profiles, drawn with matplotlib (``pip install sparselmm[plot]``).
 
 matplotlib is imported only when a plot is drawn; without it every function here raises an ImportError that
 names the extra. Each function returns the matplotlib ``Figure`` (figures are made with ``pyplot``, so
@@ -94,7 +94,7 @@ def plot_ranef(
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     group : str or list of str, optional
         Grouping factors to draw; all by default (one row of panels each).
     level : float
@@ -156,7 +156,7 @@ def plot_qq_ranef(
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     group : str or list of str, optional
         Grouping factors to draw; all by default (one row of panels each).
     level : float
@@ -206,9 +206,11 @@ def plot_residuals(
 
     Parameters
     ----------
-    result : LmerResult
-    type : {"pearson", "response", "scaled"}
-        As :meth:`LmerResult.residuals`.
+    result : LmerResult or GlmerResult
+    type : str
+        A type of :meth:`LmerResult.residuals` (``"pearson"``, ``"response"``, ``"scaled"``) or of
+        :meth:`GlmerResult.residuals <sparselmm.glmm.GlmerResult.residuals>` (``"pearson"``, ``"deviance"``,
+        ``"response"``, ``"working"``).
     ax : matplotlib Axes, optional
         Draw here instead of in a new figure.
     figsize : tuple
@@ -230,7 +232,8 @@ def plot_residuals(
     ax.plot(fitted, resid, "o", color="C0", markersize=3 if n <= 2000 else 1, alpha=1.0 if n <= 2000 else 0.4)
     ax.axhline(0.0, color="0.5", linestyle="--", linewidth=0.8)
     ax.set_xlabel("Fitted values")
-    ax.set_ylabel({"pearson": "Pearson residuals", "response": "Residuals", "scaled": "Scaled residuals"}[type])
+    labels = {"pearson": "Pearson residuals", "response": "Residuals", "scaled": "Scaled residuals"}
+    ax.set_ylabel(labels.get(type, f"{type.capitalize()} residuals"))
     ax.set_title(result.formula, fontsize=9)
     fig.tight_layout()
     return fig

@@ -512,3 +512,46 @@ def test_ranef_has_lmers_shape_and_plots(cbpp_fit):
     np.testing.assert_allclose(re.attrs["cond_sd"].to_numpy()[:, 0], np.sqrt(re.attrs["cond_var"][:, 0, 0]))
     fig = plot_ranef(cbpp_fit)
     assert fig is not None
+
+
+def test_glmer_ranef_cond_var_and_plots_share_lmers_result_base():
+    """Issue 22: GlmerResult and LmerResult extend one base (sparselmm.result_base.MixedModelResult), so glmer's
+    ranef has lmer's shape, its conditional variances come from the one routine lmer uses, and the plots work.
+    sim_slopes: 40 subjects with (1 + x | subj), 20 items with (1 | item); lme4's condVar diagonals are checked
+    in test_vector_term_cond_var, here the whole blocks against a dense σ²Λ(ΛᵀZᵀWZΛ + I)⁻¹Λᵀ."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from sparselmm.optimize import SINGULAR_TOL
+    from sparselmm.result_base import MixedModelResult
+
+    case = next(c for c in CASES if c["id"] == "sim_slopes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = sparselmm.glmer(case["formula"], compare_glmm.load(case), family="binomial")
+    assert isinstance(m, MixedModelResult)
+    re = m.ranef(cond_var=True)
+    assert list(re) == ["subj", "item"] and list(re["subj"].columns) == ["Intercept", "x"]
+    assert re["subj"].attrs["cond_var"].shape == (40, 2, 2) and re["item"].attrs["cond_var"].shape == (20, 1, 1)
+    # the modes are the ones the fit holds: b = Λu, level-major within each term
+    np.testing.assert_allclose(m.Lambda @ m.u, m.b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(re["subj"].to_numpy().ravel(), m.b[:80])
+    np.testing.assert_array_equal(re["item"].to_numpy().ravel(), m.b[80:])
+    # the conditional covariances against the dense inverse at the fitted weights
+    Zt, Lt = m.Zt.toarray(), m.Lambdat.toarray()
+    C = Lt @ (Zt * m._state["w"]) @ Zt.T @ Lt.T + np.eye(100)
+    V = m.sigma**2 * Lt.T @ np.linalg.solve(C, Lt)
+    dense_subj = np.array([V[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] for i in range(40)])
+    np.testing.assert_allclose(re["subj"].attrs["cond_var"], dense_subj, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(re["item"].attrs["cond_var"][:, 0, 0], np.diag(V)[80:], rtol=1e-9)
+    # the same accessors and conventions as lmer's
+    assert m.bse.name == "se" and m.n_params == 3 + 4  # β and θ; binomial has no σ
+    assert m.is_singular() == m.is_singular(SINGULAR_TOL)
+    fig = m.plot_ranef(group="subj")
+    assert isinstance(fig, Figure) and len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    fig = m.plot_residuals(type="deviance")
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), m.residuals("deviance"))
+    assert fig.axes[0].get_ylabel() == "Deviance residuals"

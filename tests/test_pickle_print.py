@@ -451,3 +451,56 @@ def test_glmer_predict_series_on_index(cbpp):
     for p in (g.predict(), g.predict(d), g.predict(d, type="response")):
         assert isinstance(p, pd.Series) and p.index.equals(d.index)
     np.testing.assert_allclose(g.predict(type="response").to_numpy(), g.fitted())
+
+
+# ---- issue 22: one result base, one summary layout -----------------------------------------------------
+def test_glmer_summary_prints_with_lmers_parts(cbpp):
+    """GlmmSummary is built from LmerSummary's parts (sparselmm.summary): the criteria line per column, the
+    coefficient table with LmerSummary's number formats (Estimate and Std. Error with 4 significant digits of
+    the column's smallest value, 3 decimals for z, format.pval, stars) and the optimiser line of the fit's
+    OptInfo. The numbers are those of coef_table(), aic, bic; lme4 1.1-31 prints cbpp's z value of the
+    intercept as -6.0xx and its p-value below 1e-8 with '***'."""
+    from sparselmm.summary import coefficient_lines
+
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial")
+    lines = str(g.summary()).splitlines()
+    names = next(k for k, line in enumerate(lines) if line.split() == ["AIC", "BIC", "logLik", "deviance", "df.resid"])
+    assert lines[names + 1].split() == [f"{g.aic:.1f}", f"{g.bic:.1f}", f"{g.loglik:.1f}", f"{g.deviance:.1f}", "51"]
+    i = lines.index("Fixed effects:")
+    ct = g.coef_table()
+    table = coefficient_lines(ct)
+    assert lines[i + 1 : i + 1 + len(table)] == table
+    assert table[0].split() == ["Estimate", "Std.", "Error", "z", "value", "Pr(>|z|)"]
+    row = table[1].split()
+    assert row[0] == "(Intercept)" and row[-1] == "***"
+    est, se, z = (float(v) for v in row[1:4])
+    assert est == pytest.approx(ct["Estimate"].iloc[0], abs=5e-5)
+    assert se == pytest.approx(ct["Std. Error"].iloc[0], abs=5e-5)
+    assert z == pytest.approx(ct["z value"].iloc[0], abs=5e-4) and -6.1 < z < -6.0
+    assert float(row[4]) == pytest.approx(ct["Pr(>|z|)"].iloc[0], rel=5e-3) and float(row[4]) < 1e-8
+    assert table[-2:] == ["---", "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
+    status = next(line for line in lines if line.startswith("optimizer ("))
+    assert status == f"optimizer ({g.optinfo.optimizer}) convergence code: 0 (OK)"
+
+
+def test_results_share_repr_and_accessors(sleep_fit, cbpp):
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial")
+    assert repr(sleep_fit) == (
+        f"<LmerResult 'Reaction ~ Days + (Days | Subject)' (REML), objective={sleep_fit.objective:.4f}, n=180>"
+    )
+    assert repr(g) == (
+        "<GlmerResult 'cbind(incidence, size - incidence) ~ period + (1 | herd)' "
+        f"(binomial(link='logit'), Laplace), objective={g.objective:.4f}, n=56>"
+    )
+    assert sleep_fit.bse.name == g.bse.name == "se"
+    # lme4: sleepstudy's REML fit has 6 parameters (2 β, 3 θ, σ); cbpp's binomial fit 5 (4 β, 1 θ, no σ)
+    assert (sleep_fit.n_params, g.n_params) == (6, 5)
+    assert list(sleep_fit.varcorr["group"]) == ["Subject"] * 3 + ["Residual"]
+    assert list(g.varcorr["group"]) == ["herd"]
+    for m in (sleep_fit, g):
+        assert m.Z.shape == (m.nobs, m.design.q) and m.Lambdat.shape == (m.design.q, m.design.q)
+        np.testing.assert_allclose(m.Lambda @ m.u, m.b, rtol=1e-12, atol=1e-12)
+        coef = next(iter(m.coef().values()))
+        np.testing.assert_allclose(
+            coef["Intercept"], m.fixef["Intercept"] + next(iter(m.ranef().values()))["Intercept"]
+        )

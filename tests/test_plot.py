@@ -192,3 +192,48 @@ def test_a_missing_matplotlib_names_the_extra(monkeypatch):
     for draw in (m.plot_ranef, m.plot_qq_ranef, m.plot_residuals):
         with pytest.raises(ImportError, match=r"pip install 'sparselmm\[plot\]'"):
             draw()
+
+
+def _glmer_fit() -> sparselmm.glmm.GlmerResult:
+    """A binomial fit with random intercepts and slopes: 30 groups of 12 rows, simulated."""
+    if "glmer" not in _cache:
+        rng = np.random.default_rng(22)
+        g = np.repeat([f"g{i:02d}" for i in range(30)], 12)
+        x = rng.normal(size=g.size)
+        b = rng.normal(size=(30, 2)) * [0.9, 0.4]
+        idx = np.arange(g.size) // 12
+        eta = -0.2 + 0.8 * x + b[idx, 0] + b[idx, 1] * x
+        y = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _cache["glmer"] = sparselmm.glmer("y ~ x + (x | g)", {"y": y, "x": x, "g": g}, family="binomial")
+    return _cache["glmer"]
+
+
+def test_glmer_plots_draw_its_modes_and_residuals():
+    # the plots read ranef/fitted/residuals of the shared result base, so a glmer fit draws as an lmer fit does
+    m = _glmer_fit()
+    re = m.ranef(cond_var=True)["g"]
+    fig = m.plot_ranef()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    order = np.argsort(re.iloc[:, 0].to_numpy(), kind="stable")
+    z = norm.ppf(0.975)
+    for ax, col in zip(axes, re.columns):
+        (pts,) = points(ax)
+        x, y = pts.get_data()
+        np.testing.assert_allclose(x, re[col].to_numpy()[order])
+        np.testing.assert_array_equal(y, np.arange(30))
+        half = z * np.sqrt(re.attrs["cond_var"][order, list(re.columns).index(col), list(re.columns).index(col)])
+        np.testing.assert_allclose(segments(ax)[:, 1, 0] - segments(ax)[:, 0, 0], 2 * half)
+        assert ax.get_title() == f"g: {col}"
+    fig = m.plot_qq_ranef(group="g")
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    fig = m.plot_residuals()
+    (ax,) = fig.axes
+    (pts,) = points(ax)
+    np.testing.assert_allclose(pts.get_data()[0], m.fitted())  # μ̂ on the response scale, as lme4's plot(m)
+    np.testing.assert_allclose(pts.get_data()[1], m.residuals("pearson"))
+    assert ax.get_ylabel() == "Pearson residuals"
+    m.plot_residuals(type="working")
+    assert plt.gcf().axes[0].get_ylabel() == "Working residuals"
