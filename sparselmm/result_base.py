@@ -3,11 +3,12 @@
 
 lme4 has one ``merMod`` whose linear and generalised fits differ in the response module only; here the
 two results differ in how they were fitted and in what their response means (``vcov``, ``fitted``,
-``residuals``, ``predict``, ``summary``), and share everything read from θ̂, β̂, b̂ and the design:
+``residuals``, ``summary``), and share everything read from θ̂, β̂, b̂ and the design:
 
 * the estimates and their tables — ``fixef``, ``bse``, ``varcorr`` (:func:`varcorr_rows`,
   :func:`varcorr_table`), ``ranef`` (:func:`ranef_frames`; the conditional variances of
-  :func:`conditional_variance_blocks` on the fit's factor), ``coef``;
+  :func:`conditional_variance_blocks` on the fit's factor), ``coef``, ``predict`` (lme4's ``type``: the
+  link or the response scale);
 * the likelihood's bookkeeping — ``nobs``, ``n_params`` (lme4's ``npar``: β, θ and σ when the family has
   a scale, lme4's ``useSc``), ``loglik``, ``aic``, ``bic``, ``df_resid``, ``ngroups``, ``is_singular``;
 * lme4's ``getME`` accessors (``X``, ``y``, ``Zt``, ``Z``, ``Lambdat``, ``Lambda``, ``u``, ``b``, ``factor``,
@@ -17,7 +18,8 @@ two results differ in how they were fitted and in what their response means (``v
 
 A subclass sets, in its constructor, ``_design``, ``theta``, ``sigma``, ``optinfo``, ``data_name``,
 ``_beta`` (β̂), ``_u`` and ``_b`` (the spherical and original-scale modes), and provides ``objective``,
-``vcov``, ``_use_scale``, ``_factor_at_fit()``, ``_fit_label()`` and ``_picklable_state(state)``.
+``vcov``, ``_use_scale``, ``_factor_at_fit()``, ``_fit_label()`` and ``_picklable_state(state)``, and
+``_inverse_link(eta)`` when the link is not the identity.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .errors import ModelSpecError
 from .optimize import SINGULAR_TOL, is_singular
 from .predict import linear_predictor
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from matplotlib.figure import Figure
 
+    from ._typing import ColumnOrValues, FrameLike
     from .design import Design
     from .linalg.factor import Factor
 
@@ -208,12 +212,58 @@ class MixedModelResult:
             out[name] = df
         return out
 
-    def _linear_predictor(self, newdata, re_form, allow_new_levels, offset) -> np.ndarray:
-        """``Xβ̂ + Zb̂ + offset`` on ``newdata`` (the fitted rows when None), with the random effects of
-        ``re_form`` (see :func:`sparselmm.predict.linear_predictor`)."""
-        return np.asarray(
-            linear_predictor(self._design, self._beta, self._b, newdata, re_form, allow_new_levels, offset)
-        )
+    # ---- prediction ---------------------------------------------------------------------------
+    def _inverse_link(self, eta: np.ndarray) -> np.ndarray:
+        """The response scale of the linear predictor (the identity for a linear model)."""
+        return eta
+
+    def predict(
+        self,
+        newdata: FrameLike | None = None,
+        re_form: str | None = None,
+        allow_new_levels: bool = False,
+        offset: ColumnOrValues | None = None,
+        type: str = "link",
+    ) -> pd.Series | np.ndarray:
+        """Predictions, as lme4's ``predict.merMod``.
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            Rows to predict for; the fitted data when omitted.
+        re_form : None, "~0" or formula
+            Random effects to include: all (None), none (``"~0"``), or those of a formula such as
+            ``"~(1 | Subject)"``.
+        allow_new_levels : bool
+            If True, levels not seen in fitting contribute zero random effect; otherwise they raise.
+        offset : str or array-like, optional
+            Offset for ``newdata`` (column name or values).
+        type : {"link", "response"}
+            The linear predictor ``Xβ̂ + Zb̂ + offset``, or its inverse link (glmer's fitted means; the same
+            for a linear model).
+
+        Returns
+        -------
+        Series or ndarray
+            One prediction per row: a Series on ``newdata``'s index when it is a pandas DataFrame, or on the
+            index of the rows fitted (the caller's labels) when ``newdata`` is omitted; an array for other
+            ``newdata`` (a dict, a polars frame).
+
+        Raises
+        ------
+        sparselmm.DataError
+            A grouping level not seen in fitting without ``allow_new_levels=True``, or a column missing from
+            ``newdata``.
+        sparselmm.FormulaError
+            A ``re_form`` that is not understood or names random terms the model does not have.
+        sparselmm.ModelSpecError
+            A ``type`` other than ``"link"`` and ``"response"``.
+        """
+        if type not in ("link", "response"):
+            raise ModelSpecError(f"type={type!r}: use 'link' or 'response'.")
+        eta = linear_predictor(self._design, self._beta, self._b, newdata, re_form, allow_new_levels, offset)
+        eta = np.asarray(eta)
+        return prediction_series(eta if type == "link" else self._inverse_link(eta), newdata, self._design)
 
     # ---- lme4's getME -------------------------------------------------------------------------
     @property

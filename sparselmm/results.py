@@ -14,7 +14,7 @@ import pandas as pd
 from .deviance import PLSState, ProfiledDeviance
 from .errors import DataError
 from .optimize import OptInfo
-from .result_base import MixedModelResult, prediction_series
+from .result_base import MixedModelResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from numpy.typing import ArrayLike
 
-    from ._typing import ColumnOrValues, ContrastLike, FrameLike, Seed
+    from ._typing import ContrastLike, Seed
     from .inference.bootstrap import BootstrapResult
     from .inference.profile import Profile
     from .linalg.factor import Factor
@@ -103,7 +103,7 @@ class LmerResult(MixedModelResult):
         :func:`sparselmm.deviance_function`."""
         return self._devfun
 
-    # ---- fitted values and prediction -------------------------------------------------------
+    # ---- fitted values (predict is the base's) ------------------------------------------------
     def fitted(self) -> np.ndarray:
         """Fitted values ``Xβ̂ + Zb̂ + offset``."""
         off = self._design.offset
@@ -121,45 +121,6 @@ class LmerResult(MixedModelResult):
         if type == "scaled":
             return pearson / self.sigma
         raise DataError(f"residuals(type={type!r}) is not known; use 'response', 'pearson' or 'scaled'.")
-
-    def predict(
-        self,
-        newdata: FrameLike | None = None,
-        re_form: str | None = None,
-        allow_new_levels: bool = False,
-        offset: ColumnOrValues | None = None,
-    ) -> pd.Series | np.ndarray:
-        """Predictions, as lme4's ``predict.merMod``.
-
-        Parameters
-        ----------
-        newdata : DataFrame, optional
-            Rows to predict for; the fitted data when omitted.
-        re_form : None, "~0" or formula
-            Random effects to include: all (None), none (``"~0"``), or those of a formula such as
-            ``"~(1 | Subject)"``.
-        allow_new_levels : bool
-            If True, levels not seen in fitting contribute zero random effect; otherwise they raise.
-        offset : str or array-like, optional
-            Offset for ``newdata`` (column name or values).
-
-        Returns
-        -------
-        Series or ndarray
-            One prediction per row, ``Xβ̂ + Zb̂ + offset``: a Series on ``newdata``'s index when it is a
-            pandas DataFrame, or on the index of the rows fitted (the caller's labels) when ``newdata`` is
-            omitted; an array for other ``newdata`` (a dict, a polars frame).
-
-        Raises
-        ------
-        sparselmm.DataError
-            A grouping level not seen in fitting without ``allow_new_levels=True``, or a column missing from
-            ``newdata``.
-        sparselmm.FormulaError
-            A ``re_form`` that is not understood or names random terms the model does not have.
-        """
-        eta = self._linear_predictor(newdata, re_form, allow_new_levels, offset)
-        return prediction_series(eta, newdata, self._design)
 
     def summary(self, ddf: str | None = None) -> LmerSummary:
         """lmerTest-style summary (lme4's layout with df and p-values); print it.

@@ -504,3 +504,17 @@ def test_results_share_repr_and_accessors(sleep_fit, cbpp):
         np.testing.assert_allclose(
             coef["Intercept"], m.fixef["Intercept"] + next(iter(m.ranef().values()))["Intercept"]
         )
+
+
+def test_predict_type_is_lme4s_on_both_fits(sleep_fit, sleepstudy, cbpp):
+    """One predict (the result base's) with lme4's ``type``: the identity link of a linear model gives the same
+    values on both scales; glmer's response scale is its fitted means."""
+    from sparselmm.errors import ModelSpecError
+
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial")
+    pd.testing.assert_series_equal(sleep_fit.predict(type="response"), sleep_fit.predict())
+    np.testing.assert_allclose(sleep_fit.predict(sleepstudy, type="response").to_numpy(), sleep_fit.fitted())
+    np.testing.assert_allclose(g.predict(cbpp, "response").to_numpy(), g.fitted(), rtol=1e-12)  # type second
+    for m in (sleep_fit, g):
+        with pytest.raises(ModelSpecError, match="type='mean': use 'link' or 'response'"):
+            m.predict(type="mean")

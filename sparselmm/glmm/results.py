@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import ModelSpecError
-from ..result_base import MixedModelResult, prediction_series
+from ..result_base import MixedModelResult
 from ..summary import GlmmSummary
 
 __all__ = ["GlmerResult"]
@@ -159,16 +159,13 @@ class GlmerResult(MixedModelResult):
         raise ModelSpecError(f"type={type!r}: use 'deviance', 'pearson', 'response' or 'working'.")
 
     def predict(self, newdata=None, type: str = "link", re_form=None, allow_new_levels: bool = False, offset=None):
-        """Predictions on the link (``type="link"``) or response scale, as lme4's ``predict.merMod``.
+        """Predictions on the link (``type="link"``, the default) or response scale, as lme4's
+        ``predict.merMod``; ``type`` comes second here, as in lme4's glmer calls. See
+        :meth:`MixedModelResult.predict <sparselmm.result_base.MixedModelResult.predict>`."""
+        return super().predict(newdata, re_form=re_form, allow_new_levels=allow_new_levels, offset=offset, type=type)
 
-        ``re_form``: all random effects (None), none (``"~0"``) or those of a formula such as
-        ``"~(1 | herd)"``; unseen levels in ``newdata`` raise unless ``allow_new_levels``. A Series on
-        ``newdata``'s index (a pandas DataFrame) or on the fitted rows' index (no ``newdata``).
-        """
-        if type not in ("link", "response"):
-            raise ModelSpecError(f"type={type!r}: use 'link' or 'response'.")
-        eta = self._linear_predictor(newdata, re_form, allow_new_levels, offset)
-        return prediction_series(eta if type == "link" else self.family.link.linkinv(eta), newdata, self._design)
+    def _inverse_link(self, eta: np.ndarray) -> np.ndarray:
+        return self.family.link.linkinv(eta)
 
     # ---- summary -------------------------------------------------------------------------------------
     def summary(self) -> GlmmSummary:
