@@ -20,8 +20,12 @@ from .errors import (
 )
 from .glmm import glmer
 from .inference.anova import anova
+from .inference.emm_contrasts import contrast
+from .inference.emmeans import EmmGrid, emmeans, emtrends, joint_tests
+from .inference.ranova import ranova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
+from .refit import update
 from .results import LmerResult
 from .statsmodels import MixedLM, MixedLMParams, MixedLMResults, mixedlm
 
@@ -31,6 +35,7 @@ __all__ = [
     "ArgumentError",
     "ConvergenceWarning",
     "DataError",
+    "EmmGrid",
     "FormulaError",
     "LmerResult",
     "MixedLM",
@@ -44,10 +49,16 @@ __all__ = [
     "SingularFitWarning",
     "SparseLMMError",
     "anova",
+    "contrast",
     "datasets",
     "deviance_function",
+    "emmeans",
+    "emtrends",
     "glmer",
+    "joint_tests",
     "lmer",
     "scale",
     "mixedlm",
+    "ranova",
+    "update",
 ]

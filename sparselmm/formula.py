@@ -231,7 +231,7 @@ def _expand_grouping(group: str, term_text: str) -> list[tuple[str, ...]]:
     return expanded[::-1]
 
 
-def _split_lhs_terms(lhs: str) -> tuple[bool, list[str]]:
+def split_lhs_terms(lhs: str) -> tuple[bool, list[str]]:
     """Split a random-term lhs into (has_intercept, non-intercept terms), as for ``||`` expansion."""
     has_intercept = True
     terms: list[str] = []
@@ -265,7 +265,7 @@ def _parse_random_term(inner: str, text: str) -> list[RandomTerm]:
     groupings = _expand_grouping(group, f"({text})")
     if width == 1:
         return [RandomTerm(lhs, g) for g in groupings]
-    has_intercept, terms = _split_lhs_terms(lhs)
+    has_intercept, terms = split_lhs_terms(lhs)
     lhs_pieces = (["1"] if has_intercept else []) + [f"0 + {t}" for t in terms]
     out = [RandomTerm(piece, g) for piece in lhs_pieces for g in groupings]
     if not out:
@@ -336,3 +336,81 @@ def parse_formula(formula: str) -> ParsedFormula:
     if not fixed_text or fixed_text.startswith("-"):
         fixed_text = f"1 {fixed_text}".strip()
     return ParsedFormula(text, response, fixed_text, tuple(random))
+
+
+# ---- R's update(): a new formula from an old one and a template with '.' -------------------------------
+_DOT = re.compile(r"(?<![A-Za-z0-9_.])\.(?![A-Za-z0-9_.])")
+
+
+def _fixed_terms(piece: str) -> list[str]:
+    """The terms a fixed-effects expression stands for (``a*b`` → ``a``, ``b``, ``a:b``), by formulaic."""
+    from formulaic import Formula
+
+    try:
+        terms = Formula(piece)
+    except Exception as err:  # formulaic's own parse errors
+        raise FormulaError(f"Could not read the term {piece!r} of the updated formula: {err}") from None
+    return [str(t) for t in terms if str(t) != "1"]
+
+
+def _same_term(a: str, b: str, random: bool) -> bool:
+    """Random terms are equal up to spaces; fixed terms up to the order of an interaction's factors."""
+    if random:
+        return re.sub(r"\s+", "", a) == re.sub(r"\s+", "", b)
+    return sorted(x.strip() for x in a.split(":")) == sorted(x.strip() for x in b.split(":"))
+
+
+def update_formula(old: str, new: str) -> str:
+    """R's ``update.formula``: ``new`` with ``.`` standing for the corresponding side of ``old``.
+
+    ``"~ . - x"`` drops the fixed-effect term ``x`` (the terms of ``a*b`` are ``a``, ``b`` and ``a:b``, so
+    ``"~ . - a:b"`` keeps the main effects); ``"~ . + (1 | g)"`` adds a random-effects term and
+    ``"~ . - (1 | g)"`` removes one as written; ``"log(.) ~ ."`` changes the response; ``"~ . - 1"`` drops
+    the intercept. A side of ``new`` that is missing or is ``.`` keeps ``old``'s.
+
+    Raises
+    ------
+    sparselmm.FormulaError
+        ``new`` has no ``~``, or removes a term the model does not have.
+    """
+    if not isinstance(new, str) or "~" not in new:
+        raise FormulaError(f"The update {new!r} is not a formula: write e.g. '~ . - x' or '. ~ . + (1 | g)'.")
+    old_parsed = parse_formula(old)
+    old_lhs, old_rhs = (s.strip() for s in old_parsed.formula.split("~", 1))
+    new_lhs, new_rhs = (s.strip() for s in new.split("~", 1))
+    lhs = _DOT.sub(old_lhs, new_lhs) if new_lhs else old_lhs
+    rhs_pieces: list[tuple[str, str]] = []
+    for sign, piece in split_top_level(new_rhs, "+-"):
+        piece = piece.strip()
+        if piece == ".":
+            if sign == "-":
+                raise FormulaError(f"'- .' in the update {new!r} would remove every term: write the new formula.")
+            rhs_pieces += [(s, p.strip()) for s, p in split_top_level(old_rhs, "+-")]
+        elif piece:
+            rhs_pieces.append((sign, piece))
+    intercept = True
+    fixed: list[str] = []
+    random: list[str] = []
+    for sign, piece in rhs_pieces:
+        if not piece:
+            continue
+        if piece in ("0", "1"):
+            intercept = (piece == "1") != (sign == "-")
+            continue
+        is_random = _is_wrapped(piece) and _find_top_level_bar(piece[1:-1]) is not None
+        bucket = random if is_random else fixed
+        items = [piece] if is_random else _fixed_terms(piece)
+        for item in items:
+            present = [x for x in bucket if _same_term(x, item, is_random)]
+            if sign == "-":
+                if not present:
+                    kind = "random-effects" if is_random else "fixed-effect"
+                    raise FormulaError(
+                        f"The update removes the {kind} term {item!r}, which the model does not have "
+                        f"(its formula: {old_parsed.formula})."
+                    )
+                bucket.remove(present[0])
+            elif not present:
+                bucket.append(item)
+    parts = ([] if intercept else ["0"]) + fixed + random
+    return f"{lhs} ~ {' + '.join(parts) if parts else '1'}"

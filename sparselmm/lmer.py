@@ -15,6 +15,7 @@ from .errors import ArgumentError, ModelSpecError, check_arguments
 from .formula import parse_formula
 from .optimize import optimize_theta
 from .progress import as_progress
+from .refit import FitCall
 from .results import LmerResult
 from .scale import as_source, streamed_model, streamed_setup
 from .start import moment_start, start_theta
@@ -227,4 +228,8 @@ def lmer(
             f"done: {'REML criterion' if reml else 'deviance'} {state.deviance:.6f} after {info.n_evals} evaluations "
             f"(set-up {setup_seconds:.2f} s, optimisation {info.optimize_seconds:.2f} s)"
         )
-    return make_result(devfun, state, info, data_name=data_name)
+    result = make_result(devfun, state, info, data_name=data_name)
+    kwargs = dict(reml=reml, weights=weights, offset=offset, missing=missing, optimizer=optimizer)
+    kwargs.update(control=control, check_conv=check_conv, ordering=ordering, data_name=data_name)
+    result.call = FitCall(lmer, formula, data, kwargs)
+    return result

@@ -9,19 +9,27 @@ fit's optimiser and its checks.
 
 :class:`~sparselmm.results.LmerResult`'s ``refit``, ``refit_ml`` and ``refit_reml`` call these functions. The
 new result is built by the fitted model itself (its ``_new_fit``), so this module never names its class.
+
+:func:`update` is R's ``update``: the call that made a fit (:class:`FitCall`, recorded by ``lmer`` and
+``glmer``), run again with a changed formula (R's ``.`` notation), data or arguments — a fresh fit.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import criterion, newton
-from .errors import ModelSpecError, NumericalError
+from .errors import ArgumentError, ModelSpecError, NumericalError
+from .formula import update_formula
 from .linalg.threads import blas_threads
 from .optimize import refit_theta
 
-__all__ = ["refit", "refit_ml", "refit_reml"]
+__all__ = ["FitCall", "refit", "refit_ml", "refit_reml", "update"]
 
 
 def _response_vector(newresp, n: int) -> np.ndarray:
@@ -119,3 +127,68 @@ def _quasi_newton_start(result, devfun) -> np.ndarray:
         return x if ok else theta
     except (NumericalError, np.linalg.LinAlgError):
         return theta
+
+
+@dataclass
+class FitCall:
+    """The call that made a fit: the fitting function, the formula, the data and the other arguments.
+
+    ``lmer`` and ``glmer`` record it on their results (``result.call``) so that :func:`update` can run it
+    again with changes. A pickled result keeps the call without the data (pass ``data=`` to ``update``).
+    """
+
+    function: Callable
+    formula: str
+    data: Any
+    kwargs: dict = field(default_factory=dict)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["data"] = self.data if isinstance(self.data, str) else None  # a parquet path stays; frames do not
+        return state
+
+
+def update(result, formula: str | None = None, data=None, **changes):
+    """The model fitted again with a changed formula, data or arguments (R's ``update``).
+
+    Parameters
+    ----------
+    result : LmerResult or GlmerResult
+        A fit from :func:`sparselmm.lmer` or :func:`sparselmm.glmer`.
+    formula : str, optional
+        The new formula, where ``.`` stands for the corresponding side of the fit's formula:
+        ``"~ . - x"`` (drop the fixed-effect term ``x``), ``"~ . + (1 | g)"``, ``"~ . - (1 | g)"``,
+        ``"log(.) ~ ."`` (see :func:`sparselmm.formula.update_formula`).
+    data : DataFrame, optional
+        Other data (default: the fit's).
+    **changes
+        Arguments of the fitting function to change, e.g. ``reml=False`` or ``nAGQ=0``.
+
+    Returns
+    -------
+    LmerResult or GlmerResult
+        A fresh fit (from the default start; the fit's θ̂ does not carry over to another model).
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        The result does not record its call, or a pickled result is updated without ``data=``.
+    sparselmm.FormulaError
+        The update removes a term the model does not have.
+    """
+    call = getattr(result, "call", None)
+    if not isinstance(call, FitCall):
+        raise ModelSpecError(
+            "This result does not record the call that made it (only fits from sparselmm.lmer and "
+            "sparselmm.glmer do): fit the new model with sparselmm.lmer or sparselmm.glmer directly."
+        )
+    if "start" in changes:
+        raise ArgumentError("update() starts the new fit from the default start; fit with start= directly instead.")
+    new_formula = call.formula if formula is None else update_formula(call.formula, formula)
+    if data is None:
+        data = call.data
+    if data is None:
+        raise ModelSpecError(
+            "This result was unpickled and no longer holds its data: pass it again, update(result, ..., data=df)."
+        )
+    return call.function(new_formula, data, **{**call.kwargs, **changes})

@@ -87,6 +87,14 @@ TOLERANCES = {
         "ss": 5e-3,
     },
     "contrast_L": 1e-9,  # anova_contrasts() vs show_tests(anova()), absolute; measured 5.6e-16
+    # ranova(): each reduced model is a fresh fit by each program; logLik relative to |logLik| (an own fit
+    # may only be better than lmerTest's: lower is checked apart), the LRT in deviance units
+    "ranova": {
+        "loglik": 1e-7,
+        "worse": 1e-8,  # how far below lmerTest's log-likelihood ours may be, relative
+        "lrt": 1e-4,
+        "p": 3e-2,
+    },
 }
 
 T_COLS = ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
@@ -341,8 +349,37 @@ def compare_case(case: dict, ref: dict, fit: bool = True) -> CaseResult:
     out.theta_rel_diff = float(np.max(np.abs(th - th_ref) / np.maximum(np.abs(th_ref), 1.0))) if th.size else 0.0
     t0 = time.perf_counter()
     _compare_model(chk, "fit_flat" if case.get("fit_tier") == "flat" else "fit", case, ref, m)
+    if case.get("ranova"):
+        _compare_ranova(chk, ref.get("ranova"), m)
     out.inference_seconds = time.perf_counter() - t0
     return out
+
+
+def _compare_ranova(chk: _Checker, ref: dict | None, m) -> None:
+    """sparselmm.ranova(m) against lmerTest's ranova(m): rows, npar and Df exactly, logLik, LRT, p."""
+    import sparselmm
+
+    if ref is None:
+        chk.fail("ranova: no lmerTest reference (see the R run's errors)")
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tab = sparselmm.ranova(m)
+    except Exception as e:  # a crash is a failure of the case, reported with the rest
+        chk.fail(f"ranova: {type(e).__name__}: {e}")
+        return
+    if list(tab.index) != list(ref["terms"]):
+        chk.fail(f"ranova: rows {list(tab.index)} differ from lmerTest's {ref['terms']}")
+        return
+    if not np.array_equal(_arr(tab["npar"]), _arr(ref["npar"])):
+        chk.fail(f"ranova: npar {list(tab['npar'])} differ from lmerTest's {ref['npar']}")
+    ll, ll_ref = _arr(tab["logLik"]), _arr(ref["logLik"])
+    chk.check("ranova", "loglik", _rel(ll, ll_ref, np.abs(ll_ref)), "ranova logLik")
+    chk.check("ranova", "worse", float(np.max((ll_ref - ll) / np.abs(ll_ref))), "ranova logLik below lmerTest's")
+    chk.check("ranova", "lrt", _rel(tab["LRT"], ref["LRT"], 1.0 + np.abs(_arr(ref["LRT"]))), "ranova LRT")
+    p, p_ref = _arr(tab["Pr(>Chisq)"]), _arr(ref["p"])
+    chk.check("ranova", "p", _rel(p, p_ref, np.maximum(np.abs(p_ref), 1e-300)), "ranova p-value")
 
 
 def run(reference_dir: Path, case_ids=None, skip_slow=False, fit=True) -> list[CaseResult]:

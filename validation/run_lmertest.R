@@ -355,6 +355,15 @@ run_case <- function(cs) {
     out$anova[[key]] <- entry
   }
 
+  ## lmerTest's ranova (issue 20): every row of the table; the reduced models are lmerTest's refits
+  if (isTRUE(cs$ranova)) {
+    r <- step("ranova", ranova(m))
+    if (!is.null(r)) {
+      out$ranova <- list(terms = I(rownames(r)), npar = r$npar, logLik = r$logLik, AIC = r$AIC,
+                         LRT = r$LRT, Df = r$Df, p = r[["Pr(>Chisq)"]])
+    }
+  }
+
   ## unique messages, in order of first appearance
   keys <- vapply(msgs, function(x) paste(x$where, x$message), character(1))
   out$messages <- unname(msgs[!duplicated(keys)])

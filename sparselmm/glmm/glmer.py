@@ -87,6 +87,7 @@ from ..optimize import (
     fd_gradient,
     nlopt_minimize,
 )
+from ..refit import FitCall
 from .family import Family, get_family
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 from .separation import (
@@ -429,7 +430,11 @@ def glmer(
     dense = model.chol.q2 if model.schur else model.q
     with blas_threads(dense):
         try:
-            return _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
+            result = _fit(design, fam, model, nAGQ, start, calc_derivs, polish, setup, t0, data_name)
+            kwargs = dict(family=family, nAGQ=nAGQ, weights=weights, offset=offset, link=link, missing=missing)
+            kwargs.update(calc_derivs=calc_derivs, data_name=data_name, polish=polish)
+            result.call = FitCall(glmer, formula, data, kwargs)
+            return result
         except PirlsNotConverged as err:
             # a PIRLS breakdown is often separation (β running off): say so, naming the fixed effects
             cols = separated_columns(design.X, y, pw, fam)
