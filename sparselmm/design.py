@@ -172,6 +172,27 @@ def required_columns(parsed: ParsedFormula) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
+def factor_expressions(parsed: ParsedFormula) -> list:
+    """The Python expression of every factor of the fixed part and of the random terms' coefficients, parsed
+    (``ast`` trees; ``poly(x, 2)``, ``C(f)``, ``x``), for the callers that ask which names a factor reads."""
+    import ast
+
+    trees = []
+    for text in [parsed.fixed, *(t.lhs for t in parsed.random)]:
+        try:
+            formula = Formula(text)
+            terms = formula.rhs if hasattr(formula, "rhs") else formula
+            exprs = [f.expr for term in terms for f in term.factors]
+        except Exception:  # reported with context when the model matrix is built
+            continue
+        for expr in exprs:
+            try:
+                trees.append(ast.parse(expr, mode="eval"))
+            except SyntaxError:
+                continue
+    return trees
+
+
 def _transform_arguments(parsed: ParsedFormula) -> list[str]:
     """Names used inside Python-evaluated factors such as ``poly(x, 2)`` or ``center(x)``.
 
@@ -182,20 +203,9 @@ def _transform_arguments(parsed: ParsedFormula) -> list[str]:
     import ast
 
     names: list[str] = []
-    for text in [parsed.fixed, *(t.lhs for t in parsed.random)]:
-        try:
-            formula = Formula(text)
-            terms = formula.rhs if hasattr(formula, "rhs") else formula
-            exprs = [f.expr for term in terms for f in term.factors]
-        except Exception:  # reported with context when the model matrix is built
-            continue
-        for expr in exprs:
-            try:
-                tree = ast.parse(expr, mode="eval")
-            except SyntaxError:
-                continue
-            called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-            names.extend(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called)
+    for tree in factor_expressions(parsed):
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        names.extend(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called)
     return list(dict.fromkeys(names))
 
 

@@ -775,7 +775,7 @@ def test_covariance_is_computed_on_first_use_with_the_fits_own_settings(school):
 )
 def test_indicator_variance_components_built_as_formulaic_builds_them(vc, monkeypatch):
     """The direct construction of plain categorical variance components equals formulaic's, name for name."""
-    from sparselmm.statsmodels import model as model_mod
+    from sparselmm.statsmodels import from_formula as from_formula_mod
 
     rng = np.random.default_rng(3)
     n = 90
@@ -792,7 +792,7 @@ def test_indicator_variance_components_built_as_formulaic_builds_them(vc, monkey
     )
     d["y"] = d.x + rng.normal(size=n)
     fast = MixedLM.from_formula("y ~ x", d, groups="g", vc_formula={"v": vc})
-    monkeypatch.setattr(model_mod, "_indicator_columns", lambda *args: None)
+    monkeypatch.setattr(from_formula_mod, "_indicator_columns", lambda *args: None)
     slow = MixedLM.from_formula("y ~ x", d, groups="g", vc_formula={"v": vc})
     (bf,), (bs,) = fast._vc_blocks, slow._vc_blocks
     assert bf.colnames == bs.colnames

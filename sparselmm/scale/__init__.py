@@ -7,15 +7,21 @@ Dask DataFrame, or one of the sources below (which take options: chunk size, pro
 * :class:`~sparselmm.scale.parquet.ParquetSource` — parquet files in row-group batches (pyarrow);
 * :class:`~sparselmm.scale.dask.DaskSource` — a Dask DataFrame's partitions on the active scheduler.
 
-The math (two passes, global levels, the algebraic shift of the response) is in
-:mod:`sparselmm.scale.chunked`. pyarrow and dask are imported only when such data is given.
+Modules: :mod:`.source` (where chunks come from), :mod:`.columns` (what a formula reads, how each column is
+coded), :mod:`.levels` (the level pass), :mod:`.chunked` (the :class:`Plan`: global levels, specs, the
+cross-product pass and the algebraic shift of the response), :mod:`.partial_crossprod` (the additive sums),
+:mod:`.streamed_design` (the design without rows), :mod:`.fit` (the two passes and the result). pyarrow and
+dask are imported only when such data is given.
 """
 
 from __future__ import annotations
 
-from .chunked import LevelPartial, PartialCrossProducts, Plan, StreamedDesign
+from .chunked import Plan
 from .fit import StreamedLmerResult, as_source, streamed_model, streamed_setup
+from .levels import LevelPartial
+from .partial_crossprod import PartialCrossProducts
 from .source import ChunkedFrames, Source
+from .streamed_design import StreamedDesign
 
 __all__ = [
     "ChunkedFrames",

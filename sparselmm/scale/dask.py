@@ -17,7 +17,7 @@ import operator
 import pandas as pd
 
 from ..errors import DataError
-from .chunked import _kind
+from .columns import column_kind
 from .source import Source
 
 __all__ = ["DaskSource"]
@@ -63,7 +63,7 @@ class DaskSource(Source):
 
     def kinds(self) -> dict[str, str]:
         meta = self.ddf._meta
-        return {c: _kind(meta[c]) for c in meta.columns}
+        return {c: column_kind(meta[c]) for c in meta.columns}
 
     def reduce(self, fn, columns, desc, inplace=False):
         import time

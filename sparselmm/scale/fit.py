@@ -22,7 +22,9 @@ from ..deviance import ProfiledDeviance
 from ..errors import DataError
 from ..formula import parse_formula
 from ..results import LmerResult
-from .chunked import ModelColumns, Plan, _c_arguments, level_partial
+from .chunked import Plan
+from .columns import ModelColumns, coded_as_categorical
+from .levels import level_partial
 from .source import Source
 
 __all__ = ["StreamedLmerResult", "as_source", "streamed_model", "streamed_setup"]
@@ -61,7 +63,7 @@ def streamed_setup(formula, source: Source, reml, weights, offset, missing, orde
     kinds = source.kinds()
     response_only = {parsed.response} - set(cols.grouping)
     categorical = {c for c in cols.needed if kinds.get(c) == "categorical" and c not in response_only}
-    categorical |= _c_arguments(parsed) & set(cols.needed)
+    categorical |= coded_as_categorical(parsed) & set(cols.needed)
     level_columns = list(dict.fromkeys([*cols.grouping, *sorted(categorical)]))
     levels, rows1, s1 = source.reduce(
         functools.partial(level_partial, cols, level_columns), cols.read, "sparselmm level pass"

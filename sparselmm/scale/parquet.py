@@ -13,6 +13,8 @@ from __future__ import annotations
 import glob
 import os
 
+import pandas as pd
+
 from ..errors import DataError
 from .source import Source
 
@@ -87,6 +89,7 @@ class ParquetSource(Source):
         for field in self.schemas()[0][1]:
             t = field.type
             numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+            numeric = numeric or pa.types.is_boolean(t)  # one 0/1 column, as formulaic codes a bool in memory
             out[field.name] = "numeric" if numeric else "categorical"
         return out
 
@@ -102,6 +105,8 @@ class ParquetSource(Source):
 
     def chunks(self, columns):
         pa, _ = _pyarrow()
+        # bool read as pandas' nullable boolean, with nulls too (not object): numeric in every batch
+        as_boolean = {pa.bool_(): pd.BooleanDtype()}.get
         for path, schema, _ in self.schemas():
             absent = [c for c in columns if c not in schema.names]
             if absent:
@@ -112,7 +117,7 @@ class ParquetSource(Source):
             while True:
                 try:
                     batch = next(batches)
-                    frame = batch.to_pandas()
+                    frame = batch.to_pandas(types_mapper=as_boolean)
                 except StopIteration:
                     break
                 except (pa.ArrowException, OSError, ValueError) as err:

@@ -11,9 +11,29 @@ from collections.abc import Callable, Iterable, Iterator
 import pandas as pd
 
 from ..errors import DataError
-from .chunked import Progress, _kind
+from .columns import column_kind
 
 __all__ = ["ChunkedFrames", "Source"]
+
+
+class Progress:
+    """Rows read; the bar on stderr follows ``progress=`` by the package's one policy
+    (:func:`sparselmm.progress.progress_bar`: None shows it only after 2 s on a terminal or in a notebook)."""
+
+    def __init__(self, progress, total: int | None, desc: str):
+        from ..progress import progress_bar
+
+        self.rows = 0
+        self.bar = progress_bar(progress, total, desc, unit="rows", unit_scale=True)
+
+    def update(self, rows: int) -> None:
+        self.rows += rows
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Source:
@@ -96,7 +116,7 @@ class ChunkedFrames(Source):
 
     def kinds(self) -> dict[str, str]:
         head = self._head()
-        return {c: _kind(head[c]) for c in head.columns}
+        return {c: column_kind(head[c]) for c in head.columns}
 
     def total_rows(self) -> int | None:
         return len(self.data) if isinstance(self.data, pd.DataFrame) else None

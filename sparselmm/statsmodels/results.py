@@ -482,20 +482,9 @@ class MixedLMResults:
         statsmodels' ``remove_data`` (to keep a small object). ``params``, ``bse``, ``cov_params``, ``llf``,
         ``summary()``, the tests and ``predict(exog)`` keep working; anything that needs the data (random
         effects, fitted values, ``loglike``, refits) then raises :class:`~sparselmm.DataError`."""
-        model = self.model
         self.normalized_cov_params  # noqa: B018 - computed now: bse, summary and tests need it afterwards
         # what summary() and the scale-dependent attributes need is already stored on the results
-        model.endog = model.exog = model.exog_re = model.groups = None
-        model.data_frame = None
-        model._lik = None
-        model._data_removed = True
-        model._group_rows = None
-        model.row_indices = None
-        model._codes = None
-        model._row_index = None
-        model._vc_blocks = None
-        model._exog_vc = None
-        model.data._remove()
+        self.model._remove_data()
         self._state = None
         self._cache.clear()
 
