@@ -95,6 +95,7 @@ def validate(session: nox.Session) -> None:
         ("run_lmertest.R", "compare_inference.py", "REPORT_INFERENCE.md"),
         ("run_lme4_ci.R", "compare_ci.py", "REPORT_CI.md"),
         ("run_glmer.R", "compare_glmm.py", "REPORT_GLMM.md"),
+        ("run_emmeans.R", "compare_emmeans.py", "REPORT_EMMEANS.md"),
     ]
     for r_script, compare, report in suites:
         live = session.create_tmp() + "/reference_" + r_script.removesuffix(".R")

@@ -21,7 +21,8 @@ from .errors import (
 from .glmm import glmer
 from .inference.anova import anova
 from .inference.emm_contrasts import contrast
-from .inference.emmeans import EmmGrid, emmeans, emtrends, joint_tests
+from .inference.emm_joint_tests import joint_tests
+from .inference.emmeans import EmmGrid, emmeans, emtrends
 from .inference.ranova import ranova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
