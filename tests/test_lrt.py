@@ -226,3 +226,42 @@ def test_drop1_and_anova_refits_reach_fresh_fits():
         assert deviance <= m.objective + 1e-6 * abs(m.objective), term
     assert full.refit_ml().objective <= fresh["<none>"].objective + 1e-6 * fresh["<none>"].objective
     assert lrt["Chisq"].iloc[1] == pytest.approx(table.loc["cond", "LRT"], rel=1e-6)
+
+
+# ---- glmer fits: anova(g0, g1) and drop1 (issue 20 item 3) ---------------------------------------------------
+def _cbpp():
+    from pathlib import Path
+
+    d = pd.read_csv(Path(__file__).parents[1] / "validation" / "data" / "glmm_cbpp.csv")
+    d["herd"] = d["herd"].astype(str)
+    d["period"] = d["period"].astype(str)
+    return d
+
+
+def test_glmer_likelihood_ratio_table_and_drop1_match_lme4():
+    # R 4.2.2, lme4 1.1-31, PIRLS converged tightly as sparselmm's (control = glmerControl(tolPwrss = 1e-12)):
+    # g1 <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial, control = ctl)
+    # g0 <- update(g1, . ~ . - period); anova(g0, g1); drop1(g1, test = "Chisq")
+    from sparselmm.inference.lrt import drop1
+
+    d = _cbpp()
+    g1 = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, family="binomial")
+    g0 = sparselmm.glmer("cbind(incidence, size - incidence) ~ 1 + (1 | herd)", d, family="binomial")
+    table = sparselmm.anova(g0, g1)
+    np.testing.assert_array_equal(table["npar"], [2, 5])
+    np.testing.assert_allclose(table["logLik"], [-104.83131359, -92.02628187], atol=1e-6)
+    assert table["Chisq"].iloc[1] == pytest.approx(25.61006344, abs=1e-5)
+    assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(1.150936697e-05, rel=1e-5)
+    d1 = drop1(g1, test="Chisq")
+    assert list(d1.index) == ["<none>", "period"]
+    np.testing.assert_allclose(d1["AIC"], [194.0525637, 213.6626272], atol=1e-6)
+    assert d1["LRT"].iloc[1] == pytest.approx(25.61006344, abs=1e-5)
+
+
+def test_lmer_and_glmer_fits_are_not_compared():
+    d = _cbpp()
+    d["prop"] = d["incidence"] / d["size"]
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, family="binomial")
+    m = sparselmm.lmer("prop ~ 1 + (1 | herd)", d)
+    with pytest.raises(ModelSpecError, match="different kinds"):
+        sparselmm.anova(m, g)

@@ -91,17 +91,16 @@ def anova(
 
 
 def _anova(model, *others, type, ddf, **kwargs) -> pd.DataFrame:
-    for m in (model, *others):
-        if not hasattr(m, "deviance_function"):  # a GlmerResult, a facade result, anything else
-            raise ModelSpecError(
-                f"anova() takes fits from sparselmm.lmer(), not a {m.__class__.__name__}. For a glmer fit, its "
-                "summary() has the Wald z tests; likelihood-ratio tables of glmer fits are not available yet. For a "
-                "statsmodels-facade result, fit the same model with sparselmm.lmer."
-            )
     if others:
         from .lrt import likelihood_ratio_table
 
         return likelihood_ratio_table([model, *others], **kwargs)
+    if not hasattr(model, "deviance_function"):  # a GlmerResult, a facade result, anything else
+        raise ModelSpecError(
+            f"anova() of one model takes a fit from sparselmm.lmer(), not a {model.__class__.__name__}. For a "
+            "glmer fit, its summary() has the Wald z tests and anova(g0, g1) the likelihood-ratio test; for a "
+            "statsmodels-facade result, fit the same model with sparselmm.lmer."
+        )
     if kwargs:
         raise ModelSpecError(f"anova() of one model takes only type= and ddf=, not {sorted(kwargs)}.")
     key = type.upper() if isinstance(type, str) else type

@@ -54,9 +54,34 @@ def _named(models, names) -> tuple[list, list[str]]:
     if len(names) != len(models) or len(set(names)) != len(names):
         raise ModelSpecError(f"names must give one distinct name per model; got {names} for {len(models)} models.")
     for name, m in zip(names, models):
-        if not hasattr(m, "deviance_function") or not hasattr(m, "design"):
-            raise ModelSpecError(f"Model {name!r} is a {type(m).__name__}, not a fit from sparselmm.lmer().")
+        if not hasattr(m, "design") or not (hasattr(m, "deviance_function") or _is_glmm(m)):
+            raise ModelSpecError(
+                f"Model {name!r} is a {type(m).__name__}, not a fit from sparselmm.lmer() or sparselmm.glmer()."
+            )
+    kinds = {_kind(m) for m in models}
+    if len(kinds) > 1:
+        raise ModelSpecError(
+            f"The models are of different kinds ({sorted(kinds)}): a likelihood-ratio test compares models of "
+            "one family and link (lmer fits with lmer fits, glmer fits of the same family with each other)."
+        )
     return models, names
+
+
+def _is_glmm(model) -> bool:
+    """A glmer fit (its family is part of the model); lmer fits have none."""
+    return getattr(model, "family", None) is not None
+
+
+def _kind(model) -> str:
+    if not _is_glmm(model):
+        return "lmer (gaussian)"
+    fam = model.family
+    return f"glmer ({fam.name}, {fam.link.name} link)"
+
+
+def _as_ml(model):
+    """The fit on the ML criterion: an REML lmer fit refitted by ML (lme4's refitML), anything else itself."""
+    return model.refit_ml() if getattr(model, "reml", False) else model
 
 
 def check_same_rows(models, names) -> None:
@@ -293,9 +318,9 @@ def likelihood_ratio_table(models, names=None, refit: bool = True, check_nested_
     check_same_rows(models, names)
     refitted = []
     if refit:
-        refitted = [name for name, m in zip(names, models) if m.reml]
-        models = [m.refit_ml() for m in models]
-    elif len({m.reml for m in models}) > 1:
+        refitted = [name for name, m in zip(names, models) if getattr(m, "reml", False)]
+        models = [_as_ml(m) for m in models]
+    elif len({getattr(m, "reml", False) for m in models}) > 1:
         warnings.warn("some models fit with REML = TRUE, some not", UserWarning, stacklevel=caller_stacklevel())
     npar = np.array([m.n_params for m in models])
     order = np.argsort(npar, kind="stable")
@@ -361,12 +386,30 @@ def _drop_scope(design) -> list[str]:
     return [a for a, fa in factors.items() if not any(fa < fb for b, fb in factors.items() if b != a)]
 
 
+def _drop_term(full, label: str, cols: np.ndarray) -> tuple[int, float]:
+    """``(npar, −2 log-likelihood)`` of the ML fit without one fixed-effect term.
+
+    An lmer fit moves the term's columns into the offset at 0 and refits θ from θ̂ on its own factor (the
+    same optimum a fresh fit reaches: :func:`~sparselmm.optimize.refit_theta`); a glmer fit is fitted
+    afresh without the term (:func:`sparselmm.refit.update`), as lme4's ``drop1`` does.
+    """
+    if _is_glmm(full):
+        from ..refit import update
+
+        reduced = update(full, f"~ . - {label}")
+        return reduced.n_params, -2.0 * reduced.loglik
+    design = full.design
+    reduced = full.deviance_function.with_columns_in_offset(cols, 0.0, reml=False)
+    _, dev, _ = refit_theta(reduced, full.theta, full.optinfo.theta_start, design.lower, full.optinfo.optimizer)
+    return reduced.p + design.n_theta + 1, dev
+
+
 def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFrame:
-    """lme4's ``drop1`` for an lmer fit: refit by ML without each fixed-effect term in turn.
+    """lme4's ``drop1``: refit by ML without each fixed-effect term in turn (lmer and glmer fits).
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     test : {"none", "Chisq"}
         ``"Chisq"`` adds the likelihood-ratio statistic ``LRT`` and ``Pr(Chi)``.
     scope : list of str, optional
@@ -397,16 +440,11 @@ def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFram
         unknown = [s for s in scope if s not in terms]
         if unknown:
             raise ModelSpecError(f"scope names term(s) {unknown} that are not fixed-effect terms {list(terms)}.")
-    full = result.refit_ml()
-    devfun = full.deviance_function
-    n_theta = design.n_theta
+    full = _as_ml(result)
     df = [full.n_params]
-    aic = [full.objective + k * full.n_params]
+    aic = [-2.0 * full.loglik + k * full.n_params]
     for label in scope:
-        cols = terms[label]
-        reduced = devfun.with_columns_in_offset(cols, 0.0, reml=False)
-        _, dev, _ = refit_theta(reduced, full.theta, full.optinfo.theta_start, design.lower, full.optinfo.optimizer)
-        npar = reduced.p + n_theta + 1
+        npar, dev = _drop_term(full, label, terms[label])
         df.append(npar)
         aic.append(dev + k * npar)
     df = np.array(df, dtype=float)
@@ -422,7 +460,7 @@ def drop1(result, test: str = "none", scope=None, k: float = 2.0) -> pd.DataFram
             table["LRT"] = lrt
             table["Pr(Chi)"] = np.where(np.isnan(lrt), np.nan, chi2.sf(lrt, dfs))
     table.attrs["heading"] = ["Single term deletions", "", "Model:", result.formula]
-    table.attrs["note"] = REFIT_NOTE if result.reml else ""
+    table.attrs["note"] = REFIT_NOTE if getattr(result, "reml", False) else ""
     return table
 
 
