@@ -27,6 +27,8 @@ __all__ = ["estimates", "parameter_names", "percent_labels", "sdcor"]
 def parameter_names(result) -> list[str]:
     """lme4's names of the parameters, in confint's order: ``.sig01``…, ``.sigma``, fixed effects.
 
+    A glmer fit of a family without a dispersion (binomial, Poisson) has no ``.sigma``, as in lme4.
+
     Examples
     --------
     >>> import sparselmm
@@ -36,7 +38,9 @@ def parameter_names(result) -> list[str]:
     ['.sig01', '.sig02', '.sig03', '.sigma', '(Intercept)', 'Days']
     """
     n_theta = result.design.n_theta
-    return [f".sig{i + 1:02d}" for i in range(n_theta)] + [".sigma"] + fixed_r_names(result)
+    family = getattr(result, "family", None)  # a glmer fit: σ only where the family has a dispersion
+    sigma = [".sigma"] if family is None or family.has_scale else []
+    return [f".sig{i + 1:02d}" for i in range(n_theta)] + sigma + fixed_r_names(result)
 
 
 def fixed_r_names(result) -> list[str]:

@@ -208,3 +208,25 @@ def test_profile_of_a_boundary_fit_ends_at_zero():
     m = fit("pastes_nested_reml")
     ci = m.confint(parm=".sig02", method="profile")
     assert ci.iloc[0, 0] == 0.0
+
+
+def test_wald_intervals_of_a_glmer_fit_match_lme4():
+    # R 4.2.2, lme4 1.1-31: confint(glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp,
+    # binomial, control = glmerControl(tolPwrss = 1e-12)), method = "Wald"); no .sigma row for the binomial.
+    # lme4's SEs come from a finite-difference Hessian, ours too but on its own steps: 2e-5 apart
+    from sparselmm.inference.confint import confint
+
+    d = pd.read_csv(Path(__file__).parents[1] / "validation" / "data" / "glmm_cbpp.csv")
+    d["herd"] = d["herd"].astype(str)
+    d["period"] = d["period"].astype(str)
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d, family="binomial")
+    ci = confint(g, method="Wald")
+    assert list(ci.index) == [".sig01", "(Intercept)", "period[T.2]", "period[T.3]", "period[T.4]"]
+    assert ci.iloc[0].isna().all()
+    ref = [
+        [-1.854171506, -0.9428925810],
+        [-1.593322142, -0.3913096186],
+        [-1.768862013, -0.4884662807],
+        [-2.418078324, -0.7425528718],
+    ]
+    np.testing.assert_allclose(ci.iloc[1:].to_numpy(), ref, atol=1e-4)

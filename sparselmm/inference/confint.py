@@ -32,7 +32,7 @@ def wald_confint(result, level: float = 0.95) -> pd.DataFrame:
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     level : float
         Confidence level, strictly between 0 and 1.
 
@@ -51,9 +51,9 @@ def wald_confint(result, level: float = 0.95) -> pd.DataFrame:
     a = (1 - level) / 2
     z = norm.ppf([a, 1 - a])
     names = parameter_names(result)
-    n_var = result.design.n_theta + 1
-    table = np.full((len(names), 2), np.nan)
     beta = result.fixef.to_numpy()
+    n_var = len(names) - beta.size
+    table = np.full((len(names), 2), np.nan)
     se = np.sqrt(np.diag(result.vcov.to_numpy())) if beta.size else np.zeros(0)
     table[n_var:] = beta[:, None] + se[:, None] * z[None, :]
     return pd.DataFrame(table, index=names, columns=percent_labels(level))
