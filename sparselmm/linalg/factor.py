@@ -10,53 +10,19 @@ implementations satisfy it:
 * :class:`~sparselmm.linalg.schur.SchurCholesky` — all-scalar models, first term eliminated, dense complement;
 * :class:`~sparselmm.linalg.block_schur.BlockSchurCholesky` — k × k blocks on the first term, dense complement.
 
-How the CHOLMOD factor is set up (:func:`analyse_cholmod`) was decided by measurement, on the 2-core machine
-with two other processes running (load ≈ 3.5), best of 10 × 10 calls, SuiteSparse 5.12 (CHOLMOD 3.0.14):
+How the CHOLMOD factor is set up (:func:`analyse_cholmod`) was decided by measurement (the figures are in
+BENCHMARKS.md, "Measurements behind the linear-algebra choices"):
 
-* **Simplicial unless the factor is really dense.** CHOLMOD's own rule (supernodal from 40 flops per entry
-  of ``L``) sent small crossed factors to its supernodal code, whose OpenMP regions (4 threads, fixed when
-  the library was built, so ``OMP_NUM_THREADS`` does not reach them) and BLAS calls on tiny blocks cost
-  more than the arithmetic: the maximal 60 × 40 design (q = 200, 12k entries in ``L``, 68 flops/entry)
-  took 3.3 ms per factorisation supernodal against 0.36 ms simplicial; kb07 (q = 352, 121 flops/entry)
-  6.3 ms against 1.6 ms; slopes_many with ``||`` (q = 1,500, 2 flops/entry) 0.63 ms against 0.04 ms. The
-  supernodal code wins from about 300 flops per entry: InstEval with METIS (248) 72 ms supernodal against
-  52 ms simplicial (35 against 39 ms at load 1.6: level), with AMD (414) 48 ms against 106 ms;
-  crossed_large (q = 2,800, 440) 25 ms against 61–78 ms. Hence
-  :data:`~sparselmm.linalg.thresholds.SUPERNODAL_MIN_FLOPS_PER_ENTRY`.
+* **Simplicial unless the factor is really dense.** CHOLMOD's own rule sent small crossed factors to its
+  supernodal code, whose OpenMP regions and BLAS calls on tiny blocks cost more than the arithmetic; the
+  supernodal code wins only from about
+  :data:`~sparselmm.linalg.thresholds.SUPERNODAL_MIN_FLOPS_PER_ENTRY` flops per entry of ``L``.
 * **The ordering by its fill, not by q.** ``"auto"`` analyses with AMD and with METIS, factors ``C`` once at
   the start θ with each, and keeps the one whose ``L`` needs fewer flops (``Σ_j c_j²``, ``c_j`` the entries
-  in column j of ``L``; ties go to AMD, whose analysis is cheaper). InstEval: METIS 397k entries and
-  9.9e7 flops against AMD's 567k and 2.3e8; crossed_large: METIS 336k against 341k; on nested and
-  single-term designs both give ``L`` with no fill and AMD is kept. The measurement costs one analysis and
-  one numeric factorisation per candidate, once per model (under 2 ms below q = 2,000; 0.3 s for
-  InstEval).
+  in column j of ``L``; ties go to AMD, whose analysis is cheaper), once per model.
 
 scikit-sparse 0.4 reports neither the flop count nor ``nnz(L)`` of an analysis, so both are read from
 ``L`` after the one numeric factorisation at the start θ (:meth:`SparseCholesky.column_counts`).
-
-Per evaluation of the profiled deviance on the CHOLMOD path, before (CHOLMOD's auto mode, ordering by q)
-and after these rules, the cheaper BLAS-thread limits (:mod:`sparselmm.linalg.threads`) and the k × k block
-products without batched matmul (µs, best of 20 over 8 θ, two interleaved runs, load 3.1–3.4 on 2 cores;
-"forced": ``ordering="default"``, as "auto" takes a dense-Schur factor there):
-
-==============================================  ======  ===========  =========
-model                                           q       before       after
-==============================================  ======  ===========  =========
-sleepstudy ``(Days|Subject)``, forced           36      80–107       96–97
-nested_unbalanced ``(1|school/class)``, forced  190     96–100       84
-maximal 60 × 40, forced                         200     3,940–5,250  610–690
-kb07 (4 × 4 blocks), forced                     352     6,280–7,000  2,210–2,600
-crossed_small ``(1|user) + (1|item)``, forced   420     1,400–1,540  490–550
-slopes_many ``(1 + x + z||g)``, auto            1,500   232          200
-nested benchmark (1e3 schools/1e4 classes)      11,000  750–1,310    720–780
-slopes benchmark ``(1 + x|g)``, forced          40,000  4,730–7,070  2,860–2,900
-==============================================  ======  ===========  =========
-
-What is left: on the small models the numeric factorisation is 5–20 % of an evaluation and the rest is
-Python (the PLS algebra, θ → Λ, the thread limits); on the nested benchmark the factorisation and the
-solves are ~⅓ and ~⅔ (CHOLMOD transposes the permuted ``A`` inside every simplicial factorisation, and
-scikit-sparse 0.4 turns the LDLᵀ factor into LLᵀ before each solve with ``L`` — measured at 5–15 %,
-within the noise of this machine, so left as it is).
 """
 
 from __future__ import annotations
