@@ -372,17 +372,31 @@ class EmmGrid:
         return contrast(self, method, adjust=adjust, ref=ref, by=by)
 
     def _messages(self) -> list[str]:
+        """The notes emmeans prints under a table."""
         msg = []
-        if self.avgd_over and self.est_name != "estimate":
+        if self.avgd_over:
             msg.append(f"Results are averaged over the levels of: {', '.join(self.avgd_over)}")
         method = self.view.method.lower() if self.view.method != "asymptotic" else "asymptotic"
         msg.append(f"Degrees-of-freedom method: {method}")
-        if self.view.link is not None and self.transform is None and self.est_type == "prediction":
-            msg.append(f"Results are given on the {self.view.link.name} (not the response) scale.")
+        link = self.view.link.name if self.view.link is not None else None
+        if link is not None and self.transform is None and self.est_type == "prediction":
+            msg.append(f"Results are given on the {link} (not the response) scale.")
         if self.infer[0]:
             msg.append(f"Confidence level used: {self.level:g}")
-        if self.infer[1] and self.adjust != "none" and len(self.grid) // max(len(self.by_groups()), 1) > 1:
-            msg.append(f"P value adjustment: {self.adjust} method")
+            if self.transform is not None:
+                msg.append(f"Intervals are back-transformed from the {link} scale")
+        n_per_group = len(self.grid) // max(len(self.by_groups()), 1)
+        if self.infer[1] and self.adjust != "none" and n_per_group > 1:
+            adjust = "sidak" if self.adjust == "tukey" and self.est_type != "pairs" else self.adjust
+            extra = (
+                f"for comparing a family of {self.fam_size} estimates"
+                if adjust == "tukey"
+                else ("" if adjust == "scheffe" else f"for {n_per_group} tests")
+            )
+            msg.append(f"P value adjustment: {adjust} method {extra}".rstrip())
+        if self.infer[1] and self.transform is not None:
+            scale = "log odds ratio" if self.transform[0] == "odds.ratio" else "log"
+            msg.append(f"Tests are performed on the {scale} scale")
         return msg
 
     def __str__(self) -> str:
@@ -392,7 +406,7 @@ class EmmGrid:
             block = tab.iloc[rows].drop(columns=self.by)
             if self.by:
                 parts.append(", ".join(f"{b} = {tab[b].iloc[rows[0]]}" for b in self.by) + ":")
-            parts.append(block.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            parts.append(block.to_string(index=False, float_format=lambda v: "Inf" if np.isinf(v) else f"{v:.4g}"))
             parts.append("")
         return "\n".join(parts + self._messages())
 
