@@ -317,25 +317,6 @@ class ProfiledDeviance:
         beta_shifted = state.beta - self.cross.beta_shift
         return self.chol.solve_Lt(state.c_u - state.R_ZX @ beta_shifted)
 
-    def conditional_variance_blocks(self, theta: np.ndarray, sigma: float, batch: int = 512) -> list[np.ndarray]:
-        """Per term, an (m, k, k) array of the blocks of ``σ² Λ (ΛᵀZᵀWZΛ + I)⁻¹ Λᵀ`` (lme4's condVar).
-
-        Assumes the factor currently holds θ (call :meth:`solve` first).
-        """
-        Lambdat = self.design.Lambdat(theta).tocsc()
-        out = []
-        for t in self.terms:
-            res = np.empty((t.n_levels, t.k, t.k))
-            per = max(1, batch // t.k)
-            for start in range(0, t.n_levels, per):
-                stop = min(t.n_levels, start + per)
-                cols = slice(t.offset + start * t.k, t.offset + stop * t.k)
-                M = self.chol.solve_L(Lambdat[:, cols].toarray())
-                Mb = M.reshape(M.shape[0], stop - start, t.k)
-                res[start:stop] = np.einsum("qli,qlj->lij", Mb, Mb)
-            out.append(sigma**2 * res)
-        return out
-
     # ---- siblings for refits (inference/): same design and symbolic factor, other right-hand sides ----
     def with_response(self, y, share_factor: bool = False) -> ProfiledDeviance:
         """The deviance function of the same model fitted to another response ``y`` (length n).

@@ -7,8 +7,8 @@ two results differ in how they were fitted and in what their response means (``v
 
 * the estimates and their tables — ``fixef``, ``bse``, ``varcorr`` (:func:`varcorr_rows`,
   :func:`varcorr_table`), ``ranef`` (:func:`ranef_frames`; the conditional variances of
-  :func:`conditional_variance_blocks` on the fit's factor), ``coef``, ``predict`` (lme4's ``type``: the
-  link or the response scale);
+  :func:`~sparselmm.linalg.factor.conditional_variance_blocks` on the fit's factor), ``coef``, ``predict``
+  (lme4's ``type``: the link or the response scale);
 * the likelihood's bookkeeping — ``nobs``, ``n_params`` (lme4's ``npar``: β, θ and σ when the family has
   a scale, lme4's ``useSc``), ``loglik``, ``aic``, ``bic``, ``df_resid``, ``ngroups``, ``is_singular``;
 * lme4's ``getME`` accessors (``X``, ``y``, ``Zt``, ``Z``, ``Lambdat``, ``Lambda``, ``u``, ``b``, ``factor``,
@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import ModelSpecError
+from .linalg.factor import conditional_variance_blocks
 from .optimize import SINGULAR_TOL, is_singular
 from .predict import linear_predictor
 
@@ -42,12 +43,9 @@ if TYPE_CHECKING:
     from ._typing import ColumnOrValues, FrameLike
     from .design import Design
     from .linalg.factor import Factor
+    from .printing import AnovaTable
 
 __all__ = ["MixedModelResult"]
-
-# Right-hand sides per solve of the conditional variances: Λᵀ's columns are solved in batches of this many
-# (per term, rounded to whole levels) so the dense block stays q × 512 whatever the number of levels
-COND_VAR_BATCH = 512
 
 
 class MixedModelResult:
@@ -332,6 +330,58 @@ class MixedModelResult:
         self.__dict__.update(state)
 
     # ---- plots (sparselmm.plot; matplotlib, the "plot" extra) ----------------------------------
+    # ---- refits with another model (R's update, lme4's drop1) -------------------------------------------
+    #: the call that made the fit (:class:`sparselmm.refit.FitCall`), recorded by lmer and glmer
+    call = None
+
+    def update(self, formula: str | None = None, data=None, **changes) -> MixedModelResult:
+        """The model fitted again with a changed formula (R's ``.`` notation), data or arguments (R's
+        ``update``); see :func:`sparselmm.update`.
+
+        Examples
+        --------
+        >>> import sparselmm
+        >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+        >>> m.update("~ . - (Days | Subject) + (1 | Subject)").formula
+        'Reaction ~ Days + (1 | Subject)'
+        """
+        from .refit import update
+
+        return update(self, formula, data, **changes)
+
+    def drop1(self, test: str = "none", scope: str | Sequence[str] | None = None) -> AnovaTable:
+        """Drop each fixed-effect term in turn and refit by ML (lme4's ``drop1``; lmer and glmer fits).
+
+        Parameters
+        ----------
+        test : {"none", "Chisq"}
+            ``"Chisq"`` adds the likelihood-ratio statistic against the full model and its χ² p-value.
+        scope : str or list of str, optional
+            Terms to drop (R's labels such as ``"recipe:temp"``); default: every term that no other term
+            contains (R's ``drop.scope``).
+
+        Returns
+        -------
+        AnovaTable
+            A DataFrame (:class:`sparselmm.printing.AnovaTable`, printed as R prints it) with rows
+            ``<none>`` (the full model) and one per term dropped; columns ``npar`` (parameters removed),
+            ``AIC`` (of the ML fits) and, with ``test="Chisq"``, ``LRT`` and ``Pr(Chi)``.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            An unknown ``test`` or a term not in the model.
+
+        See Also
+        --------
+        sparselmm.inference.lrt.drop1 : the function behind this method.
+        anova : likelihood-ratio tests between any nested fits.
+        """
+        from .inference.lrt import drop1
+        from .printing import AnovaTable
+
+        return AnovaTable.wrap(drop1(self, test=test, scope=scope))
+
     def plot_ranef(self, group: str | Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
         """Caterpillar plot of the conditional modes with ``level`` intervals from the conditional variances
         (lme4's ``dotplot(ranef(m, condVar = TRUE))``). See :func:`sparselmm.plot.plot_ranef`."""
@@ -383,28 +433,6 @@ def ranef_frames(terms, b: np.ndarray, blocks: list[np.ndarray] | None = None) -
             df.attrs["cond_var"] = cv
             df.attrs["cond_sd"] = pd.DataFrame(np.sqrt(np.einsum("lii->li", cv)), index=df.index, columns=cols)
         out[name] = df
-    return out
-
-
-def conditional_variance_blocks(factor, Lambdat: sp.spmatrix, terms, sigma: float) -> list[np.ndarray]:
-    """Per term, an (levels, k, k) array of the diagonal blocks of ``σ² Λ C⁻¹ Λᵀ`` (lme4's ``condVar``),
-    ``C = ΛᵀZᵀWZΛ + I`` held by ``factor`` (anything with ``solve_L``: ``L⁻¹ P``).
-
-    With ``C = Pᵀ L Lᵀ P`` the block of levels ``l`` is ``Mₗᵀ Mₗ``, ``Mₗ = L⁻¹ P Λᵀ[:, l]``: one triangular
-    solve per column of Λᵀ, batched ``COND_VAR_BATCH`` columns at a time.
-    """
-    Lambdat = sp.csc_matrix(Lambdat)
-    out = []
-    for t in terms:
-        res = np.empty((t.n_levels, t.k, t.k))
-        per = max(1, COND_VAR_BATCH // t.k)
-        for start in range(0, t.n_levels, per):
-            stop = min(t.n_levels, start + per)
-            cols = slice(t.offset + start * t.k, t.offset + stop * t.k)
-            M = np.asarray(factor.solve_L(Lambdat[:, cols].toarray()))
-            Mb = M.reshape(M.shape[0], stop - start, t.k)
-            res[start:stop] = np.einsum("qli,qlj->lij", Mb, Mb)
-        out.append(sigma**2 * res)
     return out
 
 

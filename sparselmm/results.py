@@ -488,38 +488,20 @@ class LmerResult(MixedModelResult):
 
         return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
 
-    def drop1(self, test: str = "none", scope: str | Sequence[str] | None = None) -> AnovaTable:
-        """Drop each fixed-effect term in turn and refit by ML (lme4's ``drop1``).
+    def ranova(self, reduce_terms: bool = True) -> AnovaTable:
+        """lmerTest's ``ranova``: a likelihood-ratio test for each random-effects term (see
+        :func:`sparselmm.ranova`).
 
-        Parameters
-        ----------
-        test : {"none", "Chisq"}
-            ``"Chisq"`` adds the likelihood-ratio statistic against the full model and its χ² p-value.
-        scope : str or list of str, optional
-            Terms to drop (R's labels such as ``"recipe:temp"``); default: every term that no other term
-            contains (R's ``drop.scope``).
-
-        Returns
-        -------
-        AnovaTable
-            A DataFrame (:class:`sparselmm.printing.AnovaTable`, printed as R prints it) with rows
-            ``<none>`` (the full model) and one per term dropped; columns ``npar`` (parameters removed),
-            ``AIC`` (of the ML fits) and, with ``test="Chisq"``, ``LRT`` and ``Pr(Chi)``.
-
-        Raises
-        ------
-        sparselmm.ModelSpecError
-            An unknown ``test`` or a term not in the model.
-
-        See Also
+        Examples
         --------
-        sparselmm.inference.lrt.drop1 : the function behind this method.
-        anova : likelihood-ratio tests between any nested fits.
+        >>> import sparselmm
+        >>> m = sparselmm.lmer("Reaction ~ Days + (Days | Subject)", sparselmm.datasets.load("sleepstudy"))
+        >>> m.ranova().index.tolist()
+        ['<none>', 'Days in (Days | Subject)']
         """
-        from .inference.lrt import drop1
-        from .printing import AnovaTable
+        from .inference.ranova import ranova
 
-        return AnovaTable.wrap(drop1(self, test=test, scope=scope))
+        return ranova(self, reduce_terms=reduce_terms)
 
     def bootstrap_lrt(
         self,

@@ -63,7 +63,9 @@ def test_modes_and_conditional_variances_against_dense_algebra(sleepstudy, order
     A = Lt @ Z.T @ Z @ Lt.T + np.eye(Lt.shape[0])
     u = np.linalg.solve(A, Lt @ Z.T @ (y - X @ state.beta))
     np.testing.assert_allclose(f.spherical_modes(state), u, rtol=1e-9, atol=1e-9)
-    cv = f.conditional_variance_blocks(theta, sigma=2.0)[0]
+    from sparselmm.linalg.factor import conditional_variance_blocks
+
+    cv = conditional_variance_blocks(f.chol, f.design.Lambdat(theta), f.terms, sigma=2.0)[0]
     dense = 4.0 * Lt.T @ np.linalg.inv(A) @ Lt
     np.testing.assert_allclose(cv[3], dense[6:8, 6:8], rtol=1e-9, atol=1e-12)
     if ordering == "default":

@@ -168,6 +168,50 @@ class GlmerResult(MixedModelResult):
         return self.family.link.linkinv(eta)
 
     # ---- summary -------------------------------------------------------------------------------------
+    def anova(self, *others: GlmerResult, **kwargs) -> pd.DataFrame:
+        """lme4's ``anova(g0, g1, ...)``: likelihood-ratio tests between nested glmer fits of one family.
+
+        Parameters
+        ----------
+        *others : GlmerResult
+            One or more other fits to the same rows (see
+            :func:`sparselmm.inference.lrt.likelihood_ratio_table`, which takes ``names`` and
+            ``check_nested_models`` as keyword arguments).
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            No other model (a glmer fit has no F table: its summary has the Wald z tests), models of another
+            family or link, models not nested.
+        """
+        from ..inference.anova import anova
+
+        if not others:
+            raise ModelSpecError(
+                "anova() of one glmer fit has no F table: its summary() has the Wald z tests; give a second fit "
+                "for the likelihood-ratio test, e.g. g1.anova(g0)."
+            )
+        return anova(self, *others, **kwargs)
+
+    def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
+        """lme4's ``confint(m, method = "Wald")``: ``β̂ ± z·SE``, NaN rows for the variance parameters.
+
+        Profile and bootstrap intervals of glmer fits are not available yet.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``method`` other than ``"Wald"``, or ``level`` outside (0, 1).
+        """
+        from ..inference.confint import wald_confint
+
+        if not isinstance(method, str) or method.lower() != "wald":
+            raise ModelSpecError(
+                f"method={method!r}: a glmer fit has Wald intervals only so far (method='Wald'); profile and "
+                "bootstrap intervals are lmer's."
+            )
+        return wald_confint(self, level)
+
     def summary(self) -> GlmmSummary:
         """lme4's ``summary(glmer)``: criteria, scaled residuals, random effects and the fixed effects' z
         tests; print it."""

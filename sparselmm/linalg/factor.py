@@ -44,6 +44,7 @@ __all__ = [
     "Factor",
     "FillReport",
     "analyse_cholmod",
+    "conditional_variance_blocks",
 ]
 
 # the orderings ordering="auto" measures; the first wins ties
@@ -372,3 +373,29 @@ def _copy_updater(updater: BlockUpdater) -> BlockUpdater:
     new.A = updater.A.copy()  # update() writes A.data in place
     new.A.has_sorted_indices = True
     return new
+
+
+# columns of Λᵀ per triangular solve in conditional_variance_blocks (bounds the dense q × batch block)
+COND_VAR_BATCH = 512
+
+
+def conditional_variance_blocks(factor, Lambdat: sp.spmatrix, terms, sigma: float) -> list[np.ndarray]:
+    """Per term, an (levels, k, k) array of the diagonal blocks of ``σ² Λ C⁻¹ Λᵀ`` (lme4's ``condVar``),
+    ``C = ΛᵀZᵀWZΛ + I`` held by ``factor`` (anything with ``solve_L``: ``L⁻¹ P``).
+
+    With ``C = Pᵀ L Lᵀ P`` the block of levels ``l`` is ``Mₗᵀ Mₗ``, ``Mₗ = L⁻¹ P Λᵀ[:, l]``: one triangular
+    solve per column of Λᵀ, batched ``COND_VAR_BATCH`` columns at a time.
+    """
+    Lambdat = sp.csc_matrix(Lambdat)
+    out = []
+    for t in terms:
+        res = np.empty((t.n_levels, t.k, t.k))
+        per = max(1, COND_VAR_BATCH // t.k)
+        for start in range(0, t.n_levels, per):
+            stop = min(t.n_levels, start + per)
+            cols = slice(t.offset + start * t.k, t.offset + stop * t.k)
+            M = np.asarray(factor.solve_L(Lambdat[:, cols].toarray()))
+            Mb = M.reshape(M.shape[0], stop - start, t.k)
+            res[start:stop] = np.einsum("qli,qlj->lij", Mb, Mb)
+        out.append(sigma**2 * res)
+    return out
