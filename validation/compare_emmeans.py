@@ -57,6 +57,11 @@ def load_data(model: dict) -> pd.DataFrame:
     for f in model.get("factors", []):
         if pd.api.types.is_numeric_dtype(d[f]):
             d[f] = d[f].astype(str)
+    if model.get("exclude"):
+        drop = np.ones(len(d), dtype=bool)
+        for v, level in model["exclude"].items():
+            drop &= d[v].astype(str).to_numpy() == str(level)
+        d = d[~drop].reset_index(drop=True)
     return d
 
 

@@ -49,6 +49,11 @@ fit_model <- function(key) {
   md <- spec$models[[key]]
   d <- load_data(md$data)
   for (f in unlist(md$factors)) if (!is.factor(d[[f]])) d[[f]] <- factor(d[[f]])
+  if (!is.null(md$exclude)) {
+    drop <- rep(TRUE, nrow(d))
+    for (v in names(md$exclude)) drop <- drop & as.character(d[[v]]) == md$exclude[[v]]
+    d <- droplevels(d[!drop, ])
+  }
   formula <- if (is.null(md$r_formula)) md$formula else md$r_formula
   m <- if (md$kind == "glmer") {
     glmer(as.formula(formula), data = d, family = get(md$family)(),

@@ -74,7 +74,18 @@ def p_adjust(p: np.ndarray, method: str) -> np.ndarray:
     raise AssertionError(method)
 
 
+def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
+    """R's ``zapsmall``, which emmeans applies to Tukey's df: rounded to 7 significant digits of the largest,
+    to whole numbers when the family has a non-estimable (NA, then infinite) df."""
+    mx = np.max(np.where(np.isnan(x), np.inf, np.abs(x))) if x.size else 0.0
+    if not mx > 0:
+        return x
+    places = 0 if np.isinf(mx) else max(0, digits - int(np.ceil(np.log10(mx))))
+    return np.where(np.isfinite(x), np.round(x, places), x)
+
+
 def _ptukey_upper(q: np.ndarray, nmeans: float, df: np.ndarray) -> np.ndarray:
+    df = _zapsmall(df)
     return np.array([stats.studentized_range.sf(qi, nmeans, di) for qi, di in zip(q, df)])
 
 

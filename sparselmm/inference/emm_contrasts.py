@@ -229,7 +229,11 @@ def contrast(emm, method="eff", adjust=None, ref=1, by=None):
         C, names, default_adjust, est_type, fam_size = contrast_coefficients(method, levs, raw, ref)
         if first is None:
             first = (C, default_adjust, est_type, fam_size)
-        blocks.append(C.T @ emm.L[rows])
+        Lg = emm.L[rows]
+        nonestimable = np.isnan(Lg).any(axis=1)  # emmeans: a contrast touching a non-estimable mean is one too
+        block = C.T @ np.where(nonestimable[:, None], 0.0, Lg)
+        block[(np.abs(C[nonestimable]) > 0).any(axis=0)] = np.nan
+        blocks.append(block)
         for name in names:
             row = {"contrast": name}
             for b in by:

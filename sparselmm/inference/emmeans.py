@@ -319,7 +319,7 @@ class EmmGrid:
         df = np.array([self.view.df(l) if np.all(np.isfinite(l)) else np.nan for l in self.L])
         out = self.grid.copy()
         link = self.transform
-        asymptotic = bool(np.all(np.isinf(df) | np.isnan(df)))
+        asymptotic = self.view.method == "asymptotic"
         name = self.est_name if link is None else link[0]
         out[name] = est
         out["SE"] = se
