@@ -75,6 +75,16 @@ def test_bool_predictor_parquet(df, in_memory, tmp_path):
     np.testing.assert_allclose(m.fixef.to_numpy(), LME4_FIXEF, rtol=0, atol=1e-6)
 
 
+def test_bool_predictor_predictions_and_anova(df, in_memory):
+    """predict(newdata) and the type III anova (from made-up coding rows) read the bool column as in memory."""
+    m = sparselmm.lmer(FORMULA, ChunkedFrames(df, rows=120))
+    new = df.iloc[:25]
+    np.testing.assert_allclose(m.predict(new), in_memory.predict(new), rtol=0, atol=1e-8)
+    a_mem, a_chunk = sparselmm.anova(in_memory), sparselmm.anova(m)
+    assert list(a_chunk.index) == list(a_mem.index) == ["x", "b"]
+    np.testing.assert_allclose(a_chunk.to_numpy(dtype=float), a_mem.to_numpy(dtype=float), rtol=1e-6)
+
+
 def test_bool_predictor_with_missing_values_in_parquet(df, tmp_path):
     """A bool column with nulls (pandas reads it as object) stays numeric in every batch; its rows are dropped."""
     pytest.importorskip("pyarrow")

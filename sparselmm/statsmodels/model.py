@@ -9,10 +9,10 @@ import pandas as pd
 
 from ..design import independent_columns
 from ..errors import DataError, ModelSpecError, SparseLMMError, caller_stacklevel
+from . import fitting
 from ._compat import UnidentifiableWarning
 from .data import ModelData
 from .distribution import MixedLMDistribution
-from .fitting import MixedLMFitting
 from .from_formula import formula_arguments, formula_context
 from .likelihood import Likelihood
 from .params import MixedLMParams, VCSpec, convert_vc_dict
@@ -59,7 +59,7 @@ def _as_2d(a, name: str) -> tuple[np.ndarray, list[str] | None]:
     return arr, names
 
 
-class MixedLM(MixedLMFitting):
+class MixedLM:
     """Linear mixed model with statsmodels' ``MixedLM`` interface, fitted with one sparse Cholesky per θ.
 
     Same arguments, defaults and meaning as ``statsmodels.regression.mixed_linear_model.MixedLM``:
@@ -294,6 +294,13 @@ class MixedLM(MixedLMFitting):
             raise ModelSpecError(f"Unknown keyword argument(s) {sorted(kwargs)} for MixedLM.from_formula.")
         arrays, options = formula_arguments(formula, data, groups, re_formula, vc_formula, subset, missing, context)
         return cls(*arrays, use_sqrt=use_sqrt, **options)
+
+    # ---- fitting (sparselmm.statsmodels.fitting) -------------------------------------------------
+    fit = fitting.fit
+    fit_regularized = fitting.fit_regularized
+    # for MixedLMResults.profile_re, which reaches the fit through its model (it does not import fitting)
+    _minimize_deviance = fitting.minimize_deviance
+    _optimizer_name = staticmethod(fitting.optimizer_name)
 
     # ---- internals -----------------------------------------------------------------------------
     def likelihood(self) -> Likelihood:

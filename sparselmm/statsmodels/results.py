@@ -454,7 +454,7 @@ class MixedLMResults:
         else:
             free.vcomp[i] = 0
         lik = model.likelihood()
-        optimizer = model._optimizer(fit_kwargs.pop("method", None))
+        optimizer = model._optimizer_name(fit_kwargs.pop("method", None))
         out = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -463,7 +463,7 @@ class MixedLMResults:
                     po.cov_re[i, i] = x
                 else:
                     po.vcomp[i] = x
-                theta, _, _ = model._optimize(po, self.reml, free, optimizer, {}, use_sqrt=False)
+                theta, _, _ = model._minimize_deviance(po, self.reml, free, optimizer, {}, use_sqrt=False)
                 st = lik.solve(theta, self.reml)
                 out.append([x * st.pwrss / lik.fac(self.reml), lik.loglike_state(st, self.reml)])
         return np.asarray(out)
