@@ -196,3 +196,20 @@ def test_bad_input(factorial_fit, cbpp_fit):
         sparselmm.joint_tests(factorial_fit, by="subj")
     with pytest.raises(ModelSpecError, match="emmeans takes a fit"):
         sparselmm.emmeans(object(), "cond")
+
+
+def test_non_estimable_means_of_a_rank_deficient_fit():
+    # R: the cell cond = c, grp = trt removed (validation/emmeans_cases.json, model fc_missing_cell);
+    # summary(pairs(emmeans(m, ~ cond, lmer.df = "satterthwaite"), adjust = "holm"))
+    d = pd.read_csv(DATA / "factorial_crossed.csv")
+    d = d[~((d["cond"] == "c") & (d["grp"] == "trt"))].reset_index(drop=True)
+    with pytest.warns(sparselmm.RankDeficiencyWarning):
+        m = sparselmm.lmer("y ~ cond * grp + x + (1|subj) + (1|item)", d)
+    emm = sparselmm.emmeans(m, "cond")
+    tab = emm.to_frame()
+    np.testing.assert_allclose(tab["emmean"].iloc[:2], [0.955440176454344, 1.57822343559136], rtol=1e-5)
+    assert np.isnan(tab["emmean"].iloc[2]) and np.isnan(tab["SE"].iloc[2])
+    con = emm.pairs(adjust="holm").to_frame()
+    np.testing.assert_allclose(con["estimate"].iloc[0], -0.622783259137011, rtol=1e-5)
+    np.testing.assert_allclose(con["p.value"].iloc[0], 0.0569379379485444, rtol=1e-4)
+    assert con["estimate"].iloc[1:].isna().all()
