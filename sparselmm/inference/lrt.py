@@ -121,7 +121,7 @@ def _rows_held(model) -> bool:
 
 def _row_summary(model):
     """The sums that identify a fit's rows: kept by a fit from chunks, computed from the arrays otherwise."""
-    from ..scale.chunked import RowSummary
+    from ..scale.streamed_design import RowSummary
 
     d = model.design
     if not _rows_held(model):
@@ -220,7 +220,7 @@ def _check_nested_summed(small, large, small_name: str, large_name: str) -> str 
     Checked instead: (1) every fixed-effect column of ``small`` is a column of ``large`` by name (formulaic's
     names, e.g. ``x``, ``f[T.b]``; the same rows give the same levels and encodings), or else lies in the
     span of ``large``'s columns as a function of the variables — both specs evaluated on the made-up rows of
-    :meth:`~sparselmm.scale.chunked.StreamedDesign.coding_frame` (every combination of the categorical
+    :meth:`~sparselmm.scale.streamed_design.StreamedDesign.coding_frame` (every combination of the categorical
     levels, numeric values seen in the data): nested as functions, which implies nested on the data but
     not conversely (a column collinear with ``large``'s only on these rows is reported as not nested);
     (2) the same offset by its sums ``Σ(y − offset)²`` and ``Σ w(y − offset)``;

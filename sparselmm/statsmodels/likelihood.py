@@ -125,7 +125,8 @@ class Likelihood:
             r *= np.sqrt(d.weights)
         return dataclasses.replace(state, pwrss=float(r @ r + u @ u))
 
-    def fac(self, reml: bool) -> int:
+    def residual_df(self, reml: bool) -> int:
+        """ν, the profiled criterion's residual degrees of freedom: ``n − p`` (REML) or ``n`` (ML)."""
         return self.n - self.p if reml else self.n
 
     def rss(self, state: PLSState, beta=None) -> float:
@@ -136,10 +137,10 @@ class Likelihood:
         return state.pwrss + float(d @ d)
 
     def loglike_state(self, state: PLSState, reml: bool, beta=None) -> float:
-        fac = self.fac(reml)
+        nu = self.residual_df(reml)
         ld = state.ldL2 + (state.ldRX2 if reml else 0.0)
-        const = -0.5 * fac * (1.0 + LOG_2PI - np.log(fac))  # one rounding for the constant part
-        return const - (0.5 * ld + 0.5 * fac * np.log(self.rss(state, beta)))
+        const = -0.5 * nu * (1.0 + LOG_2PI - np.log(nu))  # one rounding for the constant part
+        return const - (0.5 * ld + 0.5 * nu * np.log(self.rss(state, beta)))
 
     def loglike(self, cov_re, vcomp, reml: bool, beta=None) -> float:
         """statsmodels' ``loglike``: β profiled when ``beta`` is None; NaN for an invalid covariance."""
@@ -154,7 +155,7 @@ class Likelihood:
     def beta_gradient(self, state: PLSState, reml: bool, beta) -> np.ndarray:
         """∂ℓ/∂β at ``beta`` (analytic)."""
         G = state.R_X.T @ state.R_X
-        return -self.fac(reml) * G @ (np.asarray(beta) - state.beta) / self.rss(state, beta)
+        return -self.residual_df(reml) * G @ (np.asarray(beta) - state.beta) / self.rss(state, beta)
 
     # ---- derivatives ----------------------------------------------------------------------
     def exact_derivatives(self, theta, reml: bool, beta=None, sqrt: bool = False, hessian: bool = True):
@@ -168,7 +169,7 @@ class Likelihood:
         perm = self.structure.theta_of_sqrt  # packed position -> θ position
         dirs_theta = dd.D if sqrt else dd.Delta
         dirs = [dirs_theta[j] for j in perm]
-        N = self.fac(reml)
+        N = self.residual_df(reml)
         d = np.zeros(self.p) if beta is None else np.asarray(beta, dtype=float).ravel() - dd.state.beta
         c = dd.a - dd.Psi @ d
         Md = dd.M @ d
@@ -273,7 +274,7 @@ class Likelihood:
             G = st0.R_X.T @ st0.R_X
             S = self.rss(st0, beta)
             Gd = G @ (beta - st0.beta)
-            H[:p, :p] = -self.fac(reml) * (G / S - 2.0 * np.outer(Gd, Gd) / S**2)
+            H[:p, :p] = -self.residual_df(reml) * (G / S - 2.0 * np.outer(Gd, Gd) / S**2)
         for a in range(m):
             d2, d1 = [], []
             for r in RADII:

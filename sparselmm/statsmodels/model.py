@@ -455,7 +455,7 @@ class MixedLM:
         if theta is None:
             raise ModelSpecError("cov_re must be positive semi-definite and vcomp non-negative.")
         st = lik.solve(theta, self.reml)
-        return lik.rss(st, fe_params) / lik.fac(self.reml)
+        return lik.rss(st, fe_params) / lik.residual_df(self.reml)
 
     def get_distribution(self, params, scale, exog=None) -> MixedLMDistribution:
         """A generator of responses from the model at ``params`` (packed with fixed effects, non-square-root,

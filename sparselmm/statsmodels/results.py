@@ -55,7 +55,7 @@ class MixedLMResults:
         reml = model.reml
         state = lik.solve(theta, reml)
         fe = state.beta.copy()
-        scale = state.pwrss / lik.fac(reml)
+        scale = state.pwrss / lik.residual_df(reml)
         po = lik.params_from_theta(theta, fe)
         res = cls(model, po.get_packed(use_sqrt=False, has_fe=True), None)  # covariance: on first use
         res._set(po, fe, scale, reml, converged, model._freepat, state)
@@ -465,7 +465,7 @@ class MixedLMResults:
                     po.vcomp[i] = x
                 theta, _, _ = model._minimize_deviance(po, self.reml, free, optimizer, {}, use_sqrt=False)
                 st = lik.solve(theta, self.reml)
-                out.append([x * st.pwrss / lik.fac(self.reml), lik.loglike_state(st, self.reml)])
+                out.append([x * st.pwrss / lik.residual_df(self.reml), lik.loglike_state(st, self.reml)])
         return np.asarray(out)
 
     # ---- summary ---------------------------------------------------------------------------------------
