@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from .design import Design
 
-__all__ = ["CrossProducts", "cross_products"]
+__all__ = ["CrossProducts", "RowSummary", "cross_products"]
 
 
 @dataclass
@@ -122,3 +122,67 @@ def cross_products(design: Design) -> CrossProducts:
         beta_shift=beta_shift,
         n=y.shape[0],
     )
+
+
+@dataclass(frozen=True)
+class RowSummary:
+    """Sums that identify the rows a streamed fit was summed over (for likelihood-ratio tests between fits):
+    n, ``Σy`` and ``Σ(y − ȳ)²`` of the (transformed) response, ``Σw`` and ``Σ log w`` of the weights, and
+    ``Σ(y − offset)²``, ``Σ w(y − offset)`` when there is an offset (None where not applicable)."""
+
+    n: int
+    sum_y: float
+    ss_y: float
+    sum_w: float | None
+    sum_log_w: float | None
+    ss_y_offset: float | None
+    sum_wy_offset: float | None
+    weights: str | None = None  # the columns, when known
+    offset: str | None = None
+
+    @classmethod
+    def of_arrays(cls, y, weights=None, offset=None) -> RowSummary:
+        """The same sums from a fit's held arrays."""
+        y = np.asarray(y, dtype=float)
+        n = y.size
+        w = None if weights is None else np.asarray(weights, dtype=float)
+        yo = None if offset is None else y - np.asarray(offset, dtype=float)
+        return cls(
+            n=n,
+            sum_y=float(y.sum()),
+            ss_y=float(np.sum((y - y.mean()) ** 2)) if n else 0.0,
+            sum_w=None if w is None else float(w.sum()),
+            sum_log_w=None if w is None else float(np.log(w).sum()),
+            ss_y_offset=None if yo is None else float(yo @ yo),
+            sum_wy_offset=None if yo is None else float(yo.sum() if w is None else yo @ w),
+        )
+
+    def differs(self, other: RowSummary, parts=("response", "weights", "offset"), rtol: float = 1e-9) -> str | None:
+        """Which sum of ``parts`` differs (beyond the rounding of sums taken in another order), or None."""
+        if self.n != other.n:
+            return f"n ({self.n} and {other.n})"
+        scale_y = np.sqrt(max(self.ss_y, other.ss_y) * self.n) + abs(self.sum_y)
+        checks = {
+            "response": [
+                ("the sums of the responses", self.sum_y, other.sum_y, scale_y),
+                ("the sums of squares of the responses about their mean", self.ss_y, other.ss_y, None),
+            ],
+            "weights": [
+                ("the sums of the weights", self.sum_w, other.sum_w, None),
+                ("the sums of the log weights", self.sum_log_w, other.sum_log_w, float(self.n)),
+            ],
+            "offset": [
+                ("the sums of squares of response minus offset", self.ss_y_offset, other.ss_y_offset, None),
+                ("the weighted sums of response minus offset", self.sum_wy_offset, other.sum_wy_offset, None),
+            ],
+        }
+        for part in parts:
+            for what, a, b, scale in checks[part]:
+                if (a is None) != (b is None):
+                    return f"one fit has {'weights' if part == 'weights' else 'an offset'} and the other not"
+                if a is None:
+                    continue
+                scale = max(abs(a), abs(b)) if scale is None else scale
+                if abs(a - b) > rtol * max(scale, 1e-300):
+                    return f"{what} differ ({a!r} and {b!r})"
+        return None

@@ -243,6 +243,24 @@ def encode_grouping(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.n
     return codes.astype(np.int64), pd.Index(names)
 
 
+def gram_independent(G: np.ndarray) -> np.ndarray:
+    """Left-to-right independent columns from the Gram matrix ``XᵀX`` (as ``independent_columns`` on X)."""
+    keep: list[int] = []
+    for j in range(G.shape[0]):
+        norm2 = G[j, j]
+        if norm2 <= 0:
+            continue
+        if keep:
+            K = G[np.ix_(keep, keep)]
+            c = G[keep, j]
+            r2 = norm2 - c @ np.linalg.solve(K, c)
+        else:
+            r2 = norm2
+        if r2 > RANK_TOL**2 * norm2:
+            keep.append(j)
+    return np.array(keep, dtype=int)
+
+
 def independent_columns(X: np.ndarray) -> np.ndarray:
     """Indices of columns kept by a left-to-right rank check (as R's pivoting ``qr`` with tol 1e-7)."""
     keep: list[int] = []

@@ -515,8 +515,8 @@ def _type3_gram(model: _Model, X_full, keys, owner, rdX, rd_keys, contained_in) 
     that vanishes there vanishes on the data (else the made-up rows were not general enough and this
     raises). The numbers agree with the in-memory contrasts to rounding (``tests/test_scale.py``).
     """
+    from ..design import gram_independent
     from ..errors import RowsNotHeldError
-    from ..scale.chunked import _gram_independent
 
     design = model.design
     frame = model.rows()
@@ -551,7 +551,7 @@ def _type3_gram(model: _Model, X_full, keys, owner, rdX, rd_keys, contained_in) 
     nf = X_full.shape[1]
     GB = M.T @ G_all @ M  # the data's cross-products of [X_full | rdX]
     GBX = M.T @ G_all[:, model._kept]  # ... with sparselmm's X
-    keep = _gram_independent(GB[:nf, :nf]) if nf else np.array([], dtype=int)
+    keep = gram_independent(GB[:nf, :nf]) if nf else np.array([], dtype=int)
     K = GB[np.ix_(keep, keep)]
     coef = np.linalg.solve(K, GB[keep, nf:])  # ginv(X) rdX for the independent treatment-coded X
     keys = [keys[j] for j in keep]

@@ -121,7 +121,7 @@ def _rows_held(model) -> bool:
 
 def _row_summary(model):
     """The sums that identify a fit's rows: kept by a fit from chunks, computed from the arrays otherwise."""
-    from ..scale.streamed_design import RowSummary
+    from ..crossprod import RowSummary
 
     d = model.design
     if not _rows_held(model):

@@ -38,23 +38,23 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..crossprod import CrossProducts
+from ..crossprod import CrossProducts, RowSummary
 from ..data import CleanData
 from ..design import (
-    RANK_TOL,
     RankDeficiencyWarning,
     ReTerm,
     _check_identifiable,
     _model_matrix,
     _response,
     encode_grouping,
+    gram_independent,
 )
 from ..errors import DataError, FormulaError, ModelSpecError
 from ..start import moment_start_from_sums
 from .columns import ModelColumns
 from .levels import LevelPartial, global_levels
 from .partial_crossprod import PartialCrossProducts
-from .streamed_design import RowSummary, StreamedDesign, coding_values
+from .streamed_design import StreamedDesign, coding_values
 
 __all__ = ["Plan"]
 
@@ -64,24 +64,6 @@ def _solve(A: np.ndarray, B: np.ndarray) -> np.ndarray:
         return np.linalg.solve(A, B)
     except np.linalg.LinAlgError:
         return np.linalg.lstsq(A, B, rcond=None)[0]
-
-
-def _gram_independent(G: np.ndarray) -> np.ndarray:
-    """Left-to-right independent columns from the Gram matrix ``XᵀX`` (as ``independent_columns`` on X)."""
-    keep: list[int] = []
-    for j in range(G.shape[0]):
-        norm2 = G[j, j]
-        if norm2 <= 0:
-            continue
-        if keep:
-            K = G[np.ix_(keep, keep)]
-            c = G[keep, j]
-            r2 = norm2 - c @ np.linalg.solve(K, c)
-        else:
-            r2 = norm2
-        if r2 > RANK_TOL**2 * norm2:
-            keep.append(j)
-    return np.array(keep, dtype=int)
 
 
 class Plan:
@@ -284,7 +266,7 @@ class Plan:
             )
         total.flush()
         p_all = self.p_all
-        keep = _gram_independent(total.AtA[:p_all, :p_all]) if p_all else np.array([], dtype=int)
+        keep = gram_independent(total.AtA[:p_all, :p_all]) if p_all else np.array([], dtype=int)
         dropped = [self.all_names[j] for j in range(p_all) if j not in set(keep)]
         if dropped:
             warnings.warn(
