@@ -282,8 +282,9 @@ def write_section(out: dict, args) -> None:
         "small q (sleepstudy); for crossed models on the dense-Schur factor (InstEval) in two stages, "
         "`log|L|²` by its Taylor model at θ̂ (from factors held there) until one exact gradient and a "
         "value-checked last step. Refit loops run BLAS on one thread. Profile ends are Newton iterations on ζ "
-        "whose slope is the envelope-theorem derivative of the constrained fits (`sparselmm/inference/"
-        "criterion.py`, `sparselmm/newton.py`, `inference/bootstrap_fits.py`, `profile_fits.py`). The 2-worker row is two processes against lme4's one.",
+        "whose slope is the envelope-theorem derivative of the constrained fits (`sparselmm/criterion.py`, "
+        "`sparselmm/newton.py`, `inference/bootstrap_fits.py`, `profile_fits.py`). The 2-worker row is two "
+        "processes against lme4's one.",
         END,
     ]
     path = ROOT / "BENCHMARKS.md"
