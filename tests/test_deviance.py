@@ -267,3 +267,16 @@ def test_block_schur_gradient_with_4x4_blocks():
         assert value == pytest.approx(ref(theta), rel=1e-10)
         fd = _central_gradient(ref, theta, h=1e-6)
         np.testing.assert_allclose(grad, fd, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(fd).max()))
+
+
+def test_dense_factor_gives_the_block_schur_factors_value_and_gradient(sleepstudy):
+    """linalg/dense.py's DenseFactor behind the Factor protocol: the same deviance and exact gradient."""
+    from sparselmm.linalg.dense import DenseFactor
+
+    f = sparselmm.deviance_function("Reaction ~ Days + (Days | Subject)", sleepstudy)
+    theta = np.array([0.9, 0.05, 0.2])
+    value, grad = f.value_and_gradient(theta)
+    f.chol = DenseFactor(f.terms, f.cross.ZtWZ)
+    value_dense, grad_dense = f.value_and_gradient(theta)
+    assert value_dense == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(grad_dense, grad, rtol=1e-7, atol=1e-9)

@@ -265,3 +265,11 @@ def test_lmer_and_glmer_fits_are_not_compared():
     m = sparselmm.lmer("prop ~ 1 + (1 | herd)", d)
     with pytest.raises(ModelSpecError, match="different kinds"):
         sparselmm.anova(m, g)
+
+
+def test_glmer_anova_of_one_fit_and_profile_intervals_say_what_to_do():
+    g = sparselmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", _cbpp(), family="binomial")
+    with pytest.raises(ModelSpecError, match="second fit"):
+        g.anova()
+    with pytest.raises(ModelSpecError, match="Wald intervals only"):
+        g.confint(method="profile")
