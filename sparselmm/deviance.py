@@ -26,9 +26,10 @@ from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from .crossprod import CrossProducts
 from .design import Design
-from .errors import ModelSpecError, NumericalError
+from .errors import MemoryLimitError, ModelSpecError, NumericalError
 from .linalg import threads
 from .linalg.block_schur import BlockSchurCholesky, block_schur_applicable
+from .linalg.cost import PathCost, format_bytes, format_seconds, memory_limit_bytes, predict_costs
 from .linalg.factor import BlockUpdater, CholmodFactor, Factor
 from .linalg.schur import (
     NotDiagonalError,
@@ -37,7 +38,7 @@ from .linalg.schur import (
     complement_density,
     schur_applicable,
 )
-from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY, MAX_DENSE, MAX_PRODUCT_PAIRS
+from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
 
@@ -69,14 +70,25 @@ class ProfiledDeviance:
     reml : bool
     ordering : str
         CHOLMOD fill-reducing ordering for the one symbolic analysis.
+    memory_limit : None, int, float or str
+        Most memory the factor may plan to use (see :func:`sparselmm.linalg.cost.memory_limit_bytes`).
+
+    Attributes
+    ----------
+    costs : list of PathCost
+        Each path's predicted memory and time per evaluation (:mod:`sparselmm.linalg.cost`).
+    predicted : PathCost
+        The prediction for the path taken.
     """
 
-    def __init__(self, design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "auto"):
+    def __init__(
+        self, design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "auto", memory_limit=None
+    ):
         self.design = design
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
-        self.chol: Factor = self._analyse(ordering)
+        self.chol: Factor = self._analyse(ordering, memory_limit)
         self.ordering = self.chol.ordering
         self._small = threads.small_evaluation(self.chol.dense_flops())
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
@@ -100,47 +112,74 @@ class ProfiledDeviance:
         """The CHOLMOD factor's in-place writer of ``ΛᵀZᵀWZΛ`` (None for the dense-Schur factors)."""
         return getattr(self.chol, "updater", None)
 
-    def _analyse(self, ordering: str) -> Factor:
+    def _analyse(self, ordering: str, memory_limit) -> Factor:
         """Choose and analyse the factor of ``ΛᵀZᵀWZΛ + I``.
 
-        ``"auto"``: the dense-Schur factor (:mod:`sparselmm.linalg.schur`) where it applies (all terms scalar,
-        the first diagonal and at least as large as the rest, at most ``MAX_DENSE`` others), the
-        Schur complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full and its product has at most
-        ``MAX_PRODUCT_PAIRS`` entries. It also gives the analytic
-        gradient, and with it whole fits were faster than CHOLMOD + BOBYQA at every size measured
-        (1e3 rows, 100 × 30 levels: 10.7 vs 12.0 ms; 8e3 rows, 800 × 300: 46 vs 246 ms; InstEval ML:
-        0.62 vs 1.6 s). Models with vector-valued terms (or scalar ones the scalar factor declines) take the
-        block-Schur factor of :mod:`sparselmm.linalg.block_schur` when its dense blocks fit (``q₂ ≤ MAX_DENSE_Q2``,
-        ``q₁q₂ ≤ MAX_BLOCK_ENTRIES``) and the complement is at least ``AUTO_SCHUR_MIN_DENSITY`` full: on the
-        maximal 60 × 40 design (q = 200) CHOLMOD took 3–4 ms per factorisation and BOBYQA 124 evaluations,
-        the block-Schur factor 2 ms per evaluation with the gradient and L-BFGS-B 25. Anything else takes
-        CHOLMOD (and BOBYQA), with the ordering (AMD or METIS) and the simplicial or supernodal mode chosen
-        by measuring the fill at the start θ (:func:`sparselmm.linalg.factor.analyse_cholmod`, which gives the
-        measurements). ``"schur"`` forces a Schur factor wherever one applies; a CHOLMOD ordering by name
-        forces CHOLMOD with that ordering.
+        ``"auto"``: the first of these paths that applies and whose predicted memory
+        (:func:`sparselmm.linalg.cost.predict_costs`, kept in :attr:`costs`) fits ``memory_limit``:
+
+        * the scalar dense-Schur factor (:mod:`sparselmm.linalg.schur`): all terms scalar, the first
+          diagonal and at least as large as the rest, the complement at least ``AUTO_SCHUR_MIN_DENSITY``
+          full. It gives the analytic gradient; whole fits were faster than CHOLMOD + BOBYQA at every size
+          measured (BENCHMARKS.md, "Measurements behind the linear-algebra choices");
+        * the block-Schur factor (:mod:`sparselmm.linalg.block_schur`) for vector-valued terms (or scalar
+          ones the scalar factor declines), its complement as full: also with the gradient;
+        * CHOLMOD (and BOBYQA), with the ordering and the simplicial or supernodal mode chosen by measuring
+          the fill at the start θ (:func:`sparselmm.linalg.factor.analyse_cholmod`).
+
+        When none fits, :class:`~sparselmm.errors.MemoryLimitError` gives each path's prediction.
+        ``"schur"`` forces a Schur factor wherever one applies (memory permitting); a CHOLMOD ordering by
+        name forces CHOLMOD with that ordering.
         """
-        q = self.cross.ZtWZ.shape[0]
-        if ordering in ("schur", "auto") and schur_applicable(self.terms, q):
+        G = self.cross.ZtWZ
+        q = G.shape[0]
+        self.memory_limit = memory_limit_bytes(memory_limit)
+        self.costs = predict_costs(self.terms, G, self.design.p)
+        scalar, block, cholmod = self.costs
+        limit = self.memory_limit
+        if ordering in ("schur", "auto") and schur_applicable(self.terms, q) and scalar.bytes <= limit:
             auto = ordering == "auto"
             try:
-                return SchurCholesky(
-                    self.cross.ZtWZ,
-                    self.terms[0].q,
-                    min_density=AUTO_SCHUR_MIN_DENSITY if auto else 0.0,
-                    max_pairs=MAX_PRODUCT_PAIRS if auto else np.iinfo(np.int64).max,
-                    terms=self.terms,
+                return self._chosen(
+                    scalar,
+                    SchurCholesky(
+                        G, self.terms[0].q, min_density=AUTO_SCHUR_MIN_DENSITY if auto else 0.0, terms=self.terms
+                    ),
                 )
             except (NotDiagonalError, SchurNotWorthwhileError):
                 pass
-        if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q):
-            if ordering == "schur" or complement_density(self.cross.ZtWZ, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
-                return BlockSchurCholesky(self.cross.ZtWZ, self.terms)
+        if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q) and block.bytes <= limit:
+            if ordering == "schur" or complement_density(G, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
+                return self._chosen(block, BlockSchurCholesky(G, self.terms))
         if ordering == "schur":
-            raise ModelSpecError(
-                "ordering='schur' needs scalar random-effects terms only, a first term with one level per row "
-                f"and at most {MAX_DENSE} other random effects; use ordering='auto'."
+            fits = scalar.bytes <= limit or block.bytes <= limit
+            raise (ModelSpecError if fits else MemoryLimitError)(
+                "ordering='schur' needs scalar random-effects terms only and a first term with one level per "
+                "row and at least as many levels as the others, or a first term of plain columns, and its dense "
+                f"arrays within memory_limit ({format_bytes(limit)}): {scalar.describe()}; {block.describe()}. "
+                "Use ordering='auto'."
             )
-        return CholmodFactor(self.terms, self.cross.ZtWZ, self.factors(self.design.theta0), ordering)
+        if cholmod.bytes > limit:
+            table = "; ".join(c.describe() for c in self.costs)
+            raise MemoryLimitError(
+                f"No factor of this model fits memory_limit={format_bytes(limit)} (predicted: {table}). "
+                "Raise memory_limit if the machine has the memory, or fit a model with fewer levels on its "
+                "smaller crossed factor."
+            )
+        return self._chosen(cholmod, CholmodFactor(self.terms, G, self.factors(self.design.theta0), ordering))
+
+    def _chosen(self, cost: PathCost, factor: Factor) -> Factor:
+        self.predicted = cost
+        return factor
+
+    def describe_path(self) -> str:
+        """The factor taken and its predicted cost, for verbose output (``"dense Schur complement; predicted
+        1.2 GB, 3.1 s per evaluation (memory limit 14.0 GB)"``)."""
+        c = self.predicted
+        return (
+            f"{self.chol.describe()}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)} per evaluation "
+            f"(memory limit {format_bytes(self.memory_limit)})"
+        )
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
         """The k × k lower-triangular factor of each term."""

@@ -40,6 +40,10 @@ class NumericalError(SparseLMMError, ArithmeticError):
     """A numerical failure (e.g. a matrix that is not positive definite) the fit cannot recover from."""
 
 
+class MemoryLimitError(SparseLMMError, MemoryError):
+    """No way of factoring the model fits the memory limit; the message gives each path's predicted memory."""
+
+
 class ConvergenceWarning(UserWarning):
     """The optimiser stopped, but the convergence checks are not satisfied."""
 

@@ -52,12 +52,14 @@ LMER_HINTS = {
 }
 
 
-def _setup(formula, data, reml, weights, offset, missing, ordering, progress=None) -> ProfiledDeviance:
+def _setup(
+    formula, data, reml, weights, offset, missing, ordering, progress=None, memory_limit=None
+) -> ProfiledDeviance:
     if ordering not in ORDERINGS:
         raise ModelSpecError(f"ordering={ordering!r} is not a CHOLMOD ordering; choose one of {ORDERINGS}.")
     source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
     if source is not None:
-        return streamed_setup(formula, source, reml, weights, offset, missing, ordering)[0]
+        return streamed_setup(formula, source, reml, weights, offset, missing, ordering, memory_limit)[0]
     parsed = parse_formula(formula)
     if progress is not None:
         progress.phase("set-up: building X and Z from the data")
@@ -77,9 +79,9 @@ def _setup(formula, data, reml, weights, offset, missing, ordering, progress=Non
         )
     if progress is not None:
         progress.phase("set-up: symbolic analysis of the factor")
-    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
+    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
     if progress is not None:
-        progress.phase(f"set-up: factor ready ({_factor_name(devfun)})")
+        progress.phase(f"set-up: factor ready: {devfun.describe_path()}")
     return devfun
 
 
@@ -87,14 +89,6 @@ def _check_reml(reml) -> None:
     if not (isinstance(reml, (bool, np.bool_)) or isinstance(reml, (int, np.integer)) and reml in (0, 1)):
         hint = " For a family use sparselmm.glmer(formula, data, family=...)." if isinstance(reml, str) else ""
         raise ArgumentError(f"reml must be True or False, not {reml!r}.{hint}")
-
-
-def _factor_name(devfun) -> str:
-    if getattr(devfun, "schur", False):
-        return "dense Schur complement"
-    if getattr(devfun, "block_schur", False):
-        return "block Schur complement"
-    return "CHOLMOD sparse Cholesky"
 
 
 @check_arguments(LMER_HINTS)
@@ -106,6 +100,7 @@ def deviance_function(
     offset: ColumnOrValues | None = None,
     missing: str = "drop",
     ordering: str = "auto",
+    memory_limit: float | str | None = None,
 ) -> ProfiledDeviance:
     """The profiled deviance as a function of θ, equal to lme4's ``lmer(..., devFunOnly = TRUE)``.
 
@@ -123,6 +118,13 @@ def deviance_function(
         ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.linalg.schur`),
         otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
         CHOLMOD ordering by name, or ``"schur"``.
+    memory_limit : int, float, str or None
+        Most memory the factor may plan to use: bytes or a string such as ``"8GB"``; None (default) is 60 %
+        of the memory available when the fit starts. Each way of factoring the model (scalar or block
+        Schur, CHOLMOD) has its memory and time per evaluation predicted from the design first
+        (:mod:`sparselmm.linalg.cost`); the fit takes the preferred one that fits and raises
+        :class:`~sparselmm.MemoryLimitError` with the predictions when none does. ``optinfo.path`` and
+        ``optinfo.predicted`` report the choice.
 
     Returns
     -------
@@ -131,7 +133,7 @@ def deviance_function(
         ``f.design.theta_names()`` describe θ.
     """
     _check_reml(reml)
-    return _setup(formula, data, reml, weights, offset, missing, ordering)
+    return _setup(formula, data, reml, weights, offset, missing, ordering, memory_limit=memory_limit)
 
 
 @check_arguments(LMER_HINTS)
@@ -147,6 +149,7 @@ def lmer(
     start: ArrayLike | None = None,
     check_conv: bool = True,
     ordering: str = "auto",
+    memory_limit: float | str | None = None,
     data_name: str | None = None,
     verbose: bool | Progress = False,
     progress: bool | None = None,
@@ -182,6 +185,13 @@ def lmer(
         ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.linalg.schur`),
         otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
         CHOLMOD ordering by name, or ``"schur"``.
+    memory_limit : int, float, str or None
+        Most memory the factor may plan to use: bytes or a string such as ``"8GB"``; None (default) is 60 %
+        of the memory available when the fit starts. Each way of factoring the model (scalar or block
+        Schur, CHOLMOD) has its memory and time per evaluation predicted from the design first
+        (:mod:`sparselmm.linalg.cost`); the fit takes the preferred one that fits and raises
+        :class:`~sparselmm.MemoryLimitError` with the predictions when none does. ``optinfo.path`` and
+        ``optinfo.predicted`` report the choice.
     data_name : str, optional
         Name shown on the summary's ``Data:`` line.
     verbose : bool or sparselmm.progress.Progress
@@ -210,10 +220,10 @@ def lmer(
         if progress is not None:
             progress.phase("reading and summing the data chunk by chunk (sparselmm.scale)")
         devfun, theta0, make_result = streamed_model(
-            formula, source, reml, weights, offset, missing, ordering, progress=bars
+            formula, source, reml, weights, offset, missing, ordering, progress=bars, memory_limit=memory_limit
         )
     else:
-        devfun = _setup(formula, data, reml, weights, offset, missing, ordering, progress)
+        devfun = _setup(formula, data, reml, weights, offset, missing, ordering, progress, memory_limit)
         theta0 = moment_start(devfun.design)
         make_result = LmerResult
     design = devfun.design
@@ -222,6 +232,7 @@ def lmer(
     setup_seconds = time.perf_counter() - t0
     theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv, progress=progress)
     info.setup_seconds = setup_seconds
+    info.path, info.predicted = devfun.chol.describe(), devfun.predicted.as_dict()
     state = devfun.solve(theta)
     if progress is not None:
         progress.done(
@@ -231,5 +242,6 @@ def lmer(
     result = make_result(devfun, state, info, data_name=data_name)
     kwargs = dict(reml=reml, weights=weights, offset=offset, missing=missing, optimizer=optimizer)
     kwargs.update(control=control, check_conv=check_conv, ordering=ordering, data_name=data_name)
+    kwargs.update(memory_limit=memory_limit)
     result.call = FitCall(lmer, formula, data, kwargs)
     return result

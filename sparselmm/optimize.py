@@ -72,6 +72,12 @@ class OptInfo:
     optimize_seconds : float
     gradient, hessian : ndarray or None
         Finite-difference derivatives at the optimum (None when skipped).
+    path : str
+        How ``ΛᵀZᵀWZΛ + I`` was factored (lmer: ``"dense Schur complement"``, ``"block Schur complement"``
+        or CHOLMOD with its ordering and mode).
+    predicted : dict or None
+        The cost model's prediction for that path (:mod:`sparselmm.linalg.cost`): ``bytes`` and
+        ``seconds_per_evaluation``.
     details : dict
         What only one kind of fit has: glmer's evaluations per stage, PIRLS iterations and factorisations,
         separated fixed effects (``"separation"``), the relative gradient of its check, its derivatives' time.
@@ -88,6 +94,8 @@ class OptInfo:
     messages: list[str] = field(default_factory=list)
     gradient: np.ndarray | None = None
     hessian: np.ndarray | None = None
+    path: str = ""
+    predicted: dict | None = None
     details: dict = field(default_factory=dict)
 
 

@@ -94,8 +94,7 @@ class LmerResult(MixedModelResult):
         ``deviance(m, REML = FALSE)``)."""
         if not self.reml:
             return self.objective
-        ml = ProfiledDeviance(self._design, self._devfun.cross, reml=False, ordering=self._devfun.ordering)
-        return ml(self.theta)
+        return self._devfun.with_reml(False)(self.theta)
 
     @property
     def deviance_function(self) -> ProfiledDeviance:

@@ -31,21 +31,16 @@ from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from ..errors import NumericalError
 from .small_blocks import bcholesky, bmatmul, btri_inv
-from .thresholds import MAX_BLOCK_ENTRIES, MAX_DENSE_Q2
 
 __all__ = ["BlockSchurCholesky", "block_schur_applicable"]
 
 
 def block_schur_applicable(terms, q: int) -> bool:
-    """The first term is a plain one (``z`` columns, no ``Zt_block``) and the dense blocks fit
-    (``q₂ ≤ MAX_DENSE_Q2``, ``q₁ q₂ ≤ MAX_BLOCK_ENTRIES``). All-scalar crossed models go to the cheaper
-    scalar factor of :mod:`sparselmm.linalg.schur` first; this one takes vector-valued terms and the scalar
-    models that factor declines (e.g. two terms on the largest factor)."""
-    if not terms or terms[0].Zt_block is not None:
-        return False
-    q1 = terms[0].q
-    q2 = q - q1
-    return q2 <= MAX_DENSE_Q2 and q1 * max(q2, 1) <= MAX_BLOCK_ENTRIES
+    """The first term is a plain one (``z`` columns, no ``Zt_block``). All-scalar crossed models go to the
+    cheaper scalar factor of :mod:`sparselmm.linalg.schur` first; this one takes vector-valued terms and the
+    scalar models that factor declines (e.g. two terms on the largest factor). Whether its dense blocks fit
+    is the cost model's decision (:mod:`sparselmm.linalg.cost`)."""
+    return bool(terms) and terms[0].Zt_block is None
 
 
 def _left_blocks(X: np.ndarray, T: np.ndarray, m: int) -> np.ndarray:

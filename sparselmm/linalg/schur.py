@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from ..errors import NumericalError
-from .thresholds import FULL_CROSS_BLOCK, MAX_DENSE, MAX_PRODUCT_PAIRS
+from .thresholds import FULL_CROSS_BLOCK
 
 __all__ = [
     "NotDiagonalError",
@@ -54,15 +54,16 @@ class SchurNotWorthwhileError(ValueError):
 
 
 def schur_applicable(terms, q: int) -> bool:
-    """Every term is scalar, the first has at least as many levels as the rest together, and the rest fit dense.
+    """Every term is scalar and the first has at least as many levels as the rest together.
 
     (The first term's block of ``ZᵀWZ`` must also be diagonal — one level per row — which
-    :class:`SchurCholesky` checks on the pattern.)
+    :class:`SchurCholesky` checks on the pattern. Whether the dense complement fits is the cost model's
+    decision: :mod:`sparselmm.linalg.cost`.)
     """
     if not terms or any(t.k != 1 for t in terms):
         return False
     q1 = terms[0].q
-    return 0 < q - q1 <= MAX_DENSE and q1 >= q - q1
+    return 0 < q - q1 <= q1
 
 
 def complement_density(G: sp.spmatrix, q1: int) -> float:
@@ -192,8 +193,9 @@ class SchurCholesky(ScalarElimination):
     min_density : float
         Raise :class:`SchurNotWorthwhileError` when the lower triangle of the Schur complement has a smaller
         share of nonzeros than this (a sparse factor then beats the dense one).
-    max_pairs : int
-        Raise :class:`SchurNotWorthwhileError` when ``Q`` would have more entries than this.
+    max_pairs : int, optional
+        Raise :class:`SchurNotWorthwhileError` when ``Q`` would have more entries than this (no limit by
+        default: the memory it takes is the cost model's decision).
     terms : list of ReTerm, optional
         The model's (scalar) terms; needed by :meth:`refactor`, which reads ``Λ``'s diagonal from the
         terms' 1 × 1 factors.
@@ -207,7 +209,7 @@ class SchurCholesky(ScalarElimination):
         G: sp.csc_matrix,
         q1: int,
         min_density: float = 0.0,
-        max_pairs: int = MAX_PRODUCT_PAIRS,
+        max_pairs: int | None = None,
         terms=None,
     ):
         G = sp.csc_matrix(G)
@@ -223,7 +225,7 @@ class SchurCholesky(ScalarElimination):
         k = np.diff(G21.indptr).astype(np.int64)
         pair_ends = np.cumsum(k * (k + 1) // 2)  # per level s: where its pairs end in Q
         n_pairs = int(pair_ends[-1]) if pair_ends.size else 0
-        if n_pairs > max_pairs:
+        if max_pairs is not None and n_pairs > max_pairs:
             raise SchurNotWorthwhileError(f"the product G₂₁ diag(w) G₁₂ has {n_pairs:,} pairs (> {max_pairs:,})")
         self._G21 = G21.tocsr()
         self._G12 = G21.T.tocsr()

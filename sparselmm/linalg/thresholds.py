@@ -8,14 +8,10 @@ rule import its constant from here; none defines its own.
 from __future__ import annotations
 
 # ---- which factor of C = ΛᵀZᵀWZΛ + I (ProfiledDeviance._analyse; PirlsModel for glmer) ------------------
-# scalar (and reweighted) dense-Schur factor: largest complement q₂, a memory bound (8000² doubles = 512 MB)
+# lmer: whether the dense-Schur factors' arrays fit is a memory decision against the fit's memory_limit,
+# made by the cost model (sparselmm.linalg.cost), which also holds the measured rates it predicts with.
+# glmer's reweighted dense-Schur factor: largest complement q₂ (8000² doubles = 512 MB)
 MAX_DENSE = 8000
-# scalar Schur: most entries of its product Q (12 B each, twice while built): 1e6-row benchmark 3.4e7, 1e7-row 1.6e9
-MAX_PRODUCT_PAIRS = 100_000_000
-# block Schur: largest dense complement q₂ (a memory bound, like MAX_DENSE)
-MAX_DENSE_Q2 = 6000
-# block Schur: most entries of its dense q₁ × q₂ arrays, several held per evaluation (2.5e7 doubles = 200 MB)
-MAX_BLOCK_ENTRIES = 25_000_000
 # "auto" takes a Schur factor only for a complement this full: nested benchmark (0.2 %) 0.20 s CHOLMOD vs 0.67 s
 # dense; every crossed benchmark (12-89 % full) 1.5-5x faster dense
 AUTO_SCHUR_MIN_DENSITY = 0.01

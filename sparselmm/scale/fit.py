@@ -55,7 +55,7 @@ def as_source(data) -> Source | None:
     return None
 
 
-def streamed_setup(formula, source: Source, reml, weights, offset, missing, ordering):
+def streamed_setup(formula, source: Source, reml, weights, offset, missing, ordering, memory_limit=None):
     """The deviance function, lme4's starting θ and pass statistics for a chunked source."""
     t0 = time.perf_counter()
     parsed = parse_formula(formula)
@@ -73,7 +73,7 @@ def streamed_setup(formula, source: Source, reml, weights, offset, missing, orde
     plan = Plan(cols, levels, categorical, source.label)
     total, rows2, s2 = source.reduce(plan.partial, cols.read, "sparselmm cross-products", inplace=True)
     design, cross, theta0 = plan.finish(total)
-    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering)
+    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
     stats = {
         "rows": int(rows2),
         "complete_rows": int(plan.n),
@@ -86,7 +86,7 @@ def streamed_setup(formula, source: Source, reml, weights, offset, missing, orde
     return devfun, theta0, stats, plan
 
 
-def streamed_model(formula, source: Source, reml, weights, offset, missing, ordering, progress=None):
+def streamed_model(formula, source: Source, reml, weights, offset, missing, ordering, progress=None, memory_limit=None):
     """What :func:`sparselmm.lmer` needs to fit from a chunked source: the deviance function, lme4's
     starting θ (from per-level sums) and a constructor of the result, ``make_result(devfun, state, info,
     data_name)``. The optimisation itself is lmer's, the same as for rows in memory. ``progress`` (None,
@@ -97,7 +97,9 @@ def streamed_model(formula, source: Source, reml, weights, offset, missing, orde
         show_progress(progress)  # a wrong value fails before any pass
         source = copy.copy(source)  # the caller's source keeps its own setting
         source.progress = progress
-    devfun, theta0, stats, plan = streamed_setup(formula, source, reml, weights, offset, missing, ordering)
+    devfun, theta0, stats, plan = streamed_setup(
+        formula, source, reml, weights, offset, missing, ordering, memory_limit
+    )
     make_result = functools.partial(StreamedLmerResult, scale_info=stats, source=source, plan=plan)
     return devfun, theta0, make_result
 
