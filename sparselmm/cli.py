@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         help="denominator df of the fixed-effects t tests: Satterthwaite, Kenward-Roger (REML fits only) or "
         "lme4 (no df, no p-values); default Satterthwaite (lme4's table for very large models)",
     )
+    fit.add_argument(
+        "--memory-limit",
+        default=None,
+        metavar="SIZE",
+        help="most memory the factor may plan to use, e.g. 8GB (default: 60%% of the memory available); the "
+        "fit takes the preferred factor predicted to fit, or stops with each factor's prediction",
+    )
     noise = fit.add_mutually_exclusive_group()
     noise.add_argument(
         "--verbose", "-v", action="store_true", help="progress from the start, every evaluation (default: after 2 s)"
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     weights=args.weights,
                     offset=args.offset,
                     optimizer=args.optimizer,
+                    memory_limit=args.memory_limit,
                     data_name=name,
                     verbose=progress if progress is not None else False,
                 )

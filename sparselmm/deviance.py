@@ -174,11 +174,11 @@ class ProfiledDeviance:
 
     def describe_path(self) -> str:
         """The factor taken and its predicted cost, for verbose output (``"dense Schur complement; predicted
-        1.2 GB, 3.1 s per evaluation (memory limit 14.0 GB)"``)."""
+        1.2 GB, 3.1 s/evaluation; memory limit 14.0 GB"``)."""
         c = self.predicted
         return (
-            f"{self.chol.describe()}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)} per evaluation "
-            f"(memory limit {format_bytes(self.memory_limit)})"
+            f"{self.chol.describe()}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)}/evaluation; "
+            f"memory limit {format_bytes(self.memory_limit)}"
         )
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:

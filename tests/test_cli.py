@@ -109,3 +109,11 @@ def test_fit_ddf(capsys):
     assert "Kenward-Roger df not available: Kenward-Roger's method is only defined for REML fits" in (
         capsys.readouterr().out
     )
+
+
+def test_fit_memory_limit(capsys):
+    assert main(["fit", "--dataset", "sleepstudy", "--memory-limit", "1KB", "Reaction ~ Days + (Days | Subject)"]) == 2
+    err = capsys.readouterr().err
+    assert "memory_limit=1.0 KB" in err and "block Schur complement" in err
+    assert main(["fit", "--dataset", "sleepstudy", "--memory-limit", "1GB", "Reaction ~ Days + (Days | Subject)"]) == 0
+    assert "REML criterion at convergence: 1743.6" in capsys.readouterr().out
