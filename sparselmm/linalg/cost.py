@@ -41,8 +41,10 @@ __all__ = [
 # LAPACK potrf/potri and BLAS-3 on dense blocks, flops per second by the block's order (potrf, two threads)
 DENSE_RATE_ORDERS = (250.0, 1000.0, 2000.0, 4000.0, 8000.0)
 DENSE_RATES = (1.2e10, 3.0e10, 6.0e10, 9.0e10, 1.2e11)
-# Q @ w, one CSR sparse matrix-vector product: 34M entries in 0.07 s
-PAIR_ENTRIES_PER_SECOND = 4.9e8
+# sparse products (Q @ w: one CSR matrix-vector product, 34M entries in 0.07 s; G₂₁ and G times dense columns)
+SPARSE_ENTRIES_PER_SECOND = 4.9e8
+# batched small k × k block algebra of the first term, per level and coefficient² (block Schur; slopes benchmark)
+SMALL_BLOCK_SECONDS = 2.5e-7
 # CHOLMOD supernodal on crossed designs, effective flops of Σ c_j²: 20,000 × 10,677 levels, 12.6 s per factor
 CHOLMOD_FLOPS_PER_SECOND = 3.2e10
 # Python and small-array work of one evaluation, whatever its size: sleepstudy, 20 evaluations in 5.9 ms
@@ -220,9 +222,11 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
     # scalar Schur: S (8 q₂²) + Q (12 B per pair; CSC and CSR together while converting) + the mask/index map
     scalar_ok = bool(terms) and all(t.k == 1 for t in terms) and 0 < q2 <= q1
     scalar_reason = "" if scalar_ok else "needs scalar terms only and a first term with at least half the levels"
+    # every path: the solves' and the gradient's products of G (or its cross block) with p + 1 dense columns
+    sparse_work = 4 * G.nnz * rhs / SPARSE_ENTRIES_PER_SECOND
     scalar_bytes = max(8 * q2f**2 + 24 * n_pairs, 8 * q2f**2 + 12 * n_pairs + 5 * q2f**2)
-    scalar_value = q2f**3 / 3 / dense + n_pairs / PAIR_ENTRIES_PER_SECOND + 2 * q2f**2 * rhs / dense
-    scalar_grad = 2 * q2f**3 / 3 / dense + n_pairs / PAIR_ENTRIES_PER_SECOND
+    scalar_value = q2f**3 / 3 / dense + n_pairs / SPARSE_ENTRIES_PER_SECOND + 2 * q2f**2 * rhs / dense
+    scalar_grad = 2 * q2f**3 / 3 / dense + n_pairs / SPARSE_ENTRIES_PER_SECOND + sparse_work
     scalar = PathCost(
         "dense Schur complement", scalar_ok, scalar_bytes, scalar_value + scalar_grad, True, scalar_reason
     )
@@ -232,7 +236,7 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
     block_ok = first_plain
     block_bytes = 8 * (3 * q1f * q2f + 3 * q2f**2 + 3 * q1f * k1)
     block_value = (2 * q1f * q2f * k1 + q1f * q2f**2 + q2f**3 / 3) / dense
-    block_grad = (2 * q1f * q2f**2 + 2 * q2f**3 / 3) / dense
+    block_grad = (2 * q1f * q2f**2 + 2 * q2f**3 / 3) / dense + sparse_work + SMALL_BLOCK_SECONDS * q1f * k1
     block = PathCost(
         "block Schur complement",
         block_ok,
@@ -247,8 +251,7 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
     nnz_L = q1f * k1 + G21.nnz + lower_complement
     flops = float(np.sum(_pairs_per_level(G21) * 2)) + (q2f**3 / 3) * (lower_complement / max(q2f * (q2f + 1) / 2, 1))
     cholmod_bytes = 12 * nnz_L + 12 * 3 * lower_G
-    cholmod = PathCost(
-        "CHOLMOD sparse Cholesky", True, cholmod_bytes, max(flops, lower_G) / CHOLMOD_FLOPS_PER_SECOND, False
-    )
+    cholmod_seconds = max(flops, lower_G) / CHOLMOD_FLOPS_PER_SECOND + sparse_work / 2
+    cholmod = PathCost("CHOLMOD sparse Cholesky", True, cholmod_bytes, cholmod_seconds, False)
     costs = [scalar, block, cholmod]
     return [replace(c, seconds=c.seconds + EVALUATION_OVERHEAD_SECONDS) for c in costs]
