@@ -29,7 +29,15 @@ from .design import Design
 from .errors import MemoryLimitError, ModelSpecError, NumericalError
 from .linalg import threads
 from .linalg.block_schur import BlockSchurCholesky, block_schur_applicable
-from .linalg.cost import PathCost, format_bytes, format_seconds, memory_limit_bytes, predict_costs
+from .linalg.cost import (
+    PREFERENCE_HOLDS_SECONDS,
+    SLOWER_PATH_TOLERANCE,
+    PathCost,
+    format_bytes,
+    format_seconds,
+    memory_limit_bytes,
+    predict_costs,
+)
 from .linalg.factor import BlockUpdater, CholmodFactor, Factor
 from .linalg.schur import (
     NotDiagonalError,
@@ -127,7 +135,10 @@ class ProfiledDeviance:
         * CHOLMOD (and BOBYQA), with the ordering and the simplicial or supernodal mode chosen by measuring
           the fill at the start θ (:func:`sparselmm.linalg.factor.analyse_cholmod`).
 
-        When none fits, :class:`~sparselmm.errors.MemoryLimitError` gives each path's prediction.
+        A path predicted to take more than ``PREFERENCE_HOLDS_SECONDS`` per evaluation and to make the whole
+        fit more than ``SLOWER_PATH_TOLERANCE`` times slower than the fastest that fits is passed over (time
+        per evaluation, weighted by the evaluations a fit without the gradient takes). When none fits,
+        :class:`~sparselmm.errors.MemoryLimitError` gives each path's prediction.
         ``"schur"`` forces a Schur factor wherever one applies (memory permitting); a CHOLMOD ordering by
         name forces CHOLMOD with that ordering.
         """
@@ -137,7 +148,14 @@ class ProfiledDeviance:
         self.costs = predict_costs(self.terms, G, self.design.p)
         scalar, block, cholmod = self.costs
         limit = self.memory_limit
-        if ordering in ("schur", "auto") and schur_applicable(self.terms, q) and scalar.bytes <= limit:
+        fitting = [c.fit_seconds for c in self.costs if c.fits(limit)]
+        fastest = min(fitting) if fitting else np.inf
+
+        def eligible(c: PathCost) -> bool:  # fits, and under "auto" not predicted much slower than the fastest
+            slow = c.seconds > PREFERENCE_HOLDS_SECONDS and c.fit_seconds > SLOWER_PATH_TOLERANCE * fastest
+            return c.bytes <= limit and (ordering != "auto" or not slow)
+
+        if ordering in ("schur", "auto") and schur_applicable(self.terms, q) and eligible(scalar):
             auto = ordering == "auto"
             try:
                 return self._chosen(
@@ -148,7 +166,7 @@ class ProfiledDeviance:
                 )
             except (NotDiagonalError, SchurNotWorthwhileError):
                 pass
-        if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q) and block.bytes <= limit:
+        if ordering in ("schur", "auto") and block_schur_applicable(self.terms, q) and eligible(block):
             if ordering == "schur" or complement_density(G, self.terms[0].q) >= AUTO_SCHUR_MIN_DENSITY:
                 return self._chosen(block, BlockSchurCholesky(G, self.terms))
         if ordering == "schur":

@@ -49,6 +49,14 @@ SMALL_BLOCK_SECONDS = 2.5e-7
 CHOLMOD_FLOPS_PER_SECOND = 3.2e10
 # Python and small-array work of one evaluation, whatever its size: sleepstudy, 20 evaluations in 5.9 ms
 EVALUATION_OVERHEAD_SECONDS = 3e-4
+# a fit on values alone (BOBYQA) takes this many times the evaluations of one with the gradient (L-BFGS-B):
+# 24-41 against 8-10 on the crossed designs of issue 19, 124 against 25 on the maximal 60 × 40 design
+EVALUATIONS_WITHOUT_GRADIENT = 4.0
+# "auto" passes over a preferred path predicted to make the fit this many times slower than the fastest one,
+# where it predicts more than PREFERENCE_HOLDS_SECONDS per evaluation (below, the measured order of preference
+# stands: small problems are where these rates, made for large dense and sparse work, predict least well)
+SLOWER_PATH_TOLERANCE = 3.0
+PREFERENCE_HOLDS_SECONDS = 0.5
 # without a limit, a fit may plan to use this share of the memory available when it starts
 DEFAULT_MEMORY_SHARE = 0.6
 # the complement's pattern product is formed only up to this many pairs (its own memory); beyond, the
@@ -86,6 +94,11 @@ class PathCost:
     seconds: float
     gradient: bool
     reason: str = ""
+
+    @property
+    def fit_seconds(self) -> float:
+        """Seconds per evaluation weighted by the evaluations a fit on this path takes (gradient or not)."""
+        return self.seconds * (1.0 if self.gradient else EVALUATIONS_WITHOUT_GRADIENT)
 
     def fits(self, limit: float) -> bool:
         """Applies and needs at most ``limit`` bytes."""
@@ -179,15 +192,18 @@ def _pairs_per_level(G21: sp.csc_matrix) -> np.ndarray:
 
 
 def _complement_lower_entries(G: sp.csc_matrix, q1: int, n_pairs: float) -> float:
-    """Entries of the lower triangle of the complement's pattern (``G₂₂ + G₂₁G₁₂``), or its full count
-    where the pattern product would be large (:data:`MAX_PATTERN_PAIRS`)."""
+    """Entries of the lower triangle of the complement's factor: its full count where the complement's pattern
+    (``G₂₂ + G₂₁G₁₂``) is at least ``AUTO_SCHUR_MIN_DENSITY`` full (a crossed pattern that full fills in
+    completely) or the pattern product would be large (:data:`MAX_PATTERN_PAIRS`), else the pattern's own."""
+    from .schur import complement_density  # the one owner of the pattern rule
+    from .thresholds import AUTO_SCHUR_MIN_DENSITY
+
     q2 = G.shape[0] - q1
     full = q2 * (q2 + 1) / 2
     if n_pairs > MAX_PATTERN_PAIRS:
         return full
-    from .schur import complement_density  # the one owner of the pattern rule
-
-    return complement_density(G, q1) * full
+    density = complement_density(G, q1)
+    return full if density >= AUTO_SCHUR_MIN_DENSITY else density * full
 
 
 def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
