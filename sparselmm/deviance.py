@@ -145,7 +145,7 @@ class ProfiledDeviance:
         G = self.cross.ZtWZ
         q = G.shape[0]
         self.memory_limit = memory_limit_bytes(memory_limit)
-        self.costs = predict_costs(self.terms, G, self.design.p)
+        self.costs = predict_costs(self.terms, G, self.design.p, self.memory_limit)
         scalar, block, cholmod = self.costs
         limit = self.memory_limit
         fitting = [c.fit_seconds for c in self.costs if c.fits(limit)]
@@ -161,7 +161,11 @@ class ProfiledDeviance:
                 return self._chosen(
                     scalar,
                     SchurCholesky(
-                        G, self.terms[0].q, min_density=AUTO_SCHUR_MIN_DENSITY if auto else 0.0, terms=self.terms
+                        G,
+                        self.terms[0].q,
+                        min_density=AUTO_SCHUR_MIN_DENSITY if auto else 0.0,
+                        terms=self.terms,
+                        dense_from=scalar.options["dense_from"],
                     ),
                 )
             except (NotDiagonalError, SchurNotWorthwhileError):

@@ -86,3 +86,22 @@ def test_predict_costs_of_one_term():
     costs = predict_costs(dev.terms, dev.cross.ZtWZ, dev.p)
     assert not costs[0].applicable  # one term: nothing to eliminate into a complement
     assert costs[1].applicable and costs[1].bytes < 1e6
+
+
+def test_dense_levels_threshold_trades_pairs_for_dense_columns():
+    from sparselmm.linalg.cost import DENSE_LEVELS_MIN_PAIRS, dense_levels_threshold
+
+    # 2,000 light levels (k = 50) and 20 heavy ones (k = 2,000) over q₂ = 3,000
+    k = np.concatenate([np.full(2000, 50), np.full(20, 2000)])
+    pairs = float(np.sum(k * (k + 1) / 2))
+    assert pairs > DENSE_LEVELS_MIN_PAIRS
+    dense_from, seconds, nbytes = dense_levels_threshold(k, 3000, np.inf)
+    assert dense_from == 2000  # the heavy levels go dense, the light stay in Q
+    assert nbytes == pytest.approx(24 * 2000 * 50 * 51 / 2 + 16 * 3000 * 20)
+    # over q₂ = 300 a dense level is cheaper in memory than a light one in Q (4,800 B against 30,600 B): a
+    # budget below the time-optimal split takes every level dense, the least memory
+    _, _, fastest = dense_levels_threshold(k, 300, np.inf)
+    dense_from, _, nbytes = dense_levels_threshold(k, 300, 1.0)
+    assert dense_from == 50 and nbytes == pytest.approx(16 * 300 * 2020) and nbytes < fastest
+    # small Q: nothing moves
+    assert dense_levels_threshold(np.full(100, 30), 3000, np.inf)[0] is None

@@ -24,7 +24,7 @@ What each path holds (8-byte values, 4-byte indices):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +59,8 @@ SLOWER_PATH_TOLERANCE = 3.0
 PREFERENCE_HOLDS_SECONDS = 0.5
 # without a limit, a fit may plan to use this share of the memory available when it starts
 DEFAULT_MEMORY_SHARE = 0.6
+# the scalar Schur factor considers holding levels dense only when Q would have this many entries
+DENSE_LEVELS_MIN_PAIRS = 10_000_000
 # the complement's pattern product is formed only up to this many pairs (its own memory); beyond, the
 # complement is taken as full, which every crossed design of that size is
 MAX_PATTERN_PAIRS = 50_000_000
@@ -86,6 +88,8 @@ class PathCost:
         The path gives the exact gradient (L-BFGS-B; otherwise BOBYQA on values).
     reason : str
         Why the path does not apply (empty when it does).
+    options : dict
+        How the factor is to be built for this prediction (the scalar Schur factor's ``dense_from``).
     """
 
     path: str
@@ -94,6 +98,7 @@ class PathCost:
     seconds: float
     gradient: bool
     reason: str = ""
+    options: dict = field(default_factory=dict)
 
     @property
     def fit_seconds(self) -> float:
@@ -206,7 +211,48 @@ def _complement_lower_entries(G: sp.csc_matrix, q1: int, n_pairs: float) -> floa
     return full if density >= AUTO_SCHUR_MIN_DENSITY else density * full
 
 
-def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
+def dense_levels_threshold(k: np.ndarray, q2: int, budget: float) -> tuple[int | None, float, float]:
+    """Which first-term levels the scalar Schur factor holds dense (:class:`~sparselmm.linalg.schur.SchurCholesky`'s
+    ``dense_from``): the threshold on ``k_s`` that minimises the predicted time of forming ``K`` (and its part of
+    the gradient) within ``budget`` bytes for ``Q`` and the dense columns.
+
+    A level in ``Q`` costs ``k_s(k_s+1)/2`` entries (12 bytes each, twice while built; one sparse product per
+    evaluation and one per gradient), a dense level ``q₂`` values (twice: the columns and their scaled copy)
+    and ``q₂²`` flops of ``syrk`` and of ``trsm``. Below :data:`DENSE_LEVELS_MIN_PAIRS` pairs nothing moves.
+
+    Returns
+    -------
+    dense_from : int or None
+        None: every level in ``Q``.
+    seconds, bytes : float
+        The predicted time per evaluation of these parts and the bytes of ``Q`` and the dense columns.
+    """
+    pairs = k.astype(np.float64) * (k + 1) / 2
+    total = float(pairs.sum())
+    all_in_q = (None, 2 * total / SPARSE_ENTRIES_PER_SECOND, 24 * total)
+    if total < DENSE_LEVELS_MIN_PAIRS or q2 == 0:
+        return all_in_q
+    order = np.argsort(-k, kind="stable")
+    k_sorted = k[order]
+    # m heaviest levels dense, m = 0 .. (only where the next level's k differs: one threshold per distinct k)
+    light = total - np.concatenate([[0.0], np.cumsum(pairs[order])])
+    m = np.arange(k.size + 1, dtype=np.float64)
+    seconds = 2 * light / SPARSE_ENTRIES_PER_SECOND + 2 * m * float(q2) ** 2 / dense_rate(q2)
+    nbytes = 24 * light + 16 * float(q2) * m
+    valid = np.ones(k.size + 1, dtype=bool)
+    valid[1:-1] = k_sorted[1:] != k_sorted[:-1]  # a threshold cannot split levels of equal k
+    ok = valid & (nbytes <= budget)
+    if not ok.any():
+        ok = valid
+        best = int(np.argmin(np.where(ok, nbytes, np.inf)))
+    else:
+        best = int(np.argmin(np.where(ok, seconds, np.inf)))
+    if best == 0:
+        return all_in_q
+    return int(k_sorted[best - 1]), float(seconds[best]), float(nbytes[best])
+
+
+def predict_costs(terms, G: sp.spmatrix, p: int = 1, memory_limit: float = np.inf) -> list[PathCost]:
     """Predicted memory and time per evaluation of each path, from the design's structure alone.
 
     Parameters
@@ -217,6 +263,8 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
         ``ZᵀWZ`` (full symmetric; only its pattern and block sizes are used).
     p : int
         Fixed-effect columns (right-hand sides of each solve).
+    memory_limit : float
+        Bytes the factor may use; decides how much of the scalar Schur factor's ``K`` is formed dense.
 
     Returns
     -------
@@ -240,11 +288,19 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1) -> list[PathCost]:
     scalar_reason = "" if scalar_ok else "needs scalar terms only and a first term with at least half the levels"
     # every path: the solves' and the gradient's products of G (or its cross block) with p + 1 dense columns
     sparse_work = 4 * G.nnz * rhs / SPARSE_ENTRIES_PER_SECOND
-    scalar_bytes = max(8 * q2f**2 + 24 * n_pairs, 8 * q2f**2 + 12 * n_pairs + 5 * q2f**2)
-    scalar_value = q2f**3 / 3 / dense + n_pairs / SPARSE_ENTRIES_PER_SECOND + 2 * q2f**2 * rhs / dense
-    scalar_grad = 2 * q2f**3 / 3 / dense + n_pairs / SPARSE_ENTRIES_PER_SECOND + sparse_work
+    k = np.diff(G21.indptr).astype(np.int64)
+    dense_from, k_seconds, k_bytes = dense_levels_threshold(k, q2, memory_limit - 13 * q2f**2)
+    scalar_bytes = 13 * q2f**2 + k_bytes
+    scalar_value = q2f**3 / 3 / dense + 2 * q2f**2 * rhs / dense
+    scalar_grad = 2 * q2f**3 / 3 / dense + sparse_work + k_seconds
     scalar = PathCost(
-        "dense Schur complement", scalar_ok, scalar_bytes, scalar_value + scalar_grad, True, scalar_reason
+        "dense Schur complement",
+        scalar_ok,
+        scalar_bytes,
+        scalar_value + scalar_grad,
+        True,
+        scalar_reason,
+        {"dense_from": dense_from},
     )
 
     # block Schur: G₁₂, B, W (q₁ × q₂) and G₂₂, S, S's inverse for the gradient (q₂ × q₂)

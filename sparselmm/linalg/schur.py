@@ -28,6 +28,7 @@ import copy
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import dsyrk
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from ..errors import NumericalError
@@ -199,6 +200,13 @@ class SchurCholesky(ScalarElimination):
     terms : list of ReTerm, optional
         The model's (scalar) terms; needed by :meth:`refactor`, which reads ``Λ``'s diagonal from the
         terms' 1 × 1 factors.
+    dense_from : int, optional
+        First-term levels with at least this many other effects (``k_s``, entries of their column of
+        ``G₂₁``) leave ``Q``: their columns are held dense (q₂ × m) and their part of ``K`` is one BLAS
+        ``syrk`` per evaluation. A level costs ``k_s(k_s+1)/2`` entries of ``Q`` but only ``q₂`` dense
+        values, so the users of a MovieLens-shaped design with thousands of ratings are far cheaper dense;
+        the cost model chooses the threshold (:func:`sparselmm.linalg.cost.dense_levels_threshold`). None:
+        every level in ``Q``.
     """
 
     has_logdet_gradient = True
@@ -211,6 +219,7 @@ class SchurCholesky(ScalarElimination):
         min_density: float = 0.0,
         max_pairs: int | None = None,
         terms=None,
+        dense_from: int | None = None,
     ):
         G = sp.csc_matrix(G)
         self._sizes = None if terms is None else np.array([t.q for t in terms])
@@ -222,14 +231,23 @@ class SchurCholesky(ScalarElimination):
         self._g = np.asarray(G.diagonal()[:q1], dtype=float)
         G21 = G[q1:, :q1].tocsc()
         G21.sort_indices()
+        self._G21 = G21.tocsr()
+        self._G12 = G21.T.tocsr()
+        self._nnz21 = self._G21.nnz
+        k_all = np.diff(G21.indptr).astype(np.int64)
+        heavy = k_all >= dense_from if dense_from is not None else np.zeros(q1, dtype=bool)
+        self._heavy = np.flatnonzero(heavy)  # levels held dense: their part of K by syrk
+        self._light = np.flatnonzero(~heavy) if self._heavy.size else None  # None: every level in Q
+        # the heavy levels' columns of G₂₁, dense (q₂ × m, Fortran order for BLAS)
+        self._A_heavy = np.asfortranarray(G21[:, self._heavy].toarray()) if self._heavy.size else None
+        if self._light is not None:
+            G21 = G21[:, self._light].tocsc()
+            G21.sort_indices()
         k = np.diff(G21.indptr).astype(np.int64)
         pair_ends = np.cumsum(k * (k + 1) // 2)  # per level s: where its pairs end in Q
         n_pairs = int(pair_ends[-1]) if pair_ends.size else 0
         if max_pairs is not None and n_pairs > max_pairs:
             raise SchurNotWorthwhileError(f"the product G₂₁ diag(w) G₁₂ has {n_pairs:,} pairs (> {max_pairs:,})")
-        self._G21 = G21.tocsr()
-        self._G12 = G21.T.tocsr()
-        self._nnz21 = self._G21.nnz
 
         # the lower-triangle pattern of K: G₂₂'s entries and every pair of effects sharing a level s
         G22 = G[q1:, q1:].tocoo()
@@ -247,6 +265,8 @@ class SchurCholesky(ScalarElimination):
         del marked
         n_pattern = self._flat.size
         self.density = n_pattern / (q2 * (q2 + 1) / 2)
+        if self._heavy.size:  # the densest held level alone fills this share of the complement
+            self.density = max(self.density, float(k_all[self._heavy].max()) ** 2 / q2**2)
         if self.density < min_density:
             raise SchurNotWorthwhileError(f"the Schur complement is {self.density:.2%} full")
         self._row = (self._flat % q2).astype(np.int32)
@@ -268,7 +288,7 @@ class SchurCholesky(ScalarElimination):
         del where, pairs
         # as CSR the product gathers from the short w and writes the pattern in order: on the 1e6-row
         # benchmark (34M entries) 0.07 s per product against 0.24 s for the CSC scatter
-        self._Q = sp.csc_matrix((data, indices, indptr), shape=(n_pattern, q1)).tocsr()
+        self._Q = sp.csc_matrix((data, indices, indptr), shape=(n_pattern, G21.shape[1])).tocsr()
         del data, indices
         self._t = 1.0
         self._lam2 = np.ones(q2)
@@ -286,7 +306,8 @@ class SchurCholesky(ScalarElimination):
         t2 = t * t
         with np.errstate(over="ignore", invalid="ignore"):
             d = t2 * self._g + 1.0
-            k_vals = self._K0 - self._Q @ (t2 / d)
+            w = t2 / d
+            k_vals = self._K0 - self._Q @ (w if self._light is None else w[self._light])
             vals = k_vals * lam2[self._row] * lam2[self._col]
         if not (np.all(np.isfinite(d)) and np.all(np.isfinite(vals))):
             raise NumericalError("Λ ZᵀWZ Λ + I overflows at this theta.")
@@ -295,6 +316,10 @@ class SchurCholesky(ScalarElimination):
         flat = S.reshape(-1, order="F")  # a view: S is Fortran-ordered
         flat[self._flat] = vals
         flat[:: self.q2 + 1] += 1.0
+        if self._heavy.size:  # S −= diag(λ₂) A diag(w) Aᵀ diag(λ₂) over the dense levels (lower triangle)
+            A = self._heavy_columns(lam2, np.sqrt(w[self._heavy]))
+            S = dsyrk(-1.0, A, beta=1.0, c=S, lower=1, overwrite_c=1)
+            self._S = S
         self._factor_complement(S, t, lam2, d)
 
     def inverse_traces(self) -> tuple[float, np.ndarray]:
@@ -304,18 +329,30 @@ class SchurCholesky(ScalarElimination):
         ``H' = G₂₁ diag(t²/d²) G₁₂`` (the same ``Q``, other weights); ``M⁻¹₂₂ = S⁻¹``. ``S⁻¹`` overwrites
         the dense factor (no second q₂ × q₂ array), so :meth:`factorize` must run again before a solve.
         """
+        t2 = self._t * self._t
+        heavy_trace = 0.0
+        if self._heavy.size:  # Σ_s (t²/d_s²) ‖L_S⁻¹ λ₂∘g_s‖² over the dense levels, before potri overwrites L_S
+            Y, info = dtrtrs(self._L_S, self._heavy_columns(self._lam2, None), lower=1)
+            heavy_trace = float(np.einsum("is,is,s->", Y, Y, t2 / self._d[self._heavy] ** 2))
         inv, info = dpotri(self._L_S, lower=1, overwrite_c=1)
         self._L_S = None
         if info != 0:
             raise NumericalError("The Schur complement could not be inverted at this theta.")
-        t2 = self._t * self._t
-        h = self._Q @ (t2 / self._d**2)
+        h_all = t2 / self._d**2
+        h = self._Q @ (h_all if self._light is None else h_all[self._light])
         s_hat = inv.reshape(-1, order="F")[self._flat]
         s_hat *= self._lam2[self._row]
         s_hat *= self._lam2[self._col]
         s_hat *= h
-        trace_first = float(np.sum(1.0 / self._d) + np.sum(s_hat) + np.sum(s_hat[self._offdiag]))
+        trace_first = float(np.sum(1.0 / self._d) + np.sum(s_hat) + np.sum(s_hat[self._offdiag]) + heavy_trace)
         return trace_first, np.diagonal(inv).copy()
+
+    def _heavy_columns(self, lam2: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+        """``diag(λ₂) A diag(scale)`` for the dense levels' columns ``A`` (a new Fortran-ordered array)."""
+        A = self._A_heavy * lam2[:, None]
+        if scale is not None:
+            A *= scale[None, :]
+        return A
 
     def logdet_gradient(self, theta: np.ndarray, terms) -> np.ndarray:
         """``∂ log|ΛGΛ + I| / ∂θ``: ``(2/θ_k)(q_k − Σ_{i∈k} (C⁻¹)_ii)`` for each scalar term (0 at θ_k = 0,
