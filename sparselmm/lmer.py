@@ -114,17 +114,9 @@ def deviance_function(
     weights, offset : str or array-like, optional
         Prior weights and offset: a column name or one value per row.
     missing : {"drop", "raise"}
-    ordering : str
-        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.linalg.schur`),
-        otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
-        CHOLMOD ordering by name, or ``"schur"``.
-    memory_limit : int, float, str or None
-        Most memory the factor may plan to use: bytes or a string such as ``"8GB"``; None (default) is 60 %
-        of the memory available when the fit starts. Each way of factoring the model (scalar or block
-        Schur, CHOLMOD) has its memory and time per evaluation predicted from the design first
-        (:mod:`sparselmm.linalg.cost`); the fit takes the preferred one that fits and raises
-        :class:`~sparselmm.MemoryLimitError` with the predictions when none does. ``optinfo.path`` and
-        ``optinfo.predicted`` report the choice.
+    ordering, memory_limit
+        The factor of ``ΛᵀZᵀWZΛ + I``, as in :func:`lmer` (the choice: ``f.chol.describe()``, its predicted
+        cost: ``f.predicted``).
 
     Returns
     -------
@@ -182,8 +174,9 @@ def lmer(
     check_conv : bool
         Run lme4's convergence checks (finite-difference gradient and Hessian).
     ordering : str
-        ``"auto"``: the dense-Schur factor for all-scalar crossed models (see :mod:`sparselmm.linalg.schur`),
-        otherwise CHOLMOD with its default ordering for small models and METIS from q = 2000; or a
+        ``"auto"``: the first factor of ``ΛᵀZᵀWZΛ + I`` that applies and fits ``memory_limit``, in the order
+        dense Schur complement (all-scalar crossed models, :mod:`sparselmm.linalg.schur`), block Schur
+        complement (:mod:`sparselmm.linalg.block_schur`), CHOLMOD (AMD or METIS, whichever fills less); a
         CHOLMOD ordering by name, or ``"schur"``.
     memory_limit : int, float, str or None
         Most memory the factor may plan to use: bytes or a string such as ``"8GB"``; None (default) is 60 %

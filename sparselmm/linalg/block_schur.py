@@ -30,6 +30,7 @@ from scipy.linalg.blas import dgemm, dsyrk
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from ..errors import NumericalError
+from .factor import as_columns
 from .small_blocks import bcholesky, bmatmul, btri_inv
 
 __all__ = ["BlockSchurCholesky", "block_schur_applicable"]
@@ -153,9 +154,7 @@ class BlockSchurCholesky:
     def solve_L(self, b: np.ndarray) -> np.ndarray:
         """``L⁻¹ b`` (no permutation)."""
         self._check_factor()
-        b = np.asarray(b, dtype=float)
-        vec = b.ndim == 1
-        b2d = b.reshape(self.n, -1)
+        b2d, vec = as_columns(b, self.n)
         x1 = bmatmul(self._LAinv, b2d[: self.q1].reshape(self.m1, self.k1, -1)).reshape(self.q1, -1)
         out = [x1]
         if self.q2:
@@ -167,9 +166,7 @@ class BlockSchurCholesky:
     def solve_Lt(self, c: np.ndarray) -> np.ndarray:
         """``L⁻ᵀ c`` (no permutation)."""
         self._check_factor()
-        c = np.asarray(c, dtype=float)
-        vec = c.ndim == 1
-        c2d = c.reshape(self.n, -1)
+        c2d, vec = as_columns(c, self.n)
         rhs1 = c2d[: self.q1]
         out2 = np.zeros((0, c2d.shape[1]))
         if self.q2:

@@ -110,6 +110,12 @@ class Factor(Protocol):
         """A short name for messages and progress reports."""
 
 
+def as_columns(b, n: int) -> tuple[np.ndarray, bool]:
+    """A solve's right-hand side as an ``n``-row float array, and whether it was a vector (to return one)."""
+    b = np.asarray(b, dtype=float)
+    return b.reshape(n, -1), b.ndim == 1
+
+
 @dataclass
 class _PairGroup:
     """All nonzero blocks of ``ZᵀWZ`` between the levels of term ``r`` (rows) and term ``c`` (columns)."""

@@ -32,6 +32,7 @@ from scipy.linalg.blas import dsyrk
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from ..errors import NumericalError
+from .factor import as_columns
 from .thresholds import FULL_CROSS_BLOCK
 
 __all__ = [
@@ -155,9 +156,7 @@ class ScalarElimination:
     def solve_L(self, b: np.ndarray) -> np.ndarray:
         """``L⁻¹ b`` (no permutation)."""
         self._check_factor()
-        b = np.asarray(b, dtype=float)
-        vec = b.ndim == 1
-        b2d = b.reshape(self.n, -1)
+        b2d, vec = as_columns(b, self.n)
         sd = np.sqrt(self._d)[:, None]
         x1 = b2d[: self.q1] / sd
         rhs = b2d[self.q1 :] - self._B_Dinv_times(b2d[: self.q1])
@@ -168,9 +167,7 @@ class ScalarElimination:
     def solve_Lt(self, c: np.ndarray) -> np.ndarray:
         """``L⁻ᵀ c`` (no permutation)."""
         self._check_factor()
-        c = np.asarray(c, dtype=float)
-        vec = c.ndim == 1
-        c2d = c.reshape(self.n, -1)
+        c2d, vec = as_columns(c, self.n)
         x2, _ = dtrtrs(self._L_S, c2d[self.q1 :], lower=1, trans=1)
         sd = np.sqrt(self._d)[:, None]
         x1 = (c2d[: self.q1] - self._Bt_times(x2) / sd) / sd
