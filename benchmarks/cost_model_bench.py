@@ -102,7 +102,25 @@ def main(argv=None) -> int:
         )
     if args.out:
         args.out.write_text(json.dumps(records, indent=1))
+    print(markdown(records))
     return 0
+
+
+def markdown(records: list[dict]) -> str:
+    """The records as BENCHMARKS.md's table (measured over predicted: within 2x is the target)."""
+    lines = [
+        "| workload | levels | path | s/evaluation predicted | measured | ratio | memory predicted | measured | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        levels = " × ".join(f"{x:,}" for x in r["levels"])
+        ts, tm = r["predicted_seconds"], r["measured_seconds"]
+        bs, bm = r["predicted_bytes"] / 2**20, r["measured_bytes"] / 2**20
+        lines.append(
+            f"| {r['workload']} | {levels} | {r['path']} | {ts:.3g} | {tm:.3g} | {tm / ts:.2f} | "
+            f"{bs:,.0f} MB | {bm:,.0f} MB | {bm / max(bs, 1e-9):.2f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
