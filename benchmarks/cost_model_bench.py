@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 def markdown(records: list[dict]) -> str:
     """The records as BENCHMARKS.md's table (measured over predicted: within 2x is the target)."""
     lines = [
-        "| workload | levels | path | s/evaluation predicted | measured | ratio | memory predicted | measured | ratio |",
+        "| workload | levels | path | s/eval predicted | measured | ratio | memory predicted | measured | ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
