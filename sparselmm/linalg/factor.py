@@ -393,6 +393,11 @@ def conditional_variance_blocks(factor, Lambdat: sp.spmatrix, terms, sigma: floa
     solve per column of Λᵀ, batched ``COND_VAR_BATCH`` columns at a time.
     """
     Lambdat = sp.csc_matrix(Lambdat)
+    if all(t.k == 1 for t in terms) and hasattr(factor, "inverse_diagonal"):
+        # scalar terms: Λ is diagonal, the blocks are λᵢ² (C⁻¹)ᵢᵢ (the Schur factor's diagonal costs one
+        # inversion of its complement instead of q solves: ml1m-shaped, q = 9,746: 14 s → 1 s)
+        v = sigma**2 * Lambdat.diagonal() ** 2 * factor.inverse_diagonal()
+        return [v[t.offset : t.offset + t.q].reshape(t.n_levels, 1, 1) for t in terms]
     out = []
     for t in terms:
         res = np.empty((t.n_levels, t.k, t.k))

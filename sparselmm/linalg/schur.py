@@ -299,6 +299,7 @@ class SchurCholesky(ScalarElimination):
     def factorize(self, lam: np.ndarray) -> None:
         """Numeric factorisation for ``Λ = diag(lam)`` (constant over the first ``q1`` entries)."""
         lam = np.asarray(lam, dtype=float)
+        self._last_lam = lam
         t, lam2 = float(lam[0]), lam[self.q1 :]
         t2 = t * t
         with np.errstate(over="ignore", invalid="ignore"):
@@ -343,6 +344,35 @@ class SchurCholesky(ScalarElimination):
         s_hat *= h
         trace_first = float(np.sum(1.0 / self._d) + np.sum(s_hat) + np.sum(s_hat[self._offdiag]) + heavy_trace)
         return trace_first, np.diagonal(inv).copy()
+
+    def inverse_diagonal(self) -> np.ndarray:
+        """The diagonal of ``C⁻¹ = (ΛGΛ + I)⁻¹`` (length q), for conditional variances.
+
+        ``(C⁻¹)₂₂ = S⁻¹``; for a first-term level ``s``, ``(C⁻¹)ₛₛ = 1/d_s + (t/d_s)² (λ₂∘g_s)ᵀ S⁻¹ (λ₂∘g_s)``
+        with ``g_s`` its column of ``G₂₁``: one product ``Qᵀv`` with ``v`` the pattern's values of
+        ``λ₂ᵢ S⁻¹ᵢⱼ λ₂ⱼ`` (off-diagonal ones twice), and for levels held dense the column norms of
+        ``L_S⁻¹ (λ₂∘g_s)``. ``potri`` overwrites the factor, which is then computed again.
+        """
+        self._check_factor()
+        t2, lam2, d = self._t * self._t, self._lam2, self._d
+        quad = np.empty(self.q1)
+        if self._heavy.size:
+            Y, _ = dtrtrs(self._L_S, self._heavy_columns(lam2, None), lower=1)
+            quad[self._heavy] = np.einsum("is,is->s", Y, Y)
+        inv, info = dpotri(self._L_S, lower=1, overwrite_c=1)
+        self._L_S = None
+        if info != 0:
+            raise NumericalError("The Schur complement could not be inverted at this theta.")
+        v = inv.reshape(-1, order="F")[self._flat] * lam2[self._row] * lam2[self._col]
+        v[self._offdiag] *= 2.0
+        light = self._Q.T @ v
+        if self._light is None:
+            quad = light
+        else:
+            quad[self._light] = light
+        out = np.concatenate([1.0 / d + t2 * quad / d**2, np.diagonal(inv)])
+        self.factorize(self._last_lam)
+        return out
 
     def _heavy_columns(self, lam2: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
         """``diag(λ₂) A diag(scale)`` for the dense levels' columns ``A`` (a new Fortran-ordered array)."""
