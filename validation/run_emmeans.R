@@ -9,39 +9,15 @@
 ## model's theta, fixef and vcov (compare_emmeans.py evaluates sparselmm at those), the R, lme4 and emmeans
 ## versions. lmer.df is always passed explicitly: emmeans switches to asymptotic df above 3000 rows.
 ## Non-zero exit if any case failed.
-suppressPackageStartupMessages({
-  library(lme4)
-  library(emmeans)
-  library(jsonlite)
-})
-args <- commandArgs(trailingOnly = TRUE)
-out_dir <- file.path("validation", "reference_emmeans")
-ids <- character(0)
-i <- 1
-while (i <= length(args)) {
-  if (args[[i]] == "--out") {
-    out_dir <- args[[i + 1]]
-    i <- i + 2
-    next
-  }
-  ids <- c(ids, args[[i]])
-  i <- i + 1
-}
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
+## the helpers shared by the validation scripts, from this script's folder (Rscript names it in --file=)
+.script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
+.here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
+source(file.path(.here, "common.R"))
+attach_quietly("lme4", "emmeans", "jsonlite")
+args <- script_args(file.path("validation", "reference_emmeans"))
+out_dir <- args$out_dir
 spec <- fromJSON(file.path("validation", "emmeans_cases.json"), simplifyVector = FALSE)
-cases <- spec$cases
-if (length(ids)) cases <- Filter(function(cs) cs$id %in% ids, cases)
-
-load_data <- function(src) {
-  if (startsWith(src, "dataset:")) {
-    name <- sub("^dataset:", "", src)
-    env <- new.env()
-    data(list = name, package = "lme4", envir = env)
-    as.data.frame(env[[name]])
-  } else {
-    read.csv(sub("^csv:", "", src), stringsAsFactors = TRUE)
-  }
-}
+cases <- select_cases(spec$cases, args$rest)
 
 fits <- list()
 fit_model <- function(key) {

@@ -6,26 +6,14 @@
 ## Each case writes DIR/<id>.json (default validation/reference_glmm), numbers at full precision
 ## (jsonlite digits = NA), with the R and lme4 versions. Non-zero exit if any case failed.
 ## Needs lme4, jsonlite, MASS (negative binomial) and numDeriv (the SE arbiter; skipped without it).
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
-args <- commandArgs(trailingOnly = TRUE)
-out_dir <- file.path("validation", "reference_glmm")
-ids <- character(0)
-i <- 1
-while (i <= length(args)) {
-  if (args[[i]] == "--out") {
-    out_dir <- args[[i + 1]]
-    i <- i + 2
-    next
-  }
-  ids <- c(ids, args[[i]])
-  i <- i + 1
-}
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
-cases <- fromJSON(file.path("validation", "glmm_cases.json"), simplifyVector = FALSE)
-if (length(ids)) cases <- Filter(function(cs) cs$id %in% ids, cases)
+## the helpers shared by the validation scripts, from this script's folder (Rscript names it in --file=)
+.script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
+.here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
+source(file.path(.here, "common.R"))
+attach_quietly("lme4", "jsonlite")
+args <- script_args(file.path("validation", "reference_glmm"))
+out_dir <- args$out_dir
+cases <- select_cases(fromJSON(file.path("validation", "glmm_cases.json"), simplifyVector = FALSE), args$rest)
 
 failed <- 0
 for (cs in cases) {

@@ -8,57 +8,18 @@
 ## (default DIR = validation/reference). A failing case is reported and the
 ## remaining cases still run; the exit status is non-zero if any case failed.
 
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
+## the helpers shared by the validation scripts, from this script's folder (Rscript names it in --file=)
+.script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
+.here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
+source(file.path(.here, "common.R"))
+attach_quietly("lme4", "jsonlite")
 
-args <- commandArgs(trailingOnly = TRUE)
-out_dir <- file.path("validation", "reference")
-skip_slow <- FALSE
-ids <- character(0)
-i <- 1
-while (i <= length(args)) {
-  a <- args[[i]]
-  if (a == "--out") {
-    out_dir <- args[[i + 1]]
-    i <- i + 2
-    next
-  } else if (startsWith(a, "--out=")) {
-    out_dir <- sub("^--out=", "", a)
-  } else if (a == "--skip-slow") {
-    skip_slow <- TRUE
-  } else {
-    ids <- c(ids, a)
-  }
-  i <- i + 1
-}
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
-
-cases <- fromJSON(file.path("validation", "cases.json"), simplifyVector = FALSE)
-all_ids <- vapply(cases, function(cs) cs$id, character(1))
-if (length(ids)) {
-  unknown <- setdiff(ids, all_ids)
-  if (length(unknown)) stop("unknown case id(s): ", paste(unknown, collapse = ", "))
-  cases <- cases[all_ids %in% ids]
-} else if (skip_slow) {
-  cases <- Filter(function(cs) !isTRUE(cs$slow), cases)
-}
+args <- script_args(file.path("validation", "reference"), c(skip_slow = "--skip-slow"))
+out_dir <- args$out_dir
+cases <- select_cases(fromJSON(file.path("validation", "cases.json"), simplifyVector = FALSE), args$rest,
+                      args$skip_slow)
 
 lme4_version <- utils::packageDescription("lme4")$Version
-
-load_data <- function(spec) {
-  if (startsWith(spec, "dataset:")) {
-    name <- sub("^dataset:", "", spec)
-    env <- new.env()
-    data(list = name, package = "lme4", envir = env)
-    as.data.frame(env[[name]])
-  } else if (startsWith(spec, "csv:")) {
-    read.csv(sub("^csv:", "", spec), stringsAsFactors = TRUE)
-  } else {
-    stop("bad data spec: ", spec)
-  }
-}
 
 ## make newdata columns match the training column types; grouping levels not
 ## seen in training (e.g. "NEW") are kept as extra factor levels
@@ -76,14 +37,6 @@ align_newdata <- function(nd, train) {
   nd
 }
 
-## row-major list of rows; I() keeps length-1 rows as JSON arrays
-rows_of <- function(M) {
-  M <- as.matrix(M)
-  lapply(seq_len(nrow(M)), function(r) I(unname(as.numeric(M[r, ]))))
-}
-
-vec <- function(x) I(unname(as.numeric(x)))
-
 cond_sd <- function(re_g) {
   pv <- attr(re_g, "postVar")
   if (is.null(pv)) pv <- attr(re_g, "condVar")
@@ -100,15 +53,6 @@ cond_sd <- function(re_g) {
 run_case <- function(cs) {
   data <- load_data(cs$data)
   reml <- isTRUE(cs$reml)
-  ## lmer evaluates weights/offset in `data` first and then in the formula's
-  ## environment (this function), so the local names must not clash with
-  ## column names such as "w" or "off"
-  ..case_weights.. <- if (is.null(cs$weights)) NULL else data[[cs$weights]]
-  ..case_offset.. <- if (is.null(cs$offset)) NULL else data[[cs$offset]]
-  if (!is.null(cs$weights) && is.null(..case_weights..)) stop("no weights column ", cs$weights)
-  if (!is.null(cs$offset) && is.null(..case_offset..)) stop("no offset column ", cs$offset)
-  if (any(c("..case_weights..", "..case_offset..") %in% names(data))) stop("reserved column name")
-  form <- as.formula(cs$formula, env = environment())
 
   msgs <- character(0)
   collect <- function(expr) withCallingHandlers(
@@ -124,7 +68,7 @@ run_case <- function(cs) {
 
   m <- NULL
   tm <- system.time(
-    collect(m <- lmer(form, data = data, REML = reml, weights = ..case_weights.., offset = ..case_offset..))
+    collect(m <- lmer_case(cs, data))
   )
   conv_msgs <- m@optinfo$conv$lme4$messages
   if (length(conv_msgs)) msgs <- c(msgs, paste0("lme4 conv: ", conv_msgs))
@@ -168,8 +112,7 @@ run_case <- function(cs) {
   }
 
   ## messages from building the deviance function repeat the fit's; drop them
-  devfun <- suppressWarnings(suppressMessages(
-    lmer(form, data = data, REML = reml, weights = ..case_weights.., offset = ..case_offset.., devFunOnly = TRUE)))
+  devfun <- suppressWarnings(suppressMessages(lmer_case(cs, data, devFunOnly = TRUE)))
   dev_out <- lapply(cs$theta_fixed, function(t) {
     t <- as.numeric(unlist(t))
     if (length(t) != length(th))
@@ -211,23 +154,7 @@ run_case <- function(cs) {
   )
 }
 
-failed <- character(0)
-for (cs in cases) {
-  t0 <- Sys.time()
-  res <- tryCatch(run_case(cs), error = function(e) e)
-  if (inherits(res, "error")) {
-    failed <- c(failed, cs$id)
-    cat(sprintf("FAILED %s: %s\n", cs$id, conditionMessage(res)))
-    next
-  }
-  path <- file.path(out_dir, paste0(cs$id, ".json"))
-  write_json(res, path, digits = NA, auto_unbox = TRUE, pretty = TRUE, na = "null", null = "null")
-  cat(sprintf("ok     %-32s %6.2fs  objective=%.6f%s\n", cs$id,
-              as.numeric(difftime(Sys.time(), t0, units = "secs")), res$objective,
-              if (length(res$messages)) paste0("  [", paste(res$messages, collapse = " | "), "]") else ""))
-}
-if (length(failed)) {
-  cat(sprintf("%d case(s) failed: %s\n", length(failed), paste(failed, collapse = ", ")))
-  quit(status = 1)
-}
-cat(sprintf("all %d case(s) ok\n", length(cases)))
+run_cases(cases, run_case, out_dir, function(res, seconds) {
+  sprintf("ok     %-32s %6.2fs  objective=%.6f%s", res$id, seconds, res$objective,
+          if (length(res$messages)) paste0("  [", paste(res$messages, collapse = " | "), "]") else "")
+})

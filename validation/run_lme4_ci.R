@@ -11,36 +11,20 @@
 ## --skip-slow leaves out the profiles of the models listed under "slow" in cases.json (over a minute
 ## each in lme4). validation/compare_ci.py compares sparselmm with what this script writes.
 
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
+## the helpers shared by the validation scripts, from this script's folder (Rscript names it in --file=)
+.script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
+.here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
+source(file.path(.here, "common.R"))
+attach_quietly("lme4", "jsonlite")
 
-args <- commandArgs(trailingOnly = TRUE)
-out_dir <- file.path("validation", "reference_ci")
-sections <- character(0)
-skip_slow <- FALSE
-i <- 1
-while (i <= length(args)) {
-  if (args[[i]] == "--out") {
-    if (i == length(args)) stop("--out needs a directory")
-    out_dir <- args[[i + 1]]
-    i <- i + 2
-    next
-  }
-  if (args[[i]] == "--skip-slow") {
-    skip_slow <- TRUE
-    i <- i + 1
-    next
-  }
-  sections <- c(sections, args[[i]])
-  i <- i + 1
-}
+args <- script_args(file.path("validation", "reference_ci"), c(skip_slow = "--skip-slow"))
+out_dir <- args$out_dir
+sections <- args$rest
+skip_slow <- args$skip_slow
 all_sections <- c("wald", "anova", "drop1", "boot", "profile", "profile_table", "simulate")
 if (!length(sections)) sections <- all_sections
 bad <- setdiff(sections, all_sections)
 if (length(bad)) stop("unknown section(s): ", paste(bad, collapse = ", "))
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
 
 spec <- fromJSON(file.path("validation", "reference_ci", "cases.json"), simplifyVector = FALSE)
 versions <- list(
@@ -49,17 +33,6 @@ versions <- list(
   boot_version = as.character(packageVersion("boot"))
 )
 
-load_data <- function(src) {
-  if (startsWith(src, "dataset:")) {
-    name <- sub("^dataset:", "", src)
-    env <- new.env()
-    data(list = name, package = "lme4", envir = env)
-    as.data.frame(env[[name]])
-  } else {
-    read.csv(sub("^csv:", "", src), stringsAsFactors = TRUE)
-  }
-}
-
 ## each model is fitted once; the data object is shared per source so anova's same-data check passes
 data_cache <- list()
 fits <- list()
@@ -67,17 +40,11 @@ fit_model <- function(id) {
   if (!is.null(fits[[id]])) return(fits[[id]])
   cs <- spec$models[[id]]
   if (is.null(data_cache[[cs$data]])) data_cache[[cs$data]] <<- load_data(cs$data)
-  dat <- data_cache[[cs$data]]
-  ..w.. <- if (is.null(cs$weights)) NULL else dat[[cs$weights]]
-  ..off.. <- if (is.null(cs$offset)) NULL else dat[[cs$offset]]
-  form <- as.formula(cs$formula, env = environment())
-  m <- suppressWarnings(suppressMessages(
-    lmer(form, data = dat, REML = isTRUE(cs$reml), weights = ..w.., offset = ..off..)))
+  m <- suppressWarnings(suppressMessages(lmer_case(cs, data_cache[[cs$data]])))
   fits[[id]] <<- m
   m
 }
 
-vec <- function(x) I(unname(as.numeric(x)))
 table_out <- function(tab) {
   cols <- lapply(as.list(as.data.frame(tab, check.names = FALSE)), vec)
   list(rows = I(rownames(tab)), columns = I(colnames(tab)), values = cols)

@@ -22,46 +22,18 @@
 ## is given, the result is memoised per case (keyed on the model's theta,
 ## sigma, beta and X), which changes no number and makes the set ~5x faster.
 
-suppressPackageStartupMessages({
-  library(lmerTest)
-  library(pbkrtest)
-  library(jsonlite)
-})
+## the helpers shared by the validation scripts, from this script's folder (Rscript names it in --file=)
+.script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
+.here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
+source(file.path(.here, "common.R"))
+attach_quietly("lmerTest", "pbkrtest", "jsonlite")
 
-args <- commandArgs(trailingOnly = TRUE)
-out_dir <- file.path("validation", "reference_inference")
-skip_slow <- FALSE
-kr_cache <- TRUE
-ids <- character(0)
-i <- 1
-while (i <= length(args)) {
-  a <- args[[i]]
-  if (a == "--out") {
-    out_dir <- args[[i + 1]]
-    i <- i + 2
-    next
-  } else if (startsWith(a, "--out=")) {
-    out_dir <- sub("^--out=", "", a)
-  } else if (a == "--skip-slow") {
-    skip_slow <- TRUE
-  } else if (a == "--no-kr-cache") {
-    kr_cache <- FALSE
-  } else {
-    ids <- c(ids, a)
-  }
-  i <- i + 1
-}
-dir.create(out_dir, showWarnings = FALSE, recursive = TRUE)
-
-cases <- fromJSON(file.path("validation", "inference_cases.json"), simplifyVector = FALSE)
-all_ids <- vapply(cases, function(cs) cs$id, character(1))
-if (length(ids)) {
-  unknown <- setdiff(ids, all_ids)
-  if (length(unknown)) stop("unknown case id(s): ", paste(unknown, collapse = ", "))
-  cases <- cases[all_ids %in% ids]
-} else if (skip_slow) {
-  cases <- Filter(function(cs) !isTRUE(cs$slow), cases)
-}
+args <- script_args(file.path("validation", "reference_inference"),
+                    c(skip_slow = "--skip-slow", no_kr_cache = "--no-kr-cache"))
+out_dir <- args$out_dir
+kr_cache <- !args$no_kr_cache
+cases <- select_cases(fromJSON(file.path("validation", "inference_cases.json"), simplifyVector = FALSE),
+                      args$rest, args$skip_slow)
 
 versions <- list(
   r_version = R.version.string,
@@ -90,25 +62,6 @@ if (kr_cache) {
   utils::assignInNamespace("vcovAdj", memo_vcovAdj, ns = "pbkrtest")
 }
 
-load_data <- function(spec) {
-  if (startsWith(spec, "dataset:")) {
-    name <- sub("^dataset:", "", spec)
-    env <- new.env()
-    data(list = name, package = "lme4", envir = env)
-    as.data.frame(env[[name]])
-  } else if (startsWith(spec, "csv:")) {
-    read.csv(sub("^csv:", "", spec), stringsAsFactors = TRUE)
-  } else {
-    stop("bad data spec: ", spec)
-  }
-}
-
-## row-major list of rows; I() keeps length-1 rows as JSON arrays
-rows_of <- function(M) {
-  M <- as.matrix(M)
-  lapply(seq_len(nrow(M)), function(r) I(unname(as.numeric(M[r, ]))))
-}
-vec <- function(x) I(unname(as.numeric(x)))
 ## a data.frame (coefficient, contest or anova table) as named columns
 cols_of <- function(tab) {
   tab <- as.data.frame(tab)
@@ -208,15 +161,6 @@ run_case <- function(cs) {
   data <- load_data(cs$data)
   reml <- isTRUE(cs$reml)
   kr <- isTRUE(cs$kr)
-  ## lmer evaluates weights/offset in `data` first and then in the formula's
-  ## environment (this function), so the local names must not clash with
-  ## column names such as "w" or "off"
-  ..case_weights.. <- if (is.null(cs$weights)) NULL else data[[cs$weights]]
-  ..case_offset.. <- if (is.null(cs$offset)) NULL else data[[cs$offset]]
-  if (!is.null(cs$weights) && is.null(..case_weights..)) stop("no weights column ", cs$weights)
-  if (!is.null(cs$offset) && is.null(..case_offset..)) stop("no offset column ", cs$offset)
-  if (any(c("..case_weights..", "..case_offset..") %in% names(data))) stop("reserved column name")
-  form <- as.formula(cs$formula, env = environment())
   rm(list = ls(.kr_memo), envir = .kr_memo)
 
   msgs <- list()
@@ -247,7 +191,7 @@ run_case <- function(cs) {
   m <- NULL
   tm_fit <- system.time(
     withCallingHandlers(
-      m <- lmerTest::lmer(form, data = data, REML = reml, weights = ..case_weights.., offset = ..case_offset..),
+      m <- lmer_case(cs, data, lmer = lmerTest::lmer),
       warning = function(w) {
         msgs[[length(msgs) + 1]] <<- list(where = "fit", message = paste0("warning: ", conditionMessage(w)))
         invokeRestart("muffleWarning")
@@ -374,27 +318,11 @@ run_case <- function(cs) {
   out
 }
 
-failed <- character(0)
-for (cs in cases) {
-  t0 <- Sys.time()
-  res <- tryCatch(run_case(cs), error = function(e) e)
-  if (inherits(res, "error")) {
-    failed <- c(failed, cs$id)
-    cat(sprintf("FAILED %s: %s\n", cs$id, conditionMessage(res)))
-    next
-  }
-  path <- file.path(out_dir, paste0(cs$id, ".json"))
-  write_json(res, path, digits = NA, auto_unbox = TRUE, pretty = TRUE, na = "null", null = "null")
+run_cases(cases, run_case, out_dir, function(res, seconds) {
   msg <- vapply(res$messages, function(x) paste0(x$where, ": ", x$message), character(1))
   err <- vapply(res$errors, function(x) paste0(x$where, ": ", x$message), character(1))
-  if (length(err)) failed <- c(failed, cs$id)
-  cat(sprintf("%s %-32s %6.2fs%s%s\n", if (length(err)) "ERROR " else "ok    ", cs$id,
-              as.numeric(difftime(Sys.time(), t0, units = "secs")),
-              if (length(msg)) paste0("  [", paste(msg, collapse = " | "), "]") else "",
-              if (length(err)) paste0("  ERRORS: ", paste(err, collapse = " | ")) else ""))
-}
-if (length(failed)) {
-  cat(sprintf("%d case(s) failed: %s\n", length(failed), paste(failed, collapse = ", ")))
-  quit(status = 1)
-}
-cat(sprintf("all %d case(s) ok\n", length(cases)))
+  line <- sprintf("%s %-32s %6.2fs%s%s", if (length(err)) "ERROR " else "ok    ", res$id, seconds,
+                  if (length(msg)) paste0("  [", paste(msg, collapse = " | "), "]") else "",
+                  if (length(err)) paste0("  ERRORS: ", paste(err, collapse = " | ")) else "")
+  structure(line, failed = length(err) > 0)
+})

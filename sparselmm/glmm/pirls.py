@@ -311,11 +311,10 @@ class PirlsModel:
     def pirls_u(self, theta, beta, u0=None):
         """Conditional modes ``u`` at fixed (θ, β); returns (u, eta, mu, w, pdev) with L factored at final W."""
         parts = self._lambda_parts(theta)
-        Lt, lam = parts
+        Lt = parts[0]
         u = (self.u if u0 is None else u0).copy()
         if not np.all(np.isfinite(u)):
             u = np.zeros(self.q)
-        fam = self.family
         eta = self.eta(parts, u, beta)
         old, mu = self.pdev(eta, u)
         if not np.isfinite(old):
@@ -328,37 +327,109 @@ class PirlsModel:
                     "give means outside the family's range"
                 )
         fixed = self.offset + self.X @ beta
+
+        def target(u, eta, mu, w, d):
+            z = eta - fixed + (self.y - mu) / d
+            return self.solve(Lt @ (self.Zt @ (w * z)))
+
+        u, eta, mu, w, old = self._scoring(
+            theta, parts, u, eta, mu, old, lambda u: self.eta(parts, u, beta), target, beta
+        )
+        self.u = u
+        return u, eta, mu, w, old
+
+    # --- PIRLS over (u, β): lme4's nAGQ = 0 ---------------------------------------------------------------
+    def pirls_ub(self, theta, u0=None, beta0=None, eta_start=None):
+        """Joint conditional modes (u, β) at θ; returns (u, beta, eta, mu, w, pdev, RX) with L at final W."""
+        parts = self._lambda_parts(theta)
+        Lt = parts[0]
+        X, q = self.X, self.q
+        if eta_start is not None:
+            x = np.zeros(q + self.p)
+            eta = eta_start
+            mu = self.family.link.linkinv(eta)
+            old = np.inf
+        else:
+            u = self.u if u0 is None else u0
+            beta = self.beta if beta0 is None else beta0
+            x = np.concatenate([u, beta])
+            eta = self.eta(parts, x[:q], x[q:])
+            old, mu = self.pdev(eta, x[:q])
+            if not np.isfinite(old):
+                raise InvalidStart("the warm start gives means outside the family's range")
+
+        def target(x, eta, mu, w, d):
+            # (u, β) of the Fisher step: β from the Schur complement of the u block, then u
+            z = eta - self.offset + (self.y - mu) / d
+            RZX, RX = self._fixed_factor(w, Lt, theta, x[q:])
+            cu = self.chol.solve_L(Lt @ (self.Zt @ (w * z)))
+            rb = X.T @ (w * z) - RZX.T @ cu
+            beta_new = np.linalg.solve(RX.T, np.linalg.solve(RX, rb))
+            return np.concatenate([self.chol.solve_Lt(cu - RZX @ beta_new), beta_new])
+
+        x, eta, mu, w, old = self._scoring(
+            theta, parts, x, eta, mu, old, lambda x: self.eta(parts, x[:q], x[q:]), target, None
+        )
+        _, RX = self._fixed_factor(w, Lt, theta, x[q:])
+        self.u, self.beta = x[:q].copy(), x[q:].copy()
+        return self.u, self.beta, eta, mu, w, old, RX
+
+    def fixed_schur(self, w, Lt):
+        """``RZX = L⁻¹ΛᵀZᵀWX`` and the Schur complement ``XᵀWX − RZXᵀRZX`` of the fixed effects (``L`` factored
+        at the weights ``w``, ``Lt`` = ``Λᵀ``)."""
+        WX = self.X * w[:, None]
+        RZX = self.chol.solve_L(np.asarray(Lt @ (self.Zt @ WX)))
+        return RZX, self.X.T @ WX - RZX.T @ RZX
+
+    def _fixed_factor(self, w, Lt, theta, beta):
+        """``RZX`` and ``RX``, the Cholesky factor of the Schur complement (:meth:`fixed_schur`); one that is
+        not positive definite ends PIRLS (:meth:`_fail` at ``theta``, ``beta``)."""
+        RZX, S = self.fixed_schur(w, Lt)
+        try:
+            return RZX, np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:
+            self._fail(theta, beta, "the fixed-effects cross-product is not positive definite")
+
+    # --- the iteration both share -----------------------------------------------------------------------
+    def _scoring(self, theta, parts, x, eta, mu, old, predictor, target, fail_beta):
+        """Fisher scoring from ``x`` (``u``, or ``u`` and ``β`` stacked) until :func:`_converged`.
+
+        Each iteration factors ``ΛᵀZᵀWZΛ + I`` at the working weights; ``target(x, eta, mu, w, d)`` is then
+        the Fisher step's new ``x`` and ``predictor(x)`` the linear predictor at ``x``. The step is
+        extrapolated (:class:`_Extrapolation`) where that does not raise the penalised deviance
+        ``old``, else halved (up to ``MAX_HALVINGS`` times) until it does not. Failures name θ and
+        ``fail_beta``. Returns ``(x, eta, mu, w, pdev)`` with the factor at the final weights.
+        """
+        fam = self.family
+        q = self.q
         converged = False
         extra = _Extrapolation()
         for _ in range(MAXIT):
             self.n_pirls += 1
             w, d = fam.working_weights(eta, mu, self.pw)
-            z = eta - fixed + (self.y - mu) / d
             self.factor(theta, w, parts)
-            rhs = Lt @ (self.Zt @ (w * z))
-            u_new = self.solve(rhs)
-            step = u_new - u
+            step = target(x, eta, mu, w, d) - x
             f = extra.factor(step)
             taken = False
-            if f != 1.0:
-                cand = u + f * step
-                eta_c = self.eta(parts, cand, beta)
-                new, mu_c = self.pdev(eta_c, cand)
+            if f != 1.0 and np.isfinite(old):
+                cand = x + f * step
+                eta_c = predictor(cand)
+                new, mu_c = self.pdev(eta_c, cand[:q])
                 if np.isfinite(new) and new <= old:
                     step = f * step
                     extra.reset()
                     taken = True
             if not taken:
                 for _h in range(MAX_HALVINGS + 1):
-                    cand = u + step
-                    eta_c = self.eta(parts, cand, beta)
-                    new, mu_c = self.pdev(eta_c, cand)
+                    cand = x + step
+                    eta_c = predictor(cand)
+                    new, mu_c = self.pdev(eta_c, cand[:q])
                     if np.isfinite(new) and new <= old + 1e-12 * abs(old):
                         break
                     step = step / 2
                 else:
-                    self._fail(theta, beta, "step halving did not reduce the penalised deviance")
-            u, eta, mu = cand, eta_c, mu_c
+                    self._fail(theta, fail_beta, "step halving did not reduce the penalised deviance")
+            x, eta, mu = cand, eta_c, mu_c
             biggest = np.max(np.abs(step), initial=0.0)
             if _converged(old, new, biggest, self.strict):
                 converged = True
@@ -367,89 +438,7 @@ class PirlsModel:
             last = (old, new, biggest)
             old = new
         if not converged and not _stalled(*last):
-            self._fail(theta, beta, f"no convergence in {MAXIT} iterations")
+            self._fail(theta, fail_beta, f"no convergence in {MAXIT} iterations")
         w, _d = fam.working_weights(eta, mu, self.pw)
         self.factor(theta, w, parts)
-        self.u = u
-        return u, eta, mu, w, old
-
-    # --- PIRLS over (u, β): lme4's nAGQ = 0 ---------------------------------------------------------------
-    def pirls_ub(self, theta, u0=None, beta0=None, eta_start=None):
-        """Joint conditional modes (u, β) at θ; returns (u, beta, eta, mu, w, pdev, RX) with L at final W."""
-        parts = self._lambda_parts(theta)
-        Lt, lam = parts
-        fam = self.family
-        X = self.X
-        if eta_start is not None:
-            u = np.zeros(self.q)
-            beta = np.zeros(self.p)
-            eta = eta_start
-            mu = fam.link.linkinv(eta)
-            old = np.inf
-        else:
-            u = (self.u if u0 is None else u0).copy()
-            beta = (self.beta if beta0 is None else beta0).copy()
-            eta = self.eta(parts, u, beta)
-            old, mu = self.pdev(eta, u)
-            if not np.isfinite(old):
-                raise InvalidStart("the warm start gives means outside the family's range")
-        converged = False
-        extra = _Extrapolation()
-        RX = None
-        for _ in range(MAXIT):
-            self.n_pirls += 1
-            w, d = fam.working_weights(eta, mu, self.pw)
-            z = eta - self.offset + (self.y - mu) / d
-            self.factor(theta, w, parts)
-            WX = X * w[:, None]
-            ZtWX = self.Zt @ WX
-            LZWX = Lt @ ZtWX
-            RZX = self.chol.solve_L(np.asarray(LZWX))
-            XtWX = X.T @ WX
-            S = XtWX - RZX.T @ RZX
-            try:
-                RX = np.linalg.cholesky(S)
-            except np.linalg.LinAlgError:
-                self._fail(theta, beta, "the fixed-effects cross-product is not positive definite")
-            cu = self.chol.solve_L(Lt @ (self.Zt @ (w * z)))
-            rb = X.T @ (w * z) - RZX.T @ cu
-            beta_new = np.linalg.solve(RX.T, np.linalg.solve(RX, rb))
-            u_new = self.chol.solve_Lt(cu - RZX @ beta_new)
-            su, sb = u_new - u, beta_new - beta
-            f = extra.factor(np.concatenate([su, sb]))
-            taken = False
-            if f != 1.0 and np.isfinite(old):
-                cu_, cb_ = u + f * su, beta + f * sb
-                eta_c = self.eta(parts, cu_, cb_)
-                new, mu_c = self.pdev(eta_c, cu_)
-                if np.isfinite(new) and new <= old:
-                    su, sb = f * su, f * sb
-                    extra.reset()
-                    taken = True
-            if not taken:
-                for _h in range(MAX_HALVINGS + 1):
-                    cu_, cb_ = u + su, beta + sb
-                    eta_c = self.eta(parts, cu_, cb_)
-                    new, mu_c = self.pdev(eta_c, cu_)
-                    if np.isfinite(new) and new <= old + 1e-12 * abs(new):
-                        break
-                    su, sb = su / 2, sb / 2
-                else:
-                    self._fail(theta, None, "step halving did not reduce the penalised deviance")
-            u, beta, eta, mu = cu_, cb_, eta_c, mu_c
-            biggest = max(np.max(np.abs(su), initial=0.0), np.max(np.abs(sb), initial=0.0))
-            if _converged(old, new, biggest, self.strict):
-                converged = True
-                old = new
-                break
-            last = (old, new, biggest)
-            old = new
-        if not converged and not _stalled(*last):
-            self._fail(theta, None, f"no convergence in {MAXIT} iterations")
-        w, _d = fam.working_weights(eta, mu, self.pw)
-        self.factor(theta, w, parts)
-        WX = X * w[:, None]
-        RZX = self.chol.solve_L(np.asarray(Lt @ (self.Zt @ WX)))
-        RX = np.linalg.cholesky(X.T @ WX - RZX.T @ RZX)
-        self.u, self.beta = u, beta
-        return u, beta, eta, mu, w, old, RX
+        return x, eta, mu, w, old

@@ -23,6 +23,11 @@ from ..errors import ConvergenceWarning, caller_stacklevel
 __all__ = ["Satterthwaite"]
 
 EIGEN_TOL = 1e-8  # lmerTest's as_lmerModLT(tol = 1e-8)
+# lmerTest's warnings for the eigenvalues of the Hessian below -EIGEN_TOL and within EIGEN_TOL of zero
+NEGATIVE = "Model failed to converge with {n} negative eigenvalue(s) of the Hessian in (theta, sigma): {values}"
+NEAR_ZERO = (
+    "Model may not have converged with {n} eigenvalue(s) of the Hessian in (theta, sigma) close to zero: {values}"
+)
 
 
 class Satterthwaite:
@@ -34,22 +39,14 @@ class Satterthwaite:
         hess = derivs.varpar_hessian()
         self.hessian = hess
         evals, evecs = np.linalg.eigh(hess)
-        neg = evals < -EIGEN_TOL
-        zero = np.abs(evals) <= EIGEN_TOL
-        if neg.any():
-            warnings.warn(
-                f"Model failed to converge with {int(neg.sum())} negative eigenvalue(s) of the Hessian in "
-                f"(theta, sigma): {', '.join(f'{v:.1e}' for v in evals[neg])}",
-                ConvergenceWarning,
-                stacklevel=caller_stacklevel(),
-            )
-        if zero.any():
-            warnings.warn(
-                f"Model may not have converged with {int(zero.sum())} eigenvalue(s) of the Hessian in "
-                f"(theta, sigma) close to zero: {', '.join(f'{v:.1e}' for v in evals[zero])}",
-                ConvergenceWarning,
-                stacklevel=caller_stacklevel(),
-            )
+        for which, message in ((evals < -EIGEN_TOL, NEGATIVE), (np.abs(evals) <= EIGEN_TOL, NEAR_ZERO)):
+            if which.any():
+                values = ", ".join(f"{v:.1e}" for v in evals[which])
+                warnings.warn(
+                    message.format(n=int(which.sum()), values=values),
+                    ConvergenceWarning,
+                    stacklevel=caller_stacklevel(),
+                )
         pos = evals > EIGEN_TOL
         V = evecs[:, pos]
         self.vcov_varpar = 2.0 * (V / evals[pos]) @ V.T
