@@ -10,6 +10,10 @@ fit's optimiser and its checks.
 :class:`~sparselmm.results.LmerResult`'s ``refit``, ``refit_ml`` and ``refit_reml`` call these functions. The
 new result is built by the fitted model itself (its ``_new_fit``), so this module never names its class.
 
+A glmer fit's ``refit`` comes here too: the new response is checked against the family (:func:`glmm_response`)
+and refitted by :func:`sparselmm.glmm.fit.refit_glmm`, under the same rule as lmer's refits — from the fit's
+estimates and from a fresh fit's start, keeping the lower optimum.
+
 :func:`update` is R's ``update``: the call that made a fit (:class:`FitCall`, recorded by ``lmer`` and
 ``glmer``), run again with a changed formula (R's ``.`` notation), data or arguments — a fresh fit.
 """
@@ -24,12 +28,12 @@ import numpy as np
 import pandas as pd
 
 from . import criterion, newton
-from .errors import ArgumentError, ModelSpecError, NumericalError
+from .errors import ArgumentError, DataError, ModelSpecError, NumericalError
 from .formula import update_formula
 from .linalg.threads import blas_threads
 from .optimize import refit_theta
 
-__all__ = ["FitCall", "refit", "refit_ml", "refit_reml", "update"]
+__all__ = ["FitCall", "glmm_response", "refit", "refit_ml", "refit_reml", "update"]
 
 
 def _response_vector(newresp, n: int) -> np.ndarray:
@@ -43,25 +47,103 @@ def _response_vector(newresp, n: int) -> np.ndarray:
     return y
 
 
+def glmm_response(result, newresp) -> np.ndarray:
+    """A new response for a glmer fit, checked against its family, on the scale glmer fits.
+
+    Parameters
+    ----------
+    result : GlmerResult
+    newresp : array-like, Series, DataFrame or (n, 2) array
+        One value per fitted row on the scale of :meth:`~sparselmm.glmm.GlmerResult.simulate`: 0/1, the
+        proportion of successes out of the fit's trials (a ``cbind`` or weighted binomial fit), counts,
+        positive values. A binomial fit also takes two columns, successes and failures (lme4's ``cbind``
+        matrix), whose sums must be the fit's trials.
+
+    Returns
+    -------
+    ndarray
+        The response glmer fits (binomial: proportions).
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        Not one value per fitted row, or two columns whose sums are not the fit's trials.
+    sparselmm.DataError
+        Missing or infinite values, or values outside the family's support (negative or non-integer counts,
+        non-integer numbers of successes, proportions outside [0, 1], values <= 0 for Gamma).
+    """
+    fam = result.family
+    n = result.nobs
+    pw = result.design.weights
+    trials = np.ones(n) if pw is None else np.asarray(pw, dtype=float)
+    arr = newresp.to_numpy() if isinstance(newresp, pd.DataFrame) else newresp
+    two = fam.name == "binomial" and np.ndim(arr) == 2 and np.shape(arr)[1] == 2
+    if two:
+        counts = np.asarray(arr, dtype=float)
+        if counts.shape[0] != n:
+            raise ModelSpecError(f"newresp has {counts.shape[0]} rows but the model was fitted to {n} rows.")
+        total = counts.sum(axis=1)
+        off = ~np.isclose(total, trials)
+        if np.any(off):
+            raise ModelSpecError(
+                f"newresp's successes + failures differ from the fit's trials on {int(off.sum())} row(s) (first: "
+                f"row {int(np.flatnonzero(off)[0])}); a refit keeps the model's trials. Fit the new trials with "
+                "sparselmm.glmer instead."
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(total > 0, counts[:, 0] / np.where(total > 0, total, 1.0), 0.0)
+    else:
+        y = _response_vector(newresp, n)
+    bad = ~np.isfinite(y) if not two else ~np.isfinite(counts).all(axis=1)
+    if np.any(bad):
+        raise DataError(
+            f"newresp has {int(bad.sum())} missing or infinite value(s) (first: row {int(np.flatnonzero(bad)[0])}); "
+            "a refit needs a response for every fitted row."
+        )
+    try:
+        fam.validate(y, trials, response="newresp")
+    except DataError as err:
+        raise DataError(f"newresp is not a {fam.name} response for this fit: {err}") from None
+    return y
+
+
 def refit(result, newresp, check_conv: bool = True, control: dict | None = None):
     """The model refitted to a new response (lme4's ``refit``), starting from the fit's θ̂.
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     newresp : array-like, Series or one-column DataFrame
         One value per fitted row (in the fit's row order, e.g. a column of
-        :func:`~sparselmm.inference.replicates.simulate`).
+        :func:`~sparselmm.inference.replicates.simulate`). For a glmer fit see :func:`glmm_response`.
     check_conv : bool
         Run the convergence checks on the refit.
     control : dict, optional
-        Optimiser settings (see :func:`sparselmm.lmer`).
+        Optimiser settings (see :func:`sparselmm.lmer`); lmer fits only.
 
     Returns
     -------
-    LmerResult
-        An independent fit: it has its own factor workspace, and ``result`` is left as it was.
+    LmerResult or GlmerResult
+        An independent fit: it has its own factor workspace, and ``result`` is left as it was. It reaches at
+        least the optimum a fresh fit of ``newresp`` reaches: it is optimised from θ̂ and from the fresh
+        start, and the lower optimum is kept (:func:`~sparselmm.optimize.refit_theta`; a glmer fit's
+        :func:`~sparselmm.glmm.fit.refit_glmm`).
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        ``newresp`` does not have one value per fitted row.
+    sparselmm.DataError
+        A glmer fit's ``newresp`` outside its family's support (see :func:`glmm_response`).
+    sparselmm.ArgumentError
+        ``control`` for a glmer fit.
     """
+    if getattr(result, "family", None) is not None:
+        from .glmm.fit import refit_glmm
+
+        if control is not None:
+            raise ArgumentError("A glmer refit takes no control=: glmer's optimiser is not selectable.")
+        return refit_glmm(result, glmm_response(result, newresp), check_conv=check_conv)
     y = _response_vector(newresp, result.nobs)
     devfun = result.deviance_function.with_response(y)
     return _fit(result, devfun, control, check_conv)

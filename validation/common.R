@@ -107,3 +107,42 @@ run_cases <- function(cases, run_case, out_dir, report) {
   }
   cat(sprintf("all %d case(s) ok\n", length(cases)))
 }
+
+## ---- glmer cases (run_glmer_inference.R) ----------------------------------------------------------
+## a GLMM case's data (validation/glmm_cases.json's shape): the CSV, with the columns in cs$factors as factors
+glmm_data <- function(cs) {
+  d <- read.csv(cs$data, stringsAsFactors = TRUE)
+  for (f in unlist(cs$factors)) d[[f]] <- factor(d[[f]])
+  d
+}
+
+## a GLMM case's family object (cs$family, cs$link; cs$theta for MASS's negative binomial)
+glmm_family <- function(cs) {
+  link <- if (is.null(cs$link)) NULL else cs$link
+  switch(cs$family,
+    binomial = if (is.null(link)) binomial() else binomial(link = link),
+    poisson = if (is.null(link)) poisson() else poisson(link = link),
+    negative.binomial = MASS::negative.binomial(theta = cs$theta, link = if (is.null(link)) "log" else link),
+    Gamma = if (is.null(link)) Gamma() else Gamma(link = link),
+    inverse.gaussian = if (is.null(link)) inverse.gaussian() else inverse.gaussian(link = link),
+    stop("unknown family ", cs$family))
+}
+
+## `glmer` on a case's formula (or `formula`, e.g. a reduced model), family, nAGQ, weights and offset, with
+## `control`. As lmer_case: glmer records its call with these local names and update() (drop1, bootMer's
+## refits) evaluates it in the formula's environment (this function's), so the names must not clash with
+## the data's columns
+glmer_case <- function(cs, data, formula = cs$formula, control = lme4::glmerControl()) {
+  ..case_weights.. <- if (is.null(cs$weights)) NULL else data[[cs$weights]]
+  ..case_offset.. <- if (is.null(cs$offset)) NULL else data[[cs$offset]]
+  if (!is.null(cs$weights) && is.null(..case_weights..)) stop("no weights column ", cs$weights)
+  if (!is.null(cs$offset) && is.null(..case_offset..)) stop("no offset column ", cs$offset)
+  reserved <- c("..case_weights..", "..case_offset..", "..case_family..", "..case_nagq..", "..case_control..")
+  if (any(reserved %in% names(data))) stop("reserved column name")
+  ..case_family.. <- glmm_family(cs)
+  ..case_nagq.. <- if (is.null(cs$nAGQ)) 1L else as.integer(cs$nAGQ)
+  ..case_control.. <- control
+  form <- as.formula(formula, env = environment())
+  lme4::glmer(form, data = data, family = ..case_family.., nAGQ = ..case_nagq.., weights = ..case_weights..,
+              offset = ..case_offset.., control = ..case_control..)
+}

@@ -176,6 +176,30 @@ class Family:
     def mustart(self, y, wt):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def draw(self, mu: np.ndarray, wt: np.ndarray, rng: np.random.Generator, dispersion: float = 1.0) -> np.ndarray:
+        """One response drawn from the family at the means ``mu`` (the simulation of lme4's ``simulate``).
+
+        Parameters
+        ----------
+        mu : ndarray
+            Means on the response scale.
+        wt : ndarray
+            Prior weights (binomial: the trials, whole numbers).
+        rng : numpy.random.Generator
+        dispersion : float
+            φ of a family with a dispersion (``sigma(m)²`` of the fit); ignored otherwise.
+
+        Returns
+        -------
+        ndarray
+            The response on the scale the family is fitted on (binomial: proportions of successes).
+        """
+        raise ModelSpecError(f"Simulating from the {self.name} family is not implemented.")
+
+    def check_simulable(self, wt: np.ndarray) -> None:
+        """Raise :class:`~sparselmm.errors.ModelSpecError` where :meth:`draw` cannot use the prior weights
+        (binomial: trials that are not whole numbers, as lme4's ``simulate``)."""
+
     def _cached(self, name, y, wt, make):
         """A term that depends on (y, weights) only, computed once per response (PIRLS calls these often)."""
         cache = self.__dict__.setdefault("_cache", {})
@@ -237,6 +261,22 @@ class Binomial(Family):
     def mustart(self, y, wt):
         return (wt * y + 0.5) / (wt + 1)
 
+    def check_simulable(self, wt) -> None:
+        bad = np.abs(wt - np.round(wt)) > 1e-8
+        if np.any(bad):
+            raise ModelSpecError(
+                f"Cannot simulate binomial responses: {int(bad.sum())} prior weight(s) are not whole numbers of "
+                "trials (lme4: 'cannot simulate from non-integer prior.weights')."
+            )
+
+    def draw(self, mu, wt, rng, dispersion=1.0):
+        # lme4's binomial simfun: rbinom(size = wts, prob = mu) / wts (a cbind response: its successes; the
+        # trials are the fit's either way); a row with 0 trials stays 0
+        trials = np.round(wt).astype(np.int64)
+        k = rng.binomial(trials, np.clip(mu, 0.0, 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(trials > 0, k / np.maximum(trials, 1), 0.0)
+
 
 class Poisson(Family):
     """Poisson counts."""
@@ -268,6 +308,10 @@ class Poisson(Family):
     def mustart(self, y, wt):
         return y + 0.1
 
+    def draw(self, mu, wt, rng, dispersion=1.0):
+        # lme4's poisson simfun: rpois(mu), the prior weights ignored (simulate() warns of them)
+        return rng.poisson(mu).astype(float)
+
 
 class NegativeBinomial(Poisson):
     """Negative binomial with known shape ``theta`` (MASS's ``negative.binomial(theta)``): V(μ) = μ + μ²/θ."""
@@ -290,6 +334,11 @@ class NegativeBinomial(Poisson):
 
     def mustart(self, y, wt):
         return y + (y == 0) / 6  # MASS's negative.binomial()$initialize
+
+    def draw(self, mu, wt, rng, dispersion=1.0):
+        # lme4's negative.binomial simfun: rnbinom(mu = mu, size = theta); numpy's p = size / (size + mu)
+        th = self.theta
+        return rng.negative_binomial(th, th / (th + mu)).astype(float)
 
     def dev_resids(self, y, mu, wt):
         th = self.theta
@@ -349,6 +398,12 @@ class Gamma(_PositiveContinuous):
     def variance(self, mu):
         return mu * mu
 
+    def draw(self, mu, wt, rng, dispersion=1.0):
+        # Var(y) = φ μ² / w: shape w/φ, scale μφ/w. lme4 1.1-31's Gamma simfun uses shape = sigma(m) * w
+        # instead (a different distribution unless σ = 1); this is the fitted model's
+        shape = wt / dispersion
+        return rng.gamma(shape, mu / shape)
+
     def dev_resids(self, y, mu, wt):
         with np.errstate(invalid="ignore", divide="ignore"):
             r = y / mu
@@ -378,6 +433,11 @@ class InverseGaussian(_PositiveContinuous):
 
     def variance(self, mu):
         return mu * mu * mu
+
+    def draw(self, mu, wt, rng, dispersion=1.0):
+        # Var(y) = φ μ³ / w: the Wald distribution with shape λ = w/φ. lme4 1.1-31's simfun uses
+        # statmod::rinvgauss(shape = w / sigma(m)), i.e. φ = σ instead of σ²
+        return rng.wald(mu, wt / dispersion)
 
     def dev_resids(self, y, mu, wt):
         return wt * (y - mu) ** 2 / (y * mu * mu)

@@ -21,6 +21,8 @@ pass the way ``ZᵀZ`` is for linear models.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -158,6 +160,25 @@ class PirlsModel:
         # warm starts
         self.u = np.zeros(self.q)
         self.beta = None
+
+    def with_response(self, y: np.ndarray) -> PirlsModel:
+        """The same model for another response (a refit, a bootstrap replicate): the pattern of ``ZᵀWZ``, the
+        maps that fill it and the symbolic analysis are shared, the factor's numeric workspace, the warm starts
+        and the counters are its own; ``self`` is not touched."""
+        new = copy.copy(self)
+        new.y = np.asarray(y, dtype=float)
+        new.design = copy.copy(self.design)  # the design's response is the new one; X, Z, terms are shared
+        new.design.y = new.y
+        if self.schur:  # a factorisation rebinds every numeric array: a shallow copy has its own workspace
+            new.chol = copy.copy(self.chol)
+        else:
+            pattern = (self.M_lower if self.scalar else self._A_map[4]).copy()
+            pattern.data[:] = 1.0
+            new.chol = self.chol.copy_analysis((pattern + sp.identity(self.q, format="csc")).tocsc())
+        new.u = np.zeros(self.q)
+        new.beta = None
+        new.n_pirls = new.n_factor = 0
+        return new
 
     def _schur_pays(self, q1: int, q2: int) -> bool:
         """``schur="auto"``: the dense-Schur factor for complements of at least ``AUTO_SCHUR_MIN_Q2`` rows

@@ -193,24 +193,193 @@ class GlmerResult(MixedModelResult):
             )
         return anova(self, *others, **kwargs)
 
-    def confint(self, level: float = 0.95, method: str = "Wald") -> pd.DataFrame:
-        """lme4's ``confint(m, method = "Wald")``: ``β̂ ± z·SE``, NaN rows for the variance parameters.
+    def confint(
+        self,
+        parm=None,
+        level: float = 0.95,
+        method: str = "Wald",
+        nsim: int = 500,
+        seed=None,
+        boot_type: str = "perc",
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Confidence intervals (lme4's ``confint.merMod``): Wald or parametric bootstrap.
 
-        Profile and bootstrap intervals of glmer fits are not available yet.
+        The parameters carry lme4's names and order: ``.sig01`` … (the random effects' SDs and correlations),
+        ``.sigma`` only for a family with a dispersion, then the fixed effects.
+
+        Parameters
+        ----------
+        parm : str, int or list, optional
+            Parameters to report (names, ``"theta_"``, ``"beta_"`` or 0-based positions); all by default.
+        level : float, default 0.95
+            Confidence level, strictly between 0 and 1.
+        method : {"Wald", "boot"}
+            ``"Wald"`` (the default here): ``β̂ ± z·SE``, NaN rows for the variance parameters, as lme4's
+            ``method = "Wald"``; ``"boot"``: percentile (or ``boot_type``) intervals of :meth:`bootstrap`
+            with lme4's statistics (:meth:`boot_statistics`). Likelihood-profile intervals (lme4's default)
+            are not available for glmer fits yet.
+        nsim : int, default 500
+            Bootstrap replicates (``method="boot"``).
+        seed : int or numpy.random.SeedSequence, optional
+            Seed of the bootstrap.
+        boot_type : {"perc", "basic", "norm"}
+            Bootstrap interval type (``boot::boot.ci``'s).
+        **kwargs
+            Passed to :meth:`bootstrap` (``n_jobs``, ``progress``, ``use_u``).
+
+        Returns
+        -------
+        DataFrame
+            One row per parameter, columns ``"2.5 %"`` and ``"97.5 %"`` (for ``level=0.95``).
 
         Raises
         ------
         sparselmm.ModelSpecError
-            ``method`` other than ``"Wald"``, or ``level`` outside (0, 1).
+            ``method="profile"`` or another unknown method, an unknown parameter, ``level`` outside (0, 1).
         """
-        from ..inference.confint import wald_confint
+        from ..inference.confint import confint
 
-        if not isinstance(method, str) or method.lower() != "wald":
-            raise ModelSpecError(
-                f"method={method!r}: a glmer fit has Wald intervals only so far (method='Wald'); profile and "
-                "bootstrap intervals are lmer's."
-            )
-        return wald_confint(self, level)
+        return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, boot_type=boot_type, **kwargs)
+
+    # ---- simulation, refits, the parametric bootstrap ------------------------------------------------------
+    def boot_statistics(self) -> pd.Series:
+        """lme4's statistics of ``confint(m, method = "boot")`` for a GLMM (``confint.merMod``'s ``bootFun``).
+
+        The SDs and correlations of the random effects from θ (``Cv_to_Sv(θ)``: *not* scaled by σ, unlike
+        :attr:`varcorr` for Gamma and inverse Gaussian fits — lme4's bootstrap does the same), σ for a family
+        with a dispersion, then the fixed effects; named by
+        :func:`~sparselmm.parameters.parameter_names`.
+
+        Returns
+        -------
+        Series
+        """
+        from ..parameters import parameter_names, sdcor
+
+        sigma = [self.sigma] if self.family.has_scale else []
+        values = np.concatenate([sdcor(self._design, self.theta, 1.0), sigma, self._beta])
+        return pd.Series(values, index=parameter_names(self), name="estimate")
+
+    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's ``simulate``).
+
+        Random effects are drawn from their fitted distribution (``b* = Λ̂ u*``), then the response from the
+        family at ``μ* = g⁻¹(Xβ̂ + offset + Zb*)``: binomial with the fit's trials (a ``cbind`` response's or
+        the prior weights of a proportion), Poisson, negative binomial, Gamma and inverse Gaussian with the
+        fit's dispersion (see :mod:`sparselmm.inference.replicates`).
+
+        Parameters
+        ----------
+        nsim : int, default 1
+            Number of simulated responses.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the draws reproducible; column ``i`` is drawn from ``SeedSequence(seed).spawn(nsim)[i]``,
+            the response of bootstrap replicate ``i`` with the same seed.
+        use_u : bool, default False
+            Condition on the fitted random effects (lme4's ``use.u = TRUE``) instead of drawing new ones.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per fitted row, columns ``sim_1`` … ``sim_<nsim>``, on the scale glmer fits: 0/1,
+            proportions of successes out of the fit's trials, counts, positive values (what :meth:`refit`
+            takes).
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``nsim`` not a whole number >= 1, a bad ``seed``, binomial trials that are not whole numbers.
+        """
+        from ..inference.replicates import simulate
+
+        return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
+
+    def refit(self, newresp, check_conv: bool = True) -> GlmerResult:
+        """The model refitted to a new response (lme4's ``refit``).
+
+        The refit starts from this fit's estimates (lme4's ``refit``) and from a fresh fit's start, and keeps
+        the lower optimum, so it reaches at least what ``sparselmm.glmer`` reaches on ``newresp``
+        (:func:`sparselmm.glmm.fit.refit_glmm`). The design, the pattern of ``ZᵀWZ`` and the symbolic
+        factorisation are this fit's.
+
+        Parameters
+        ----------
+        newresp : array-like, Series, one-column DataFrame or (n, 2) array
+            One value per fitted row, in the fit's row order, on the scale of :meth:`simulate` (e.g. one of its
+            columns); a binomial fit also takes successes and failures as two columns
+            (see :func:`sparselmm.refit.glmm_response`).
+        check_conv : bool, default True
+            Warn as a fit does (singular fit, lme4's convergence checks).
+
+        Returns
+        -------
+        GlmerResult
+            An independent fit; this one is left as it was.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``newresp`` does not have one value per fitted row.
+        sparselmm.DataError
+            ``newresp`` has missing values or values outside the family's support (negative or non-integer
+            counts, non-integer numbers of successes).
+        sparselmm.glmm.SeparationError
+            A fixed effect separates the new response (as for a fresh fit).
+        """
+        from ..refit import refit
+
+        return refit(self, newresp, check_conv=check_conv)
+
+    def bootstrap(
+        self,
+        nsim: int,
+        func=None,
+        seed=None,
+        n_jobs: int = 1,
+        progress: bool | None = None,
+        use_u: bool = False,
+    ):
+        """Parametric bootstrap (lme4's ``bootMer(type = "parametric")``).
+
+        Each replicate simulates a response (:meth:`simulate`), refits the model to it from this fit's
+        estimates (glmer's refit, :func:`sparselmm.glmm.fit.refit_glmm`, warm start only, as lme4's
+        ``bootMer``) and evaluates ``func`` on the refit.
+
+        Parameters
+        ----------
+        nsim : int
+            Number of replicates (at least 1).
+        func : callable, optional
+            ``func(fit) -> Series | dict | array`` of statistics of a refit (a :class:`GlmerResult`).
+            Default: :meth:`boot_statistics` — lme4's ``confint(method = "boot")`` parameters ``.sig01`` …,
+            ``.sigma`` only for a family with a dispersion, the fixed effects — computed without derivatives.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the run reproducible, for any ``n_jobs``.
+        n_jobs : int, default 1
+            Worker processes (``-1``: one per core); ``func`` need not be picklable.
+        progress : bool or None
+            A progress bar: None (default) for runs longer than 2 s on a terminal or in a notebook, True
+            always, False never.
+        use_u : bool, default False
+            Simulate conditionally on the fitted random effects (lme4's ``use.u``).
+
+        Returns
+        -------
+        BootstrapResult
+            ``draws`` (one row per replicate, NaN rows for failed ones — e.g. a replicate whose outcome a
+            fixed effect separates — listed in ``failures``), ``t0``, ``confint()``, ``summary()``.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``nsim`` not a whole number >= 1, a bad ``seed`` or ``n_jobs``.
+        sparselmm.NumericalError
+            Every replicate failed.
+        """
+        from ..inference.bootstrap import bootstrap
+
+        return bootstrap(self, nsim, func=func, seed=seed, n_jobs=n_jobs, progress=progress, use_u=use_u)
 
     def summary(self) -> GlmmSummary:
         """lme4's ``summary(glmer)``: criteria, scaled residuals, random effects and the fixed effects' z

@@ -1,11 +1,13 @@
-"""The parametric bootstrap of an lmer fit: lme4's ``bootMer`` (``type = "parametric"``) with
+"""The parametric bootstrap of an lmer or glmer fit: lme4's ``bootMer`` (``type = "parametric"``) with
 ``confint.bootMer`` (``boot::boot.ci``'s percentile, basic and normal intervals).
 
 Each replicate draws a response from the fit (:mod:`sparselmm.inference.replicates`: lme4's ``simulate``,
 one seed per replicate, the workers) and refits the model to it from θ̂ reusing the fit's factorisation
 (:mod:`sparselmm.inference.bootstrap_fits`); :class:`BootstrapResult` holds the statistics of the refits.
 The fitted model's ``simulate`` is :func:`sparselmm.inference.replicates.simulate`, its ``refit``,
-``refit_ml`` and ``refit_reml`` are :mod:`sparselmm.refit`'s.
+``refit_ml`` and ``refit_reml`` are :mod:`sparselmm.refit`'s. A glmer fit's replicates are drawn from its family
+and refitted by glmer's refit (:func:`sparselmm.glmm.fit.refit_glmm`); its default statistics are lme4's for a
+GLMM (:meth:`sparselmm.glmm.GlmerResult.boot_statistics`: no ``.sigma`` without a dispersion).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ BOOT_TYPES = ("perc", "basic", "norm")
 
 
 def _t0(result, func) -> pd.Series:
-    if func is None:
-        return estimates(result)
+    if func is None:  # lme4's confint(method = "boot") statistics (a glmer fit's: its boot_statistics)
+        return result.boot_statistics() if getattr(result, "family", None) is not None else estimates(result)
     out = func(result)
     if isinstance(out, pd.Series):
         return pd.Series(out.to_numpy(dtype=float), index=out.index.astype(str), name="t0")
@@ -206,21 +208,23 @@ def bootstrap(
     use_u: bool = False,
     control: dict | None = None,
 ) -> BootstrapResult:
-    """Parametric bootstrap of an lmer fit (lme4's ``bootMer(type = "parametric")``).
+    """Parametric bootstrap of an lmer or glmer fit (lme4's ``bootMer(type = "parametric")``).
 
     Each replicate simulates a response (:func:`~sparselmm.inference.replicates.simulate`), refits the model
     to it from θ̂ on the fit's criterion (REML or ML) reusing the fit's factorisation, and evaluates ``func``
-    on the refit.
+    on the refit. A glmer fit's replicates are refitted by :func:`sparselmm.glmm.fit.refit_glmm` from its
+    estimates (``tol`` and ``control`` are lmer's).
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     nsim : int
         Number of replicates (>= 1).
     func : callable, optional
         ``func(fit) -> Series | dict | array`` of statistics. Default: the parameters of
         :func:`sparselmm.parameters.parameter_names` (``.sig01`` …, ``.sigma``, fixed effects), as
-        lme4's ``confint(method = "boot")`` uses; computed without building a result per replicate.
+        lme4's ``confint(method = "boot")`` uses; computed without building a result per replicate (a glmer
+        fit's: :meth:`~sparselmm.glmm.GlmerResult.boot_statistics`).
         A custom ``func`` gets an :class:`~sparselmm.results.LmerResult` whose factor workspace is reused
         by the next replicate: take what you need from it and do not keep it.
     seed : int or numpy.random.SeedSequence, optional

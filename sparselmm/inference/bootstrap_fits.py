@@ -11,6 +11,11 @@ of NLopt's default, which is sized for a cold start.
 
 A fit from chunks (:mod:`sparselmm.scale`) holds no rows: its replicates' responses are drawn as their
 cross-products (``_CrossProductSimulator``) and refitted by the same replicators through three hooks.
+A glmer fit's replicates (``_GlmmReplicator``) are drawn by
+:class:`~sparselmm.inference.replicates.GlmmSimulator` and refitted by glmer's one refit path,
+:func:`sparselmm.glmm.fit.refit_glmm`, from the warm start only (as lme4's ``bootMer``, whose ``refit`` starts
+at the fit's estimates; a replicate whose warm run breaks down or ends at a zero bound is also fitted from the
+fresh start).
 The responses, seeds and workers are :mod:`sparselmm.inference.replicates`'.
 """
 
@@ -34,7 +39,7 @@ from ..linalg.threads import blas_threads
 from ..linalg.thresholds import ROW_FREE_DENSE_MAX
 from ..optimize import OptInfo, is_singular, optimize_theta
 from ..parameters import parameter_values
-from .replicates import Simulator
+from .replicates import GlmmSimulator, Simulator
 
 # NLopt's default first BOBYQA step suits a cold start; from θ̂ a step of 0.1 took 46.7 instead of 65.6
 # evaluations per sleepstudy replicate (40 replicates) and reached the same optima (within 1.4e-7)
@@ -48,6 +53,13 @@ def make_replicator(result, func: Callable | None, names: list[str] | None, use_
     gradient and no ``control`` is given, else the fit's optimiser (BOBYQA or L-BFGS-B) with ``control``;
     for a fit from chunks, responses drawn as cross-products. ``names`` are ``func``'s (None for the
     default statistics), ``tol`` the replicates' tolerance (None: ``REFIT_TOL``, or lme4's for BOBYQA)."""
+    if getattr(result, "family", None) is not None:
+        if tol is not None or control is not None:
+            raise ModelSpecError(
+                "tol= and control= set lmer's replicate optimiser; a glmer fit's replicates are refitted as "
+                "glmer fits (remove the arguments)."
+            )
+        return _GlmmReplicator(result, func, names, use_u)
     ctrl = _boot_control(result, tol, control)
     held = getattr(result.design, "rows_held", True)  # a fit from chunks draws cross-products, not rows
     fast, slow = (_FastReplicator, _Replicator) if held else (_RowFreeFastReplicator, _RowFreeReplicator)
@@ -289,6 +301,47 @@ class _FastReplicator(_Replicator):
     def many(self, tasks):
         with blas_threads(criterion.dense_size(self.result.deviance_function)):
             return super().many(tasks)
+
+
+# ---- the bootstrap of a glmer fit ----------------------------------------------------------------------------
+class _GlmmReplicator:
+    """A glmer fit's replicates: drawn by :class:`GlmmSimulator`, refitted by
+    :func:`~sparselmm.glmm.fit.refit_glmm` from the warm start (each refit has its own copy of the fit's PIRLS
+    model, so a clone for another thread needs nothing of its own). The default statistics are lme4's
+    (:meth:`sparselmm.glmm.GlmerResult.boot_statistics`), computed without derivatives; a custom ``func``
+    gets refits with the Hessian (its SEs) when the fit has one."""
+
+    def __init__(self, result, func: Callable | None, names: list[str] | None, use_u: bool):
+        self.result = result
+        self.func = func
+        self.names = names
+        self.sim = GlmmSimulator(result, use_u)
+        self.calc_derivs = func is not None and result.optinfo.hessian is not None
+
+    def one(self, index: int, seed: np.random.SeedSequence):
+        """``(index, values or None, failure reason or None, n_evals, converged, singular)``."""
+        from ..glmm.fit import refit_glmm
+
+        try:
+            y = self.sim.draw(np.random.default_rng(seed))
+            fit = refit_glmm(self.result, y, check_conv=False, fresh=False, calc_derivs=self.calc_derivs)
+            if self.func is None:
+                values = fit.boot_statistics().to_numpy()
+            else:
+                values = _named_values(self.func(fit), self.names)
+            info = fit.optinfo
+            return index, values, None, info.n_evals, info.converged, fit.is_singular()
+        except Exception as err:  # as bootMer: a failed replicate is recorded with its reason, the run goes on
+            return index, None, f"{type(err).__name__}: {err}", 0, False, False
+
+    def many(self, tasks):
+        with warnings.catch_warnings():  # singular or unconverged replicates are reported in diagnostics
+            warnings.simplefilter("ignore")
+            return [self.one(i, s) for i, s in tasks]
+
+    def clone(self) -> _GlmmReplicator:
+        """A replicator for another thread."""
+        return _GlmmReplicator(self.result, self.func, self.names, self.sim.use_u)
 
 
 # ---- the bootstrap of a fit from chunks (sparselmm.scale): responses drawn as their cross-products -----

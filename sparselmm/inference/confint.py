@@ -1,4 +1,4 @@
-"""Confidence intervals for every parameter of an lmer fit, as lme4's ``confint.merMod``.
+"""Confidence intervals for every parameter of an lmer or glmer fit, as lme4's ``confint.merMod``.
 
 The parameters, their names and order are lme4's (:mod:`sparselmm.parameters`): ``.sig01`` … (the random
 effects' SDs and correlations), ``.sigma``, then the fixed effects.
@@ -10,7 +10,10 @@ Methods:
 * ``"boot"``: intervals from :func:`sparselmm.inference.bootstrap.bootstrap` with the default statistic
   (these parameters), by lme4's ``confint.bootMer`` (``boot::boot.ci``'s percentile, basic or normal).
 * ``"profile"``: likelihood-profile intervals (:mod:`sparselmm.inference.profile`, lme4's
-  ``confint.thpr``).
+  ``confint.thpr``); lmer fits only.
+
+A glmer fit has no ``.sigma`` unless its family has a dispersion, and its bootstrap statistics are lme4's for
+a GLMM (:meth:`sparselmm.glmm.GlmerResult.boot_statistics`).
 """
 
 from __future__ import annotations
@@ -69,17 +72,17 @@ def confint(
     boot_type: str = "perc",
     **kwargs,
 ) -> pd.DataFrame:
-    """Confidence intervals for the parameters of an lmer fit (lme4's ``confint.merMod``).
+    """Confidence intervals for the parameters of an lmer or glmer fit (lme4's ``confint.merMod``).
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     parm : str, list of str or int, optional
         Parameters to report (see :func:`~sparselmm.parameters.select_parameters`); all by default.
     level : float
         Confidence level, strictly between 0 and 1.
     method : {"profile", "Wald", "boot"}
-        lme4's methods (case-insensitive).
+        lme4's methods (case-insensitive); ``"profile"`` for lmer fits only.
     nsim : int
         Bootstrap replicates (``method="boot"``; lme4's default 500).
     seed : int or numpy.random.SeedSequence, optional
@@ -101,7 +104,8 @@ def confint(
     ------
     sparselmm.ModelSpecError
         An unknown ``method`` or parameter in ``parm``, ``level`` outside (0, 1), further arguments with
-        ``method="Wald"``; from the bootstrap or profile, their own argument errors.
+        ``method="Wald"``, ``method="profile"`` for a glmer fit; from the bootstrap or profile, their own
+        argument errors.
 
     Examples
     --------
@@ -117,8 +121,14 @@ def confint(
     if not isinstance(method, str) or method.lower() not in lookup:
         raise ModelSpecError(f"method={method!r} is not known; choose one of {list(METHODS)}.")
     method = lookup[method.lower()]
+    glmm = getattr(result, "family", None) is not None
+    if glmm and method == "profile":
+        raise ModelSpecError(
+            "method='profile': likelihood-profile intervals of glmer fits are not available yet; a glmer fit has "
+            "Wald intervals only, and parametric-bootstrap intervals: use method='Wald' or method='boot'."
+        )
     names = parameter_names(result)
-    which = select_parameters(parm, names, result.design.n_theta + 1)
+    which = select_parameters(parm, names, sum(1 for n in names if n.startswith(".sig")))
     if method == "Wald":
         if kwargs:
             raise ModelSpecError(f"method='Wald' takes no further arguments, got {sorted(kwargs)}.")

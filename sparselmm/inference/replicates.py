@@ -15,19 +15,32 @@ Reproducibility: replicate ``i`` draws ``u*`` then ``ε`` from its own generator
 any order, with any number of workers, and ``simulate(nsim, seed)[:, i]`` is the response of bootstrap
 replicate ``i`` with the same seed. Workers are forked processes (each with its own copy of the factor
 workspace); where ``fork`` is not available they are threads.
+
+A glmer fit's responses (:class:`GlmmSimulator`, lme4's ``simulate`` of a ``glmerMod``)::
+
+    η* = X β̂ + offset + Z Λ̂ u*,   u* ~ N(0, I_q),   μ* = g⁻¹(η*),   y* ~ family(μ*)
+
+(``use_u=True``: ``η*`` the fitted linear predictor). The family's draw is
+:meth:`sparselmm.glmm.Family.draw`: binomial with the fit's trials (a ``cbind`` response's, or the prior
+weights of a proportion; they must be whole numbers, as in lme4) and returned as proportions of successes,
+the scale glmer fits; Poisson and negative binomial at ``μ*`` (prior weights ignored with a warning, as lme4
+does); Gamma and inverse Gaussian with dispersion ``sigma(m)²`` scaled by the prior weights. ``u*`` is not
+scaled by σ: a GLMM's random effects are ``Λθ u``. Replicate ``i`` draws ``u*`` then the family's numbers from
+its own generator, as above.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelSpecError
+from ..errors import ModelSpecError, NumericalError, caller_stacklevel
 
 __all__ = ["simulate"]
 
@@ -95,12 +108,58 @@ class Simulator:
         return e
 
 
+class GlmmSimulator:
+    """What a draw of a glmer fit's ``y*`` needs, formed once: the linear predictor without the random effects
+    (or with the fitted ones, ``use_u``), ``Z Λ̂``, the prior weights and the dispersion (see the module
+    docstring)."""
+
+    def __init__(self, result, use_u: bool):
+        design, fam = result.design, result.family
+        self.family = fam
+        self.use_u = bool(use_u)
+        self.q = design.q
+        self.pw = np.ones(design.n) if design.weights is None else np.asarray(design.weights, dtype=float)
+        fam.check_simulable(self.pw)
+        if fam.name in ("poisson", "negative.binomial") and np.any(self.pw != 1):
+            warnings.warn(
+                f"simulate: the prior weights are ignored, as lme4 does for the {fam.name} family",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        self.dispersion = float(result.sigma) ** 2 if fam.has_scale else 1.0
+        if self.use_u:
+            self.eta = np.asarray(result._state["eta"], dtype=float)  # Xβ̂ + offset + Zb̂ of the fit
+            self.ZLambda = None
+        else:
+            self.eta = design.X @ result.fixef.to_numpy()
+            if design.offset is not None:
+                self.eta = self.eta + design.offset
+            self.ZLambda = (design.Zt.T @ result.Lambda).tocsr()
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        eta = self.eta if self.use_u else self.eta + self.ZLambda @ rng.standard_normal(self.q)
+        mu = self.family.link.linkinv(eta)
+        if not self.family.valid_mu(mu):
+            raise NumericalError(
+                f"A simulated mean is outside the {self.family.name} family's range (μ <= 0 under its "
+                f"{self.family.link.name!r} link with the drawn random effects); the log link has no such limit."
+            )
+        return self.family.draw(mu, self.pw, rng, self.dispersion)
+
+
+def simulator(result, use_u: bool):
+    """The draws of ``result``'s responses: :class:`GlmmSimulator` for a glmer fit, :class:`Simulator` otherwise."""
+    if getattr(result, "family", None) is not None:
+        return GlmmSimulator(result, use_u)
+    return Simulator(result, use_u)
+
+
 def simulate(result, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
     """Responses simulated from the fitted model (lme4's ``simulate.merMod``).
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     nsim : int
         Number of simulated responses.
     seed : int or numpy.random.SeedSequence, optional
@@ -112,10 +171,17 @@ def simulate(result, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFr
     -------
     DataFrame
         n rows (the fitted rows, indexed by their position in the caller's data) and columns
-        ``sim_1`` … ``sim_nsim``.
+        ``sim_1`` … ``sim_nsim``. A glmer fit's responses are on the scale it fits: 0/1, proportions of
+        successes out of the fit's trials (a ``cbind`` or weighted binomial response), counts, positive values.
+
+    Raises
+    ------
+    sparselmm.ModelSpecError
+        ``nsim`` is not a whole number >= 1, a bad ``seed``, or a binomial fit whose trials are not whole
+        numbers.
     """
     nsim = check_nsim(nsim)
-    sim = Simulator(result, use_u)
+    sim = simulator(result, use_u)
     children = root_seed(seed).spawn(nsim)
     values = np.column_stack([sim.draw(np.random.default_rng(s)) for s in children])
     return pd.DataFrame(values, index=pd.Index(result.design.data.rows), columns=[f"sim_{i + 1}" for i in range(nsim)])

@@ -1,0 +1,402 @@
+"""Compare glmer's inference with lme4's: Wald intervals, anova(g0, g1), drop1 and the parametric bootstrap.
+
+Usage (repository root)::
+
+    python validation/compare_glmer_inference.py [--reference DIR] [--report FILE] [case ...]
+
+References are the JSON files ``validation/run_glmer_inference.R`` writes (committed in
+``validation/reference_glmer_inference``) for the cases of ``validation/glmer_inference_cases.json``. lme4 fits
+every model with ``glmerControl(tolPwrss = 1e-12)`` (its default 1e-7 leaves the criterion up to ~1e-3 high
+and the SEs ~1 % off, see REPORT_GLMM.md); sparselmm fits with its defaults. All tolerances are in ``TOL``.
+
+Sections, per case:
+
+* ``fit``: −2 log L no higher than lme4's (``crit_above``) and within ``crit_abs`` of it.
+* ``wald``: ``confint(g, method = "Wald")``: the same rows (lme4's names for the variance parameters and the
+  fixed effects in lme4's order, NaN where lme4 has NA), the ends within ``wald_in_se`` standard errors.
+* ``anova``: ``anova(r1, …, g)`` with the reduced models of the case: the same order, ``npar`` and ``Df``
+  exactly, every model's deviance no higher than lme4's and within ``crit_abs``, logLik/AIC/BIC/deviance within
+  ``crit_abs``, ``Chisq`` within ``chisq_abs``, ``Pr(>Chisq)`` within ``p_rel`` relative (or ``p_abs``).
+* ``drop1``: ``drop1(g, test = "Chisq")``: the same rows, ``npar``, AIC no higher than lme4's and within
+  ``crit_abs``, ``LRT`` and ``Pr(Chi)`` as ``Chisq`` and ``Pr(>Chisq)``.
+* ``boot`` (cases with a bootstrap): the responses lme4's ``bootMer`` refitted (the reference holds them) are
+  refitted by sparselmm's bootstrap refit (:func:`sparselmm.glmm.fit.refit_glmm`, warm start, as each
+  replicate of ``GlmerResult.bootstrap``), so the comparison is deterministic: per replicate the criterion no
+  higher than lme4's refit (``crit_above``) and the statistics within ``boot_stat_in_sd`` bootstrap SDs
+  where lme4's refit reached the same optimum (a replicate where sparselmm's is lower by more than
+  ``boot_lme4_behind`` is counted as lme4 stopping early and its statistics are not compared); ``t0`` equal;
+  the percentile intervals (``BootstrapResult.confint``, ``boot::boot.ci``'s ``norm.inter``) within
+  ``boot_ci_in_sd`` bootstrap SDs of lme4's ``confint(bootMer(...), type = "perc")``.
+
+Exit status 1 if any check fails or a reference is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sparselmm  # noqa: E402
+from sparselmm.glmm.fit import refit_glmm  # noqa: E402
+from sparselmm.inference.bootstrap import BootstrapResult  # noqa: E402
+from sparselmm.inference.lrt import likelihood_ratio_table  # noqa: E402
+
+TOL = {
+    # −2 log L (every fit: the case's model, the anova's and drop1's reduced models, each bootstrap refit):
+    # sparselmm's no higher than lme4's by more than this (absolute) ...
+    "crit_above": 1e-6,
+    # ... and within this of it either way (logLik, AIC, BIC, deviance columns): compare_glmm.py's tolerance
+    # against lme4's tight refits (criterion_vs_tight); measured up to 5e-5, where sparselmm is lower
+    "crit_abs": 2e-4,
+    # likelihood-ratio statistics (Chisq, LRT): a difference of two criteria
+    "chisq_abs": 2e-4,
+    # p-values: relative, or absolute for tiny ones
+    "p_rel": 1e-3,
+    "p_abs": 1e-12,
+    # Wald interval ends, in lme4's standard errors: β̂ ± 1.96 SE with compare_glmm.py's tolerances against
+    # lme4's tight refits (β 0.005 SE, SEs 1 %: both sides' SEs come from finite-difference Hessians of the
+    # criterion, with their own evaluation noise), 0.005 + 1.96 × 0.01
+    "wald_in_se": 0.025,
+    # bootstrap: a replicate where sparselmm's refit is lower than lme4's by more than this is lme4 stopping
+    # early (its statistics are not compared; the count is reported)
+    "boot_lme4_behind": 1e-4,
+    # bootstrap statistics per replicate and t0, in bootstrap SDs (lme4's draws' SD per statistic)
+    "boot_stat_in_sd": 0.01,
+    # percentile interval ends, in bootstrap SDs
+    "boot_ci_in_sd": 0.01,
+}
+
+
+def load(case) -> pd.DataFrame:
+    d = pd.read_csv(ROOT / case["data"])
+    for f in case["factors"]:
+        d[f] = pd.Categorical(d[f])
+    return d
+
+
+def fit(case, d, formula=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        family = case["family"]
+        return sparselmm.glmer(
+            formula or case["formula"],
+            d,
+            family=family,
+            link=case["link"],
+            nAGQ=case["nAGQ"],
+            weights=case["weights"],
+            offset=case["offset"],
+        )
+
+
+def arr(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+class Check:
+    """One section of one case: the measured differences (name -> value, tolerance) and the failures."""
+
+    def __init__(self, section: str, case: str):
+        self.section, self.case = section, case
+        self.measured: dict[str, tuple[float, float | None]] = {}
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.seconds = np.nan
+        self.r_seconds = np.nan
+
+    def record(self, name: str, value: float, tol: float | None, smaller_ok: bool = True) -> None:
+        """Record ``value`` and fail if it exceeds ``tol`` (NaN counts as failing unless ``tol`` is None)."""
+        self.measured[name] = (float(value), tol)
+        if tol is not None and not (value <= tol):
+            self.failures.append(f"{name} = {value:.3g} > {tol:g}")
+
+    def require(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.failures.append(message)
+
+
+def _max(x) -> float:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(np.max(np.abs(x))) if x.size else 0.0
+
+
+def _p_diff(ours, ref) -> float:
+    """Largest p-value difference relative to the tolerance's scale: |Δp| / (p_rel·p + p_abs) × p_rel."""
+    ours, ref = arr(ours), arr(ref)
+    both = np.isfinite(ours) & np.isfinite(ref)
+    if not np.array_equal(np.isfinite(ours), np.isfinite(ref)):
+        return np.inf
+    d = np.abs(ours[both] - ref[both]) / (TOL["p_rel"] * ref[both] + TOL["p_abs"])
+    return float(np.max(d) * TOL["p_rel"]) if d.size else 0.0
+
+
+def compare_fit(case, ref, g) -> Check:
+    c = Check("fit", case["id"])
+    diff = g.deviance - ref["minus2loglik"]
+    c.record("crit - lme4", diff, TOL["crit_above"])
+    c.record("|crit - lme4|", abs(diff), TOL["crit_abs"])
+    c.record("theta", _max(np.atleast_1d(g.theta) - arr(ref["theta"])), None)
+    c.record("beta (SE)", _max((g.fixef.to_numpy() - arr(ref["beta"])) / arr(ref["se"])), None)
+    c.record("SE (rel)", _max(g.bse.to_numpy() / arr(ref["se"]) - 1), None)
+    return c
+
+
+def compare_wald(case, ref, g) -> Check:
+    c = Check("wald", case["id"])
+    ci = g.confint(method="Wald")
+    w = ref["wald"]
+    names_r = list(w["rownames"])
+    n_var = sum(1 for n in names_r if n.startswith(".sig"))
+    names_py = list(ci.index)
+    c.require(len(names_py) == len(names_r), f"rows {names_py} vs lme4's {names_r}")
+    c.require(names_py[:n_var] == names_r[:n_var], f"variance rows {names_py[:n_var]} vs {names_r[:n_var]}")
+    c.require(names_r[n_var:] == list(ref["beta_names"]), "lme4's fixed-effect rows are not its fixef order")
+    c.require(list(ci.columns) == list(w["colnames"]), f"columns {list(ci.columns)} vs {w['colnames']}")
+    if c.failures:
+        return c
+    lo, hi = arr(w["lower"]), arr(w["upper"])
+    ours = ci.to_numpy()
+    c.require(
+        np.array_equal(np.isnan(ours[:, 0]), np.isnan(lo)) and np.array_equal(np.isnan(ours[:, 1]), np.isnan(hi)),
+        "NaN rows differ from lme4's NA rows",
+    )
+    se = np.concatenate([np.full(n_var, np.nan), arr(ref["se"])])
+    c.record("ends (SE)", _max(np.concatenate([(ours[:, 0] - lo) / se, (ours[:, 1] - hi) / se])), TOL["wald_in_se"])
+    return c
+
+
+def compare_anova(case, ref, g, d) -> Check:
+    c = Check("anova", case["id"])
+    a = ref["anova"]
+    t0 = time.perf_counter()
+    reduced = [fit(case, d, f) for f in case["anova"]]
+    table = likelihood_ratio_table(reduced + [g], names=list(a["models"]))
+    c.seconds = time.perf_counter() - t0
+    c.require(list(table.index) == list(a["rownames"]), f"rows {list(table.index)} vs lme4's {a['rownames']}")
+    if c.failures:
+        return c
+    c.require(np.array_equal(table["npar"].to_numpy(float), arr(a["npar"])), f"npar {table['npar'].tolist()}")
+    df_py, df_r = table["Df"].to_numpy(float), arr(a["Df"])
+    c.require(np.array_equal(np.nan_to_num(df_py, nan=-1), np.nan_to_num(df_r, nan=-1)), f"Df {df_py} vs {df_r}")
+    dev = table["deviance"].to_numpy(float) - arr(a["deviance"])
+    c.record("deviance - lme4", float(np.max(dev)), TOL["crit_above"])
+    worst = max(
+        _max(dev),
+        _max(table["AIC"].to_numpy(float) - arr(a["AIC"])),
+        _max(table["BIC"].to_numpy(float) - arr(a["BIC"])),
+        2 * _max(table["logLik"].to_numpy(float) - arr(a["logLik"])),
+    )
+    c.record("|deviance, AIC, BIC, 2 logLik|", worst, TOL["crit_abs"])
+    c.record("Chisq", _max(table["Chisq"].to_numpy(float) - arr(a["Chisq"])), TOL["chisq_abs"])
+    c.record("Pr(>Chisq) (rel)", _p_diff(table["Pr(>Chisq)"], a["Pr(>Chisq)"]), TOL["p_rel"])
+    return c
+
+
+def compare_drop1(case, ref, g) -> Check:
+    c = Check("drop1", case["id"])
+    r = ref["drop1"]
+    c.r_seconds = float(r["seconds"])
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = g.drop1(test="Chisq")
+    c.seconds = time.perf_counter() - t0
+    c.require(list(table.index) == list(r["rownames"]), f"rows {list(table.index)} vs lme4's {r['rownames']}")
+    if c.failures:
+        return c
+    c.require(
+        np.array_equal(np.nan_to_num(table["npar"].to_numpy(float), nan=-1), np.nan_to_num(arr(r["npar"]), nan=-1)),
+        f"npar {table['npar'].tolist()} vs {r['npar']}",
+    )
+    aic = table["AIC"].to_numpy(float) - arr(r["AIC"])
+    c.record("AIC - lme4", float(np.max(aic)), TOL["crit_above"])
+    c.record("|AIC|", _max(aic), TOL["crit_abs"])
+    c.record("LRT", _max(table["LRT"].to_numpy(float) - arr(r["LRT"])), TOL["chisq_abs"])
+    c.record("Pr(Chi) (rel)", _p_diff(table["Pr(Chi)"], r["Pr(Chi)"]), TOL["p_rel"])
+    return c
+
+
+def compare_boot(case, ref, g) -> Check:
+    b = ref["boot"]
+    c = Check("boot", f"{case['id']} (nsim={b['nsim']})")
+    c.r_seconds = float(b["seconds"])
+    names = list(b["names"])[:-1]  # the statistics; the last column is each refit's -2 log L
+    t0_py = g.boot_statistics()
+    c.require(
+        list(t0_py.index)[: sum(n.startswith(".sig") for n in names)] == [n for n in names if n.startswith(".sig")],
+        f"statistics {list(t0_py.index)} vs lme4's {names}",
+    )
+    c.require(len(t0_py) == len(names), f"{len(t0_py)} statistics, lme4 {len(names)}")
+    if c.failures:
+        return c
+    draws_r = np.array([arr(row) for row in b["draws"]])
+    stats_r, crit_r = draws_r[:, :-1], draws_r[:, -1]
+    responses = np.array([arr(row) for row in b["responses"]])
+    sd = np.nanstd(stats_r, axis=0, ddof=1)
+    sd = np.where(sd > 0, sd, 1.0)
+    stats_py = np.full_like(stats_r, np.nan)
+    crit_py = np.full(crit_r.size, np.nan)
+    t_start = time.perf_counter()
+    failed = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, y in enumerate(responses):
+            try:
+                r = refit_glmm(g, y, check_conv=False, fresh=False, calc_derivs=False)
+            except Exception as err:  # recorded as the bootstrap records a failed replicate
+                failed.append(f"{i}: {type(err).__name__}: {err}")
+                continue
+            stats_py[i] = r.boot_statistics().to_numpy()
+            crit_py[i] = r.deviance
+    c.seconds = time.perf_counter() - t_start
+    c.require(not failed, f"{len(failed)} refits failed: {failed[:2]}")
+    c.require(int(b["n_failed"]) == 0, f"{b['n_failed']} of lme4's refits failed")
+    dcrit = crit_py - crit_r
+    behind = dcrit < -TOL["boot_lme4_behind"]
+    c.record("crit - lme4 (max)", float(np.nanmax(dcrit)), TOL["crit_above"])
+    c.record("lme4 behind (count)", float(behind.sum()), None)
+    if behind.any():
+        c.notes.append(
+            f"lme4's refit stopped above sparselmm's optimum on {int(behind.sum())} replicate(s), by up to "
+            f"{-np.nanmin(dcrit):.3g} in -2 log L"
+        )
+    same = ~behind & np.isfinite(crit_py)
+    c.record("stats (boot SD)", _max((stats_py[same] - stats_r[same]) / sd), TOL["boot_stat_in_sd"])
+    c.record("t0 (boot SD)", _max((t0_py.to_numpy() - arr(b["t0"])[:-1]) / sd), TOL["boot_stat_in_sd"])
+    boot = BootstrapResult(
+        draws=pd.DataFrame(stats_py, columns=list(t0_py.index)),
+        t0=t0_py,
+        failures=pd.DataFrame(columns=["replicate", "reason"]),
+        diagnostics=pd.DataFrame(),
+        seed=b["seed"],
+        seconds=c.seconds,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # boot's "extreme order statistics used as endpoints" at small nsim
+        ci = boot.confint(type="perc").to_numpy()
+    ci_r = b["ci_perc"]
+    lo, hi = arr(ci_r["lower"])[:-1], arr(ci_r["upper"])[:-1]
+    c.record(
+        "perc CI ends (boot SD)",
+        _max(np.concatenate([(ci[:, 0] - lo) / sd, (ci[:, 1] - hi) / sd])),
+        TOL["boot_ci_in_sd"] if not behind.any() else None,
+    )
+    if behind.any():
+        c.notes.append("percentile intervals reported, not checked: lme4's draws include the early stops")
+    return c
+
+
+def run_case(case, ref) -> list[Check]:
+    d = load(case)
+    t0 = time.perf_counter()
+    g = fit(case, d)
+    fit_check = compare_fit(case, ref, g)
+    fit_check.seconds = time.perf_counter() - t0
+    fit_check.r_seconds = float(ref["fit_seconds"])
+    checks = [fit_check, compare_wald(case, ref, g), compare_anova(case, ref, g, d), compare_drop1(case, ref, g)]
+    if case.get("boot") and "boot" in ref:
+        checks.append(compare_boot(case, ref, g))
+    return checks
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reference", default=str(ROOT / "validation" / "reference_glmer_inference"))
+    ap.add_argument("--report", default=None)
+    ap.add_argument("cases", nargs="*")
+    a = ap.parse_args(argv)
+    cases = json.loads((ROOT / "validation" / "glmer_inference_cases.json").read_text())
+    if a.cases:
+        unknown = set(a.cases) - {c["id"] for c in cases}
+        if unknown:
+            raise SystemExit(f"unknown case(s): {sorted(unknown)}")
+        cases = [c for c in cases if c["id"] in a.cases]
+    checks: list[Check] = []
+    versions = None
+    for case in cases:
+        path = Path(a.reference) / f"{case['id']}.json"
+        if not path.exists():
+            missing = Check("reference", case["id"])
+            missing.failures.append(f"no reference {path}")
+            checks.append(missing)
+            continue
+        ref = json.loads(path.read_text())
+        versions = versions or (ref["lme4_version"], ref["r_version"])
+        try:
+            checks.extend(run_case(case, ref))
+        except Exception as err:  # report and go on
+            broken = Check("error", case["id"])
+            broken.failures.append(f"{type(err).__name__}: {err}")
+            checks.append(broken)
+    text = report(checks, versions, len(cases))
+    print(text)
+    if a.report:
+        Path(a.report).write_text(text)
+    return 1 if any(c.failures for c in checks) else 0
+
+
+def report(checks: list[Check], versions, n_cases: int) -> str:
+    n_fail = sum(bool(c.failures) for c in checks)
+    lme4, r = versions or ("?", "?")
+    by_section: dict[str, list[Check]] = {}
+    for c in checks:
+        by_section.setdefault(c.section, []).append(c)
+    counts = ", ".join(
+        f"{s} {sum(not c.failures for c in cs)}/{len(cs)}" for s, cs in by_section.items() if s not in ("error",)
+    )
+    lines = [
+        "# glmer inference against lme4 (Wald intervals, anova, drop1, parametric bootstrap)",
+        "",
+        f"sparselmm {sparselmm.__version__} vs lme4 {lme4} ({r}), every lme4 fit with "
+        "`glmerControl(tolPwrss = 1e-12)`: "
+        f"{len(checks) - n_fail}/{len(checks)} checks within tolerance over {n_cases} cases ({counts}).",
+        "",
+        "Written by `python validation/compare_glmer_inference.py --report validation/REPORT_GLMER_INFERENCE.md` "
+        "from the references of `Rscript validation/run_glmer_inference.R` (`nox -s validate` runs both live). "
+        "Differences are sparselmm − lme4; the module docstring of `compare_glmer_inference.py` says what each "
+        "section compares and `validation/README.md` where each reference number comes from.",
+        "",
+        f"Tolerances: `{TOL}`",
+        "",
+        "Likelihood-profile intervals of glmer fits are not in sparselmm yet, so lme4's "
+        '`confint(g, method = "profile")` is not compared.',
+        "",
+    ]
+    for section, cs in by_section.items():
+        lines += [f"## {section}", ""]
+        names: list[str] = []
+        for c in cs:
+            for k in c.measured:
+                if k not in names:
+                    names.append(k)
+        head = ["case", *names, "seconds", "lme4 seconds", "result"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for c in cs:
+            cells = [c.case]
+            for k in names:
+                v = c.measured.get(k)
+                cells.append("" if v is None else f"{v[0]:.3g}")
+            cells += [f"{t:.2f}" if np.isfinite(t) else "" for t in (c.seconds, c.r_seconds)]
+            result = "ok" if not c.failures else "FAIL: " + "; ".join(c.failures)
+            if c.notes:
+                result += " (" + "; ".join(c.notes) + ")"
+            cells.append(result)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
