@@ -1,7 +1,7 @@
 """The cost model's predictions against measurements, workload by workload.
 
 For each workload, in a fresh process: build the design and cross-products, note the resident memory,
-analyse the factor the fit would take (:class:`sparselmm.deviance.ProfiledDeviance`, path chosen by
+analyse the factor the fit would take (:func:`sparselmm.deviance.profiled_deviance`, path chosen by
 :mod:`sparselmm.linalg.cost`), then evaluate the criterion (with its gradient where the path has one) a few
 times around the start. Recorded: the path, the predicted and measured seconds per evaluation (median), the
 predicted bytes and the measured growth of the peak resident memory over the design's.
@@ -29,7 +29,7 @@ def _rss_bytes() -> float:
         return float(f.read().split()[1]) * resource.getpagesize()
 
 
-def measure(name: str, n_evals: int = 3, memory_limit=None) -> dict:
+def measure(name: str, n_evals: int = 3, memory_limit=None, ordering: str = "auto") -> dict:
     """Predicted and measured cost of one workload's factor (run in a fresh process: peak memory)."""
     import numpy as np
     from workloads import ensure_data, get, read_frame
@@ -37,7 +37,7 @@ def measure(name: str, n_evals: int = 3, memory_limit=None) -> dict:
     from sparselmm.crossprod import cross_products
     from sparselmm.data import as_dataframe
     from sparselmm.design import build_design
-    from sparselmm.deviance import ProfiledDeviance
+    from sparselmm.deviance import profiled_deviance
     from sparselmm.formula import parse_formula
     from sparselmm.start import moment_start
 
@@ -47,7 +47,7 @@ def measure(name: str, n_evals: int = 3, memory_limit=None) -> dict:
     cross = cross_products(design)
     base = _rss_bytes()
     t0 = time.perf_counter()
-    dev = ProfiledDeviance(design, cross, reml=w.reml, memory_limit=memory_limit)
+    dev = profiled_deviance(design, cross, reml=w.reml, ordering=ordering, memory_limit=memory_limit)
     analyse = time.perf_counter() - t0
     theta0 = moment_start(design)
     times = []
@@ -63,7 +63,7 @@ def measure(name: str, n_evals: int = 3, memory_limit=None) -> dict:
     c = dev.predicted
     return {
         "workload": name,
-        "path": dev.chol.describe(),
+        "path": dev.path,
         "q": int(design.q),
         "levels": [int(t.n_levels) for t in design.terms],
         "analyse_seconds": analyse,
@@ -80,14 +80,17 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", required=True, help="workload names (benchmarks/workloads.py)")
     ap.add_argument("--evals", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="JSON file to write the records to")
+    ap.add_argument("--ordering", default="auto", help="the path: lmer's ordering= (e.g. matrix-free)")
+    ap.add_argument("--memory-limit", default=None, help="lmer's memory_limit= (e.g. 4GB)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.only[0], args.evals)))
+        print(json.dumps(measure(args.only[0], args.evals, args.memory_limit, args.ordering)))
         return 0
     records = []
     for name in args.only:
         cmd = [sys.executable, __file__, "--child", "--evals", str(args.evals), "--only", name]
+        cmd += ["--ordering", args.ordering] + (["--memory-limit", args.memory_limit] if args.memory_limit else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)

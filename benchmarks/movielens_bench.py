@@ -48,7 +48,9 @@ def _summary(rec: dict) -> str:
     )
 
 
-def bench(name: str, repeat: int, out: Path, cap: float, per_eval_calls: int) -> list[dict]:
+def bench(
+    name: str, repeat: int, out: Path, cap: float, per_eval_calls: int, extra: list[str] | None = None
+) -> list[dict]:
     w = wl.get(name)
     t0 = time.perf_counter()
     generated = not wl.data_path(w.data).exists()
@@ -81,6 +83,7 @@ def bench(name: str, repeat: int, out: Path, cap: float, per_eval_calls: int) ->
             str(tmp),
             "--per-eval-calls",
             str(per_eval_calls),
+            *(extra or []),
         ]
         rec = {**base, "repeat": k, "date": dt.datetime.now().isoformat(timespec="seconds")}
         rec["loadavg_before"] = os.getloadavg()
@@ -105,8 +108,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append the records to")
     ap.add_argument("--cap", type=float, default=float("inf"), help="seconds before a fit is killed (default none)")
     ap.add_argument("--per-eval-calls", type=int, default=0, help="also time f(θ̂) this many times (default 0)")
+    ap.add_argument("--ordering", default="auto", help="lmer(ordering=), e.g. matrix-free")
+    ap.add_argument("--memory-limit", default=None, help="lmer(memory_limit=), e.g. 4GB")
+    ap.add_argument("--deviance-at", default=None, help="JSON θ at which to evaluate the fit's criterion too")
     args = ap.parse_args(argv)
-    records = bench(args.workload, max(1, args.repeat), args.out, args.cap, args.per_eval_calls)
+    extra = ["--ordering", args.ordering]
+    if args.memory_limit:
+        extra += ["--memory-limit", args.memory_limit]
+    if args.deviance_at:
+        extra += ["--deviance-at", args.deviance_at]
+    records = bench(args.workload, max(1, args.repeat), args.out, args.cap, args.per_eval_calls, extra)
     return 0 if all(r.get("ok") for r in records) else 1
 
 

@@ -77,7 +77,7 @@ def fit_sparselmm(w, df, args, rec: dict) -> None:
         t0 = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        res = sparselmm.lmer(w.formula, df, reml=w.reml)
+        res = sparselmm.lmer(w.formula, df, reml=w.reml, ordering=args.ordering, memory_limit=args.memory_limit)
         if profiler is not None:
             profiler.disable()
         rec["fit_seconds"] = time.perf_counter() - t0
@@ -96,7 +96,12 @@ def fit_sparselmm(w, df, args, rec: dict) -> None:
         messages=list(info.messages),
         path=getattr(info, "path", None),  # the linear-algebra path and the cost model's prediction for it
         predicted=getattr(info, "predicted", None),
+        approximation=info.details.get("approximation"),
+        bse={str(k): float(v) for k, v in res.bse.items()},
     )
+    if args.deviance_at:  # this fit's criterion at another fit's θ (the matrix-free path's accuracy)
+        other = np.asarray(json.loads(args.deviance_at), dtype=float)
+        rec["deviance_at"] = {"theta": other.tolist(), "value": float(res.deviance_function(other))}
     if isinstance(df, str):  # fitted out of core from parquet: rows and levels from the result
         rec.update(n=int(res.nobs), levels={k: int(v) for k, v in res.ngroups.items()})
         rec["scale_info"] = dict(getattr(res, "scale_info", {}))
@@ -272,6 +277,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-eval-calls", type=int, default=20, help="min calls of f(θ̂) (0 = skip)")
     ap.add_argument("--per-eval-seconds", type=float, default=0.5, help="min seconds of f(θ̂) calls")
     ap.add_argument("--profile", default=None, help="write cProfile stats of the fit to this path")
+    ap.add_argument("--ordering", default="auto", help="sparselmm: lmer(ordering=), e.g. matrix-free")
+    ap.add_argument("--memory-limit", default=None, help="sparselmm: lmer(memory_limit=), e.g. 4GB")
+    ap.add_argument("--deviance-at", default=None, help="sparselmm: JSON θ at which to evaluate the fit's criterion")
     args = ap.parse_args(argv)
 
     w = workloads.get(args.workload)

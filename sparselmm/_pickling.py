@@ -85,8 +85,8 @@ def picklable_factor(factor):
 def picklable_devfun(devfun):
     """A shallow copy of a :class:`~sparselmm.deviance.ProfiledDeviance` that pickles (see :func:`picklable_factor`);
     ``devfun`` itself when it pickles already."""
-    if devfun is None:
-        return None
+    if devfun is None or not devfun.exact:  # the matrix-free criterion holds only arrays
+        return devfun
     chol = picklable_factor(devfun.chol)
     if chol is devfun.chol:
         return devfun

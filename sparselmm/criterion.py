@@ -340,7 +340,10 @@ class FactorCriterion(_PiecesCriterion):
 
 
 def evaluator_kind(devfun) -> str | None:
-    """``"dense"``, ``"factor"`` or None: which evaluator :func:`evaluator` builds (see DENSE_MAX_Q)."""
+    """``"dense"``, ``"factor"`` or None: which evaluator :func:`evaluator` builds (see DENSE_MAX_Q); None
+    also for an approximate criterion (the matrix-free one), whose refits use its own values."""
+    if not devfun.exact:
+        return None
     q = devfun.design.q
     if q <= DENSE_MAX_Q:
         return "dense"

@@ -89,6 +89,8 @@ class DevianceDerivatives:
     """
 
     def __init__(self, devfun, theta, sigma: float | None = None):
+        if not devfun.exact:
+            devfun.needs_exact("Satterthwaite's and Kenward–Roger's df (the criterion's exact derivatives)")
         self.devfun = devfun
         self.design = devfun.design
         self.cross = devfun.cross

@@ -39,6 +39,7 @@ from .linalg.cost import (
     predict_costs,
 )
 from .linalg.factor import BlockUpdater, CholmodFactor, Factor
+from .linalg.matrix_free import MatrixFreeDeviance
 from .linalg.schur import (
     NotDiagonalError,
     SchurCholesky,
@@ -48,7 +49,7 @@ from .linalg.schur import (
 )
 from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY
 
-__all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance"]
+__all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance", "profiled_deviance"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -146,9 +147,9 @@ class ProfiledDeviance:
         q = G.shape[0]
         self.memory_limit = memory_limit_bytes(memory_limit)
         self.costs = predict_costs(self.terms, G, self.design.p, self.memory_limit)
-        scalar, block, cholmod = self.costs
+        scalar, block, cholmod, _ = self.costs  # the last, matrix-free, is profiled_deviance's fallback
         limit = self.memory_limit
-        fitting = [c.fit_seconds for c in self.costs if c.fits(limit)]
+        fitting = [c.fit_seconds for c in self.costs[:3] if c.fits(limit)]
         fastest = min(fitting) if fitting else np.inf
 
         def eligible(c: PathCost) -> bool:  # fits, and under "auto" not predicted much slower than the fastest
@@ -183,16 +184,25 @@ class ProfiledDeviance:
             )
         if cholmod.bytes > limit:
             table = "; ".join(c.describe() for c in self.costs)
-            raise MemoryLimitError(
+            err = MemoryLimitError(
                 f"No factor of this model fits memory_limit={format_bytes(limit)} (predicted: {table}). "
                 "Raise memory_limit if the machine has the memory, or fit a model with fewer levels on its "
                 "smaller crossed factor."
             )
+            err.costs, err.memory_limit = self.costs, limit  # what profiled_deviance's fallback decides on
+            raise err
         return self._chosen(cholmod, CholmodFactor(self.terms, G, self.factors(self.design.theta0), ordering))
 
     def _chosen(self, cost: PathCost, factor: Factor) -> Factor:
         self.predicted = cost
         return factor
+
+    exact = True  # (the matrix-free criterion is not: LmerResult refuses what needs C's factor there)
+
+    @property
+    def path(self) -> str:
+        """How ``ΛᵀZᵀWZΛ + I`` is factored (``OptInfo.path``)."""
+        return self.chol.describe()
 
     def describe_path(self) -> str:
         """The factor taken and its predicted cost, for verbose output (``"dense Schur complement; predicted
@@ -438,3 +448,31 @@ class ProfiledDeviance:
         if not share_factor:
             new.chol = self.chol.workspace_copy()
         return new
+
+
+def profiled_deviance(
+    design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "auto", memory_limit=None
+) -> ProfiledDeviance | MatrixFreeDeviance:
+    """The criterion a fit minimises: exact (:class:`ProfiledDeviance`) wherever a factor fits
+    ``memory_limit``, else approximate (:class:`~sparselmm.linalg.matrix_free.MatrixFreeDeviance`).
+
+    Under ``ordering="auto"`` the matrix-free path is the fallback when no factor fits and the model is
+    all-scalar with a first term of one level per row (crossed designs); ``ordering="matrix-free"`` asks for
+    it. When it does not apply or fit either, :class:`~sparselmm.errors.MemoryLimitError` gives every path's
+    prediction.
+    """
+    if ordering == "matrix-free":
+        limit = memory_limit_bytes(memory_limit)
+        costs = predict_costs(design.terms, cross.ZtWZ, design.p, limit)
+        if costs[-1].applicable and costs[-1].bytes > limit:
+            raise MemoryLimitError(
+                f"The matrix-free path does not fit memory_limit={format_bytes(limit)}: {costs[-1].describe()}."
+            )
+        return MatrixFreeDeviance(design, cross, reml, costs=costs, memory_limit=limit)
+    try:
+        return ProfiledDeviance(design, cross, reml, ordering, memory_limit)
+    except MemoryLimitError as err:
+        costs, limit = getattr(err, "costs", None), getattr(err, "memory_limit", None)
+        if ordering != "auto" or costs is None or not costs[-1].fits(limit):
+            raise
+        return MatrixFreeDeviance(design, cross, reml, costs=costs, memory_limit=limit)

@@ -10,7 +10,7 @@ import numpy as np
 from .crossprod import cross_products
 from .data import as_dataframe
 from .design import Design, build_design
-from .deviance import ProfiledDeviance
+from .deviance import ProfiledDeviance, profiled_deviance
 from .errors import ArgumentError, ModelSpecError, check_arguments
 from .formula import parse_formula
 from .optimize import optimize_theta
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["lmer", "deviance_function"]
 
-ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd", "schur")
+ORDERINGS = ("auto", "default", "amd", "metis", "nesdis", "natural", "best", "colamd", "schur", "matrix-free")
 
 
 _MISSING_HINT = "use missing='drop' (R's na.omit, the default) or missing='raise' (na.fail)."
@@ -79,7 +79,7 @@ def _setup(
         )
     if progress is not None:
         progress.phase("set-up: symbolic analysis of the factor")
-    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
+    devfun = profiled_deviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
     if progress is not None:
         progress.phase(f"set-up: factor ready: {devfun.describe_path()}")
     return devfun
@@ -176,15 +176,20 @@ def lmer(
     ordering : str
         ``"auto"``: the first factor of ``ΛᵀZᵀWZΛ + I`` that applies and fits ``memory_limit``, in the order
         dense Schur complement (all-scalar crossed models, :mod:`sparselmm.linalg.schur`), block Schur
-        complement (:mod:`sparselmm.linalg.block_schur`), CHOLMOD (AMD or METIS, whichever fills less); a
-        CHOLMOD ordering by name, or ``"schur"``.
+        complement (:mod:`sparselmm.linalg.block_schur`), CHOLMOD (AMD or METIS, whichever fills less); when
+        none fits, the approximate matrix-free path (:mod:`sparselmm.linalg.matrix_free`; all-scalar models
+        whose largest term has one level per row). A CHOLMOD ordering by name, ``"schur"``, or
+        ``"matrix-free"`` (the approximate path, asked for).
     memory_limit : int, float, str or None
         Most memory the factor may plan to use: bytes or a string such as ``"8GB"``; None (default) is 60 %
         of the memory available when the fit starts. Each way of factoring the model (scalar or block
         Schur, CHOLMOD) has its memory and time per evaluation predicted from the design first
-        (:mod:`sparselmm.linalg.cost`); the fit takes the preferred one that fits and raises
-        :class:`~sparselmm.MemoryLimitError` with the predictions when none does. ``optinfo.path`` and
-        ``optinfo.predicted`` report the choice.
+        (:mod:`sparselmm.linalg.cost`); the fit takes the preferred one that fits, falls back to the
+        matrix-free path when no exact one does, and raises :class:`~sparselmm.MemoryLimitError` with the
+        predictions when that does not apply or fit either. ``optinfo.path`` and ``optinfo.predicted`` report
+        the choice; an approximate fit also ``optinfo.details["approximation"]`` (its criterion's standard
+        error) and a summary line, and refuses what needs an exact factor (conditional variances, df,
+        profiles, the bootstrap) with a :class:`~sparselmm.ModelSpecError`.
     data_name : str, optional
         Name shown on the summary's ``Data:`` line.
     verbose : bool or sparselmm.progress.Progress
@@ -225,8 +230,10 @@ def lmer(
     setup_seconds = time.perf_counter() - t0
     theta, _, info = optimize_theta(devfun, theta0, design.lower, optimizer, control, check_conv, progress=progress)
     info.setup_seconds = setup_seconds
-    info.path, info.predicted = devfun.chol.describe(), devfun.predicted.as_dict()
+    info.path, info.predicted = devfun.path, devfun.predicted.as_dict()
     state = devfun.solve(theta)
+    if not devfun.exact:  # the matrix-free estimate: its settings and its error at θ̂ (summary's note)
+        info.details["approximation"] = devfun.approximation()
     if progress is not None:
         progress.done(
             f"done: {'REML criterion' if reml else 'deviance'} {state.deviance:.6f} after {info.n_evals} evaluations "

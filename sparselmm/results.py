@@ -69,6 +69,8 @@ class LmerResult(MixedModelResult):
         self._cond_var: list[np.ndarray] | None = None
 
     def _factor_at_fit(self) -> Factor:
+        if not self._devfun.exact:
+            self._devfun.needs_exact("The factor (ranef(cond_var=True), conditional variances)")
         self._devfun.solve(self.theta)  # the factor may hold another θ (a profile, a refit shared it)
         return self._devfun.chol
 
@@ -485,6 +487,8 @@ class LmerResult(MixedModelResult):
         """
         from .inference.confint import confint
 
+        if not self._devfun.exact and str(method).lower() in ("profile", "boot"):
+            self._devfun.needs_exact(f"confint(method={method!r}) (use method='Wald')")
         return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
 
     def ranova(self, reduce_terms: bool = True) -> AnovaTable:
@@ -572,6 +576,8 @@ class LmerResult(MixedModelResult):
         :func:`sparselmm.inference.profile.profile` (``grid``, ``alphamax``)."""
         from .inference.profile import profile
 
+        if not self._devfun.exact:
+            self._devfun.needs_exact("A likelihood profile")
         return profile(self, which=which, level=level, criterion=criterion, progress=progress, **kwargs)
 
     # ---- plots (sparselmm.plot): plot_ranef, plot_qq_ranef, plot_residuals are the base's ----

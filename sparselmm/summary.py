@@ -146,7 +146,10 @@ class LmerSummary:
             from .derivatives import dense_dimension
 
             d = dense_dimension(result.design)
-            if d > AUTO_DDF_MAX_DENSE:
+            if not result.deviance_function.exact:
+                ddf = "lme4"
+                self.ddf_note = "t tests without df: the fit is approximate (matrix-free), without exact derivatives."
+            elif d > AUTO_DDF_MAX_DENSE:
                 ddf = "lme4"
                 self.ddf_note = (
                     f"t tests without df: the exact derivatives need a dense {d:,} × {d:,} block "
@@ -218,6 +221,12 @@ class LmerSummary:
             lines.append(f"REML criterion at convergence: {res.objective:.1f}")
         else:
             lines.extend(criteria_lines(res))
+        approx = res.optinfo.details.get("approximation")
+        if approx:
+            lines.append(
+                f"Approximate: matrix-free (PCG, log-determinant by stochastic Lanczos quadrature, "
+                f"{approx['n_probes']} probes); criterion standard error {approx['criterion_se']:.2g}"
+            )
         lines.append("")
         if res.rows_held:
             lines.extend(scaled_residual_lines(res.residuals("scaled")))

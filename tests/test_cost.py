@@ -71,8 +71,9 @@ def test_refusal_names_every_path_and_the_limit():
 def test_costs_of_a_vector_term_model():
     data = _crossed()
     dev = sparselmm.deviance_function("y ~ x + (1 + x|u) + (1|i)", data)
-    scalar, block, cholmod = dev.costs
+    scalar, block, cholmod, matrix_free = dev.costs
     assert not scalar.applicable and "scalar" in scalar.reason
+    assert not matrix_free.applicable and "(1 + x | u)" in matrix_free.reason
     assert block.applicable and block.gradient and not cholmod.gradient
     assert dev.predicted.path == "block Schur complement"
     # the block factor's dense q₁ × q₂ and q₂ × q₂ arrays: 3 of each, 8 bytes per entry

@@ -19,6 +19,10 @@ What each path holds (8-byte values, 4-byte indices):
 * CHOLMOD: ``L`` (``nnz(L)`` values and indices) and the pattern of ``ΛᵀZᵀWZΛ`` with its update maps. Where
   the complement of the first term is full (crossed designs), ``nnz(L)`` is that term's diagonal, its cross
   block and the dense lower triangle of the complement; otherwise it is bounded from the pattern product.
+* matrix-free (:mod:`sparselmm.linalg.matrix_free`, approximate; taken only when no exact factor fits): the
+  blocks of ``ZᵀWZ`` outside the first term's diagonal (three copies of the cross block), the p + 1 solves'
+  vectors and one batch of Lanczos vectors. Its time is the PCG iterations' and the probes' products with the
+  cross block plus the probes' reorthogonalisation.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ SMALL_BLOCK_SECONDS = 2.5e-7
 CHOLMOD_FLOPS_PER_SECOND = 3.2e10
 # Python and small-array work of one evaluation, whatever its size: sleepstudy, 20 evaluations in 5.9 ms
 EVALUATION_OVERHEAD_SECONDS = 3e-4
+# matrix-free: products of the cross block with batches of dense columns (faster per entry than one vector),
+# the Lanczos reorthogonalisation per probe, step² and effect, and the gradient's share; fitted to one
+# evaluation at θ = (0.8, 0.5) of ml1m (1e6 entries, 3,706 rest effects: 0.53 s) and of a 1e6-row
+# 200,000 × 80,000 design (3.3 s)
+MATRIX_FREE_ENTRIES_PER_SECOND = 1.75e9
+MATRIX_FREE_LANCZOS_SECONDS = 5.6e-9
+MATRIX_FREE_GRADIENT_SHARE = 0.3
+# PCG iterations per right-hand side to rtol 1e-10 (7-31 measured up to 200,000 x 80,000 levels)
+MATRIX_FREE_PCG_ITERATIONS = 30
 # a fit on values alone (BOBYQA) takes this many times the evaluations of one with the gradient (L-BFGS-B):
 # 24-41 against 8-10 on the crossed designs of issue 19, 124 against 25 on the maximal 60 × 40 design
 EVALUATIONS_WITHOUT_GRADIENT = 4.0
@@ -269,7 +282,8 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1, memory_limit: float = np.in
     Returns
     -------
     list of PathCost
-        Scalar Schur, block Schur and CHOLMOD, in that order (the order of preference).
+        Scalar Schur, block Schur, CHOLMOD and the approximate matrix-free path, in that order (the order of
+        preference).
     """
     G = sp.csc_matrix(G)
     q = G.shape[0]
@@ -325,5 +339,25 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1, memory_limit: float = np.in
     cholmod_bytes = 12 * nnz_L + 12 * 3 * lower_G
     cholmod_seconds = max(flops, lower_G) / CHOLMOD_FLOPS_PER_SECOND + sparse_work / 2
     cholmod = PathCost("CHOLMOD sparse Cholesky", True, cholmod_bytes, cholmod_seconds, False)
-    costs = [scalar, block, cholmod]
+    costs = [scalar, block, cholmod, _matrix_free_cost(terms, G, q1, G21.nnz, p)]
     return [replace(c, seconds=c.seconds + EVALUATION_OVERHEAD_SECONDS) for c in costs]
+
+
+def _matrix_free_cost(terms, G: sp.csc_matrix, q1: int, nnz21: int, p: int) -> PathCost:
+    """The matrix-free path's prediction (:class:`~sparselmm.linalg.matrix_free.MatrixFreeDeviance`)."""
+    from .matrix_free import LANCZOS_STEPS, N_PROBES, PROBE_MEMORY, matrix_free_applicable
+
+    q = G.shape[0]
+    q_r = q - q1
+    reason = matrix_free_applicable(terms, G)
+    probes = min(N_PROBES, q_r)
+    steps = min(LANCZOS_STEPS, max(q_r, 1))
+    columns = MATRIX_FREE_PCG_ITERATIONS * (p + 1) + probes * (steps + 1)
+    nnz_rr = G.nnz - q1 - 2 * nnz21
+    product = columns * (2.0 * nnz21 + nnz_rr) / MATRIX_FREE_ENTRIES_PER_SECOND
+    lanczos = MATRIX_FREE_LANCZOS_SECONDS * probes * steps**2 * q_r
+    seconds = (product + lanczos) * (1 + MATRIX_FREE_GRADIENT_SHARE)
+    # G's blocks (cross block three times: G₁ᵣ, Gᵣ₁ and its square), the solves' vectors, the Lanczos batch
+    lanczos_bytes = min(PROBE_MEMORY, 8.0 * probes * (steps + 1) * q_r)
+    nbytes = 12.0 * (3 * nnz21 + nnz_rr) + 8.0 * 12 * q * (p + 1) + 3 * lanczos_bytes
+    return PathCost("matrix-free (approximate)", not reason, nbytes, seconds, True, reason)

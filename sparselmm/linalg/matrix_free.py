@@ -63,17 +63,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import eigh_tridiagonal
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
 from ..errors import ModelSpecError, NumericalError
 from . import threads
+from .slq import StochasticLogdet
 
-__all__ = ["MatrixFreeDeviance", "MatrixFreeState", "pcg"]
+__all__ = ["MatrixFreeDeviance", "MatrixFreeState", "matrix_free_applicable", "pcg"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 PROBE_MEMORY = 128 * 2**20  # bytes of Lanczos vectors held at once (the probes run in batches within this)
-BREAKDOWN = 1e-10  # a Lanczos step this short (A has unit diagonal) means the Krylov space is exhausted
+N_PROBES = 16  # the default probes (module docstring: 4 met the accuracy targets, 16 leave a margin)
+LANCZOS_STEPS = 20
 
 
 @dataclass
@@ -161,17 +162,7 @@ def pcg(apply, B: np.ndarray, dinv: np.ndarray, rtol: float, maxiter: int) -> tu
     return X, iters
 
 
-def _divided_log(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(log a − log b)/(a − b)``, and ``1/a`` where ``a = b``, without cancellation near the diagonal."""
-    x = (a - b) / b
-    small = np.abs(x) < 1e-5
-    xs = np.where(small, 1.0, x)
-    out = np.log1p(xs) / (xs * b)
-    series = (1.0 - x / 2.0 + x * x / 3.0) / b
-    return np.where(small, series, out)
-
-
-class MatrixFreeDeviance:
+class MatrixFreeDeviance(StochasticLogdet):
     """The profiled deviance ``f(θ)`` (ML or REML) of an all-scalar model without a factor of ``C``.
 
     Approximate: ``log|C|`` is a stochastic Lanczos estimate with probes fixed at construction, so
@@ -198,44 +189,42 @@ class MatrixFreeDeviance:
         Lanczos steps per probe (fixed, so the value is smooth in θ).
     maxiter : int
         Most PCG iterations per solve.
+    costs : list of PathCost, optional
+        The cost model's predictions for this design (:func:`sparselmm.linalg.cost.predict_costs`); the
+        last is this path's (:attr:`predicted`).
+    memory_limit : float, optional
+        The memory limit the path was chosen under (bytes; reported only).
     """
 
     has_gradient = True
+    exact = False  # the criterion is an estimate: results needing C's factor refuse (LmerResult)
 
     def __init__(
         self,
         design,
         cross,
         reml: bool = True,
-        n_probes: int = 16,
+        n_probes: int = N_PROBES,
         seed: int = 0,
         rtol: float = 1e-10,
-        lanczos_steps: int = 20,
+        lanczos_steps: int = LANCZOS_STEPS,
         maxiter: int = 2000,
+        costs: list | None = None,
+        memory_limit: float | None = None,
     ):
         self.design = design
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
-        for t in self.terms:
-            if t.k != 1:
-                raise ModelSpecError(
-                    f"The matrix-free deviance needs scalar random-effects terms; {t.term} has {t.k} coefficients "
-                    f"per level ({', '.join(t.cnms)}). Fit it with the exact factor, or split it into "
-                    "independent scalar terms."
-                )
+        reason = matrix_free_applicable(self.terms, cross.ZtWZ)
+        if reason:
+            raise ModelSpecError(f"The matrix-free deviance {reason}.")
         self.n, self.p = cross.n, cross.XtWX.shape[0]
         self.rtol, self.maxiter = float(rtol), int(maxiter)
+        self._options = dict(n_probes=n_probes, seed=seed, rtol=rtol, lanczos_steps=lanczos_steps, maxiter=maxiter)
         G = sp.csr_matrix(cross.ZtWZ)
         q = G.shape[0]
-        first = self.terms[0]
-        q1 = first.q
-        G11 = G[:q1, :q1].tocoo()
-        if np.any(G11.row != G11.col):
-            raise ModelSpecError(
-                f"The matrix-free deviance eliminates the first term {first.term}, whose rows must each have one "
-                "level (its block of ZᵀWZ diagonal); this one has several nonzeros per row."
-            )
+        q1 = self.terms[0].q
         self.q, self.q1, self.q_r = q, q1, q - q1
         self._g1 = np.asarray(G.diagonal()[:q1], dtype=float)
         self._G1r = G[:q1, q1:].tocsr()
@@ -264,6 +253,9 @@ class MatrixFreeDeviance:
         self._batch = int(max(1, min(self._probes.shape[1] or 1, PROBE_MEMORY // per_probe)))
         self.n_evals = 0
         self.state: MatrixFreeState | None = None
+        self.costs = costs
+        self.predicted = costs[-1] if costs else None
+        self.memory_limit = memory_limit
 
     # ---- the operator at θ ---------------------------------------------------------------------------
     def _setup(self, theta: np.ndarray) -> dict:
@@ -332,221 +324,6 @@ class MatrixFreeDeviance:
         """``K Y = (G_rr − G_r1 diag(w) G_1r) Y``."""
         GY = self._gr[:, None] * Y if self._Grr is None else self._Grr @ Y
         return GY - self._Gr1 @ (op["w"][:, None] * (self._G1r @ Y))
-
-    def _components(self, op: dict) -> list[tuple[int, np.ndarray, slice | None]]:
-        """Each θ element: its index, ``Δ = ∂ ln δ/∂θ_k`` and the rest term's block (None for the first term).
-
-        The first term moves ``δ`` through ``w`` (``∂w/∂t = 2t/d₁²``), a rest term through ``λ_k²`` only.
-        """
-        wdot = 2.0 * op["t"] / op["d1"] ** 2
-        op["wdot"] = wdot
-        out = [(self.terms[0].theta_offset, -(op["lam_r"] ** 2) * (self._Gr1_sq @ wdot) / op["delta"], None)]
-        for off, size, k in self._rest:
-            seg = slice(off, off + size)
-            Delta = np.zeros(self.q_r)
-            Delta[seg] = 2.0 * op["lam_r"][seg] * op["kappa"][seg] / op["delta"][seg]
-            out.append((k, Delta, seg))
-        return out
-
-    def _A_dot(self, op: dict, Delta: np.ndarray, seg: slice | None, Y: np.ndarray, AY: np.ndarray) -> np.ndarray:
-        """``(∂A/∂θ_k) Y`` for a few columns Y (``AY = A Y`` given), ``A = δ^-½ S δ^-½``.
-
-        ``∂A = δ^-½ (∂S) δ^-½ − ½(ΔA + AΔ)`` with ``∂S = −Λ_r G_r1 diag(∂w) G_1r Λ_r`` for the first term
-        and ``E_k K Λ_r + Λ_r K E_k`` for a rest term k (no division by θ_k, so also at θ_k = 0).
-        """
-        s, lam = op["s"][:, None], op["lam_r"][:, None]
-        sY = s * Y
-        if seg is None:
-            dS = -lam * (self._Gr1 @ (op["wdot"][:, None] * (self._G1r @ (lam * sY))))
-        else:
-            Ek = np.zeros_like(sY)
-            Ek[seg] = sY[seg]
-            dS = lam * self._K_times(op, Ek)
-            dS[seg] += self._K_times(op, lam * sY)[seg]
-        return s * dS - 0.5 * (Delta[:, None] * AY + self._A_times(op, Delta[:, None] * Y))
-
-    def _deflation(self, op: dict, gradient: bool) -> dict:
-        """The near-null directions of ``A`` taken out exactly: ``W`` (one column per rest term,
-        ``δ^½ 1`` on its block, normalised), ``P = AW``, ``a = WᵀAW``; with ``gradient`` also ``∂W``, ``∂P``
-        and ``∂a`` for each θ element.
-
-        Adding one to every effect of a rest term and subtracting it from the first term's (scaled by the
-        λs) changes no fitted value, so ``A`` has a small eigenvalue whose eigenvector is close to
-        ``δ^½ 1`` on that term (overlap 0.9998 on the 20,000 × 4,000 benchmark design). Its share of
-        ``zᵀf(A)z`` is ``f(μ_min)(vᵀz)²``, a scaled χ²₁: it made the probes' spread skewed (skewness −2.5) and
-        ten times wider (0.30 without it, 2.9 with), and the standard error over a few probes too small.
-        ``log|A| = log|a| + log|B|`` with ``B = A − P a⁻¹ Pᵀ + WWᵀ`` (``A``'s Schur complement on the
-        complement of W, the identity on W) leaves to the probes only the tight rest of the spectrum.
-        """
-        W = np.zeros((self.q_r, len(self._rest)))
-        for j, (off, size, _) in enumerate(self._rest):
-            v = np.sqrt(op["delta"][off : off + size])
-            W[off : off + size, j] = v / np.linalg.norm(v)
-        P = self._A_times(op, W)
-        a = W.T @ P
-        a_chol, info = dpotrf(a, lower=1)
-        if info != 0:
-            raise NumericalError("The deflated block WᵀAW is not positive definite at this theta.")
-        a_inv = np.linalg.inv(a)
-        defl = dict(W=W, P=P, a=a, a_inv=a_inv, logdet_a=2.0 * float(np.sum(np.log(np.diagonal(a_chol)))))
-        if gradient:
-            parts = []
-            for k, Delta, seg in op["components"]:
-                # ∂W: ∂(δ^½) = ½ Δ δ^½, then the normalisation (W's columns have disjoint supports)
-                hW = 0.5 * Delta[:, None] * W
-                Wd = hW - W * np.einsum("ij,ij->j", W, hW)
-                Pd = self._A_dot(op, Delta, seg, W, P) + self._A_times(op, Wd)
-                ad = Wd.T @ P + W.T @ Pd
-                parts.append(dict(k=k, Wd=Wd, Pd=Pd, ad=0.5 * (ad + ad.T)))
-            defl["parts"] = parts
-        return defl
-
-    def _B_times(self, op: dict, defl: dict, V: np.ndarray) -> np.ndarray:
-        """``B V = A V − P a⁻¹ PᵀV + W WᵀV``."""
-        P, W = defl["P"], defl["W"]
-        return self._A_times(op, V) - P @ (defl["a_inv"] @ (P.T @ V)) + W @ (W.T @ V)
-
-    def _lanczos(self, apply, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``m`` Lanczos steps with the operator ``apply`` from each column of Z at once, fully reorthogonalised.
-
-        Returns ``alpha`` (B × m), ``beta`` (B × m; ``beta[:, j]`` couples steps j and j + 1), the basis
-        ``Q`` (B × (m + 1) × q_r, rows the Lanczos vectors) and each probe's number of steps (fewer where its
-        Krylov space was exhausted, e.g. with ``q_r ≤ m``).
-        """
-        m = self.lanczos_steps
-        nb = Z.shape[1]
-        Q = np.zeros((nb, m + 1, self.q_r))
-        Q[:, 0] = (Z / np.linalg.norm(Z, axis=0)).T
-        alpha, beta = np.zeros((nb, m)), np.zeros((nb, m))
-        steps = np.full(nb, m)
-        alive = np.ones(nb, dtype=bool)
-        for j in range(m):
-            W = apply(Q[:, j].T).T.copy()
-            alpha[:, j] = np.einsum("bq,bq->b", Q[:, j], W)
-            W -= alpha[:, j, None] * Q[:, j]
-            if j:
-                W -= beta[:, j - 1, None] * Q[:, j - 1]
-            # twice is enough (Kahan–Parlett): keeps Q orthonormal to rounding, so T's quadrature and the
-            # Krylov basis used by the gradient are those of exact arithmetic
-            for _ in range(2):
-                h = np.matmul(Q[:, : j + 1], W[:, :, None])
-                W -= np.matmul(h.transpose(0, 2, 1), Q[:, : j + 1])[:, 0]
-            beta[:, j] = np.linalg.norm(W, axis=1)
-            broke = alive & (beta[:, j] < BREAKDOWN)
-            steps[broke] = j + 1
-            alive &= ~broke
-            beta[~alive, j] = 0.0
-            Q[alive, j + 1] = W[alive] / beta[alive, j, None]
-        return alpha, beta, Q, steps
-
-    def _logdet(self, op: dict, gradient: bool):
-        """``log|A|`` (estimate), its standard error, the change over the last two Lanczos steps and, with
-        ``gradient``, ``∂ log|A|/∂θ`` (the estimate's exact derivative) and its SE over the probes.
-
-        ``log|A| = log|a| + tr(B − I) + tr f(B)`` (:meth:`_deflation`), ``f(x) = log x − x + 1``; the first
-        two exact (``tr(B − I) = k − tr(a⁻¹PᵀP)`` as ``A`` has unit diagonal), the last by the probes.
-        """
-        nt = self.design.n_theta
-        if self.q_r == 0:
-            return 0.0, 0.0, 0.0, np.zeros(nt), np.zeros(nt)
-        op["components"] = self._components(op)
-        defl = self._deflation(op, gradient)
-        W, P, a_inv = defl["W"], defl["P"], defl["a_inv"]
-        PtP = P.T @ P
-        exact = defl["logdet_a"] + W.shape[1] - float(np.sum(a_inv * PtP))
-        probes = self._probes
-        norm2 = np.einsum("ij,ij->j", probes, probes)
-        values, shorter, grads = [], [], []
-        for lo in range(0, probes.shape[1], self._batch):
-            Z = probes[:, lo : lo + self._batch]
-            alpha, beta, Q, steps = self._lanczos(lambda V: self._B_times(op, defl, V), Z)
-            for b in range(Z.shape[1]):
-                mb = steps[b]
-                mu, Y = eigh_tridiagonal(alpha[b, :mb], beta[b, : mb - 1])
-                if not np.all(mu > 0):
-                    raise NumericalError("The Lanczos matrix is not positive definite at this theta.")
-                c = Y[0]
-                values.append(norm2[lo + b] * float(np.sum(c * c * (np.log(mu) - mu + 1.0))))
-                if mb == self.lanczos_steps and mb > 3:
-                    # the same quadrature two steps earlier: how far the last steps still moved it
-                    mu2, Y2 = eigh_tridiagonal(alpha[b, : mb - 2], beta[b, : mb - 3])
-                    c2 = Y2[0]
-                    shorter.append(norm2[lo + b] * float(np.sum(c2 * c2 * (np.log(mu2) - mu2 + 1.0))))
-                else:  # the Krylov space was exhausted: the quadrature is exact
-                    shorter.append(values[-1])
-                if gradient:
-                    grads.append(self._probe_gradient(op, defl, alpha[b], beta[b], Q[b], mb, mu, Y, norm2[lo + b]))
-        values = np.asarray(values)
-        nprobe = values.size
-        change = np.asarray(values) - np.asarray(shorter)
-        if self.exact_trace:  # unit vectors: the sum is the trace itself
-            est, se, change = exact + float(values.sum()), 0.0, float(abs(change.sum()))
-            gsum = np.sum(grads, axis=0) if gradient else None
-            gse = np.zeros(nt) if gradient else None
-        else:
-            est, change = exact + float(values.mean()), float(abs(change.mean()))
-            se = float(values.std(ddof=1) / np.sqrt(nprobe)) if nprobe > 1 else float("nan")
-            gsum = np.mean(grads, axis=0) if gradient else None
-            if gradient:
-                gse = np.std(grads, axis=0, ddof=1) / np.sqrt(nprobe) if nprobe > 1 else np.full(nt, np.nan)
-            else:
-                gse = None
-        if gradient:
-            gsum = gsum.copy()
-            for (k, Delta, _), part in zip(op["components"], defl["parts"]):
-                # Σ ln δ, and log|a| − tr(a⁻¹PᵀP)
-                ad, Pd = part["ad"], part["Pd"]
-                gsum[k] += np.sum(Delta) + np.sum(a_inv * ad)
-                gsum[k] += np.sum((a_inv @ ad @ a_inv) * PtP) - 2.0 * np.sum(a_inv * (P.T @ Pd))
-            for _, _, k in self._rest:
-                if op["theta"][k] == 0.0:  # log|C| is even in θ_k: its derivative there is 0 (not the estimate's)
-                    gsum[k] = 0.0
-        return est, se, change, gsum, gse
-
-    def _probe_gradient(self, op, defl, alpha, beta, Q, mb, mu, Y, norm2) -> np.ndarray:
-        """One probe's ``∂ zᵀf(B)z/∂θ``: Daleckii–Krein on its Krylov basis, ``tr(∂B · QᵀΓQ)``.
-
-        ``∂B = ∂A − ∂P a⁻¹Pᵀ − P a⁻¹∂Pᵀ + P a⁻¹ ∂a a⁻¹Pᵀ + ∂W Wᵀ + W ∂Wᵀ``; ``tr(∂A X)`` from ``diag(X)``
-        and ``diag(AX)`` (a rest term's ``∂A`` is a diagonal rescaling of ``A``) or from ``G_1r`` (the first
-        term), the rest from the k columns' products with the basis.
-        """
-        theta, delta = op["theta"], op["delta"]
-        W, P, a_inv = defl["W"], defl["P"], defl["a_inv"]
-        c = Y[0]
-        # Γ = ‖z‖² Y (ccᵀ ∘ f[μ_i, μ_j]) Yᵀ for f = log x − x + 1
-        F = _divided_log(mu[:, None], mu[None, :]) - 1.0
-        Gam = norm2 * (Y @ (np.outer(c, c) * F) @ Y.T)
-        Qb = Q[:mb]
-        U = Gam @ Qb  # X = Qbᵀ Γ Qb
-        diagX = np.einsum("aq,aq->q", Qb, U)
-        TQ = alpha[:mb, None] * Qb  # T Qb (T tridiagonal): B Qbᵀ = Qbᵀ T + β_m q_{m+1} e_mᵀ
-        TQ[1:] += beta[: mb - 1, None] * Qb[:-1]
-        TQ[:-1] += beta[: mb - 1, None] * Qb[1:]
-        QP, QW = Qb @ P, Qb @ W
-        # A Qbᵀ = B Qbᵀ + P a⁻¹ (Qb P)ᵀ − W (Qb W)ᵀ
-        diagAX = np.einsum("aq,aq->q", TQ, U) + beta[mb - 1] * Q[mb] * U[mb - 1]
-        diagAX += np.einsum("qj,qj->q", P, U.T @ (QP @ a_inv)) - np.einsum("qj,qj->q", W, U.T @ QW)
-        GP = Gam @ QP
-        PXP = QP.T @ GP  # Pᵀ X P
-        g = np.zeros(self.design.n_theta)
-        for (k, Delta, seg), part in zip(op["components"], defl["parts"]):
-            if seg is None:
-                H = self._G1r @ ((op["lam_r"] * op["s"])[:, None] * Qb.T)
-                trAX = -np.sum(op["wdot"] * np.einsum("sa,sa->s", H @ Gam, H)) - np.sum(Delta * diagAX)
-            else:
-                if theta[k] == 0.0:  # the true derivative there is 0 (log|C| is even in θ_k)
-                    continue
-                trAX = (2.0 / theta[k]) * np.sum(diagAX[seg] - diagX[seg] / delta[seg]) - np.sum(
-                    Delta[seg] * diagAX[seg]
-                )
-            QPd, QWd = Qb @ part["Pd"], Qb @ part["Wd"]
-            g[k] = (
-                trAX
-                - 2.0 * np.sum(a_inv * (GP.T @ QPd))
-                + np.sum((a_inv @ part["ad"] @ a_inv) * PXP)
-                + 2.0 * np.sum(QW * (Gam @ QWd))
-            )
-        return g
 
     # ---- the deviance ------------------------------------------------------------------------------
     def solve(self, theta) -> MatrixFreeState:
@@ -711,6 +488,74 @@ class MatrixFreeDeviance:
         """PCG iterations of each of the p + 1 solves of the last evaluation."""
         return np.zeros(0, dtype=np.int64) if self.state is None else self.state.iterations
 
+    @property
+    def path(self) -> str:
+        """The path's name, as :attr:`sparselmm.linalg.cost.PathCost.path` and ``OptInfo.path`` give it."""
+        return "matrix-free (approximate)"
+
+    def describe_path(self) -> str:
+        """:meth:`describe` with the prediction, for verbose output."""
+        from .cost import format_bytes, format_seconds
+
+        c = self.predicted
+        if c is None:
+            return self.describe()
+        limit = "" if self.memory_limit is None else f"; memory limit {format_bytes(self.memory_limit)}"
+        return f"{self.describe()}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)}/evaluation{limit}"
+
+    def factors(self, theta) -> list[np.ndarray]:
+        """The 1 × 1 factor of each (scalar) term, as :meth:`sparselmm.deviance.ProfiledDeviance.factors`."""
+        return [t.factor(theta) for t in self.terms]
+
+    def Lambda_times(self, factors: list[np.ndarray], u: np.ndarray) -> np.ndarray:
+        """``Λ u`` (Λ diagonal: each term's λ on its levels)."""
+        lam = np.concatenate([np.full(t.q, float(np.asarray(T).ravel()[0])) for t, T in zip(self.terms, factors)])
+        return lam * u if u.ndim == 1 else lam[:, None] * u
+
+    def with_reml(self, reml: bool, share_factor: bool = False) -> MatrixFreeDeviance:
+        """The same model's criterion on the other scale (``reml=False``: −2 log-likelihood), with the same
+        probes, so its values are the same estimate's (``share_factor`` is accepted for the exact one's
+        signature; there is no factor)."""
+        return MatrixFreeDeviance(
+            self.design, self.cross, reml, costs=self.costs, memory_limit=self.memory_limit, **self._options
+        )
+
+    def needs_exact(self, what: str):
+        """Raise the error of a computation that needs an exact factor of ``C``."""
+        limit = "" if self.memory_limit is None else f" (memory_limit {self.memory_limit / 2**30:.2f} GB)"
+        raise ModelSpecError(
+            f"{what}: not available on an approximate fit. It needs an exact factor of ΛᵀZᵀWZΛ + I, and this "
+            f"fit used the matrix-free path{limit}. fixef, vcov, ranef "
+            "(without cond_var), sigma, theta, predict, summary and Wald intervals are available; for the rest, "
+            "refit with a memory_limit the exact factor fits (the cost model's predictions: "
+            "optinfo.predicted and the MemoryLimitError of ordering='auto' with a smaller limit)."
+        )
+
+    def with_response(self, y, share_factor: bool = False):
+        """Refused: refits with a new response (bootstrap, simulate-and-refit) need an exact factor."""
+        self.needs_exact("A refit with a new response (bootstrap, refit)")
+
+    def with_columns_in_offset(self, columns, values, reml=None, share_factor: bool = False):
+        """Refused: profiles and drop1 refits of fixed effects need an exact factor."""
+        self.needs_exact("A refit with fixed effects held (profile, drop1)")
+
+    def approximation(self) -> dict:
+        """What the estimate at the last θ is and how good: ``criterion_se`` (the standard error of the
+        log-determinant estimate, so of the criterion, over the probes), ``lanczos_change`` (how far the last
+        two Lanczos steps moved it), ``pcg_iterations``, and the settings (``n_probes``, ``seed``,
+        ``lanczos_steps``, ``rtol``, ``exact_trace``)."""
+        st = self.state
+        return {
+            "criterion_se": float("nan") if st is None else float(st.ldC_se),
+            "lanczos_change": float("nan") if st is None else float(st.lanczos_change),
+            "pcg_iterations": [] if st is None else [int(i) for i in st.iterations],
+            "n_probes": self.n_probes,
+            "seed": self.seed,
+            "lanczos_steps": self.lanczos_steps,
+            "rtol": self.rtol,
+            "exact_trace": bool(self.exact_trace),
+        }
+
     def describe(self) -> str:
         """One line: what approximates what."""
         probes = "exact trace" if self.exact_trace else f"{self.n_probes} Rademacher probes (seed {self.seed})"
@@ -719,6 +564,24 @@ class MatrixFreeDeviance:
             f"({self.q_r:,} effects), log-determinant by stochastic Lanczos quadrature ({probes}, "
             f"{self.lanczos_steps} steps)"
         )
+
+
+def matrix_free_applicable(terms, G: sp.spmatrix) -> str:
+    """Why :class:`MatrixFreeDeviance` cannot take this model (empty when it can): it needs scalar terms only,
+    the first one with one level per row (its block of ``G = ZᵀWZ`` diagonal)."""
+    if not terms:
+        return "needs random-effects terms"
+    for t in terms:
+        if t.k != 1:
+            return f"needs scalar random-effects terms; {t.term} has {t.k} coefficients per level ({', '.join(t.cnms)})"
+    q1 = terms[0].q
+    G11 = sp.coo_matrix(sp.csr_matrix(G)[:q1, :q1])
+    if np.any(G11.row != G11.col):
+        return (
+            f"eliminates the first term {terms[0].term}, whose rows must each have one level (its block of "
+            "ZᵀWZ diagonal); this one has several nonzeros per row"
+        )
+    return ""
 
 
 def _is_diagonal(M: sp.csr_matrix) -> bool:

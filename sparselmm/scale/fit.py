@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 
-from ..deviance import ProfiledDeviance
+from ..deviance import profiled_deviance
 from ..errors import DataError
 from ..formula import parse_formula
 from ..results import LmerResult
@@ -73,7 +73,7 @@ def streamed_setup(formula, source: Source, reml, weights, offset, missing, orde
     plan = Plan(cols, levels, categorical, source.label)
     total, rows2, s2 = source.reduce(plan.partial, cols.read, "sparselmm cross-products", inplace=True)
     design, cross, theta0 = plan.finish(total)
-    devfun = ProfiledDeviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
+    devfun = profiled_deviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
     stats = {
         "rows": int(rows2),
         "complete_rows": int(plan.n),
