@@ -49,7 +49,7 @@ from .linalg.schur import (
 )
 from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY
 
-__all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance", "profiled_deviance"]
+__all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance", "describe_path", "profiled_deviance"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -203,15 +203,6 @@ class ProfiledDeviance:
     def path(self) -> str:
         """How ``ΛᵀZᵀWZΛ + I`` is factored (``OptInfo.path``)."""
         return self.chol.describe()
-
-    def describe_path(self) -> str:
-        """The factor taken and its predicted cost, for verbose output (``"dense Schur complement; predicted
-        1.2 GB, 3.1 s/evaluation; memory limit 14.0 GB"``)."""
-        c = self.predicted
-        return (
-            f"{self.chol.describe()}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)}/evaluation; "
-            f"memory limit {format_bytes(self.memory_limit)}"
-        )
 
     def factors(self, theta: np.ndarray) -> list[np.ndarray]:
         """The k × k lower-triangular factor of each term."""
@@ -448,6 +439,17 @@ class ProfiledDeviance:
         if not share_factor:
             new.chol = self.chol.workspace_copy()
         return new
+
+
+def describe_path(devfun: ProfiledDeviance | MatrixFreeDeviance) -> str:
+    """The path taken and its predicted cost, for verbose output (``"dense Schur complement; predicted
+    1.2 GB, 3.1 s/evaluation; memory limit 14.0 GB"``)."""
+    what = devfun.chol.describe() if devfun.exact else devfun.describe()
+    c = devfun.predicted
+    if c is None:
+        return what
+    limit = "" if devfun.memory_limit is None else f"; memory limit {format_bytes(devfun.memory_limit)}"
+    return f"{what}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)}/evaluation{limit}"
 
 
 def profiled_deviance(

@@ -10,7 +10,7 @@ import numpy as np
 from .crossprod import cross_products
 from .data import as_dataframe
 from .design import Design, build_design
-from .deviance import ProfiledDeviance, profiled_deviance
+from .deviance import ProfiledDeviance, describe_path, profiled_deviance
 from .errors import ArgumentError, ModelSpecError, check_arguments
 from .formula import parse_formula
 from .optimize import optimize_theta
@@ -81,7 +81,7 @@ def _setup(
         progress.phase("set-up: symbolic analysis of the factor")
     devfun = profiled_deviance(design, cross, reml=reml, ordering=ordering, memory_limit=memory_limit)
     if progress is not None:
-        progress.phase(f"set-up: factor ready: {devfun.describe_path()}")
+        progress.phase(f"set-up: factor ready: {describe_path(devfun)}")
     return devfun
 
 

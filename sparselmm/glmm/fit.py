@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,9 +35,6 @@ from .separation import (
     separation_message,
 )
 
-if TYPE_CHECKING:
-    from .results import GlmerResult
-
 __all__ = ["breakdown_error", "final_state", "fit_glmm", "refit_glmm"]
 
 # nAGQ >= 1: the nAGQ = 0 optimum is only the start of the joint polish, so it need not be tight
@@ -50,16 +46,26 @@ WARM_START_STEP = 0.1
 
 
 def fit_glmm(
-    model: PirlsModel, nAGQ: int, start, calc_derivs: bool, polish: bool, setup: float, data_name
-) -> GlmerResult:
+    model: PirlsModel,
+    nAGQ: int,
+    start,
+    calc_derivs: bool,
+    polish: bool,
+    setup: float,
+    data_name,
+    result_class: type,
+):
     """Fit the GLMM of ``model`` (its design and family) by the stages above; ``setup`` is the seconds spent
-    before (the design, the PIRLS model), recorded in the result's ``optinfo``."""
+    before (the design, the PIRLS model), recorded in the result's ``optinfo``. ``result_class`` builds the
+    result (:class:`~sparselmm.glmm.results.GlmerResult`, passed in so that this module, which refits use,
+    imports no result class; a refit builds its result with the class of the fit it refits)."""
     design = model.design
     obj = GlmmObjective(model, nAGQ)
     t1 = time.perf_counter()
     theta0 = design.theta0.copy() if start is None else np.asarray(start, dtype=float)
     theta, beta, fval, info = _optimise(obj, theta0, nAGQ, polish)
-    return _finish(obj, theta, beta, fval, info, theta0, calc_derivs, setup, time.perf_counter() - t1, data_name)
+    seconds = time.perf_counter() - t1
+    return _finish(result_class, obj, theta, beta, fval, info, theta0, calc_derivs, setup, seconds, data_name)
 
 
 def refit_glmm(result, y: np.ndarray, check_conv: bool = True, fresh: bool = True, calc_derivs: bool | None = None):
@@ -150,6 +156,7 @@ def _refit(result, base: PirlsModel, y, nAGQ: int, polish: bool, check_conv: boo
         if not check_conv:
             warnings.simplefilter("ignore")
         return _finish(
+            type(result),
             obj,
             theta,
             beta,
@@ -201,6 +208,7 @@ def _optimise_warm(obj: GlmmObjective, theta_hat, nAGQ: int, polish: bool):
 
 
 def _finish(
+    result_class,
     obj: GlmmObjective,
     theta,
     beta,
@@ -212,10 +220,8 @@ def _finish(
     opt_seconds: float,
     data_name,
     extra_evals: int = 0,
-) -> GlmerResult:
+):
     """The result at the optimum ``(theta, beta)`` of ``obj``'s model: the state, the derivatives, the checks."""
-    from .results import GlmerResult
-
     model, nAGQ = obj.model, obj.nAGQ
     design, fam = model.design, model.family
     lower = design.lower
@@ -253,7 +259,7 @@ def _finish(
         hessian=hess,
         n_theta=n_theta,
     )
-    return GlmerResult(
+    return result_class(
         design=design,
         family=fam,
         nAGQ=nAGQ,

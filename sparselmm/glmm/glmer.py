@@ -63,12 +63,12 @@ from .family import Family, get_family
 from .fit import breakdown_error, fit_glmm
 from .glmm_design import GLMM_RESPONSE, build_glmm_design, glmm_response, response_label
 from .pirls import PirlsModel, PirlsNotConverged
+from .results import GlmerResult
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from .._typing import ColumnOrValues, FrameLike
-    from .results import GlmerResult
 
 __all__ = ["glmer", "GLMM_RESPONSE"]
 
@@ -181,7 +181,7 @@ def glmer(
     dense = model.chol.q2 if model.schur else model.q
     with blas_threads(dense):
         try:
-            result = fit_glmm(model, nAGQ, start, calc_derivs, polish, setup, data_name)
+            result = fit_glmm(model, nAGQ, start, calc_derivs, polish, setup, data_name, GlmerResult)
         except PirlsNotConverged as err:
             better = breakdown_error(err, model)
             if better is None:

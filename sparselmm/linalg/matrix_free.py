@@ -493,16 +493,6 @@ class MatrixFreeDeviance(StochasticLogdet):
         """The path's name, as :attr:`sparselmm.linalg.cost.PathCost.path` and ``OptInfo.path`` give it."""
         return "matrix-free (approximate)"
 
-    def describe_path(self) -> str:
-        """:meth:`describe` with the prediction, for verbose output."""
-        from .cost import format_bytes, format_seconds
-
-        c = self.predicted
-        if c is None:
-            return self.describe()
-        limit = "" if self.memory_limit is None else f"; memory limit {format_bytes(self.memory_limit)}"
-        return f"{self.describe()}; predicted {format_bytes(c.bytes)}, {format_seconds(c.seconds)}/evaluation{limit}"
-
     def factors(self, theta) -> list[np.ndarray]:
         """The 1 × 1 factor of each (scalar) term, as :meth:`sparselmm.deviance.ProfiledDeviance.factors`."""
         return [t.factor(theta) for t in self.terms]
