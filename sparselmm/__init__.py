@@ -24,6 +24,7 @@ from .inference.anova import anova
 from .inference.emm_contrasts import contrast
 from .inference.emm_joint_tests import joint_tests
 from .inference.emmeans import EmmGrid, emmeans, emtrends
+from .inference.profile import profile
 from .inference.ranova import ranova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
@@ -62,6 +63,7 @@ __all__ = [
     "lmer",
     "scale",
     "mixedlm",
+    "profile",
     "ranova",
     "update",
 ]

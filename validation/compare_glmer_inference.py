@@ -1,4 +1,4 @@
-"""Compare glmer's inference with lme4's: Wald intervals, anova(g0, g1), drop1 and the parametric bootstrap.
+"""Compare glmer's inference with lme4's: Wald and profile intervals, anova(g0, g1), drop1, the parametric bootstrap.
 
 Usage (repository root)::
 
@@ -19,6 +19,13 @@ Sections, per case:
   ``crit_abs``, ``Chisq`` within ``chisq_abs``, ``Pr(>Chisq)`` within ``p_rel`` relative (or ``p_abs``).
 * ``drop1``: ``drop1(g, test = "Chisq")``: the same rows, ``npar``, AIC no higher than lme4's and within
   ``crit_abs``, ``LRT`` and ``Pr(Chi)`` as ``Chisq`` and ``Pr(>Chisq)``.
+* ``profile`` (cases with ``"profile": true``): ``confint(g, method = "profile")``: the same rows, NaN where
+  lme4 has NA, every end within ``profile_abs + profile_rel·|end|`` of lme4's (lme4 interpolates a spline
+  through ζ on a grid, sparselmm solves ``ζ = ±z``; the Wald ends differ by 0.02–0.05). Each fixed-effect end
+  of sparselmm's is also checked directly: a fresh ``glmer`` fit of the model with that column of X moved to
+  the offset has ``|ζ| = z`` within ``profile_zeta``. The reference holds the same check of lme4's ends (its
+  fresh fits in R): where lme4's ζ misses ``±z`` by more than ``profile_lme4_behind``, lme4's profile
+  stopped above the constrained optimum and that end is reported, not compared.
 * ``boot`` (cases with a bootstrap): the responses lme4's ``bootMer`` refitted (the reference holds them) are
   refitted by sparselmm's bootstrap refit (:func:`sparselmm.glmm.fit.refit_glmm`, warm start, as each
   replicate of ``GlmerResult.bootstrap``), so the comparison is deterministic: per replicate the criterion no
@@ -67,6 +74,13 @@ TOL = {
     # lme4's tight refits (β 0.005 SE, SEs 1 %: both sides' SEs come from finite-difference Hessians of the
     # criterion, with their own evaluation noise), 0.005 + 1.96 × 0.01
     "wald_in_se": 0.025,
+    # profile interval ends: absolute + relative to the end (lme4's spline interpolation: measured up to 2.4e-4)
+    "profile_abs": 2e-3,
+    "profile_rel": 1e-3,
+    # |ζ| − z of a fresh constrained fit at sparselmm's fixed-effect ends
+    "profile_zeta": 1e-3,
+    # |ζ| − z of lme4's fresh constrained fit at lme4's end beyond which lme4's profile is behind
+    "profile_lme4_behind": 0.01,
     # bootstrap: a replicate where sparselmm's refit is lower than lme4's by more than this is lme4 stopping
     # early (its statistics are not compared; the count is reported)
     "boot_lme4_behind": 1e-4,
@@ -227,6 +241,76 @@ def compare_drop1(case, ref, g) -> Check:
     return c
 
 
+def held_zeta(case, d, g, j: int, x: float) -> float:
+    """ζ of a fresh glmer fit with fixed effect ``j`` held at ``x``: its column of X in the offset, the other
+    columns as covariates, the case's random-effects terms (as run_glmer_inference.R's ``held_zeta``)."""
+    import re
+
+    X = g.design.X
+    d2 = d.copy()
+    cols = []
+    for k in range(X.shape[1]):
+        if k != j:
+            d2[f"heldX{k}"] = X[:, k]
+            cols.append(f"heldX{k}")
+    d2["heldoff"] = x * X[:, j] + (d[case["offset"]].to_numpy() if case["offset"] else 0.0)
+    lhs, rhs = case["formula"].split("~", 1)
+    bars = re.findall(r"\([^()]*\|[^()]*\)", rhs)
+    formula = f"{lhs.strip()} ~ 0 + {' + '.join(cols + bars)}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = sparselmm.glmer(
+            formula,
+            d2,
+            family=case["family"],
+            link=case["link"],
+            nAGQ=case["nAGQ"],
+            weights=case["weights"],
+            offset="heldoff",
+        )
+    return float(np.sign(x - g.fixef.iloc[j]) * np.sqrt(max(0.0, h.deviance - g.deviance)))
+
+
+def compare_profile(case, ref, g, d) -> Check:
+    from scipy.stats import norm
+
+    c = Check("profile", case["id"])
+    r = ref["profile"]
+    c.r_seconds = float(r["seconds"])
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ci = g.confint(method="profile", progress=False)
+    c.seconds = time.perf_counter() - t0
+    names_r = list(r["rownames"])
+    n_var = sum(1 for n in names_r if n.startswith(".sig"))
+    c.require(list(ci.index)[:n_var] == names_r[:n_var] and len(ci) == len(names_r), f"rows {list(ci.index)}")
+    c.require(list(ci.columns) == list(r["colnames"]), f"columns {list(ci.columns)} vs {r['colnames']}")
+    if c.failures:
+        return c
+    ref_ends = np.column_stack([arr(r["lower"]), arr(r["upper"])])
+    ours = ci.to_numpy()
+    c.require(np.array_equal(np.isnan(ours), np.isnan(ref_ends)), "NaN ends differ from lme4's NA ends")
+    z = float(norm.ppf(0.975))
+    lme4_zeta = np.vstack(
+        [np.full((n_var, 2), np.nan), np.column_stack([arr(r["zeta_fixed_lower"]), arr(r["zeta_fixed_upper"])])]
+    )
+    behind = np.abs(np.abs(lme4_zeta) - z) > TOL["profile_lme4_behind"]
+    excess = np.abs(ours - ref_ends) - TOL["profile_rel"] * np.abs(ref_ends)
+    c.record("ends - lme4 (abs)", _max(np.where(behind, np.nan, ours - ref_ends)), None)
+    c.record("ends beyond rel tol", _max(np.where(behind, np.nan, np.maximum(excess, 0))), TOL["profile_abs"])
+    c.record("lme4 behind (ends)", float(behind.sum()), None)
+    for i, k in zip(*np.nonzero(behind)):
+        c.notes.append(
+            f"lme4's {names_r[i]} {'lower' if k == 0 else 'upper'} end {ref_ends[i, k]:.6g} has zeta "
+            f"{lme4_zeta[i, k]:.4f} in a fresh constrained fit (lme4's profile is behind); sparselmm's "
+            f"{ours[i, k]:.6g}"
+        )
+    zeta = np.array([[held_zeta(case, d, g, j, ours[n_var + j, k]) for k in (0, 1)] for j in range(g.fixef.size)])
+    c.record("zeta - z at ends (fresh fits)", _max(np.abs(zeta) - z), TOL["profile_zeta"])
+    return c
+
+
 def compare_boot(case, ref, g) -> Check:
     b = ref["boot"]
     c = Check("boot", f"{case['id']} (nsim={b['nsim']})")
@@ -307,6 +391,13 @@ def run_case(case, ref) -> list[Check]:
     checks = [fit_check, compare_wald(case, ref, g), compare_anova(case, ref, g, d), compare_drop1(case, ref, g)]
     if case.get("boot") and "boot" in ref:
         checks.append(compare_boot(case, ref, g))
+    if case.get("profile"):
+        if "profile" in ref:
+            checks.append(compare_profile(case, ref, g, d))
+        else:
+            missing = Check("profile", case["id"])
+            missing.failures.append("the reference has no profile intervals")
+            checks.append(missing)
     return checks
 
 
@@ -356,7 +447,7 @@ def report(checks: list[Check], versions, n_cases: int) -> str:
         f"{s} {sum(not c.failures for c in cs)}/{len(cs)}" for s, cs in by_section.items() if s not in ("error",)
     )
     lines = [
-        "# glmer inference against lme4 (Wald intervals, anova, drop1, parametric bootstrap)",
+        "# glmer inference against lme4 (Wald and profile intervals, anova, drop1, parametric bootstrap)",
         "",
         f"sparselmm {sparselmm.__version__} vs lme4 {lme4} ({r}), every lme4 fit with "
         "`glmerControl(tolPwrss = 1e-12)`: "
@@ -368,9 +459,6 @@ def report(checks: list[Check], versions, n_cases: int) -> str:
         "section compares and `validation/README.md` where each reference number comes from.",
         "",
         f"Tolerances: `{TOL}`",
-        "",
-        "Likelihood-profile intervals of glmer fits are not in sparselmm yet, so lme4's "
-        '`confint(g, method = "profile")` is not compared.',
         "",
     ]
     for section, cs in by_section.items():

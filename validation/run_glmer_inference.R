@@ -20,6 +20,10 @@
 ##          plus each refit's -2 log L, confint(bm, type = "perc"), and the simulated responses themselves
 ##          (simulate(g, nsim) after set.seed(seed): the responses bootMer refits), so that sparselmm can refit
 ##          the same responses and the comparison is deterministic.
+##   profile (cases with cs$profile) confint(g, method = "profile") (lme4's spline-interpolated ends), and
+##          for each fixed effect the signed root deviance zeta of a fresh constrained fit at each of lme4's
+##          ends (glmer of the model with that column of X moved to the offset, from glmer's own start):
+##          where it is not +-qnorm(0.975), lme4's profile stopped above the constrained optimum there.
 .script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
 .here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
 source(file.path(.here, "common.R"))
@@ -49,6 +53,23 @@ boot_fun <- function(x) {
 ## one simulated response as the numbers sparselmm fits: a two-column (cbind) response as the proportion
 ## of successes (its trials are the fit's), anything else as it is
 as_response <- function(r) if (is.matrix(r)) r[, 1] / rowSums(r) else as.numeric(r)
+
+## zeta of the fit with fixed effect j held at x: glmer of the model with X's column j moved to the offset
+## (the other columns as one matrix covariate, the case's random-effects terms), from glmer's own start
+held_zeta <- function(cs, d, g, j, x) {
+  X <- getME(g, "X")
+  d2 <- d
+  d2$heldX <- X[, -j, drop = FALSE]
+  d2$heldoff <- x * X[, j] + (if (is.null(cs$offset)) 0 else d[[cs$offset]])
+  form <- as.formula(cs$formula)
+  res <- vapply(findbars(form), function(b) paste0("(", paste(deparse(b), collapse = ""), ")"), "")
+  f <- paste(paste(deparse(form[[2]]), collapse = ""), "~ 0 + heldX +", paste(res, collapse = " + "))
+  cs2 <- cs
+  cs2$offset <- "heldoff"
+  h <- suppressWarnings(suppressMessages(glmer_case(cs2, d2, formula = f, control = TIGHT)))
+  dev <- -2 * as.numeric(logLik(h)) + 2 * as.numeric(logLik(g))
+  sign(x - fixef(g)[[j]]) * sqrt(max(0, dev))
+}
 
 run_case <- function(cs) {
   started <- proc.time()[["elapsed"]]
@@ -108,16 +129,30 @@ run_case <- function(cs) {
       ci_perc = list(rownames = I(rownames(ci)), lower = vec(ci[, 1]), upper = vec(ci[, 2])),
       responses = rows_of(t(resp)), first_replicate_check = first_diff, seconds = boot_seconds)
   }
+  ## likelihood-profile intervals
+  if (isTRUE(cs$profile)) {
+    t0 <- proc.time()[["elapsed"]]
+    ci <- keep(confint(g, method = "profile"))
+    prof_seconds <- proc.time()[["elapsed"]] - t0
+    p <- length(fixef(g))
+    nv <- nrow(ci) - p
+    zeta <- matrix(NA_real_, p, 2)
+    for (j in seq_len(p)) for (k in 1:2) zeta[j, k] <- held_zeta(cs, d, g, j, ci[nv + j, k])
+    out$profile <- list(rownames = I(rownames(ci)), lower = vec(ci[, 1]), upper = vec(ci[, 2]),
+                        colnames = I(colnames(ci)), zeta_fixed_lower = vec(zeta[, 1]),
+                        zeta_fixed_upper = vec(zeta[, 2]), seconds = prof_seconds)
+  }
   out$messages <- I(unique(messages))
   out$seconds <- proc.time()[["elapsed"]] - started
   out
 }
 
 report <- function(res, secs) {
-  line <- sprintf("%-22s -2logL %.6f  anova %d models  drop1 %d terms%s  %.1fs", res$id, res$minus2loglik,
+  line <- sprintf("%-22s -2logL %.6f  anova %d models  drop1 %d terms%s%s  %.1fs", res$id, res$minus2loglik,
                   length(res$anova$models), length(res$drop1$rownames) - 1L,
                   if (is.null(res$boot)) "" else sprintf("  boot nsim=%d (%d failed, check %.1e)", res$boot$nsim,
                                                          res$boot$n_failed, res$boot$first_replicate_check),
+                  if (is.null(res$profile)) "" else sprintf("  profile %.1fs", res$profile$seconds),
                   secs)
   if (!is.null(res$boot) && !(res$boot$first_replicate_check < 1e-8)) attr(line, "failed") <- TRUE
   line

@@ -203,10 +203,14 @@ class GlmerResult(MixedModelResult):
         boot_type: str = "perc",
         **kwargs,
     ) -> pd.DataFrame:
-        """Confidence intervals (lme4's ``confint.merMod``): Wald or parametric bootstrap.
+        """Confidence intervals (lme4's ``confint.merMod``): Wald, likelihood profile or parametric bootstrap.
 
         The parameters carry lme4's names and order: ``.sig01`` … (the random effects' SDs and correlations),
         ``.sigma`` only for a family with a dispersion, then the fixed effects.
+
+        The default stays ``"Wald"`` (lme4's is ``"profile"``): it is what ``confint()`` of a glmer fit has
+        always meant here, and it costs nothing where a profile refits the model a few times per interval
+        end; ask for ``method="profile"`` to get lme4's default intervals.
 
         Parameters
         ----------
@@ -214,11 +218,12 @@ class GlmerResult(MixedModelResult):
             Parameters to report (names, ``"theta_"``, ``"beta_"`` or 0-based positions); all by default.
         level : float, default 0.95
             Confidence level, strictly between 0 and 1.
-        method : {"Wald", "boot"}
+        method : {"Wald", "profile", "boot"}
             ``"Wald"`` (the default here): ``β̂ ± z·SE``, NaN rows for the variance parameters, as lme4's
-            ``method = "Wald"``; ``"boot"``: percentile (or ``boot_type``) intervals of :meth:`bootstrap`
-            with lme4's statistics (:meth:`boot_statistics`). Likelihood-profile intervals (lme4's default)
-            are not available for glmer fits yet.
+            ``method = "Wald"``; ``"profile"``: likelihood-profile intervals of every parameter (lme4's
+            ``confint(m, method = "profile")``, see :meth:`profile`; binomial, Poisson and negative binomial
+            fits with ``nAGQ >= 1``); ``"boot"``: percentile (or ``boot_type``) intervals of :meth:`bootstrap`
+            with lme4's statistics (:meth:`boot_statistics`).
         nsim : int, default 500
             Bootstrap replicates (``method="boot"``).
         seed : int or numpy.random.SeedSequence, optional
@@ -226,7 +231,8 @@ class GlmerResult(MixedModelResult):
         boot_type : {"perc", "basic", "norm"}
             Bootstrap interval type (``boot::boot.ci``'s).
         **kwargs
-            Passed to :meth:`bootstrap` (``n_jobs``, ``progress``, ``use_u``).
+            Passed to :meth:`bootstrap` (``n_jobs``, ``progress``, ``use_u``) or :meth:`profile`
+            (``progress``).
 
         Returns
         -------
@@ -236,11 +242,50 @@ class GlmerResult(MixedModelResult):
         Raises
         ------
         sparselmm.ModelSpecError
-            ``method="profile"`` or another unknown method, an unknown parameter, ``level`` outside (0, 1).
+            An unknown method or parameter, ``level`` outside (0, 1), ``method="profile"`` for a family with a
+            dispersion or an ``nAGQ = 0`` fit (lme4 cannot profile them either).
         """
         from ..inference.confint import confint
 
         return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, boot_type=boot_type, **kwargs)
+
+    def profile(self, which=None, level: float = 0.95, progress: bool | None = None, **kwargs):
+        """Likelihood profiles of the parameters (lme4's ``profile(m)`` of a GLMM).
+
+        As lme4's ``devfun2``: the criterion the fit minimised (the Laplace deviance, or the ``nAGQ``
+        criterion) with one parameter held — an SD or correlation of the random effects (``.sig01`` …) or a
+        fixed effect — and every other one re-optimised; ``ζ = sign(x − x̂) · sqrt(d(x) − d̂)``, the interval
+        ends where ``ζ = ±z`` solved exactly (:mod:`sparselmm.inference.profile_glmm`). An SD whose estimate
+        is 0 (a singular fit) has the lower end 0, as lme4 reports it. The fit itself is not changed.
+
+        Parameters
+        ----------
+        which : str, int or list, optional
+            Parameters to profile (lme4's names, ``"theta_"``, ``"beta_"`` or 0-based positions); all by
+            default.
+        level : float, default 0.95
+            Confidence level of the interval ends solved for exactly.
+        progress : bool or None
+            A progress bar: None (default) for profiles longer than 2 s on a terminal or in a notebook.
+        **kwargs
+            ``grid`` (default True: also tabulate ζ on lme4's grid for :meth:`Profile.table
+            <sparselmm.inference.profile.Profile.table>` and plots) and ``alphamax`` of
+            :func:`sparselmm.inference.profile.profile`.
+
+        Returns
+        -------
+        Profile
+            ``confint(level)``, ``table()`` (lme4's ``as.data.frame(profile(m))``), ``notes``, ``plot()``.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            An unknown parameter, ``level`` outside (0, 1), a family with a dispersion or an ``nAGQ = 0`` fit
+            (lme4 cannot profile them either), ``criterion="REML"``.
+        """
+        from ..inference.profile import profile
+
+        return profile(self, which=which, level=level, progress=progress, **kwargs)
 
     # ---- simulation, refits, the parametric bootstrap ------------------------------------------------------
     def boot_statistics(self) -> pd.Series:

@@ -10,7 +10,8 @@ Methods:
 * ``"boot"``: intervals from :func:`sparselmm.inference.bootstrap.bootstrap` with the default statistic
   (these parameters), by lme4's ``confint.bootMer`` (``boot::boot.ci``'s percentile, basic or normal).
 * ``"profile"``: likelihood-profile intervals (:mod:`sparselmm.inference.profile`, lme4's
-  ``confint.thpr``); lmer fits only.
+  ``confint.thpr``); a glmer fit's on the criterion it minimised, all parameters re-optimised
+  (:mod:`sparselmm.inference.profile_glmm`).
 
 A glmer fit has no ``.sigma`` unless its family has a dispersion, and its bootstrap statistics are lme4's for
 a GLMM (:meth:`sparselmm.glmm.GlmerResult.boot_statistics`).
@@ -82,7 +83,8 @@ def confint(
     level : float
         Confidence level, strictly between 0 and 1.
     method : {"profile", "Wald", "boot"}
-        lme4's methods (case-insensitive); ``"profile"`` for lmer fits only.
+        lme4's methods (case-insensitive). ``"profile"`` is refused for glmer fits lme4 cannot profile either
+        (a family with a dispersion, ``nAGQ = 0``).
     nsim : int
         Bootstrap replicates (``method="boot"``; lme4's default 500).
     seed : int or numpy.random.SeedSequence, optional
@@ -104,8 +106,8 @@ def confint(
     ------
     sparselmm.ModelSpecError
         An unknown ``method`` or parameter in ``parm``, ``level`` outside (0, 1), further arguments with
-        ``method="Wald"``, ``method="profile"`` for a glmer fit; from the bootstrap or profile, their own
-        argument errors.
+        ``method="Wald"``, ``method="profile"`` for a glmer fit with a dispersion or ``nAGQ = 0``; from the
+        bootstrap or profile, their own argument errors.
 
     Examples
     --------
@@ -121,12 +123,6 @@ def confint(
     if not isinstance(method, str) or method.lower() not in lookup:
         raise ModelSpecError(f"method={method!r} is not known; choose one of {list(METHODS)}.")
     method = lookup[method.lower()]
-    glmm = getattr(result, "family", None) is not None
-    if glmm and method == "profile":
-        raise ModelSpecError(
-            "method='profile': likelihood-profile intervals of glmer fits are not available yet; a glmer fit has "
-            "Wald intervals only, and parametric-bootstrap intervals: use method='Wald' or method='boot'."
-        )
     names = parameter_names(result)
     which = select_parameters(parm, names, sum(1 for n in names if n.startswith(".sig")))
     if method == "Wald":

@@ -44,6 +44,7 @@ from ..errors import ModelSpecError, caller_stacklevel
 from ..linalg.threads import blas_threads
 from ..parameters import check_level, percent_labels, select_parameters
 from .profile_fits import ConstrainedFits, Point
+from .profile_glmm import GlmmConstrainedFits
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,7 +71,8 @@ class ProfileWarning(UserWarning):
 
 @dataclass
 class Profile:
-    """The profiles of an lmer fit (lme4's ``thpr``), from :func:`profile` or ``LmerResult.profile``.
+    """The profiles of an lmer or glmer fit (lme4's ``thpr``), from :func:`profile`, ``LmerResult.profile``
+    or ``GlmerResult.profile``.
 
     Attributes
     ----------
@@ -145,8 +147,12 @@ class Profile:
             if (name, level) in self.intervals:
                 table[i] = self.intervals[(name, level)]
                 continue
-            pts = self.points[self.points["par"] == name].sort_values("value")
-            zeta, x = pts["zeta"].to_numpy(), pts["value"].to_numpy()
+            pts = self.points[self.points["par"] == name]
+            # the estimate is the point ζ = 0 (a singular fit's SD at 0 is the lower bound itself)
+            zeta = np.append(pts["zeta"].to_numpy(), 0.0)
+            x = np.append(pts["value"].to_numpy(), float(self.estimates[name]))
+            order = np.argsort(x, kind="stable")
+            zeta, x = zeta[order], x[order]
             keep = np.concatenate([[True], np.diff(zeta) > 0])  # a strictly increasing ζ to invert
             zeta, x = zeta[keep], x[keep]
             if zeta.size < 2:
@@ -212,7 +218,7 @@ class _Profiler(ConstrainedFits):
             if kind == "atanh" or (j < self.n_var and self.psi_map.is_cor[j]):
                 h = 0.1
             elif j < self.n_var:
-                h = max(0.2 * abs(x0), 1e-3 * self.psi_hat[-1])
+                h = max(0.2 * abs(x0), 1e-3 * self.sd_unit)
             else:
                 h = 0.2 * max(abs(x0), 1.0)
             return x0 + direction * h
@@ -321,6 +327,17 @@ class _Profiler(ConstrainedFits):
             prev = pt
 
 
+class _GlmmProfiler(_Profiler, GlmmConstrainedFits):
+    """The same search over a glmer fit's constrained fits (:mod:`sparselmm.inference.profile_glmm`)."""
+
+
+def _profiler(result, criterion: str) -> _Profiler:
+    """The profiler of an lmer or a glmer fit."""
+    if getattr(result, "family", None) is not None:
+        return _GlmmProfiler(result, criterion)
+    return _Profiler(result, criterion)
+
+
 def _check_criterion(criterion) -> str:
     if not isinstance(criterion, str) or criterion.upper() not in ("ML", "REML"):
         raise ModelSpecError(f"criterion must be 'ML' (lme4's) or 'REML', not {criterion!r}.")
@@ -342,11 +359,16 @@ def profile(
     grid: bool = True,
     alphamax: float = ALPHAMAX,
 ) -> Profile:
-    """Profile the criterion of an lmer fit (lme4's ``profile.merMod``) and find the intervals at ``level``.
+    """Profile the criterion of an lmer or glmer fit (lme4's ``profile.merMod``) and find the intervals at
+    ``level``.
+
+    A glmer fit is profiled on the criterion it minimised, every other parameter (SDs, correlations and
+    fixed effects alike) re-optimised at each point, as lme4's ``devfun2`` does for a GLMM
+    (:mod:`sparselmm.inference.profile_glmm`); ``criterion`` must then be ``"ML"``.
 
     Parameters
     ----------
-    result : LmerResult
+    result : LmerResult or GlmerResult
     which : str, list or None
         Parameters (lme4's names ``.sig01``…, ``.sigma``, fixed effects; ``"theta_"``, ``"beta_"``;
         positions); all by default (the variance parameters only with ``criterion="REML"``).
@@ -376,7 +398,7 @@ def profile(
     if not 0 < float(alphamax) < 1:
         raise ModelSpecError(f"alphamax must be strictly between 0 and 1, not {alphamax!r}.")
     t_start = time.perf_counter()
-    prof = _Profiler(result, criterion)
+    prof = _profiler(result, criterion)
     names = prof.names
     if criterion == "REML":
         if which is None:
@@ -395,7 +417,7 @@ def profile(
     cutoff = max(float(np.sqrt(chi2.ppf(1 - alphamax, n_par))), z * 1.05)
     intervals = {}
     bar = _progress_bar(2 * len(chosen), progress)
-    threads = blas_threads(dense_size(prof.devfun))
+    threads = blas_threads(prof.blas_size if prof.devfun is None else dense_size(prof.devfun))
     threads.__enter__()
     try:
         for j in chosen:

@@ -144,6 +144,7 @@ class ConstrainedFits(BetaFits):
         self.n_var = self.design.n_theta + 1
         self.base = self.fit.objective
         self.psi_hat = self.est.to_numpy()[: self.n_var].copy()
+        self.sd_unit = float(self.psi_hat[-1])  # σ: the scale of an SD's first step where its estimate is 0
         self.beta_hat = self.fit.fixef.to_numpy()
         self.se = np.sqrt(np.diag(self.fit.vcov.to_numpy())) if self.design.p else np.zeros(0)
         self.rows: list[tuple] = []
@@ -214,23 +215,29 @@ class ConstrainedFits(BetaFits):
             start = start + slope * (x - near.x)
         return start, near.H
 
+    def _fit_for(self, j: int):
+        """The constrained fit of parameter ``j``: over θ for an SD, σ or a correlation, in ψ where a
+        correlation's other SD is 0, over θ with the column in the offset for a fixed effect."""
+        if self._scale_row(j) is not None:
+            return self._fit_scale
+        if j < self.n_var and self._cor_rows(j) is not None and self._cor_rows(j)[2] is not None:
+            return self._fit_correlation
+        return self._fit_variance if j < self.n_var else self._fit_beta
+
+    def _fresh_start(self, j: int) -> np.ndarray:
+        """The free variables' start of a fresh fit (a singular fit's second constrained fit): the model's."""
+        return self.fit.optinfo.theta_start.copy()
+
     def deviance_at(self, j: int, x: float) -> Point:
         """The constrained fit with parameter j held at x (warm-started), recorded."""
         start, H = self._start(j, x)
-        if self._scale_row(j) is not None:
-            fit = self._fit_scale
-        elif j < self.n_var and self._cor_rows(j) is not None and self._cor_rows(j)[2] is not None:
-            fit = self._fit_correlation
-        elif j < self.n_var:
-            fit = self._fit_variance
-        else:
-            fit = self._fit_beta
+        fit = self._fit_for(j)
         pt = fit(j, x, start, H)
         if self.singular and fit is not self._fit_variance:
             # a singular fit's criterion has optima on several faces of the boundary, and a warm start can
             # keep the constrained fit on the wrong one (σ's profile on validation/data/maximal_3cond.csv ended
             # 0.38 above the fit from the model's own start): fit from there too, keep the lower
-            other = fit(j, x, self.fit.optinfo.theta_start.copy(), None)
+            other = fit(j, x, self._fresh_start(j), None)
             if other.deviance < pt.deviance:
                 pt = other
         diff = pt.deviance - self.base
