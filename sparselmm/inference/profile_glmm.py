@@ -9,11 +9,14 @@ other one is re-optimised, with the SDs ``≥ 0`` and the correlations in ``[−
 
 :class:`GlmmConstrainedFits` gives :class:`~sparselmm.inference.profile._Profiler` (the search for the
 interval ends and lme4's grid, shared with lmer's profiles) these fits in place of lmer's
-:class:`~sparselmm.inference.profile_fits.ConstrainedFits` ones. Each is a projected BFGS on
+:class:`~sparselmm.inference.profile_fits.ConstrainedFits` ones. With an SD or a correlation held the others
+are lme4's ``(ψ, β)``; with a fixed effect held, ``(θ, β)`` as in the fit (see :meth:`GlmmConstrainedFits._space`).
+Each is a projected BFGS on
 central-difference gradients of the criterion (as glmer's own joint stage,
 :func:`~sparselmm.glmm.objective.newton_polish`), started from its neighbour extrapolated along the profile
 with the Hessian carried along (the first from the estimates moved by the first-order change
-``−H_ff⁻¹ H_fj (x − x̂)``), and BOBYQA from the start where it does not converge. The criterion is
+``−H_ff⁻¹ H_fj (x − x̂)``), and BOBYQA from the start where it does not converge or from its end where an SD
+ends next to 0 (where the criterion, even in θ_k, leaves BFGS on a ridge). The criterion is
 evaluated by PIRLS (:class:`~sparselmm.glmm.objective.GlmmObjective`) on the profile's own copy of the fit's
 PIRLS model, so the fit is not changed. The derivative of ``d`` in ``x`` at the constrained optimum (one
 central difference: the envelope theorem) is the slope the interval-end search steps with.
