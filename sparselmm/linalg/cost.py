@@ -53,6 +53,9 @@ SMALL_BLOCK_SECONDS = 2.5e-7
 CHOLMOD_FLOPS_PER_SECOND = 3.2e10
 # Python and small-array work of one evaluation, whatever its size: sleepstudy, 20 evaluations in 5.9 ms
 EVALUATION_OVERHEAD_SECONDS = 3e-4
+# the CHOLMOD path's further calls per evaluation (scikit-sparse's factor update, LDLᵀ → LLᵀ, two solves):
+# nested benchmark (q = 11,000, no fill) 2.4 ms measured against 1.0 ms predicted without it
+CHOLMOD_CALL_SECONDS = 1e-3
 # matrix-free: products of the cross block with batches of dense columns (faster per entry than one vector),
 # the Lanczos reorthogonalisation per probe, step² and effect, and the gradient's share; fitted to one
 # evaluation at θ = (0.8, 0.5) of ml1m (1e6 entries, 3,706 rest effects: 0.53 s) and of a 1e6-row
@@ -337,7 +340,7 @@ def predict_costs(terms, G: sp.spmatrix, p: int = 1, memory_limit: float = np.in
     nnz_L = q1f * k1 + G21.nnz + lower_complement
     flops = float(np.sum(_pairs_per_level(G21) * 2)) + (q2f**3 / 3) * (lower_complement / max(q2f * (q2f + 1) / 2, 1))
     cholmod_bytes = 12 * nnz_L + 12 * 3 * lower_G
-    cholmod_seconds = max(flops, lower_G) / CHOLMOD_FLOPS_PER_SECOND + sparse_work / 2
+    cholmod_seconds = max(flops, lower_G) / CHOLMOD_FLOPS_PER_SECOND + sparse_work / 2 + CHOLMOD_CALL_SECONDS
     cholmod = PathCost("CHOLMOD sparse Cholesky", True, cholmod_bytes, cholmod_seconds, False)
     costs = [scalar, block, cholmod, _matrix_free_cost(terms, G, q1, G21.nnz, p)]
     return [replace(c, seconds=c.seconds + EVALUATION_OVERHEAD_SECONDS) for c in costs]
