@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -157,14 +157,22 @@ def r_name(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
 
 
+@lru_cache(maxsize=512)
+def formulaic_formula(text: str) -> Formula:
+    """formulaic's parse of a formula string, once per string in a process: parsing was ~⅓ of a small model's
+    set-up (the same strings are parsed for the columns, the factors and the model matrices, and again by
+    every refit). A parse error is raised, not cached."""
+    return Formula(text)
+
+
 def required_columns(parsed: ParsedFormula) -> list[str]:
     """Data columns read by the formula: response, fixed part, random-term coefficients, grouping factors."""
     cols: list[str] = []
     try:
-        cols.extend(sorted(str(v) for v in Formula(parsed.response).required_variables))
-        cols.extend(sorted(str(v) for v in Formula(parsed.fixed).required_variables))
+        cols.extend(sorted(str(v) for v in formulaic_formula(parsed.response).required_variables))
+        cols.extend(sorted(str(v) for v in formulaic_formula(parsed.fixed).required_variables))
         for term in parsed.random:
-            cols.extend(sorted(str(v) for v in Formula(term.lhs).required_variables))
+            cols.extend(sorted(str(v) for v in formulaic_formula(term.lhs).required_variables))
     except Exception as err:  # formulaic's parser errors carry no common base class
         raise FormulaError(f"Could not parse formula {parsed.formula!r}: {err}") from None
     for term in parsed.random:
@@ -180,7 +188,7 @@ def factor_expressions(parsed: ParsedFormula) -> list:
     trees = []
     for text in [parsed.fixed, *(t.lhs for t in parsed.random)]:
         try:
-            formula = Formula(text)
+            formula = formulaic_formula(text)
             terms = formula.rhs if hasattr(formula, "rhs") else formula
             exprs = [f.expr for term in terms for f in term.factors]
         except Exception:  # reported with context when the model matrix is built
@@ -321,7 +329,7 @@ def check_factor_levels(spec, where: str) -> None:
 
 def _model_matrix(spec_text: str, frame: pd.DataFrame, what: str):
     try:
-        return model_matrix(spec_text, frame, na_action="raise")
+        return model_matrix(formulaic_formula(spec_text), frame, na_action="raise")
     except Exception as err:  # formulaic raises many unrelated types; name the part that failed
         raise FormulaError(f"Could not build the {what} from {spec_text!r}: {err}") from None
 
@@ -330,6 +338,8 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
     raw = frame.get(parsed.response)
     if raw is not None and (not pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw)):
         raise DataError(f"The response {parsed.response!r} must be numeric, not {raw.dtype}; convert it first.")
+    if raw is not None and isinstance(raw, pd.Series):  # a plain column: no model matrix needed
+        return np.array(raw, dtype=float)
     col = _model_matrix(f"0 + {parsed.response}", frame, "response")
     if col.shape[1] != 1:
         raise DataError(f"The response {parsed.response!r} must be one numeric column.")
