@@ -28,6 +28,7 @@ from .inference.profile import profile
 from .inference.ranova import ranova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
+from .plot import emmip
 from .refit import update
 from .results import LmerResult
 from .statsmodels import MixedLM, MixedLMParams, MixedLMResults, mixedlm
@@ -57,6 +58,7 @@ __all__ = [
     "datasets",
     "deviance_function",
     "emmeans",
+    "emmip",
     "emtrends",
     "glmer",
     "joint_tests",
