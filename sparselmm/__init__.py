@@ -19,7 +19,7 @@ from .errors import (
     SingularFitWarning,
     SparseLMMError,
 )
-from .glmm import glmer
+from .glmm import glmer, glmer_nb
 from .inference.anova import anova
 from .inference.emm_contrasts import contrast
 from .inference.emm_joint_tests import joint_tests
@@ -61,6 +61,7 @@ __all__ = [
     "emmip",
     "emtrends",
     "glmer",
+    "glmer_nb",
     "joint_tests",
     "lmer",
     "scale",

@@ -2,6 +2,7 @@
 
 from .family import Binomial, Family, Gamma, InverseGaussian, NegativeBinomial, Poisson, get_family
 from .glmer import glmer
+from .negbin import GlmerNbResult, glmer_nb
 from .results import GlmerResult
 from .separation import SeparationError, SeparationWarning
 
@@ -9,6 +10,7 @@ __all__ = [
     "Binomial",
     "Family",
     "Gamma",
+    "GlmerNbResult",
     "GlmerResult",
     "InverseGaussian",
     "NegativeBinomial",
@@ -17,4 +19,5 @@ __all__ = [
     "SeparationWarning",
     "get_family",
     "glmer",
+    "glmer_nb",
 ]

@@ -148,6 +148,11 @@ class Family:
     def __repr__(self) -> str:
         return f"{self.name}(link={self.link.name!r})"
 
+    @property
+    def label(self) -> str:
+        """The family as R's ``family(m)$family`` names it, for printing (``"Negative Binomial(3.0435)"``)."""
+        return self.name
+
     def variance(self, mu):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -329,6 +334,11 @@ class NegativeBinomial(Poisson):
     def __repr__(self) -> str:
         return f"negative.binomial(theta={self.theta:g}, link={self.link.name!r})"
 
+    @property
+    def label(self) -> str:
+        """MASS's family name, ``"Negative Binomial(θ)"`` with θ as R's ``format(round(theta, 4))``."""
+        return f"Negative Binomial({round(self.theta, 4):.7g})"
+
     def variance(self, mu):
         return mu + mu * mu / self.theta
 
@@ -341,18 +351,25 @@ class NegativeBinomial(Poisson):
         return rng.negative_binomial(th, th / (th + mu)).astype(float)
 
     def dev_resids(self, y, mu, wt):
+        # MASS's 2 w (y log(max(1, y)/μ) − (y + θ) log((y + θ)/(μ + θ))), the second log as log1p: at a large θ
+        # (glmer_nb's search over θ, data close to Poisson) the ratio is 1 + O(1/θ) and its log would lose
+        # the digits PIRLS's step-halving compares
         th = self.theta
-        return 2 * wt * (y * np.log(np.maximum(1, y) / mu) - (y + th) * np.log((y + th) / (mu + th)))
+        return 2 * wt * (y * np.log(np.maximum(1, y) / mu) - (y + th) * np.log1p((y - mu) / (mu + th)))
 
     def aic_term(self, y, mu, wt) -> float:
+        # −2 Σ w log dnbinom(y; θ, μ), written without the cancellations of large θ:
+        # (y + θ) log(μ + θ) − θ log θ = y log(μ + θ) + θ log1p(μ/θ), and log Γ(θ) − log Γ(θ + y) =
+        # betaln(θ, y) − log Γ(y) (0 for y = 0), which scipy evaluates accurately for a large θ
         th = self.theta
-        const = self._cached(
-            "aic",
-            y,
-            wt,
-            lambda: special.gammaln(y + 1) - th * np.log(th) + special.gammaln(th) - special.gammaln(th + y),
-        )
-        term = (y + th) * np.log(mu + th) - y * np.log(mu) + const
+
+        def const():
+            pos = y > 0
+            lg = np.zeros_like(y, dtype=float)
+            lg[pos] = special.betaln(th, y[pos]) - special.gammaln(y[pos])
+            return special.gammaln(y + 1) + lg
+
+        term = y * np.log((mu + th) / mu) + th * np.log1p(mu / th) + self._cached("aic", y, wt, const)
         return float(2 * np.sum(term * wt))
 
 
@@ -460,6 +477,11 @@ FAMILIES = {
 }
 
 
+#: names of the negative binomial with θ estimated (lme4's ``glmer.nb``, glmmTMB's ``nbinom2``), which
+#: :func:`sparselmm.glmer` hands to :func:`sparselmm.glmer_nb`
+NEGATIVE_BINOMIAL_NAMES = ("negative_binomial", "negative.binomial", "negativebinomial", "nbinom2")
+
+
 def get_family(family, link: str | None = None) -> Family:
     """A :class:`Family` from an instance, a class or a name, as R's ``family`` argument.
 
@@ -487,8 +509,14 @@ def get_family(family, link: str | None = None) -> Family:
         key = family.lower().strip()
         if key in FAMILIES:
             return FAMILIES[key](link)
+        if key in NEGATIVE_BINOMIAL_NAMES:
+            raise ModelSpecError(
+                f"family={family!r} estimates the negative binomial θ: fit it with sparselmm.glmer_nb (or "
+                "sparselmm.glmer, which hands it over); for a known θ pass "
+                "family=sparselmm.glmm.NegativeBinomial(theta=...)."
+            )
     raise ModelSpecError(
-        f"Unknown family {family!r}; available families are ['binomial', 'poisson', 'Gamma', 'inverse.gaussian'] "
-        "(e.g. family='binomial', family=sparselmm.glmm.Gamma(link='log'), "
-        "sparselmm.glmm.NegativeBinomial(theta=2))."
+        f"Unknown family {family!r}; available families are ['binomial', 'poisson', 'Gamma', 'inverse.gaussian', "
+        "'negative_binomial'] (e.g. family='binomial', family=sparselmm.glmm.Gamma(link='log'), "
+        "sparselmm.glmm.NegativeBinomial(theta=2) for a known theta; 'negative_binomial' estimates it)."
     )

@@ -68,7 +68,14 @@ def fit_glmm(
     return _finish(result_class, obj, theta, beta, fval, info, theta0, calc_derivs, setup, seconds, data_name)
 
 
-def refit_glmm(result, y: np.ndarray, check_conv: bool = True, fresh: bool = True, calc_derivs: bool | None = None):
+def refit_glmm(
+    result,
+    y: np.ndarray,
+    check_conv: bool = True,
+    fresh: bool = True,
+    calc_derivs: bool | None = None,
+    family=None,
+):
     """The glmer fit ``result`` refitted to the response ``y`` (lme4's ``refit``).
 
     As lmer's refits (:func:`sparselmm.optimize.refit_theta`): from a warm start and from a fresh fit's start,
@@ -95,6 +102,9 @@ def refit_glmm(result, y: np.ndarray, check_conv: bool = True, fresh: bool = Tru
         zero bound, is checked from the fresh start too.
     calc_derivs : bool, optional
         Compute the Hessian for the SEs and the convergence checks (default: as the fit did).
+    family : Family, optional
+        Refit with this family instead of the fit's, on the same design (lme4's ``refit(setNBdisp(m, θ))``:
+        :mod:`sparselmm.glmm.negbin`'s refits at another negative binomial θ). Default: the fit's.
 
     Returns
     -------
@@ -117,16 +127,18 @@ def refit_glmm(result, y: np.ndarray, check_conv: bool = True, fresh: bool = Tru
         calc_derivs = result.optinfo.hessian is not None
     # glmer's BLAS policy (sparselmm.glmm.glmer): one thread unless the dense part of the factor is big
     with blas_threads(base.chol.q2 if base.schur else base.q):
-        return _refit(result, base, y, nAGQ, polish, check_conv, fresh, calc_derivs)
+        return _refit(result, base, y, nAGQ, polish, check_conv, fresh, calc_derivs, family)
 
 
-def _refit(result, base: PirlsModel, y, nAGQ: int, polish: bool, check_conv: bool, fresh: bool, calc_derivs: bool):
+def _refit(
+    result, base: PirlsModel, y, nAGQ: int, polish: bool, check_conv: bool, fresh: bool, calc_derivs: bool, family=None
+):
     t1 = time.perf_counter()
     runs = {}  # start -> (objective, theta, beta, criterion, info)
     failures = []
     with warnings.catch_warnings():  # the runs' own warnings: the checks at the chosen optimum warn once
         warnings.simplefilter("ignore")
-        obj = GlmmObjective(base.with_response(y), nAGQ)
+        obj = GlmmObjective(base.with_response(y, family), nAGQ)
         try:
             runs["warm"] = (obj, *_optimise_warm(obj, result.theta, nAGQ, polish))
         except SeparationError:
@@ -138,7 +150,7 @@ def _refit(result, base: PirlsModel, y, nAGQ: int, polish: bool, check_conv: boo
             # The criterion is even in a scalar θ_k, so its gradient vanishes as θ_k → 0 and the quasi-Newton
             # polish can stop there, next to an interior optimum (a cbpp replicate: θ = 2.9e-5, 2.7e-3 in
             # −2 log L above the optimum at θ = 0.052 that a fresh fit and lme4's refit reach)
-            obj = GlmmObjective(base.with_response(y), nAGQ)
+            obj = GlmmObjective(base.with_response(y, family), nAGQ)
             try:
                 runs["fresh"] = (obj, *_optimise(obj, base.design.theta0.copy(), nAGQ, polish))
             except SeparationError:

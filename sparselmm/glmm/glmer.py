@@ -59,7 +59,7 @@ from ..errors import ModelSpecError, SparseLMMError, check_arguments
 from ..formula import ParsedFormula, parse_formula
 from ..linalg.threads import blas_threads
 from ..refit import FitCall
-from .family import Family, get_family
+from .family import NEGATIVE_BINOMIAL_NAMES, Family, get_family
 from .fit import breakdown_error, fit_glmm
 from .glmm_design import GLMM_RESPONSE, build_glmm_design, glmm_response, response_label
 from .pirls import PirlsModel, PirlsNotConverged
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
     from .._typing import ColumnOrValues, FrameLike
 
-__all__ = ["glmer", "GLMM_RESPONSE"]
+__all__ = ["glmer", "fit_family", "GLMM_RESPONSE"]
 
 _MISSING_HINT = "use missing='drop' (R's na.omit, the default) or missing='raise' (na.fail)."
 _NO_REML = (
@@ -87,6 +87,9 @@ GLMER_HINTS = {
     "control": "glmer takes its settings directly: nAGQ=, calc_derivs= (glmerControl's calc.derivs), polish= "
     "and start=; the optimiser is not selectable.",
     "optimizer": "glmer's optimiser is not selectable; polish=False uses BOBYQA for the joint stage.",
+    "theta": "glmer takes no theta=: for a known negative binomial theta pass "
+    "family=sparselmm.glmm.NegativeBinomial(theta=2); family='negative_binomial' (sparselmm.glmer_nb) estimates "
+    "it (a starting value: sparselmm.glmer_nb(..., theta_start=2)).",
 }
 
 
@@ -118,8 +121,10 @@ def glmer(
         ``"binomial"`` (links logit, probit, cloglog, log), ``"poisson"`` (log, identity, sqrt),
         ``"Gamma"`` (inverse, log, identity) or ``"inverse.gaussian"`` (1/mu^2, inverse, identity, log);
         or an instance such as ``sparselmm.glmm.Binomial("probit")``, ``sparselmm.glmm.Gamma(link="log")``,
-        ``sparselmm.glmm.NegativeBinomial(theta=2)``. Gamma and inverse Gaussian fits estimate a
-        dispersion as lme4 does (``GlmerResult.sigma``); their response must be > 0.
+        ``sparselmm.glmm.NegativeBinomial(theta=2)`` (θ known). ``"negative_binomial"`` (or ``"nbinom2"``)
+        estimates the negative binomial θ: the fit is :func:`sparselmm.glmer_nb`'s (lme4's ``glmer.nb``).
+        Gamma and inverse Gaussian fits estimate a dispersion as lme4 does (``GlmerResult.sigma``); their
+        response must be > 0.
     nAGQ : int
         0: β inside PIRLS, θ optimised; 1: Laplace (θ and β jointly); > 1: adaptive Gauss–Hermite with
         that many nodes (one scalar random-effects term only).
@@ -144,8 +149,36 @@ def glmer(
     module docstring for the criterion (``deviance`` is ``−2 log L``, lme4's summary column).
     """
 
-    t0 = time.perf_counter()
+    if isinstance(family, str) and family.lower().strip() in NEGATIVE_BINOMIAL_NAMES:
+        from .negbin import glmer_nb  # θ estimated: glmer_nb's alternation of θ and glmer refits
+
+        kwargs = dict(nAGQ=nAGQ, weights=weights, offset=offset, link=link, missing=missing, calc_derivs=calc_derivs)
+        return glmer_nb(formula, data, start=start, data_name=data_name, polish=polish, **kwargs)
     fam: Family = get_family(family, link)
+    kwargs = dict(family=family, nAGQ=nAGQ, weights=weights, offset=offset, link=link, missing=missing)
+    kwargs.update(calc_derivs=calc_derivs, data_name=data_name, polish=polish)
+    result = fit_family(formula, data, fam, nAGQ, weights, offset, missing, calc_derivs, start, data_name, polish)
+    result.call = FitCall(glmer, formula, data, kwargs)
+    return result
+
+
+def fit_family(
+    formula: str,
+    data,
+    fam: Family,
+    nAGQ,
+    weights,
+    offset,
+    missing: str,
+    calc_derivs: bool,
+    start,
+    data_name,
+    polish: bool,
+    result_class: type = GlmerResult,
+) -> GlmerResult:
+    """:func:`glmer`'s fit for the family instance ``fam``, built by ``result_class`` (without ``call``:
+    the caller records its own, :func:`glmer`'s or :func:`sparselmm.glmer_nb`'s)."""
+    t0 = time.perf_counter()
     if not isinstance(nAGQ, (int, np.integer)) or isinstance(nAGQ, bool) or nAGQ < 0:
         raise ModelSpecError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}.")
     nAGQ = int(nAGQ)
@@ -181,13 +214,9 @@ def glmer(
     dense = model.chol.q2 if model.schur else model.q
     with blas_threads(dense):
         try:
-            result = fit_glmm(model, nAGQ, start, calc_derivs, polish, setup, data_name, GlmerResult)
+            return fit_glmm(model, nAGQ, start, calc_derivs, polish, setup, data_name, result_class)
         except PirlsNotConverged as err:
             better = breakdown_error(err, model)
             if better is None:
                 raise
             raise better from err
-        kwargs = dict(family=family, nAGQ=nAGQ, weights=weights, offset=offset, link=link, missing=missing)
-        kwargs.update(calc_derivs=calc_derivs, data_name=data_name, polish=polish)
-        result.call = FitCall(glmer, formula, data, kwargs)
-        return result

@@ -161,11 +161,15 @@ class PirlsModel:
         self.u = np.zeros(self.q)
         self.beta = None
 
-    def with_response(self, y: np.ndarray) -> PirlsModel:
+    def with_response(self, y: np.ndarray, family=None) -> PirlsModel:
         """The same model for another response (a refit, a bootstrap replicate): the pattern of ``ZᵀWZ``, the
         maps that fill it and the symbolic analysis are shared, the factor's numeric workspace, the warm starts
-        and the counters are its own; ``self`` is not touched."""
+        and the counters are its own; ``self`` is not touched. ``family``: another family for it (the
+        negative binomial at another θ, :mod:`sparselmm.glmm.negbin`); default this model's."""
         new = copy.copy(self)
+        if family is not None:
+            new.family = family
+            new.strict = bool(getattr(family, "has_scale", False))
         new.y = np.asarray(y, dtype=float)
         new.design = copy.copy(self.design)  # the design's response is the new one; X, Z, terms are shared
         new.design.y = new.y
