@@ -274,7 +274,7 @@ class GlmmSummary:
         method = "Laplace Approximation" if r.nAGQ == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {r.nAGQ}"
         out = [
             f"Generalized linear mixed model fit by maximum likelihood ({method}) ['glmerMod']",
-            f" Family: {r.family.name}  ( {r.family.link.name} )",
+            f" Family: {r.family.label}  ( {r.family.link.name} )",
             f"Formula: {r.formula}",
         ]
         if r.data_name:

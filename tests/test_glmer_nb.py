@@ -195,4 +195,6 @@ def test_known_theta_summary_label(nb_data):
         warnings.simplefilter("ignore")
         m = sparselmm.glmer("y ~ x + (1 | g)", nb_data, family=NegativeBinomial(2.0))
     assert m.family.label == "Negative Binomial(2)"
+    # lme4: summary(glmer(y ~ x + (1 | g), family = MASS::negative.binomial(2)))
+    assert "Family: Negative Binomial(2)  ( log )" in str(m.summary())
     assert not isinstance(m, GlmerNbResult)

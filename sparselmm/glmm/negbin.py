@@ -43,7 +43,6 @@ from scipy import optimize, special
 
 from ..errors import ConvergenceWarning, ModelSpecError, check_arguments
 from ..refit import FitCall
-from ..summary import GlmmSummary
 from .family import NegativeBinomial, Poisson
 from .fit import refit_glmm
 from .glmer import GLMER_HINTS, fit_family
@@ -79,17 +78,6 @@ GLMER_NB_HINTS = {
 }
 
 
-class GlmerNbSummary(GlmmSummary):
-    """lme4's summary of a ``glmer.nb`` fit: the family line reads ``Negative Binomial(θ̂)  ( log )``."""
-
-    def __str__(self) -> str:
-        fam = self.res.family
-        text = super().__str__()
-        return text.replace(f" Family: {fam.name}  (", f" Family: {fam.label}  (", 1)
-
-    __repr__ = __str__
-
-
 class GlmerNbResult(GlmerResult):
     """A negative binomial GLMM with θ estimated (:func:`glmer_nb`; lme4's ``glmer.nb`` fit).
 
@@ -113,9 +101,6 @@ class GlmerNbResult(GlmerResult):
         """β, the covariance parameters and the negative binomial θ (lme4's ``npar.merMod`` counts it)."""
         return super().n_params + 1
 
-    def summary(self) -> GlmerNbSummary:
-        """lme4's ``summary`` of the fit, the family printed as ``Negative Binomial(θ̂)``."""
-        return GlmerNbSummary(self)
 
 
 def theta_ml(y, mu, weights=None, limit: int = 10, eps: float = np.finfo(float).eps ** 0.25):
