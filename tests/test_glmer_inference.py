@@ -360,5 +360,7 @@ def test_against_lme4_references():
         import compare_glmer_inference
     finally:
         sys.path.pop(0)
-    # Wald, anova, drop1 and (cbpp_logit, sim_trials_cbind) the bootstrap's refits of lme4's own responses
-    assert compare_glmer_inference.main(["cbpp_logit", "cbpp_probit", "cbpp_nagq0", "sim_trials_cbind"]) == 0
+    # Wald, anova, drop1 and (cbpp_logit, sim_trials_cbind) the bootstrap's refits of lme4's own responses;
+    # cbpp_logit's PBmodcomp shortened: 20 draws of sparselmm's own run, 20 of pbkrtest's responses refitted
+    cases = ["cbpp_logit", "cbpp_probit", "cbpp_nagq0", "sim_trials_cbind"]
+    assert compare_glmer_inference.main(["--pb-nsim", "20", "--pb-responses", "20", *cases]) == 0

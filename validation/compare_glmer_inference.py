@@ -1,8 +1,10 @@
-"""Compare glmer's inference with lme4's: Wald and profile intervals, anova(g0, g1), drop1, the parametric bootstrap.
+"""Compare glmer's inference with lme4's: Wald and profile intervals, anova(g0, g1), drop1, the parametric bootstrap
+and pbkrtest's parametric-bootstrap LRT.
 
 Usage (repository root)::
 
-    python validation/compare_glmer_inference.py [--reference DIR] [--report FILE] [case ...]
+    python validation/compare_glmer_inference.py [--reference DIR] [--report FILE] [--pb-nsim N]
+        [--pb-responses K] [case ...]
 
 References are the JSON files ``validation/run_glmer_inference.R`` writes (committed in
 ``validation/reference_glmer_inference``) for the cases of ``validation/glmer_inference_cases.json``. lme4 fits
@@ -34,6 +36,24 @@ Sections, per case:
   ``boot_lme4_behind`` is counted as lme4 stopping early and its statistics are not compared); ``t0`` equal;
   the percentile intervals (``BootstrapResult.confint``, ``boot::boot.ci``'s ``norm.inter``) within
   ``boot_ci_in_sd`` bootstrap SDs of lme4's ``confint(bootMer(...), type = "perc")``.
+* ``pbmodcomp`` (cases with ``"pbmodcomp"``): pbkrtest's ``PBmodcomp(g, g0, nsim)`` against
+  ``bootstrap_lrt(g0, g, nsim_sparselmm, seed)``. The observed statistic within ``pb_tobs_rel`` relative (a
+  difference of two criteria, each within ~1e-8 of lme4's tight fits) and its χ² p-value as anova's. The
+  responses PBmodcomp refitted (the reference holds them, and both models' −2 log L refitted with the tight
+  control) are refitted by bootstrap_lrt's own replicator (``_LRTReplicator.statistic``), so this part is
+  deterministic: per response each model's criterion no higher than lme4's (``crit_above``), the statistic
+  within ``chisq_abs`` of lme4's where lme4's refits reached the same optima (``boot_lme4_behind``), and the
+  numbers pbkrtest's p-value counts (``#{LRT* > 0}``, ``#{LRT* > LRT}``) the same. The Monte-Carlo part
+  compares sparselmm's own seeded run (other random numbers) with the live PBmodcomp: the bootstrap p-value
+  and the mean and SD of the simulated statistics, each difference in units of its Monte-Carlo standard
+  error, within ``pb_mc_z``. With ``n₁`` and ``n₂`` independent draws the p-values differ by
+  ``SE = sqrt(p̄(1 − p̄)(1/n₁ + 1/n₂))`` (each is a proportion, SE ``sqrt(p(1 − p)/n)``; ``p̄`` their pooled
+  value, at least ``1/n₁``); the means by ``sqrt(s₁²/n₁ + s₂²/n₂)``; the SDs by ``sqrt(v₁ + v₂)`` with
+  ``vᵢ = (m₄ − s⁴)/(4 s² nᵢ)`` (the delta method, ``m₄`` the draws' fourth central moment). Four SEs: a
+  false alarm for one of these checks about once in 16,000 runs. pbkrtest 0.5.2's p-value is
+  ``(1 + #{LRT* > LRT})/(1 + #{LRT* > 0})``, sparselmm's ``(1 + #{LRT* ≥ LRT})/(1 + nsim)`` (see
+  :func:`sparselmm.inference.lrt.bootstrap_lrt`): for these fixed-effect tests every draw is positive, so they
+  estimate the same number; sparselmm's draws' p-value by pbkrtest's formula is reported beside it.
 
 Exit status 1 if any check fails or a reference is missing.
 """
@@ -56,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 import sparselmm  # noqa: E402
 from sparselmm.glmm.fit import refit_glmm  # noqa: E402
 from sparselmm.inference.bootstrap import BootstrapResult  # noqa: E402
+from sparselmm.inference.bootstrap_lrt import _LRTReplicator  # noqa: E402
 from sparselmm.inference.lrt import likelihood_ratio_table  # noqa: E402
 
 TOL = {
@@ -88,7 +109,15 @@ TOL = {
     "boot_stat_in_sd": 0.01,
     # percentile interval ends, in bootstrap SDs
     "boot_ci_in_sd": 0.01,
+    # PBmodcomp: the observed LRT statistic, relative
+    "pb_tobs_rel": 1e-6,
+    # PBmodcomp against sparselmm's own run: p-value, mean and SD of the draws, in Monte-Carlo SEs
+    "pb_mc_z": 4.0,
 }
+# a shorter pbmodcomp section (the tests): sparselmm's own run with this many draws instead of the case's
+# nsim_sparselmm, and only the first PB_RESPONSES of lme4's responses refitted (None: the case's, all)
+PB_NSIM: int | None = None
+PB_RESPONSES: int | None = None
 
 
 def load(case) -> pd.DataFrame:
@@ -381,6 +410,96 @@ def compare_boot(case, ref, g) -> Check:
     return c
 
 
+def _sd_se2(x: np.ndarray) -> float:
+    """The squared standard error of the SD of the draws ``x`` (delta method: ``(m₄ − s⁴) / (4 s² n)``)."""
+    s2 = float(np.var(x, ddof=1))
+    m4 = float(np.mean((x - x.mean()) ** 4))
+    return max(m4 - s2**2, 0.0) / (4 * s2 * x.size) if s2 > 0 else 0.0
+
+
+def _pbkrtest_p(draws: np.ndarray, tobs: float) -> tuple[float, int, int]:
+    """pbkrtest 0.5.2's p-value (``.finalizePB``) of ``draws``, with its counts ``#{LRT* > 0}``, ``#{LRT* > LRT}``."""
+    pos = draws[draws > 0]
+    n_extreme = int(np.sum(pos > tobs))
+    return (1 + n_extreme) / (1 + pos.size), pos.size, n_extreme
+
+
+def compare_pbmodcomp(case, ref, g, d) -> Check:
+    r = ref["pbmodcomp"]
+    spec = case["pbmodcomp"]
+    c = Check("pbmodcomp", f"{case['id']} (nsim={r['nsim']})")
+    c.r_seconds = float(r["seconds"])
+    g0 = fit(case, d, spec["small"])
+    t_start = time.perf_counter()
+    nsim_py = int(spec["nsim_sparselmm"]) if PB_NSIM is None else PB_NSIM
+    table = g0.bootstrap_lrt(g, nsim=nsim_py, seed=int(spec["seed"]), progress=False)
+    c.seconds = time.perf_counter() - t_start
+    test_r = r["test"]
+    tobs = float(r["tobs"])
+    c.record("LRT stat (rel)", abs(table.loc["LRT", "stat"] / tobs - 1), TOL["pb_tobs_rel"])
+    c.require(table.loc["LRT", "df"] == test_r["df"][0], f"df {table.loc['LRT', 'df']} vs {test_r['df'][0]}")
+    c.record("LRT p (rel)", _p_diff([table.loc["LRT", "p.value"]], [test_r["p.value"][0]]), TOL["p_rel"])
+    c.record("-2logL small - lme4", g0.deviance - float(r["minus2loglik_small"]), TOL["crit_above"])
+    # deterministic: PBmodcomp's responses refitted by bootstrap_lrt's replicator
+    rep = _LRTReplicator(g0, g)
+    k = len(r["responses"]) if PB_RESPONSES is None else PB_RESPONSES
+    responses = np.array([arr(row) for row in r["responses"][:k]])
+    dev_r = np.column_stack([arr(r["dev_small"]), arr(r["dev_large"])])
+    tight_extreme = int(np.sum((dev_r[:, 0] - dev_r[:, 1] > 0) & (dev_r[:, 0] - dev_r[:, 1] > tobs)))
+    c.require(int(r["tight_n_extreme"]) == tight_extreme, "PBmodcomp(ref = ...)'s count is not the reference's")
+    dev_r = dev_r[:k]
+    ours = np.full((len(responses), 3), np.nan)
+    failed = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, y in enumerate(responses):
+            try:
+                ours[i] = rep.statistic(y)
+            except Exception as err:  # recorded as bootstrap_lrt records a failed replicate
+                failed.append(f"{i}: {type(err).__name__}: {err}")
+    c.require(not failed, f"{len(failed)} refits failed: {failed[:2]}")
+    c.require(np.all(np.isfinite(dev_r)), f"{int(np.sum(~np.isfinite(dev_r)))} of lme4's refits failed")
+    dcrit = ours[:, 1:] - dev_r
+    behind = np.any(dcrit < -TOL["boot_lme4_behind"], axis=1)
+    c.record("refit crit - lme4 (max)", float(np.nanmax(dcrit)), TOL["crit_above"])
+    c.record("lme4 behind (count)", float(behind.sum()), None)
+    stat_r = dev_r[:, 0] - dev_r[:, 1]
+    c.record("LRT* - lme4 (same optima)", _max(np.where(behind, np.nan, ours[:, 0] - stat_r)), TOL["chisq_abs"])
+    _, npos_r, next_r = _pbkrtest_p(stat_r[~behind], tobs)
+    _, npos_py, next_py = _pbkrtest_p(ours[~behind, 0], tobs)
+    c.require(
+        (npos_py, next_py) == (npos_r, next_r),
+        f"#{{LRT* > 0}}, #{{LRT* > LRT}} {(npos_py, next_py)} vs lme4's {(npos_r, next_r)}",
+    )
+    # Monte-Carlo: sparselmm's own run against the live PBmodcomp
+    draws_py = np.array(table.attrs["draws"], dtype=float)
+    draws_py = draws_py[np.isfinite(draws_py)]
+    draws_r = arr(r["ref"])
+    draws_r = draws_r[np.isfinite(draws_r)]
+    n1, n2 = draws_r.size, draws_py.size
+    p_r, p_py = float(test_r["p.value"][1]), float(table.loc["PBtest", "p.value"])
+    pbar = max((p_r * n1 + p_py * n2) / (n1 + n2), 1.0 / n1)
+    se_p = np.sqrt(pbar * (1 - pbar) * (1 / n1 + 1 / n2))
+    c.record("PB p-value (MC SE)", abs(p_py - p_r) / se_p, TOL["pb_mc_z"])
+    se_mean = np.sqrt(np.var(draws_r, ddof=1) / n1 + np.var(draws_py, ddof=1) / n2)
+    c.record("mean LRT* (MC SE)", abs(draws_py.mean() - draws_r.mean()) / se_mean, TOL["pb_mc_z"])
+    se_sd = np.sqrt(_sd_se2(draws_r) + _sd_se2(draws_py))
+    c.record("SD LRT* (MC SE)", abs(np.std(draws_py, ddof=1) - np.std(draws_r, ddof=1)) / se_sd, TOL["pb_mc_z"])
+    c.record("PB p sparselmm", p_py, None)
+    c.record("PB p pbkrtest", p_r, None)
+    c.record("PB p sparselmm (pbkrtest's formula)", _pbkrtest_p(draws_py, tobs)[0], None)
+    c.notes.append(
+        f"mean/SD of LRT*: sparselmm {draws_py.mean():.3f}/{np.std(draws_py, ddof=1):.3f} ({n2} draws), "
+        f"pbkrtest {draws_r.mean():.3f}/{np.std(draws_r, ddof=1):.3f} ({n1} draws)"
+    )
+    if behind.any():
+        c.notes.append(
+            f"lme4's refit stopped above sparselmm's optimum on {int(behind.sum())} response(s), by up to "
+            f"{-np.nanmin(dcrit):.3g} in -2 log L"
+        )
+    return c
+
+
 def run_case(case, ref) -> list[Check]:
     d = load(case)
     t0 = time.perf_counter()
@@ -391,6 +510,13 @@ def run_case(case, ref) -> list[Check]:
     checks = [fit_check, compare_wald(case, ref, g), compare_anova(case, ref, g, d), compare_drop1(case, ref, g)]
     if case.get("boot") and "boot" in ref:
         checks.append(compare_boot(case, ref, g))
+    if case.get("pbmodcomp"):
+        if "pbmodcomp" in ref:
+            checks.append(compare_pbmodcomp(case, ref, g, d))
+        else:
+            missing = Check("pbmodcomp", case["id"])
+            missing.failures.append("the reference has no PBmodcomp section")
+            checks.append(missing)
     if case.get("profile"):
         if "profile" in ref:
             checks.append(compare_profile(case, ref, g, d))
@@ -405,8 +531,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reference", default=str(ROOT / "validation" / "reference_glmer_inference"))
     ap.add_argument("--report", default=None)
+    ap.add_argument("--pb-nsim", type=int, default=None, help="draws of sparselmm's own bootstrap LRT run")
+    ap.add_argument("--pb-responses", type=int, default=None, help="lme4's PBmodcomp responses refitted")
     ap.add_argument("cases", nargs="*")
     a = ap.parse_args(argv)
+    global PB_NSIM, PB_RESPONSES
+    PB_NSIM, PB_RESPONSES = a.pb_nsim, a.pb_responses
     cases = json.loads((ROOT / "validation" / "glmer_inference_cases.json").read_text())
     if a.cases:
         unknown = set(a.cases) - {c["id"] for c in cases}
@@ -447,7 +577,8 @@ def report(checks: list[Check], versions, n_cases: int) -> str:
         f"{s} {sum(not c.failures for c in cs)}/{len(cs)}" for s, cs in by_section.items() if s not in ("error",)
     )
     lines = [
-        "# glmer inference against lme4 (Wald and profile intervals, anova, drop1, parametric bootstrap)",
+        "# glmer inference against lme4 (Wald and profile intervals, anova, drop1, parametric bootstrap, "
+        "pbkrtest's PBmodcomp)",
         "",
         f"sparselmm {sparselmm.__version__} vs lme4 {lme4} ({r}), every lme4 fit with "
         "`glmerControl(tolPwrss = 1e-12)`: "

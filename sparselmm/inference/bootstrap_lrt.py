@@ -1,12 +1,22 @@
-"""Parametric-bootstrap likelihood-ratio test of two nested lmer fits (pbkrtest's ``PBmodcomp``).
+"""Parametric-bootstrap likelihood-ratio test of two nested lmer or glmer fits (pbkrtest's ``PBmodcomp``).
 
-``bootstrap_lrt`` simulates the LRT's reference distribution from the null model, both models refitted by
-ML to each response by the bootstrap's warm-started quasi-Newton (:class:`_MLRefitter`), the replicates
-spread over workers as the bootstrap's are (:mod:`sparselmm.inference.replicates`).
+``bootstrap_lrt`` simulates the LRT's reference distribution from the null model and refits both models to
+each response, the replicates spread over workers as the bootstrap's are
+(:mod:`sparselmm.inference.replicates`, which also draws the responses: :class:`Simulator` for an lmer fit,
+:class:`GlmmSimulator` for a glmer fit — binomial counts with the fit's trials). The refits are the
+bootstrap's:
+
+* lmer (:class:`_MLRefitter`): by ML, warm-started quasi-Newton on the exact gradient (BOBYQA where there
+  is none or it fails);
+* glmer (:class:`_GlmmRefitter`): glmer's one refit path, :func:`sparselmm.glmm.fit.refit_glmm` with
+  ``fresh=False`` — from the model's own estimates (lme4's ``refit``, which pbkrtest calls), and also from a
+  fresh fit's start where the warm run fails or ends within ``10 × SINGULAR_TOL`` of a zero bound, keeping
+  the lower optimum (as each replicate of ``GlmerResult.bootstrap``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -16,8 +26,8 @@ from scipy.stats import chi2
 from ..errors import ModelSpecError
 from ..linalg.threads import blas_threads
 from ..optimize import optimize_theta
-from .comparison import check_nested, check_same_rows, named_models
-from .replicates import Simulator, check_nsim, n_workers, root_seed, run_replicates
+from .comparison import as_ml, check_nested, check_same_rows, is_glmm, named_models
+from .replicates import check_nsim, n_workers, root_seed, run_replicates, simulator
 
 __all__ = ["bootstrap_lrt"]
 
@@ -66,29 +76,63 @@ class _MLRefitter:
         _, f, _ = optimize_theta(devfun, self.theta, self.lower, self.fit.optinfo.optimizer, None, False)
         return float(f)
 
+    def threads(self):
+        """The BLAS threads of this model's refits (lmer's policy: by the size of the dense factor)."""
+        from .. import criterion
+
+        return blas_threads(criterion.dense_size(self.fit.deviance_function))
+
+
+class _GlmmRefitter:
+    """Refits one glmer model to new responses: :func:`~sparselmm.glmm.fit.refit_glmm` as the bootstrap's
+    replicates (warm start from the model's estimates; also the fresh start where the warm run fails or ends
+    next to a zero bound; the lower optimum), without derivatives. Each refit copies the fit's PIRLS model, so
+    the fit is never touched and a clone needs nothing of its own."""
+
+    def __init__(self, fit):
+        self.fit = fit
+
+    def deviance(self, y: np.ndarray) -> float:
+        """−2 log L (the criterion glmer minimises) of the model refitted to ``y``."""
+        from ..glmm.fit import refit_glmm
+
+        return float(refit_glmm(self.fit, y, check_conv=False, fresh=False, calc_derivs=False).deviance)
+
+    def threads(self):
+        """No limit here: :func:`~sparselmm.glmm.fit.refit_glmm` applies glmer's own BLAS policy."""
+        return contextlib.nullcontext()
+
+
+def _refitter(fit):
+    """The refitter of ``fit``'s kind: :class:`_GlmmRefitter` for a glmer fit, :class:`_MLRefitter` otherwise."""
+    return _GlmmRefitter(fit) if is_glmm(fit) else _MLRefitter(fit)
+
 
 class _LRTReplicator:
     """One worker's share of a parametric-bootstrap LRT: draw from the null fit, refit both models."""
 
     def __init__(self, small, large):
         self.small, self.large = small, large
-        self.sim = Simulator(small, use_u=False)
-        self.refit_small, self.refit_large = _MLRefitter(small), _MLRefitter(large)
+        self.sim = simulator(small, use_u=False)
+        self.refit_small, self.refit_large = _refitter(small), _refitter(large)
+
+    def statistic(self, y: np.ndarray) -> tuple[float, float, float]:
+        """``(LRT*, deviance_small, deviance_large)`` of both models refitted to the response ``y``, with
+        ``LRT* = max(0, deviance_small − deviance_large)`` (the validation refits lme4's responses with it)."""
+        dev_small, dev_large = self.refit_small.deviance(y), self.refit_large.deviance(y)
+        return max(0.0, dev_small - dev_large), dev_small, dev_large
 
     def one(self, index, seed):
         try:
             y = self.sim.draw(np.random.default_rng(seed))
-            stat = max(0.0, self.refit_small.deviance(y) - self.refit_large.deviance(y))
-            return index, np.array([stat]), None, 0, True, False
+            return index, np.array([self.statistic(y)[0]]), None, 0, True, False
         except Exception as err:  # a failed replicate is recorded, the run goes on
             return index, None, f"{type(err).__name__}: {err}", 0, False, False
 
     def many(self, tasks):
-        from .. import criterion
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with blas_threads(criterion.dense_size(self.large.deviance_function)):
+            with self.refit_large.threads():
                 return [self.one(i, s) for i, s in tasks]
 
     def clone(self):
@@ -100,17 +144,24 @@ def bootstrap_lrt(
 ):
     """Parametric-bootstrap likelihood-ratio test of ``small`` against ``large`` (pbkrtest's ``PBmodcomp``).
 
-    Responses are simulated from ``small`` refitted by ML (the null model); both models are refitted by ML
-    to each (warm-started from their ML estimates, as the bootstrap does) and the statistic
-    ``2 (logLik_large − logLik_small)`` recomputed. The p-value is ``(1 + #{LRT* ≥ LRT}) / (1 + nsim)``, as
-    pbkrtest computes it; the χ² test of :func:`likelihood_ratio_table` is given beside it. The two models may
-    come in either order (pbkrtest's ``PBmodcomp(large, small)`` too): the one with fewer parameters is the
-    null model.
+    Responses are simulated from ``small`` (the null model; an REML lmer fit is first refitted by ML); both
+    models are refitted to each (warm-started from their own estimates, as the bootstrap does: lmer's by ML,
+    glmer's by glmer's refit, see the module docstring) and the statistic ``2 (logLik_large − logLik_small)``
+    recomputed. A glmer fit's responses are drawn from its family with the drawn random effects (binomial
+    with the fit's trials, so a ``cbind`` response's successes out of its totals).
+
+    The p-value is ``(1 + #{LRT* ≥ LRT}) / (1 + m)`` over the ``m`` replicates that did not fail. pbkrtest
+    0.5.2's ``PBmodcomp`` counts differently: ``(1 + #{LRT* > LRT}) / (1 + #{LRT* > 0})``, leaving out the
+    draws whose statistic is not positive — the same in practice for a fixed effect, larger for a variance
+    component on its boundary, where about half the draws are 0 (``attrs["draws"]`` gives either). The χ²
+    test of :func:`likelihood_ratio_table` is given beside it. The two models may come in either order
+    (pbkrtest's ``PBmodcomp(large, small)`` too): the one with fewer parameters is the null model.
 
     Parameters
     ----------
-    small, large : LmerResult
-        The null model and a model it is nested in, fitted to the same rows (in either order).
+    small, large : LmerResult or GlmerResult
+        The null model and a model it is nested in, fitted to the same rows (in either order): two lmer fits,
+        or two glmer fits of the same family and link.
     nsim : int
         Number of simulated responses.
     seed : int or numpy.random.SeedSequence, optional
@@ -135,8 +186,9 @@ def bootstrap_lrt(
     sparselmm.DataError
         The models were fitted to different rows.
     sparselmm.ModelSpecError
-        The models are not nested (with ``check_nested_models``), a bad ``nsim``, ``seed``, ``n_jobs`` or
-        ``progress``, or every replicate failed.
+        Not two lmer fits or two glmer fits of one family and link, models not nested (with
+        ``check_nested_models``), a bad ``nsim``, ``seed``, ``n_jobs`` or ``progress``, or every replicate
+        failed.
 
     Examples
     --------
@@ -156,7 +208,7 @@ def bootstrap_lrt(
     workers = n_workers(n_jobs)
     models, names = named_models([small, large], ["small", "large"])
     check_same_rows(models, names)
-    small, large = small.refit_ml(), large.refit_ml()
+    small, large = as_ml(small), as_ml(large)
     if small.n_params > large.n_params:  # pbkrtest's PBmodcomp(large, small) order: accept it, as anova does
         small, large = large, small
     if check_nested_models:
