@@ -90,7 +90,8 @@ def validate(session: nox.Session) -> None:
     # (R script that refits live, comparison script, report): lme4's lmer; lmerTest's Satterthwaite and
     # pbkrtest's Kenward-Roger (issue #10); intervals, LRT tables, bootstrap and profiles (issue #11); lme4's
     # glmer, default and tight-PIRLS refits (issue #14); emmeans; glmer's Wald intervals, anova, drop1 and
-    # bootstrap (issue #20); the negative binomial glmer_nb against lme4's glmer.nb and glmmTMB's nbinom2 (issue #21)
+    # bootstrap (issue #20); covariance structures diag()/cs() against glmmTMB (issue #21); the negative binomial
+    # glmer_nb against lme4's glmer.nb and glmmTMB's nbinom2 (issue #21)
     suites = [
         ("run_lme4.R", "compare.py", "REPORT.md"),
         ("run_lmertest.R", "compare_inference.py", "REPORT_INFERENCE.md"),
@@ -98,6 +99,7 @@ def validate(session: nox.Session) -> None:
         ("run_glmer.R", "compare_glmm.py", "REPORT_GLMM.md"),
         ("run_emmeans.R", "compare_emmeans.py", "REPORT_EMMEANS.md"),
         ("run_glmer_inference.R", "compare_glmer_inference.py", "REPORT_GLMER_INFERENCE.md"),
+        ("run_glmmtmb_covstruct.R", "compare_covstruct.py", "REPORT_COVSTRUCT.md"),
         ("run_glmer_nb.R", "compare_glmer_nb.py", "REPORT_GLMER_NB.md"),
     ]
     for r_script, compare, report in suites:

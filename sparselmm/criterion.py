@@ -341,8 +341,9 @@ class FactorCriterion(_PiecesCriterion):
 
 def evaluator_kind(devfun) -> str | None:
     """``"dense"``, ``"factor"`` or None: which evaluator :func:`evaluator` builds (see DENSE_MAX_Q); None
-    also for an approximate criterion (the matrix-free one), whose refits use its own values."""
-    if not devfun.exact:
+    also for an approximate criterion (the matrix-free one), whose refits use its own values, and for a model
+    with a covariance structure (``diag``, ``cs``), whose refits use the deviance function."""
+    if not devfun.exact or devfun.design.structured:  # its index maps put θ straight into Λ
         return None
     q = devfun.design.q
     if q <= DENSE_MAX_Q:

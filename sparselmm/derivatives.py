@@ -43,6 +43,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
+from .covstruct import refuse_structured
 from .errors import ModelSpecError
 from .linalg.c_inverse import (
     DenseOmega,
@@ -91,6 +92,9 @@ class DevianceDerivatives:
     def __init__(self, devfun, theta, sigma: float | None = None):
         if not devfun.exact:
             devfun.needs_exact("Satterthwaite's and Kenward–Roger's df (the criterion's exact derivatives)")
+        refuse_structured(
+            devfun.design, "Satterthwaite's and Kenward–Roger's df", "or use ddf='lme4' (t tests without df)"
+        )
         self.devfun = devfun
         self.design = devfun.design
         self.cross = devfun.cross

@@ -2,7 +2,12 @@
 
 Layout follows lme4 (reformulas ``mkReTrms``): random terms are sorted by decreasing number of levels;
 each term owns ``m × k`` consecutive columns of ``Z`` (level-major, ``k`` coefficients per level);
-``θ`` holds, term by term, the lower triangle of that term's ``k × k`` factor, column by column.
+``θ`` holds, term by term, the lower triangle of that term's ``k × k`` factor, column by column — or, for a
+term with a covariance structure (``diag(x | g)``, ``cs(x | g)``; :mod:`sparselmm.covstruct`), the structure's
+own parameters, which its ``structure`` maps to the factor. The engines see only the factors; the entries
+of all factors' lower triangles, term by term, are the "λ" vector (equal to θ when every term is
+unstructured), in which the deviance's exact gradient is computed before :meth:`Design.chain_gradient`
+takes it to θ.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
+from .covstruct import CovStructure, make_structure
 from .data import CleanData, clean_data
 from .errors import DataError, FormulaError, ModelSpecError, caller_stacklevel
 from .formula import ParsedFormula, RandomTerm
@@ -49,6 +55,7 @@ class ReTerm:
     lhs_spec: object  # formulaic ModelSpec for re-building z on new data (None for array-built terms)
     offset: int = 0  # first column of Z
     theta_offset: int = 0  # first element of theta
+    lambda_offset: int = 0  # first element of the factors' entries (the λ vector; = theta_offset when unstructured)
     Zt_block: sp.csc_matrix | None = None  # (k·m) × n rows of Zt given directly (several nonzeros per row)
 
     @property
@@ -69,15 +76,37 @@ class ReTerm:
         return self.k * self.n_levels
 
     @cached_property
+    def structure(self) -> CovStructure:
+        """The covariance structure (:mod:`sparselmm.covstruct`), from the term's ``structure`` name."""
+        return make_structure(getattr(self.term, "structure", "us"), self.k, str(self.term))
+
+    @cached_property
+    def unstructured(self) -> bool:
+        """θ's slice is the lower triangle of the factor itself (``us``, or a one-coefficient ``diag``)."""
+        return self.structure.is_unstructured
+
+    @cached_property
     def n_theta(self) -> int:
+        return self.structure.n_params
+
+    @cached_property
+    def n_lambda(self) -> int:
+        """Entries of the factor's lower triangle (``k(k+1)/2``)."""
         return self.k * (self.k + 1) // 2
 
     def tril_indices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column of each θ element in the term's k × k factor (lower triangle, by column)."""
+        """Row and column of each entry of the term's k × k factor's lower triangle, column by column (the
+        θ elements themselves for an unstructured term)."""
         return _tril_by_column(self.k)
+
+    def params(self, theta: np.ndarray) -> np.ndarray:
+        """The term's slice of the full ``theta``."""
+        return theta[self.theta_offset : self.theta_offset + self.n_theta]
 
     def factor(self, theta: np.ndarray) -> np.ndarray:
         """The k × k lower-triangular relative covariance factor ``T`` for the full ``theta``."""
+        if not self.unstructured:
+            return self.structure.factor(self.params(theta))
         T = np.zeros((self.k, self.k))
         r, c = self.tril_indices()
         T[r, c] = theta[self.theta_offset : self.theta_offset + self.n_theta]
@@ -100,16 +129,40 @@ class Design:
     offset: np.ndarray | None
     data: CleanData
     lower: np.ndarray = field(init=False)
+    upper: np.ndarray = field(init=False)
     theta0: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        lower, start = [], []
+        lower, upper, start = [], [], []
         for t in self.terms:
-            r, c = t.tril_indices()
-            lower.extend(np.where(r == c, 0.0, -np.inf))
-            start.extend((r == c).astype(float))
-        self.lower = np.array(lower)
-        self.theta0 = np.array(start)
+            lower.extend(t.structure.lower)
+            upper.extend(t.structure.upper)
+            start.extend(t.structure.start)
+        self.lower = np.array(lower, dtype=float)
+        self.upper = np.array(upper, dtype=float)
+        self.theta0 = np.array(start, dtype=float)
+
+    @property
+    def structured(self) -> bool:
+        """Some term has a covariance structure other than the unstructured one (θ ≠ the factors' entries)."""
+        return not all(t.unstructured for t in self.terms)
+
+    def structured_terms(self) -> list[ReTerm]:
+        """The terms whose θ is a structure's parameters (``diag`` with k > 1, ``cs``)."""
+        return [t for t in self.terms if not t.unstructured]
+
+    def chain_gradient(self, theta: np.ndarray, grad_lambda: np.ndarray) -> np.ndarray:
+        """``∂f/∂θ`` from ``∂f/∂λ`` (the gradient in the entries of every factor's lower triangle, term by
+        term) by the chain rule through each structure's Jacobian; unchanged when no term is structured."""
+        grad_lambda = np.asarray(grad_lambda, dtype=float)
+        if not self.structured:
+            return grad_lambda
+        out = np.empty(self.n_theta)
+        for t in self.terms:
+            g = grad_lambda[t.lambda_offset : t.lambda_offset + t.n_lambda]
+            sl = slice(t.theta_offset, t.theta_offset + t.n_theta)
+            out[sl] = g if t.unstructured else t.structure.jacobian(t.params(theta)).T @ g
+        return out
 
     @property
     def n(self) -> int:
@@ -131,6 +184,9 @@ class Design:
         """lme4's names of θ, e.g. ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
         names = []
         for t in self.terms:
+            if not t.unstructured:
+                names.extend(t.structure.param_names(t.group_name, t.cnms))
+                continue
             r, c = t.tril_indices()
             for i, j in zip(r, c):
                 a, b = r_name(t.cnms[i]), r_name(t.cnms[j])
@@ -393,11 +449,12 @@ def place_terms(terms: list[ReTerm]) -> list[ReTerm]:
     nl = np.array([t.n_levels for t in terms])
     if np.any(np.diff(nl) > 0):
         terms = [terms[i] for i in np.argsort(nl, kind="stable")[::-1]]
-    col = th = 0
+    col = th = lam = 0
     for t in terms:
-        t.offset, t.theta_offset = col, th
+        t.offset, t.theta_offset, t.lambda_offset = col, th, lam
         col += t.q
         th += t.n_theta
+        lam += t.n_lambda
     return terms
 
 

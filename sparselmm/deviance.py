@@ -312,7 +312,9 @@ class ProfiledDeviance:
           ``Ξ = C⁻¹ΛᵀZᵀWX = L⁻ᵀR_ZX``;
         * ``∂r²/∂θ_k = −aᵀD_k a`` with ``a = ZᵀV⁻¹(y − Xβ̂) = ZᵀW(y − Xβ̂) − GΛu`` (envelope theorem);
 
-        and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). The same formulas,
+        and the deviance adds ``ν/r² · ∂r²`` with ``ν = n`` (ML) or ``n − p`` (REML). All of this is in the
+        entries of the terms' factors; a term with a covariance structure (``diag``, ``cs``) gets its
+        parameters' gradient by the chain rule (:meth:`sparselmm.design.Design.chain_gradient`). The same formulas,
         with dense algebra, are :meth:`sparselmm.derivatives.DevianceDerivatives.profiled_gradient`. Where
         the factor's traces overwrite it (``gradient_consumes_factor``: the scalar Schur factor's ``potri``),
         the current state is dropped: call :meth:`solve` before using the factor again.
@@ -358,11 +360,12 @@ class ProfiledDeviance:
                     "grp,gcp->rc", PsiM[seg].reshape(t.n_levels, t.k, -1), LPsi[seg].reshape(t.n_levels, t.k, -1)
                 )
             for j, (r, c) in enumerate(zip(*t.tril_indices())):
-                k = t.theta_offset + j
+                k = t.lambda_offset + j
                 grad[k] -= 2.0 * nu * Ka[r, c] / state.pwrss
                 if reml_part:
                     grad[k] -= 2.0 * KP[r, c]
-        return grad
+        # so far in the entries of the factors (λ); a structured term's θ by the chain rule through its map
+        return self.design.chain_gradient(state.theta, grad)
 
     def _Lambda_times_cols(self, factors: list[np.ndarray], V: np.ndarray) -> np.ndarray:
         """``Λ V`` for a dense V with q rows (:meth:`Lambdat_times` with the transposed factors)."""

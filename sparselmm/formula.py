@@ -27,10 +27,14 @@ class RandomTerm:
         The model formula (right-hand side only) of the varying coefficients, e.g. ``"1 + Days"``.
     factors : tuple of str
         Column names whose interaction is the grouping factor (one name for a plain factor).
+    structure : str
+        The covariance structure (:mod:`sparselmm.covstruct`): ``"us"`` (unstructured, the default and
+        lme4's), ``"diag"`` or ``"cs"``, written as glmmTMB writes them, ``diag(x | g)``.
     """
 
     lhs: str
     factors: tuple[str, ...]
+    structure: str = "us"
 
     @property
     def group_name(self) -> str:
@@ -38,6 +42,8 @@ class RandomTerm:
         return ":".join(self.factors)
 
     def __str__(self) -> str:
+        if self.structure != "us":
+            return f"{self.structure}({self.lhs} | {self.group_name})"
         return f"({self.lhs} | {self.group_name})"
 
 
@@ -250,7 +256,7 @@ def split_lhs_terms(lhs: str) -> tuple[bool, list[str]]:
     return has_intercept, terms
 
 
-def _parse_random_term(inner: str, text: str) -> list[RandomTerm]:
+def _parse_random_term(inner: str, text: str, structure: str = "us") -> list[RandomTerm]:
     bar = _find_top_level_bar(inner)
     assert bar is not None
     pos, width = bar
@@ -264,13 +270,59 @@ def _parse_random_term(inner: str, text: str) -> list[RandomTerm]:
         raise FormulaError(f"Random-effects term ({text}) has more than one bar.")
     groupings = _expand_grouping(group, f"({text})")
     if width == 1:
-        return [RandomTerm(lhs, g) for g in groupings]
+        return [RandomTerm(lhs, g, structure) for g in groupings]
+    if structure != "us":
+        raise FormulaError(
+            f"'||' inside {structure}({text}): write {structure}({lhs} | {group}) "
+            "(diag() already makes the effects independent)."
+        )
     has_intercept, terms = split_lhs_terms(lhs)
     lhs_pieces = (["1"] if has_intercept else []) + [f"0 + {t}" for t in terms]
     out = [RandomTerm(piece, g) for piece in lhs_pieces for g in groupings]
     if not out:
         raise FormulaError(f"Random-effects term ({text}) has no terms on the left of '||'.")
     return out
+
+
+_CALL = re.compile(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\(")
+_STRUCTURE_NAMES = ("us", "diag", "cs")
+# glmmTMB's other structures: named in the error so that a user of them learns they are not here yet
+_GLMMTMB_ONLY = ("ar1", "toep", "ou", "exp", "gau", "mat", "rr", "homdiag", "homcs", "hetar1", "propto")
+
+
+def structured_term(piece: str) -> tuple[str, str] | None:
+    """``(name, inner)`` when ``piece`` is one call ``name(...)`` whose argument holds a top-level bar
+    (a covariance-structure term such as ``diag(x | g)``), or a call of ``us``/``diag``/``cs`` at all;
+    otherwise None."""
+    m = _CALL.match(piece)
+    if m is None or not _is_wrapped(piece[m.end() - 1 :]):
+        return None
+    inner = piece[m.end() : -1].strip()
+    while _is_wrapped(inner):
+        inner = inner[1:-1].strip()
+    if _find_top_level_bar(inner) is None and m.group(1) not in _STRUCTURE_NAMES:
+        return None
+    return m.group(1), inner
+
+
+def _structured_terms(name: str, inner: str, piece: str, text: str) -> list[RandomTerm]:
+    """The random terms of a covariance-structure term ``name(inner)`` (``piece``) of formula ``text``."""
+    from .covstruct import STRUCTURES
+
+    at = text.index(piece) if piece in text else 0
+    if name not in STRUCTURES:
+        extra = " (a glmmTMB structure not available here yet)" if name in _GLMMTMB_ONLY else ""
+        raise _point_at(
+            text,
+            at,
+            f"Unknown covariance structure {name!r}{extra} in {piece}: use one of {STRUCTURES}, "
+            "e.g. diag(1 + x | g), or a plain term (1 + x | g).",
+        )
+    if _find_top_level_bar(inner) is None:
+        raise _point_at(
+            text, at, f"{name}() must wrap a random-effects term with a bar, e.g. {name}(1 + x | g), not {piece}."
+        )
+    return _parse_random_term(inner, f"{name}({inner})", name)
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -319,6 +371,10 @@ def parse_formula(formula: str) -> ParsedFormula:
             if sign == "-":
                 raise FormulaError(f"A random-effects term cannot be subtracted: '- {piece}' in {text!r}.")
             random.extend(_parse_random_term(piece[1:-1].strip(), piece[1:-1].strip()))
+        elif (call := structured_term(piece)) is not None:
+            if sign == "-":
+                raise FormulaError(f"A random-effects term cannot be subtracted: '- {piece}' in {text!r}.")
+            random.extend(_structured_terms(*call, piece, text))
         elif "|" in piece:
             raise _point_at(
                 text,
@@ -398,6 +454,7 @@ def update_formula(old: str, new: str) -> str:
             intercept = (piece == "1") != (sign == "-")
             continue
         is_random = _is_wrapped(piece) and _find_top_level_bar(piece[1:-1]) is not None
+        is_random = is_random or structured_term(piece) is not None
         bucket = random if is_random else fixed
         items = [piece] if is_random else _fixed_terms(piece)
         for item in items:

@@ -99,10 +99,19 @@ class OptInfo:
     details: dict = field(default_factory=dict)
 
 
-def is_singular(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
-    """lme4's ``isSingular``: a θ element with lower bound 0 (a diagonal of Λ) below ``tol``."""
+def is_singular(
+    theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL, upper: np.ndarray | None = None
+) -> bool:
+    """lme4's ``isSingular``: a θ element with lower bound 0 (a diagonal of Λ, an SD) below ``tol``; with
+    ``upper``, also a covariance structure's parameter within ``tol`` of another finite bound (a ``cs``
+    correlation at 1 or at −1/(k−1), where its correlation matrix is singular)."""
     on_diag = lower == 0
-    return bool(np.any(theta[on_diag] < tol))
+    if np.any(theta[on_diag] < tol):
+        return True
+    if upper is None:
+        return False
+    other = np.isfinite(lower) & ~on_diag
+    return bool(np.any(theta[other] < lower[other] + tol) or np.any(theta > upper - tol))
 
 
 NLOPT_STATUS = {1: "success", 2: "stopval reached", 3: "ftol reached", 4: "xtol reached", 5: "maxeval reached"}
@@ -171,12 +180,14 @@ def _run(
     ctrl: dict,
     fun_grad: Callable | None = None,
     blas: Callable | None = None,
+    upper: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, bool, str]:
     if method in ("bobyqa", "nelder_mead"):
         return nlopt_minimize(
             fun,
             x0,
             lower,
+            upper,
             method=method,
             step=ctrl.get("initial_step"),
             xtol_abs=ctrl.get("xtol_abs", 1e-8),
@@ -187,7 +198,8 @@ def _run(
     if method == "lbfgsb":
         from scipy.optimize import minimize
 
-        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+        up = np.full(len(lower), np.inf) if upper is None else upper
+        bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None) for lo, hi in zip(lower, up)]
         options = {"maxfun": int(ctrl.get("maxeval", 100_000))}
         # scipy's L-BFGS-B calls LAPACK on its tiny (10 × 10) matrices between evaluations; a threaded
         # OpenBLAS woken there spins: 1.4 ms per iteration on the 60 × 40 maximal fit with another process
@@ -207,7 +219,7 @@ def _run(
             return val, grad / scale
 
         options.update(ftol=ctrl.get("ftol_rel", LBFGSB_FTOL), gtol=ctrl.get("gtol", LBFGSB_GTOL))
-        bounds = [(lo * scale if lo is not None else None, None) for lo, _ in bounds]
+        bounds = [(lo * scale if lo is not None else None, hi * scale if hi is not None else None) for lo, hi in bounds]
         with ctx:
             res = minimize(scaled, x0 * scale, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         return res.x / scale, float(res.fun), bool(res.success), f"L-BFGS-B: {res.message}"
@@ -338,8 +350,12 @@ def optimize_theta(
     check_conv: bool = True,
     restart_edge: bool = True,
     progress=None,
+    upper: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, OptInfo]:
-    """Minimise ``devfun`` over θ ≥ ``lower`` and run lme4-style convergence checks.
+    """Minimise ``devfun`` over ``lower`` ≤ θ ≤ ``upper`` and run lme4-style convergence checks.
+
+    ``upper`` (default: ``devfun.design.upper`` where the deviance function has a design with θ's size, else
+    none) bounds the parameters of covariance structures (a ``cs`` correlation ≤ 1).
 
     ``optimizer="auto"`` uses L-BFGS-B with the analytic gradient when ``devfun`` offers one
     (``devfun.has_gradient`` and ``devfun.value_and_gradient``), BOBYQA otherwise. Returns the optimum θ,
@@ -355,6 +371,11 @@ def optimize_theta(
         optimizer = "lbfgsb" if analytic is not None else "bobyqa"
     ctrl = dict(control or {})
     n_calls = 0
+    lower = np.asarray(lower, dtype=float)
+    if upper is None:
+        upper = getattr(getattr(devfun, "design", None), "upper", None)
+    upper = np.full(lower.shape, np.inf) if upper is None or np.shape(upper) != lower.shape else np.asarray(upper)
+    bounded = bool(np.any(np.isfinite(upper)))
 
     best: list = [np.inf, None]  # lowest deviance seen and its θ
 
@@ -394,7 +415,7 @@ def optimize_theta(
     blas = getattr(devfun, "optimizer_blas_limit", None)
 
     def run(start):
-        x, fx, ok, message = _run(counted, start, lower, optimizer, ctrl, fun_grad, blas=blas)
+        x, fx, ok, message = _run(counted, start, lower, optimizer, ctrl, fun_grad, blas=blas, upper=upper)
         if x is None or best[0] < fx:  # never return a point worse than one already evaluated
             x, fx = best[1].copy(), best[0]
         return x, fx, ok, message
@@ -404,12 +425,12 @@ def optimize_theta(
         what = "deviance + gradient" if fun_grad is not None else "deviance"
         progress.phase(f"optimising {np.asarray(theta0).size} parameter(s) with {optimizer} ({what} per evaluation)")
     x, fx, ok, message = run(np.asarray(theta0, float))
-    if np.any(x < lower):  # only a scipy method can step outside; NLopt keeps to the bounds
-        x = np.maximum(x, lower)
+    if np.any(x < lower) or np.any(x > upper):  # only a scipy method can step outside; NLopt keeps to the bounds
+        x = np.minimum(np.maximum(x, lower), upper)
         fx = counted(x)
     if not ok and fun_grad is not None:
         # L-BFGS-B gave up (e.g. a line search that found no decrease): finish with BOBYQA from its point
-        x2, f2, ok, msg2 = _run(counted, x, lower, "bobyqa", ctrl)
+        x2, f2, ok, msg2 = _run(counted, x, lower, "bobyqa", ctrl, upper=upper)
         if x2 is not None and f2 <= fx:
             x, fx = x2, f2
         message = f"{message}; then {msg2}"
@@ -438,13 +459,13 @@ def optimize_theta(
                         # lme05 ended at θ = 1e-5, deviance 1160.31, against 1158.91 at θ = 0.29. BOBYQA's
                         # first steps have its trust region's size (lme4's restart_edge uses it); the gradient
                         # method then polishes.
-                        x3, f3, ok3, msg3 = _run(counted, xi, lower, "bobyqa", ctrl)
+                        x3, f3, ok3, msg3 = _run(counted, xi, lower, "bobyqa", ctrl, upper=upper)
                         if x3 is not None:
                             x4, f4, ok4, msg4 = run(x3)
                             if f4 < f2:
                                 x2, f2, ok2, msg2 = x4, f4, ok4, f"{msg3}; then {msg4}"
-                    if np.any(x2 < lower):
-                        x2 = np.maximum(x2, lower)
+                    if np.any(x2 < lower) or np.any(x2 > upper):
+                        x2 = np.minimum(np.maximum(x2, lower), upper)
                         f2 = counted(x2)
                     if f2 < fx:
                         x, fx, ok, message = x2, f2, ok2, msg2
@@ -456,7 +477,7 @@ def optimize_theta(
         # start followed by the gradient method reaches. Take the better of the two.
         # BOBYQA only to find the basin (the gradient method polishes): loose tolerances
         coarse = dict(ctrl, xtol_abs=BASIN_TOL, ftol_abs=BASIN_TOL, ftol_rel=0.0)
-        xb, fb, _, msgb = _run(counted, np.asarray(theta0, float), lower, "bobyqa", coarse)
+        xb, fb, _, msgb = _run(counted, np.asarray(theta0, float), lower, "bobyqa", coarse, upper=upper)
         if xb is None:
             xb = best[1].copy()
         xp, fp, okp, msgp = run(xb)
@@ -467,7 +488,7 @@ def optimize_theta(
         progress.phase(f"optimiser stopped after {n_evals} evaluations: {message}")
     messages: list[str] = []
     grad = hess = None
-    singular = is_singular(x, lower)
+    singular = is_singular(x, lower, upper=upper if bounded else None)
     converged = ok
     if singular:
         messages.append("boundary (singular) fit: see help('isSingular')")

@@ -56,6 +56,9 @@ def sdcor(design, theta: np.ndarray, sigma: float) -> np.ndarray:
     """
     out = np.empty(design.n_theta)
     for t in design.terms:
+        if not t.unstructured:  # diag: its SDs; cs: its SDs, then the common correlation (sparselmm.covstruct)
+            out[t.theta_offset : t.theta_offset + t.n_theta] = t.structure.sdcor(t.params(theta), sigma)
+            continue
         T = t.factor(theta)
         cov = sigma**2 * (T @ T.T)
         sd = np.sqrt(np.diag(cov))

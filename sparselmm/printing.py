@@ -362,8 +362,14 @@ class VarCorr(_RFrame):
     printed as lme4's ``print(VarCorr(m))``.
 
     ``attrs["term_sizes"]`` holds the number of coefficients of each random-effects term in order, so that
-    two terms on one grouping factor print as lme4 prints them (``g`` and ``g.1``).
+    two terms on one grouping factor print as lme4 prints them (``g`` and ``g.1``); ``attrs["term_structures"]``
+    their covariance structures (a ``diag`` term has no covariance rows and prints no correlations; a ``cs``
+    term's correlations are marked ``(cs)``, as glmmTMB prints them).
     """
+
+    def _structures(self) -> list[str]:
+        sizes = self.attrs.get("term_sizes") or []
+        return list(self.attrs.get("term_structures") or ["us"] * len(sizes))
 
     def _terms(self) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
         """(label, variance rows, covariance rows) per term, then the residual (if any) as its own entry."""
@@ -387,8 +393,10 @@ class VarCorr(_RFrame):
                 sizes += [1] * (j - i - k) + [k]
                 i = c
         out, pos, seen = [], 0, {}
-        for k in sizes:
-            n_rows = k + k * (k - 1) // 2
+        structures = self._structures() if self.attrs.get("term_sizes") is not None else []
+        for n, k in enumerate(sizes):
+            diag = n < len(structures) and structures[n] == "diag"
+            n_rows = k if diag else k + k * (k - 1) // 2
             part = body.iloc[pos : pos + n_rows]
             pos += n_rows
             g = str(part["group"].iloc[0])
@@ -410,17 +418,22 @@ class VarCorr(_RFrame):
         from .design import r_name
 
         terms = self._terms()
+        structures = self._structures() + ["us"]  # the residual's
         groups, names, var, sd, corr_rows = [], [], [], [], []
         maxlen = max((len(v) for label, v, _ in terms if label != "Residual"), default=1)
         dig = max(2, digits - 2)
-        for label, v, c in terms:
+        for n, (label, v, c) in enumerate(terms):
             k = len(v)
+            kind = structures[n] if n < len(structures) else "us"
             for i in range(k):
                 groups.append(label if i == 0 else "")
                 names.append("" if label == "Residual" else r_name(str(v["var1"].iloc[i])))
                 var.append(float(v["vcov"].iloc[i]))
                 sd.append(float(v["sdcor"].iloc[i]))
             C = np.eye(k)
+            if kind == "diag":  # independent by construction: no correlations to print
+                corr_rows.extend([[""] * (maxlen - 1) for _ in range(k)])
+                continue
             if k > 1:
                 pos = 0
                 for j in range(k):
@@ -429,6 +442,8 @@ class VarCorr(_RFrame):
                         pos += 1
             cells = r_format(np.round(C, dig).ravel(), 7, nsmall=dig)
             cells = np.array(cells, dtype=object).reshape(k, k)
+            if kind == "cs" and k > 1:
+                cells[1, 0] = f"{cells[1, 0]} (cs)"
             for i in range(k):
                 row = [cells[i, j] if j < i else "" for j in range(maxlen - 1)]
                 corr_rows.append(row)

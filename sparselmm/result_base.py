@@ -178,7 +178,7 @@ class MixedModelResult:
     def is_singular(self, tol: float = SINGULAR_TOL) -> bool:
         """True when a random-effect variance is (near) zero or a correlation is ±1 (lme4's ``isSingular``:
         a diagonal element of Λ below ``tol``)."""
-        return is_singular(self.theta, self._design.lower, tol)
+        return is_singular(self.theta, self._design.lower, tol, upper=getattr(self._design, "upper", None))
 
     # ---- random effects -----------------------------------------------------------------------
     def _cond_var_blocks(self) -> list[np.ndarray]:
@@ -438,12 +438,15 @@ def ranef_frames(terms, b: np.ndarray, blocks: list[np.ndarray] | None = None) -
 
 def varcorr_rows(terms, covariances) -> list[tuple]:
     """lme4's ``as.data.frame(VarCorr(m))`` rows of the random-effects terms: per term its variances (SD in
-    ``sdcor``), then its covariances (correlation in ``sdcor``)."""
+    ``sdcor``), then its covariances (correlation in ``sdcor``). A ``diag(… | g)`` term has no covariance rows
+    (its effects are independent by construction); a ``cs(… | g)`` term's rows all hold the common ρ."""
     rows = []
     for t, cov in zip(terms, covariances):
         sd = np.sqrt(np.diag(cov))
         for i in range(t.k):
             rows.append((t.group_name, t.cnms[i], np.nan, cov[i, i], sd[i]))
+        if _structure_name(t) == "diag":
+            continue
         for j in range(t.k):
             for i in range(j + 1, t.k):
                 corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
@@ -461,7 +464,14 @@ def varcorr_table(rows: list[tuple], terms) -> pd.DataFrame:
         frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
     table = VarCorr(frame)
     table.attrs["term_sizes"] = [int(t.k) for t in terms]
+    table.attrs["term_structures"] = [_structure_name(t) for t in terms]
     return table
+
+
+def _structure_name(term) -> str:
+    """``"us"``, ``"diag"`` or ``"cs"``; a one-coefficient ``diag`` term is an ordinary scalar term."""
+    name = getattr(term.term, "structure", "us")
+    return "us" if name == "diag" and term.k == 1 else name
 
 
 def prediction_series(values, newdata, design):

@@ -25,6 +25,12 @@ def start_theta(design, start) -> np.ndarray:
         )
     if np.any(theta0 < design.lower):
         raise ModelSpecError("start has negative values for diagonal theta elements; they must be >= 0.")
+    upper = getattr(design, "upper", None)
+    if upper is not None and np.any(theta0 > upper):
+        raise ModelSpecError(
+            f"start is above the upper bounds of the covariance structures' parameters ({design.theta_names()}): "
+            f"upper {upper.tolist()}."
+        )
     return theta0
 
 

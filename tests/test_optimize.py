@@ -49,7 +49,7 @@ def test_best_point_kept_when_the_optimiser_returns_none(monkeypatch):
     """NLopt's 'roundoff limited' stop returns no point: the best evaluated θ must be used, not the start."""
     import sparselmm.optimize as opt
 
-    def fake_run(fun, x0, lower, method, ctrl, fun_grad=None, blas=None):
+    def fake_run(fun, x0, lower, method, ctrl, fun_grad=None, blas=None, upper=None):
         for x in ([0.9], [0.5], [0.7]):
             fun(np.array(x))
         return None, 0.0, True, "NLopt roundoff limited"
@@ -105,11 +105,11 @@ def test_a_failed_gradient_run_is_finished_by_bobyqa(monkeypatch):
 
     real_run = opt._run
 
-    def failing_lbfgsb(fun, x0, lower, method, ctrl, fun_grad=None, blas=None):
+    def failing_lbfgsb(fun, x0, lower, method, ctrl, fun_grad=None, blas=None, upper=None):
         if method == "lbfgsb":
             fun_grad(x0)
             return np.asarray(x0, float), fun(x0), False, "L-BFGS-B: ABNORMAL_TERMINATION_IN_LNSRCH"
-        return real_run(fun, x0, lower, method, ctrl, fun_grad)
+        return real_run(fun, x0, lower, method, ctrl, fun_grad, upper=upper)
 
     monkeypatch.setattr(opt, "_run", failing_lbfgsb)
     with pytest.warns(sparselmm.SingularFitWarning):

@@ -251,6 +251,9 @@ def bootstrap(
     -------
     BootstrapResult
     """
+    from ..covstruct import refuse_structured
+
+    refuse_structured(result.design, "Parametric bootstrap refits", "or use confint(method='Wald')")
     nsim = check_nsim(nsim)
     workers = n_workers(n_jobs)
     root = root_seed(seed)

@@ -200,6 +200,10 @@ def bootstrap_lrt(
     >>> bootstrap_lrt(m0, m1, nsim=50, seed=1).index.tolist()
     ['LRT', 'PBtest']
     """
+    from ..covstruct import refuse_structured
+
+    for fit in (small, large):
+        refuse_structured(fit.design, "Parametric-bootstrap likelihood-ratio tests", "or use anova(m0, m1)")
     from ..progress import progress_bar, show_progress
 
     show_progress(progress)  # a wrong value fails before the refits

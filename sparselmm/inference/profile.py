@@ -333,6 +333,11 @@ class _GlmmProfiler(_Profiler, GlmmConstrainedFits):
 
 def _profiler(result, criterion: str) -> _Profiler:
     """The profiler of an lmer or a glmer fit."""
+    from ..covstruct import refuse_structured
+
+    refuse_structured(
+        result.design, "Likelihood profiles (profile, confint(method='profile'))", "or use confint(method='Wald')"
+    )
     if getattr(result, "family", None) is not None:
         return _GlmmProfiler(result, criterion)
     return _Profiler(result, criterion)

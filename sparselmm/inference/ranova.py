@@ -89,6 +89,9 @@ def ranova(result, reduce_terms: bool = True) -> AnovaTable:
     call = getattr(result, "call", None)
     if call is None or getattr(call.function, "__name__", "") != "lmer":
         raise ModelSpecError("ranova() needs a fit from sparselmm.lmer() (it refits the model without each term).")
+    from ..covstruct import refuse_structured
+
+    refuse_structured(result.design, "ranova's reductions", "or compare fits with anova(m0, m1)")
     parsed = result.design.parsed
     fixed = parsed.fixed_formula
     npar_full = result.n_params

@@ -125,11 +125,12 @@ class Plan:
             order = list(np.argsort(nl, kind="stable")[::-1])
         self.terms = [terms[i] for i in order]
         self.combo_codes = [self.combo_codes[i] for i in order]
-        col = th = 0
+        col = th = lam = 0
         for t in self.terms:
-            t.offset, t.theta_offset = col, th
+            t.offset, t.theta_offset, t.lambda_offset = col, th, lam
             col += t.q
             th += t.n_theta
+            lam += t.n_lambda
         self.q = col
         self.p_all = len(self.all_names)
         _check_identifiable(self.terms, self.n)

@@ -1,0 +1,147 @@
+"""Compare lmer's covariance-structure terms (``diag(… | g)``, ``cs(… | g)``) with glmmTMB's fits.
+
+Usage (repository root)::
+
+    python validation/compare_covstruct.py [--reference DIR] [--report FILE] [case ...]
+
+References are the JSON files ``validation/run_glmmtmb_covstruct.R`` writes (committed in
+``validation/reference_covstruct``) for the cases of ``validation/covstruct_cases.json`` (data simulated by
+``validation/simulate_covstruct.py``). Every number on the R side is glmmTMB 1.1's: ``-2 * logLik(m)``,
+``fixef(m)$cond``, ``sigma(m)``, ``attr(VarCorr(m)$cond[[g]], "stddev")`` and the correlation matrix's [2, 1]
+entry for a cs term; the call is in each JSON. With ``REML = TRUE`` glmmTMB's logLik is the restricted
+log-likelihood on lme4's scale (sleepstudy's ``(Days | Subject)``: ``REMLcrit(lmer)`` = ``-2 logLik`` =
+1743.628), so the criterion is compared with ``LmerResult.objective`` (REML criterion or −2 log L) directly.
+
+Checks per case (tolerances in ``TOL``):
+
+* ``criterion``: sparselmm's no higher than glmmTMB's (``crit_above`` relative) and within ``crit_rel``;
+* ``criterion at glmmTMB's estimates``: sparselmm's deviance function (σ profiled) at glmmTMB's SDs/σ and ρ
+  equals glmmTMB's criterion within ``at_ref_rel`` (exact algebra: lme4's ``devFunOnly`` check);
+* ``beta``, ``sigma``, each term's ``sd``: within ``est_rel`` relative (``est_abs`` absolute for values near
+  0); a cs term's ``rho`` within ``est_rel`` relative or ``rho_abs`` absolute (a correlation near 0 — −0.023 in
+  the ``cs_crossed`` cases — sits on a flat likelihood: there glmmTMB's ρ moves by 2e-5 between nlminb
+  tolerances, and sparselmm's criterion is the lower one).
+
+Exit status 1 if any check fails or a reference is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sparselmm  # noqa: E402
+
+TOL = {"crit_above": 1e-9, "crit_rel": 1e-6, "est_rel": 1e-4, "est_abs": 1e-6, "rho_abs": 1e-4, "at_ref_rel": 1e-9}
+
+
+def _close(ours: float, ref: float, abs_tol: float | None = None) -> bool:
+    return abs(ours - ref) <= max(TOL["est_rel"] * abs(ref), TOL["est_abs"] if abs_tol is None else abs_tol)
+
+
+def theta_at_reference(design, ref: dict) -> np.ndarray:
+    """glmmTMB's estimates as sparselmm's θ: per term (in sparselmm's order) its SDs over σ, then ρ for cs."""
+    by_group = {t["group"]: t for t in ref["terms"]}
+    theta = []
+    for t in design.terms:
+        term = by_group[t.group_name]
+        theta.extend(np.asarray(term["sd"], dtype=float) / ref["sigma"])
+        if term["structure"] == "cs":
+            theta.append(term["rho"])
+    return np.array(theta)
+
+
+def compare_case(case: dict, ref: dict) -> tuple[list[tuple[str, bool, str]], float]:
+    """The checks of one case: (name, passed, detail) and sparselmm's fit time."""
+    data = pd.read_csv(ROOT / case["data"].removeprefix("csv:"))
+    t0 = time.perf_counter()
+    m = sparselmm.lmer(case["formula"], data, reml=case["reml"])
+    seconds = time.perf_counter() - t0
+    checks = []
+    crit, rcrit = float(m.objective), float(ref["criterion"])
+    ok = crit <= rcrit + TOL["crit_above"] * abs(rcrit) and abs(crit - rcrit) <= TOL["crit_rel"] * abs(rcrit)
+    checks.append(("criterion", ok, f"{crit:.10f} vs {rcrit:.10f} (diff {crit - rcrit:+.2e})"))
+    # the algebra: sparselmm's criterion (σ profiled) at glmmTMB's estimates is glmmTMB's criterion
+    at_ref = float(m.deviance_function(theta_at_reference(m.design, ref)))
+    ok = abs(at_ref - rcrit) <= TOL["at_ref_rel"] * abs(rcrit)
+    checks.append(("criterion at glmmTMB's estimates", ok, f"{at_ref:.10f} vs {rcrit:.10f}"))
+    beta = m.fixef.to_numpy()
+    for name, b, rb in zip(ref["beta_names"], beta, ref["beta"]):
+        checks.append((f"beta {name}", _close(b, rb), f"{b:.8g} vs {rb:.8g}"))
+    checks.append(("sigma", _close(m.sigma, ref["sigma"]), f"{m.sigma:.8g} vs {ref['sigma']:.8g}"))
+    vc = m.varcorr.to_frame()
+    for term in ref["terms"]:
+        g = term["group"]
+        rows = vc[(vc["group"] == g) & vc["var2"].isna()]
+        for name, sd, rsd in zip(term["names"], rows["sdcor"], term["sd"]):
+            checks.append((f"sd {g} {name}", _close(sd, rsd), f"{sd:.8g} vs {rsd:.8g}"))
+        if term.get("structure") == "cs":
+            cors = vc[(vc["group"] == g) & vc["var2"].notna()]["sdcor"].to_numpy()
+            rho = float(cors[0])
+            same = bool(np.allclose(cors, rho, rtol=0, atol=1e-12))
+            ok = _close(rho, term["rho"], TOL["rho_abs"]) and same
+            checks.append((f"rho {g}", ok, f"{rho:.8g} vs {term['rho']:.8g}"))
+    return checks, seconds
+
+
+def main(argv=None) -> int:
+    """Compare every case (or those named) and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", default=str(ROOT / "validation" / "reference_covstruct"))
+    parser.add_argument("--report", default=str(ROOT / "validation" / "REPORT_COVSTRUCT.md"))
+    parser.add_argument("cases", nargs="*")
+    args = parser.parse_args(argv)
+    cases = json.loads((ROOT / "validation" / "covstruct_cases.json").read_text())
+    if args.cases:
+        cases = [c for c in cases if c["id"] in args.cases]
+    lines = [
+        "# Covariance structures diag() and cs() against glmmTMB",
+        "",
+        "Generated by `python validation/compare_covstruct.py` from `validation/run_glmmtmb_covstruct.R`'s "
+        "references (glmmTMB's criterion −2 logLik, fixef, sigma, VarCorr SDs and cs correlation).",
+        f"Tolerances: {TOL}.",
+        "",
+        "| case | formula | REML | criterion (sparselmm − glmmTMB) | checks | sparselmm s |",
+        "|---|---|---|---|---|---|",
+    ]
+    n_pass = n_all = 0
+    failures = []
+    versions = set()
+    for case in cases:
+        path = Path(args.reference) / f"{case['id']}.json"
+        if not path.exists():
+            failures.append(f"{case['id']}: no reference {path}")
+            continue
+        ref = json.loads(path.read_text())
+        versions.add(f"{ref['r_version']}, glmmTMB {ref['glmmTMB_version']}, TMB {ref['TMB_version']}")
+        checks, seconds = compare_case(case, ref)
+        passed = sum(ok for _, ok, _ in checks)
+        n_pass += passed
+        n_all += len(checks)
+        failures += [f"{case['id']}: {name}: {detail}" for name, ok, detail in checks if not ok]
+        formula = case["formula"].replace("|", "\\|")  # a bar inside a Markdown table cell
+        lines.append(
+            f"| {case['id']} | `{formula}` | {case['reml']} | {checks[0][2]} | {passed}/{len(checks)} | {seconds:.2f} |"
+        )
+        print(f"{case['id']:18s} {passed}/{len(checks)}  {checks[0][2]}")
+    lines += ["", f"**{n_pass}/{n_all} checks passed.** References: {'; '.join(sorted(versions))}.", ""]
+    if failures:
+        lines += ["## Failures", ""] + [f"* {f}" for f in failures] + [""]
+    Path(args.report).write_text("\n".join(lines))
+    print(f"{n_pass}/{n_all} checks passed")
+    for f in failures:
+        print("FAILED", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+#!/usr/bin/env Rscript
+## glmmTMB references for the random-effect covariance structures diag() and cs() in lmer formulas
+## (issue 21 item 1), for the cases in validation/covstruct_cases.json (data: validation/simulate_covstruct.py).
+##
+## Usage (from the repository root):
+##   Rscript validation/run_glmmtmb_covstruct.R [--out DIR] [case_id ...]
+## Each case writes DIR/<id>.json (default validation/reference_covstruct) at full precision (jsonlite
+## digits = NA) with the R and glmmTMB versions and the call. Non-zero exit if any case failed.
+##
+## Per case: glmmTMB(formula, data, REML = cs$reml) with glmmTMB's own syntax diag(...|g), cs(...|g), us(...|g)
+## and a tight optimiser (nlminb rel.tol 1e-10; 1e-12 and tighter stop with nlminb's "singular convergence (7)" at the same digits, eval.max/iter.max 1e4) so that its estimates are its optimum
+## to many digits;
+##   criterion  -2 * logLik(m) (with REML = TRUE glmmTMB's logLik is the restricted log-likelihood on lme4's
+##              scale: for sleepstudy's (Days | Subject) both give 1743.628, REMLcrit(lmer) = -2 logLik(glmmTMB))
+##   beta       fixef(m)$cond                 sigma   sigma(m)
+##   terms      per grouping factor of VarCorr(m)$cond: its stddev, and for a cs term its common
+##              correlation (the correlation matrix's [2, 1] entry); the structure's blockCode name
+.script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
+.here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
+source(file.path(.here, "common.R"))
+attach_quietly("glmmTMB", "jsonlite")
+
+args <- script_args(file.path("validation", "reference_covstruct"))
+cases <- select_cases(fromJSON(file.path("validation", "covstruct_cases.json"), simplifyVector = FALSE), args$rest)
+
+run_case <- function(cs) {
+  data <- load_data(cs$data)
+  ctrl <- glmmTMBControl(optCtrl = list(rel.tol = 1e-10, eval.max = 1e4, iter.max = 1e4))
+  m <- glmmTMB(as.formula(cs$formula), data = data, REML = isTRUE(cs$reml), control = ctrl)
+  vc <- VarCorr(m)$cond
+  terms <- lapply(names(vc), function(g) {
+    v <- vc[[g]]
+    C <- attr(v, "correlation")
+    list(group = g, names = I(colnames(v)), structure = unname(names(attr(v, "blockCode"))),
+         sd = vec(attr(v, "stddev")), rho = if (nrow(C) > 1) C[2, 1] else NULL)
+  })
+  list(id = cs$id, formula = cs$formula, reml = isTRUE(cs$reml),
+       call = sprintf("glmmTMB(%s, data, REML = %s, control = glmmTMBControl(optCtrl = list(rel.tol = 1e-10, eval.max = 1e4, iter.max = 1e4)))",
+                      cs$formula, if (isTRUE(cs$reml)) "TRUE" else "FALSE"),
+       criterion = -2 * as.numeric(logLik(m)), beta = vec(fixef(m)$cond), beta_names = I(names(fixef(m)$cond)),
+       sigma = sigma(m), terms = terms, converged = m$fit$convergence == 0, pdHess = isTRUE(m$sdr$pdHess),
+       r_version = R.version.string, glmmTMB_version = as.character(packageVersion("glmmTMB")),
+       TMB_version = as.character(packageVersion("TMB")))
+}
+
+run_cases(cases, run_case, args$out_dir, function(res, seconds) {
+  sprintf("%-18s criterion %.10f  sigma %.6f  converged %s  (%.1f s)", res$id, res$criterion, res$sigma,
+          res$converged, seconds)
+})
