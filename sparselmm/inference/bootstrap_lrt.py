@@ -201,9 +201,6 @@ def bootstrap_lrt(
     ['LRT', 'PBtest']
     """
     from ..covstruct import refuse_structured
-
-    for fit in (small, large):
-        refuse_structured(fit.design, "Parametric-bootstrap likelihood-ratio tests", "or use anova(m0, m1)")
     from ..progress import progress_bar, show_progress
 
     show_progress(progress)  # a wrong value fails before the refits
@@ -211,6 +208,8 @@ def bootstrap_lrt(
     nsim = check_nsim(nsim)
     workers = n_workers(n_jobs)
     models, names = named_models([small, large], ["small", "large"])
+    for fit in (small, large):  # after named_models: a non-fit gets its ModelSpecError first
+        refuse_structured(fit.design, "Parametric-bootstrap likelihood-ratio tests", "or use anova(m0, m1)")
     check_same_rows(models, names)
     small, large = as_ml(small), as_ml(large)
     if small.n_params > large.n_params:  # pbkrtest's PBmodcomp(large, small) order: accept it, as anova does
