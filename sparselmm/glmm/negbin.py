@@ -45,8 +45,8 @@ from ..errors import ConvergenceWarning, ModelSpecError, check_arguments
 from ..refit import FitCall
 from .family import NegativeBinomial, Poisson
 from .fit import refit_glmm
-from .glmer import GLMER_HINTS, fit_family
 from .results import GlmerResult
+from .setup import GLMER_HINTS, fit_family
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -100,7 +100,6 @@ class GlmerNbResult(GlmerResult):
     def n_params(self) -> int:
         """β, the covariance parameters and the negative binomial θ (lme4's ``npar.merMod`` counts it)."""
         return super().n_params + 1
-
 
 
 def theta_ml(y, mu, weights=None, limit: int = 10, eps: float = np.finfo(float).eps ** 0.25):
