@@ -487,8 +487,6 @@ class LmerResult(MixedModelResult):
         """
         from .inference.confint import confint
 
-        if not self._devfun.exact and str(method).lower() in ("profile", "boot"):
-            self._devfun.needs_exact(f"confint(method={method!r}) (use method='Wald')")
         return confint(self, parm=parm, level=level, method=method, nsim=nsim, seed=seed, **kwargs)
 
     def ranova(self, reduce_terms: bool = True) -> AnovaTable:
@@ -576,8 +574,6 @@ class LmerResult(MixedModelResult):
         :func:`sparselmm.inference.profile.profile` (``grid``, ``alphamax``)."""
         from .inference.profile import profile
 
-        if not self._devfun.exact:
-            self._devfun.needs_exact("A likelihood profile")
         return profile(self, which=which, level=level, criterion=criterion, progress=progress, **kwargs)
 
     # ---- plots (sparselmm.plot): plot_ranef, plot_qq_ranef, plot_residuals are the base's ----

@@ -94,11 +94,12 @@ def test_refit_ml_of_a_reml_fit_stays_on_the_path(data):
         lambda m: m.confint(),  # lme4's default, the profile
         lambda m: m.confint(method="boot", nsim=2),
         lambda m: m.profile(),
+        lambda m: sparselmm.profile(m),  # the function, not only the method
         lambda m: m.coef_table(ddf="Satterthwaite"),
         lambda m: m.bootstrap(2, seed=1),
         lambda m: m.drop1(),
     ],
-    ids=["cond_var", "confint", "confint_boot", "profile", "satterthwaite", "bootstrap", "drop1"],
+    ids=["cond_var", "confint", "confint_boot", "profile", "profile_function", "satterthwaite", "bootstrap", "drop1"],
 )
 def test_what_needs_an_exact_factor_is_refused_clearly(fits, call):
     _, approx = fits

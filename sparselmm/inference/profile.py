@@ -340,6 +340,8 @@ def _profiler(result, criterion: str) -> _Profiler:
     )
     if getattr(result, "family", None) is not None:
         return _GlmmProfiler(result, criterion)
+    if not result.deviance_function.exact:  # the matrix-free criterion: no factor to profile on
+        result.deviance_function.needs_exact("A likelihood profile (profile, confint(method='profile'))")
     return _Profiler(result, criterion)
 
 
