@@ -15,6 +15,18 @@ def sleepstudy():
     return sparselmm.datasets.load("sleepstudy")
 
 
+@pytest.fixture(scope="session")
+def cbpp_data():
+    """lme4's cbpp (validation/data/glmm_cbpp.csv) with herd and period as factors (string codes), as the
+    glmer validation cases read it; copy it before adding columns."""
+    import pandas as pd
+
+    d = pd.read_csv(ROOT / "validation" / "data" / "glmm_cbpp.csv")
+    d["herd"] = d["herd"].astype(str)
+    d["period"] = d["period"].astype(str)
+    return d
+
+
 @pytest.fixture
 def quiet():
     with warnings.catch_warnings():

@@ -39,10 +39,8 @@ def _quiet(fn, *args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def cbpp():
-    d = pd.read_csv(DATA / "glmm_cbpp.csv")
-    d["herd"] = d["herd"].astype(str)
-    d["period"] = d["period"].astype(str)
+def cbpp(cbpp_data):
+    d = cbpp_data.copy()
     return d
 
 

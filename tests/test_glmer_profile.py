@@ -33,10 +33,8 @@ def _quiet(fn, *args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def cbpp():
-    d = pd.read_csv(DATA / "glmm_cbpp.csv")
-    d["herd"] = d["herd"].astype(str)
-    d["period"] = d["period"].astype(str)
+def cbpp(cbpp_data):
+    d = cbpp_data.copy()
     for k in ("2", "3", "4"):  # the period contrasts as numbers, for the fresh fits with one in the offset
         d[f"p{k}"] = (d["period"] == k).astype(float)
     return d
