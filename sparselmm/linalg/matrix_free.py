@@ -565,8 +565,13 @@ def matrix_free_applicable(terms, G: sp.spmatrix) -> str:
         if t.k != 1:
             return f"needs scalar random-effects terms; {t.term} has {t.k} coefficients per level ({', '.join(t.cnms)})"
     q1 = terms[0].q
-    G11 = sp.coo_matrix(sp.csr_matrix(G)[:q1, :q1])
-    if np.any(G11.row != G11.col):
+    # the first q1 columns of the (symmetric) G, read in place: their rows above q1 must be the diagonal only
+    Gc = G if sp.isspmatrix_csc(G) else sp.csc_matrix(G)
+    end = Gc.indptr[q1]
+    rows = Gc.indices[:end]
+    cols = np.repeat(np.arange(q1), np.diff(Gc.indptr[: q1 + 1]))
+    inside = rows < q1
+    if np.any(rows[inside] != cols[inside]):
         return (
             f"eliminates the first term {terms[0].term}, whose rows must each have one level (its block of "
             "ZᵀWZ diagonal); this one has several nonzeros per row"
