@@ -44,7 +44,8 @@ def tril_by_column(k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def _r_name(name: str) -> str:
+def r_name(name: str) -> str:
+    """R's name for a model-matrix column: formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
     return "(Intercept)" if name == "Intercept" else name
 
 
@@ -95,7 +96,7 @@ class CovStructure:
     def param_names(self, group: str, cnms: list[str]) -> list[str]:
         """Names of the parameters, ``g.(Intercept)``, ``g.Days.(Intercept)`` (lme4's θ names)."""
         return [
-            f"{group}.{_r_name(cnms[i])}" if i == j else f"{group}.{_r_name(cnms[i])}.{_r_name(cnms[j])}"
+            f"{group}.{r_name(cnms[i])}" if i == j else f"{group}.{r_name(cnms[i])}.{r_name(cnms[j])}"
             for i, j in zip(self.rows, self.cols)
         ]
 
@@ -142,7 +143,7 @@ class Diagonal(CovStructure):
         return J
 
     def param_names(self, group: str, cnms: list[str]) -> list[str]:
-        return [f"{group}.{_r_name(c)}" for c in cnms]
+        return [f"{group}.{r_name(c)}" for c in cnms]
 
     def sdcor(self, params: np.ndarray, sigma: float) -> np.ndarray:
         return sigma * np.asarray(params, dtype=float)
@@ -220,7 +221,7 @@ class CompoundSymmetry(CovStructure):
         return J
 
     def param_names(self, group: str, cnms: list[str]) -> list[str]:
-        return [f"{group}.{_r_name(c)}" for c in cnms] + [f"{group}.rho"]
+        return [f"{group}.{r_name(c)}" for c in cnms] + [f"{group}.rho"]
 
     def sdcor(self, params: np.ndarray, sigma: float) -> np.ndarray:
         params = np.asarray(params, dtype=float)

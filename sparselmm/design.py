@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from functools import cache, cached_property, lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
-from .covstruct import CovStructure, make_structure
+from .covstruct import CovStructure, make_structure, r_name, tril_by_column
 from .data import CleanData, clean_data
 from .errors import DataError, FormulaError, ModelSpecError, caller_stacklevel
 from .formula import ParsedFormula, RandomTerm
@@ -97,7 +97,7 @@ class ReTerm:
     def tril_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of each entry of the term's k × k factor's lower triangle, column by column (the
         θ elements themselves for an unstructured term)."""
-        return _tril_by_column(self.k)
+        return tril_by_column(self.k)
 
     def params(self, theta: np.ndarray) -> np.ndarray:
         """The term's slice of the full ``theta``."""
@@ -199,18 +199,6 @@ class Design:
         for t in self.terms:
             blocks.append(sp.kron(sp.identity(t.n_levels, format="csc"), sp.csc_matrix(t.factor(theta).T)))
         return sp.block_diag(blocks, format="csc")
-
-
-@cache
-def _tril_by_column(k: int) -> tuple[np.ndarray, np.ndarray]:
-    # the upper triangle row by row, transposed, is the lower triangle column by column (lme4's θ order)
-    cols, rows = np.triu_indices(k)
-    return rows, cols
-
-
-def r_name(name: str) -> str:
-    """R's name for a model-matrix column: formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
-    return "(Intercept)" if name == "Intercept" else name
 
 
 @lru_cache(maxsize=512)
