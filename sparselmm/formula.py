@@ -29,7 +29,7 @@ class RandomTerm:
         Column names whose interaction is the grouping factor (one name for a plain factor).
     structure : str
         The covariance structure (:mod:`sparselmm.covstruct`): ``"us"`` (unstructured, the default and
-        lme4's), ``"diag"`` or ``"cs"``, written as glmmTMB writes them, ``diag(x | g)``.
+        lme4's), ``"diag"``, ``"cs"``, ``"ar1"`` or ``"toep"``, written as glmmTMB writes them, ``diag(x | g)``.
     """
 
     lhs: str
@@ -273,8 +273,8 @@ def _parse_random_term(inner: str, text: str, structure: str = "us") -> list[Ran
         return [RandomTerm(lhs, g, structure) for g in groupings]
     if structure != "us":
         raise FormulaError(
-            f"'||' inside {structure}({text}): write {structure}({lhs} | {group}) "
-            "(diag() already makes the effects independent)."
+            f"'||' inside {text}: write {structure}({lhs} | {group}) "
+            "(the structure sets the covariance; diag() makes the effects independent)."
         )
     has_intercept, terms = split_lhs_terms(lhs)
     lhs_pieces = (["1"] if has_intercept else []) + [f"0 + {t}" for t in terms]
@@ -285,14 +285,14 @@ def _parse_random_term(inner: str, text: str, structure: str = "us") -> list[Ran
 
 
 _CALL = re.compile(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\(")
-_STRUCTURE_NAMES = ("us", "diag", "cs")
+_STRUCTURE_NAMES = ("us", "diag", "cs", "ar1", "toep")
 # glmmTMB's other structures: named in the error so that a user of them learns they are not here yet
-_GLMMTMB_ONLY = ("ar1", "toep", "ou", "exp", "gau", "mat", "rr", "homdiag", "homcs", "hetar1", "propto")
+_GLMMTMB_ONLY = ("ou", "exp", "gau", "mat", "rr", "homdiag", "homcs", "hetar1", "propto")
 
 
 def structured_term(piece: str) -> tuple[str, str] | None:
     """``(name, inner)`` when ``piece`` is one call ``name(...)`` whose argument holds a top-level bar
-    (a covariance-structure term such as ``diag(x | g)``), or a call of ``us``/``diag``/``cs`` at all;
+    (a covariance-structure term such as ``diag(x | g)``), or a call of a structure's name at all;
     otherwise None."""
     m = _CALL.match(piece)
     if m is None or not _is_wrapped(piece[m.end() - 1 :]):
@@ -322,7 +322,11 @@ def _structured_terms(name: str, inner: str, piece: str, text: str) -> list[Rand
         raise _point_at(
             text, at, f"{name}() must wrap a random-effects term with a bar, e.g. {name}(1 + x | g), not {piece}."
         )
-    return _parse_random_term(inner, f"{name}({inner})", name)
+    from .covstruct import check_structured_lhs
+
+    terms = _parse_random_term(inner, f"{name}({inner})", name)
+    check_structured_lhs(name, terms[0].lhs, piece)
+    return terms
 
 
 def parse_formula(formula: str) -> ParsedFormula:

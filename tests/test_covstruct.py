@@ -108,7 +108,7 @@ def test_parse_structures():
     "formula, match",
     [
         ("y ~ x + ar2(1 + x | g)", "Unknown covariance structure 'ar2'"),
-        ("y ~ x + ar1(1 + x | g)", "glmmTMB structure not available here yet"),
+        ("y ~ x + ou(0 + t | g)", "glmmTMB structure not available here yet"),
         ("y ~ x + diag(x) + (1 | g)", r"diag\(\) must wrap a random-effects term"),
         ("y ~ x + cs(1 + x || g)", "'\\|\\|' inside cs"),
         ("y ~ x - diag(1 | g) + (1 | h)", "cannot be subtracted"),

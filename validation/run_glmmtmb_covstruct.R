@@ -1,5 +1,5 @@
 #!/usr/bin/env Rscript
-## glmmTMB references for the random-effect covariance structures diag() and cs() in lmer formulas
+## glmmTMB references for the random-effect covariance structures diag(), cs(), ar1() and toep() in lmer formulas
 ## (issue 21 item 1), for the cases in validation/covstruct_cases.json (data: validation/simulate_covstruct.py).
 ##
 ## Usage (from the repository root):
@@ -13,8 +13,11 @@
 ##   criterion  -2 * logLik(m) (with REML = TRUE glmmTMB's logLik is the restricted log-likelihood on lme4's
 ##              scale: for sleepstudy's (Days | Subject) both give 1743.628, REMLcrit(lmer) = -2 logLik(glmmTMB))
 ##   beta       fixef(m)$cond                 sigma   sigma(m)
-##   terms      per grouping factor of VarCorr(m)$cond: its stddev, and for a cs term its common
-##              correlation (the correlation matrix's [2, 1] entry); the structure's blockCode name
+##   terms      per grouping factor of VarCorr(m)$cond: its stddev, and for a cs or ar1 term its common /
+##              lag-1 correlation (the correlation matrix's [2, 1] entry), for every term of more than one
+##              coefficient the correlation matrix's first column below the diagonal (`lags`: a toep term's
+##              correlations by lag); the structure's blockCode name
+## A case with "family" (e.g. "poisson") is a GLMM: glmmTMB(..., family = <family>) (the Laplace criterion).
 .script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
 .here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
 source(file.path(.here, "common.R"))
@@ -26,24 +29,26 @@ cases <- select_cases(fromJSON(file.path("validation", "covstruct_cases.json"), 
 run_case <- function(cs) {
   data <- load_data(cs$data)
   ctrl <- glmmTMBControl(optCtrl = list(rel.tol = 1e-10, eval.max = 1e4, iter.max = 1e4))
-  m <- glmmTMB(as.formula(cs$formula), data = data, REML = isTRUE(cs$reml), control = ctrl)
+  fam <- if (is.null(cs$family)) "gaussian" else cs$family
+  m <- glmmTMB(as.formula(cs$formula), data = data, REML = isTRUE(cs$reml), family = fam, control = ctrl)
   vc <- VarCorr(m)$cond
   terms <- lapply(names(vc), function(g) {
     v <- vc[[g]]
     C <- attr(v, "correlation")
     list(group = g, names = I(colnames(v)), structure = unname(names(attr(v, "blockCode"))),
-         sd = vec(attr(v, "stddev")), rho = if (nrow(C) > 1) C[2, 1] else NULL)
+         sd = vec(attr(v, "stddev")), rho = if (nrow(C) > 1) C[2, 1] else NULL,
+         lags = if (nrow(C) > 1) vec(C[-1, 1]) else NULL)
   })
-  list(id = cs$id, formula = cs$formula, reml = isTRUE(cs$reml),
-       call = sprintf("glmmTMB(%s, data, REML = %s, control = glmmTMBControl(optCtrl = list(rel.tol = 1e-10, eval.max = 1e4, iter.max = 1e4)))",
-                      cs$formula, if (isTRUE(cs$reml)) "TRUE" else "FALSE"),
+  list(id = cs$id, formula = cs$formula, reml = isTRUE(cs$reml), family = fam,
+       call = sprintf("glmmTMB(%s, data, REML = %s, family = %s, control = glmmTMBControl(optCtrl = list(rel.tol = 1e-10, eval.max = 1e4, iter.max = 1e4)))",
+                      cs$formula, if (isTRUE(cs$reml)) "TRUE" else "FALSE", fam),
        criterion = -2 * as.numeric(logLik(m)), beta = vec(fixef(m)$cond), beta_names = I(names(fixef(m)$cond)),
-       sigma = sigma(m), terms = terms, converged = m$fit$convergence == 0, pdHess = isTRUE(m$sdr$pdHess),
+       sigma = if (fam == "gaussian") sigma(m) else NULL, terms = terms, converged = m$fit$convergence == 0, pdHess = isTRUE(m$sdr$pdHess),
        r_version = R.version.string, glmmTMB_version = as.character(packageVersion("glmmTMB")),
        TMB_version = as.character(packageVersion("TMB")))
 }
 
 run_cases(cases, run_case, args$out_dir, function(res, seconds) {
-  sprintf("%-18s criterion %.10f  sigma %.6f  converged %s  (%.1f s)", res$id, res$criterion, res$sigma,
-          res$converged, seconds)
+  sprintf("%-18s criterion %.10f  sigma %s  converged %s  (%.1f s)", res$id, res$criterion,
+          if (is.null(res$sigma)) "-" else sprintf("%.6f", res$sigma), res$converged, seconds)
 })

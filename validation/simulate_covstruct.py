@@ -10,6 +10,13 @@ within each subject) and ``y`` from ``1 + 0.5 x + b_subj[f] + s_subj x + b_item 
 level of f drawn with SDs (1.0, 0.6, 1.4) and a common correlation 0.4 (compound symmetry, heterogeneous
 variances), a subject slope of SD 0.3, item intercepts of SD 0.5 and residual SD 1. NumPy's default
 generator with seed 20240521: the file is reproducible and committed.
+
+Also writes ``validation/data/covstruct_ar1.csv`` for the ``ar1``/``toep`` cases: 50 subjects × 5 times
+(factor ``t``, levels ``t1`` … ``t5``) × 3 replicates (750 rows; the replicates make the subject-by-time effects
+separable from the residual), a numeric ``x``, and subject-by-time effects ``b_subj[t]`` from a Toeplitz
+covariance with SDs (1.0, 0.8, 1.2, 0.9, 1.1) and AR(1) correlations 0.6^|i−j|; ``y = 1 + 0.5 x + b + e``
+(residual SD 1) and a Poisson count ``count ~ Poisson(exp(0.3 + 0.4 x + 0.6 b))`` for the glmer case. Seed
+20240522.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 OUT = Path(__file__).resolve().parent / "data" / "covstruct_crossed.csv"
+OUT_AR1 = Path(__file__).resolve().parent / "data" / "covstruct_ar1.csv"
 
 
 def simulate(seed: int = 20240521) -> pd.DataFrame:
@@ -47,6 +55,32 @@ def simulate(seed: int = 20240521) -> pd.DataFrame:
     )
 
 
+def simulate_ar1(seed: int = 20240522) -> pd.DataFrame:
+    """The repeated-measures data set of the ar1/toep cases described in the module docstring."""
+    rng = np.random.default_rng(seed)
+    n_subj, n_time, n_rep = 50, 5, 3
+    subj = np.repeat(np.arange(n_subj), n_time * n_rep)
+    time = np.tile(np.repeat(np.arange(n_time), n_rep), n_subj)
+    x = rng.standard_normal(subj.size)
+    sd = np.array([1.0, 0.8, 1.2, 0.9, 1.1])
+    lag = np.abs(np.subtract.outer(np.arange(n_time), np.arange(n_time)))
+    b = rng.multivariate_normal(np.zeros(n_time), sd[:, None] * 0.6**lag * sd[None, :], size=n_subj)
+    eff = b[subj, time]
+    y = 1.0 + 0.5 * x + eff + rng.standard_normal(subj.size)
+    count = rng.poisson(np.exp(0.3 + 0.4 * x + 0.6 * eff))
+    return pd.DataFrame(
+        {
+            "y": np.round(y, 6),
+            "count": count,
+            "x": np.round(x, 6),
+            "t": [f"t{k + 1}" for k in time],
+            "subj": [f"s{s:02d}" for s in subj],
+        }
+    )
+
+
 if __name__ == "__main__":
     simulate().to_csv(OUT, index=False)
     print(f"wrote {OUT}")
+    simulate_ar1().to_csv(OUT_AR1, index=False)
+    print(f"wrote {OUT_AR1}")
