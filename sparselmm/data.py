@@ -82,6 +82,23 @@ class CleanData:
     index: pd.Index | None = None
 
 
+def _copy_columns(data: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A new frame (index 0..n-1) holding copies of ``columns``: the caller's later edits never reach the fit's
+    rows. Column by column: ``DataFrame.loc[:, columns].copy()`` was a large share of a small model's set-up."""
+    out = {}
+    for name in columns:
+        col = data[name]
+        if isinstance(col, pd.DataFrame):
+            raise DataError(f"Column {name!r} appears more than once in the data; rename the duplicates.")
+        out[name] = col.to_numpy().copy() if isinstance(col.dtype, np.dtype) else col.array.copy()
+    return pd.DataFrame(out, copy=False)
+
+
+def _all_categories_used(col: pd.Series) -> bool:
+    codes = col.cat.codes.to_numpy()
+    return bool(np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)).all())
+
+
 def _is_numeric(col: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
 
@@ -118,8 +135,7 @@ def clean_data(
             f"Name(s) {unknown} used in the formula are not columns of the data (nor functions formulaic "
             f"knows); available columns are {list(data.columns)}."
         )
-    frame = data.loc[:, columns].copy()
-    frame.index = pd.RangeIndex(len(frame))
+    frame = _copy_columns(data, columns)
     w = vector_argument(weights, data, "weights")
     off = vector_argument(offset, data, "offset")
 
@@ -127,15 +143,17 @@ def clean_data(
     counts: dict[str, int] = {}
     for name in columns:
         col = frame[name]
-        na = col.isna().to_numpy()
         if _is_numeric(col):
             values = col.to_numpy(dtype=float, na_value=np.nan)
+            na = np.isnan(values)
             infinite = np.isinf(values)
             if infinite.any():
                 raise DataError(
                     f"Column {name!r} has {int(infinite.sum())} infinite value(s) (first at row "
                     f"{int(np.flatnonzero(infinite)[0])}); remove or recode them."
                 )
+        else:
+            na = col.isna().to_numpy()
         if na.any():
             counts[name] = int(na.sum())
             bad |= na
@@ -161,7 +179,8 @@ def clean_data(
     for name in columns:
         col = frame[name]
         if isinstance(col.dtype, pd.CategoricalDtype):
-            frame[name] = col.cat.remove_unused_categories()
+            if not _all_categories_used(col):
+                frame[name] = col.cat.remove_unused_categories()
         elif pd.api.types.is_extension_array_dtype(col.dtype) and _is_numeric(col):
             frame[name] = col.to_numpy(dtype=float)  # nullable Int64/Float64 -> float64
     n_zero = 0

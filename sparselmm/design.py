@@ -360,6 +360,8 @@ def check_factor_levels(spec, where: str) -> None:
     formulaic would give the factor no column and the term would vanish silently. Numeric (and boolean)
     columns are not factors: a constant one is dropped as collinear, with a warning, as lme4 does.
     """
+    if isinstance(spec, SpecOnDemand):  # plain numeric columns: no factor
+        return
     for expr, (kind, state) in (getattr(spec, "encoder_state", None) or {}).items():
         levels = list(state.get("categories", ())) if getattr(kind, "value", kind) == "categorical" else None
         if levels is not None and len(levels) < 2:
@@ -376,6 +378,67 @@ def _model_matrix(spec_text: str, frame: pd.DataFrame, what: str):
         return model_matrix(formulaic_formula(spec_text), frame, na_action="raise")
     except Exception as err:  # formulaic raises many unrelated types; name the part that failed
         raise FormulaError(f"Could not build the {what} from {spec_text!r}: {err}") from None
+
+
+class SpecOnDemand:
+    """formulaic's ``ModelSpec`` of a formula part, built from the fitted rows when first used.
+
+    A part made of plain numeric columns is built without formulaic (:func:`_part_matrix`): the fit needs only
+    the numbers, and formulaic's model matrix was a third of a small model's set-up. What reads the spec
+    afterwards (predict and emmeans on new data, anova) gets the one formulaic builds here from the same rows;
+    this object stands for it, and pickles as it.
+    """
+
+    __slots__ = ("_text", "_frame", "_spec")
+
+    def __init__(self, text: str, frame: pd.DataFrame):
+        self._text, self._frame, self._spec = text, frame, None
+
+    def resolve(self):
+        """The ``ModelSpec`` itself."""
+        if self._spec is None:
+            self._spec = _model_matrix(self._text, self._frame, "model matrix").model_spec
+            self._frame = None
+        return self._spec
+
+    def __getattr__(self, name):
+        return getattr(self.resolve(), name)
+
+    def __reduce__(self):
+        return _same, (self.resolve(),)
+
+
+def _same(obj):
+    return obj
+
+
+def _part_matrix(spec_text: str, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, list[str], object]:
+    """The matrix, column names and spec of a formula part (the fixed part, a random term's left side).
+
+    A part that is only an intercept (``1``/``0``) and names of numeric, non-boolean columns (``1 + x + z``,
+    ``0 + x``) is built directly, with formulaic's columns and names (intercept first, then the columns in
+    the order written) and a :class:`SpecOnDemand`; anything else (factors, transforms, interactions, ``-``)
+    goes to formulaic.
+    """
+    tokens = [tok.strip() for tok in spec_text.split("+")]
+    names = list(dict.fromkeys(t for t in tokens if t not in ("0", "1")))
+    plain = (
+        not ("0" in tokens and "1" in tokens)
+        and all(t.isidentifier() and t != "Intercept" and t in frame.columns for t in names)
+        and all(_plain_numeric(frame[t]) for t in names)
+    )
+    if not plain:
+        mm = _model_matrix(spec_text, frame, what)
+        return np.asarray(mm, dtype=float), list(mm.columns), mm.model_spec
+    cols = [] if "0" in tokens else [np.ones(len(frame))]
+    cols += [frame[t].to_numpy(dtype=float) for t in names]
+    mat = np.column_stack(cols) if cols else np.zeros((len(frame), 0))
+    return mat, ([] if "0" in tokens else ["Intercept"]) + names, SpecOnDemand(spec_text, frame)
+
+
+def _plain_numeric(col) -> bool:
+    dtype = col.dtype
+    return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
 
 
 def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
@@ -398,21 +461,20 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, weights=None, offset
     frame = clean.frame
     y = _response(parsed, frame)
 
-    mm = _model_matrix(parsed.fixed, frame, "fixed-effects model matrix")
-    check_factor_levels(mm.model_spec, "the fixed effects")
-    X, names, dropped = drop_collinear(np.asarray(mm, dtype=float), list(mm.columns))
+    X, names, fixed_spec = _part_matrix(parsed.fixed, frame, "fixed-effects model matrix")
+    check_factor_levels(fixed_spec, "the fixed effects")
+    X, names, dropped = drop_collinear(X, names)
 
     terms: list[ReTerm] = []
     for term in parsed.random:
-        zmm = _model_matrix(term.lhs, frame, f"random-effects term {term}")
-        check_factor_levels(zmm.model_spec, f"random-effects term {term}")
-        z = np.asarray(zmm, dtype=float)
+        z, cnms, spec = _part_matrix(term.lhs, frame, f"random-effects term {term}")
+        check_factor_levels(spec, f"random-effects term {term}")
         if z.shape[1] == 0:
             raise FormulaError(f"Random-effects term {term} has no columns: it needs at least '1' or a variable.")
         refs, levels = encode_grouping(frame, term.factors)
-        terms.append(ReTerm(term, list(zmm.columns), levels, refs, np.ascontiguousarray(z), zmm.model_spec))
+        terms.append(ReTerm(term, cnms, levels, refs, np.ascontiguousarray(z), spec))
 
-    return assemble_design(parsed, y, X, names, mm.model_spec, dropped, terms, clean)
+    return assemble_design(parsed, y, X, names, fixed_spec, dropped, terms, clean)
 
 
 def assemble_design(parsed, y, X, fixed_names, fixed_spec, dropped, terms, clean, check_levels=True) -> Design:
@@ -489,6 +551,16 @@ def _check_identifiable(terms: list[ReTerm], n: int, check_levels: bool = True) 
 def build_Zt(terms: list[ReTerm], n: int) -> sp.csc_matrix:
     """``Zᵀ`` (q × n, CSC, sorted indices): each term's block from its level codes and coefficient columns,
     or its explicit ``Zt_block`` (the statsmodels facade's variance components)."""
+    q = sum(t.q for t in terms)
+    if all(t.Zt_block is None for t in terms):
+        # every row has each term's k entries, at rows offset + level·k + j: the CSC arrays directly, sorted
+        # (terms in order of their offsets), without scipy's coordinate sort
+        K = sum(t.k for t in terms)
+        itype = np.int32 if max(q, n * K) < np.iinfo(np.int32).max else np.int64
+        rows = np.concatenate([t.offset + t.refs[:, None] * t.k + np.arange(t.k) for t in terms], axis=1)
+        data = np.concatenate([t.z for t in terms], axis=1)
+        indptr = np.arange(0, n * K + 1, K, dtype=itype)
+        return sp.csc_matrix((data.ravel(), rows.astype(itype).ravel(), indptr), shape=(q, n))
     blocks = []
     obs = np.arange(n)
     for t in terms:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.linalg.lapack import dpotrf, dtrtrs
 
+from .criterion import DenseCriterion, evaluator_kind
 from .crossprod import CrossProducts
 from .design import Design
 from .errors import MemoryLimitError, ModelSpecError, NumericalError
@@ -104,6 +105,7 @@ class ProfiledDeviance:
         self.n, self.p = cross.n, design.p
         self.n_evals = 0
         self.state: PLSState | None = None
+        self._dense: DenseCriterion | None | bool = False  # built at the first value_and_gradient
 
     # which factor is held matters only to set-up, messages and tests, never to an evaluation
     @property
@@ -372,7 +374,21 @@ class ProfiledDeviance:
         return self.Lambdat_times([T.T for T in factors], V)
 
     def value_and_gradient(self, theta) -> tuple[float, np.ndarray]:
-        """The deviance and its analytic gradient at θ (see :meth:`gradient`)."""
+        """The deviance and its analytic gradient at θ (see :meth:`gradient`).
+
+        For small ``q`` (:data:`~sparselmm.linalg.thresholds.DENSE_MAX_Q`) the same values come from the
+        dense evaluator (:class:`sparselmm.criterion.DenseCriterion`), whose dozen LAPACK calls cost a
+        fraction of the per-term bookkeeping of :meth:`solve` and :meth:`gradient`; it keeps no state, so
+        call :meth:`solve` for the solution at θ.
+        """
+        if self._dense is False:
+            small = self.has_gradient and evaluator_kind(self) == "dense"
+            self._dense = DenseCriterion(self.terms, self.cross, self.reml) if small else None
+        if self._dense is not None:
+            self.n_evals += 1
+            self.state = None
+            with self._blas_limit():
+                return self._dense.value_and_gradient(theta)
         state = self.solve(theta)
         return state.deviance, self.gradient(state)
 
@@ -439,6 +455,7 @@ class ProfiledDeviance:
         new._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
         new.n_evals = 0
         new.state = None
+        new._dense = False
         if not share_factor:
             new.chol = self.chol.workspace_copy()
         return new
