@@ -2,14 +2,15 @@
 
 Usage (repository root)::
 
-    python benchmarks/glmm_bench.py [--workloads cbpp verbagg crossed1e6] [--repeat 2] [--out FILE.json]
+    python benchmarks/glmm_bench.py [--workloads cbpp verbagg crossed60k crossed1e6] [--repeat 2] [--out FILE.json]
                                     [--skip-mixedlm] [--timeout 7200]
 
 Workloads:
   cbpp        lme4's cbpp, cbind(incidence, size - incidence) ~ period + (1 | herd) (56 rows)
   verbagg     lme4's VerbAgg, r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item) (7,584 rows, crossed)
+  crossed60k  simulated crossed binary, 60,000 rows, 3,000 subjects x 300 items, the same model (seed 20261205)
   crossed1e6  simulated crossed binary, 1e6 rows, 1e4 subjects x 1e3 items, y ~ x + cond + (1|subj) + (1|item)
-              (seed 20261127; written once to $TMPDIR/sparselmm_glmm_bench/)
+              (seed 20261127; both written once to $TMPDIR/sparselmm_glmm_bench/)
 
 Each program fits in its own fresh process (R: ``system.time(glmer(...))``; Python: ``time.perf_counter``
 around the fit, data already loaded); the best of ``--repeat`` runs is kept. The table gives seconds,
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(tempfile.gettempdir()) / "sparselmm_glmm_bench"  # the simulated 1e6-row data (≈ 30 MB)
+DATA = Path(tempfile.gettempdir()) / "sparselmm_glmm_bench"  # the simulated data (1e6 rows: ≈ 30 MB)
 
 WORKLOADS = {
     "cbpp": {
@@ -48,6 +49,13 @@ WORKLOADS = {
         "formula": "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
         "factors": ["id", "item", "Gender", "btype", "situ"],
         "family": "binomial",
+    },
+    "crossed60k": {
+        "csv": DATA / "crossed_binary_60k.csv",
+        "formula": "y ~ x + cond + (1 | subj) + (1 | item)",
+        "factors": ["subj", "item"],
+        "family": "binomial",
+        "simulate": {"n": 60_000, "n_subj": 3_000, "n_item": 300, "seed": 20261205},
     },
     "crossed1e6": {
         "csv": DATA / "crossed_binary_1e6.csv",
@@ -158,7 +166,7 @@ def main(argv=None):
         for name in a.workloads:
             w = WORKLOADS[name]
             if not Path(w["csv"]).exists():
-                simulate_crossed(Path(w["csv"]))
+                simulate_crossed(Path(w["csv"]), **w.get("simulate", {}))
             row = {"workload": name}
             spec = dict(
                 root=str(ROOT),
@@ -248,7 +256,8 @@ def update_section(path: Path, results, a, load_start, load_end) -> None:
         f"{a.repeat}; default nAGQ = {a.nagq} (Laplace). −2 log L is each program's own; versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ". Workloads: cbpp (56 rows), VerbAgg `r2 ~ Anger + Gender + btype + situ + (1|id) + (1|item)` "
-        "(7,584 rows, crossed), crossed1e6 (simulated crossed binary, 1e6 rows, 1e4 subjects × 1e3 items, "
+        "(7,584 rows, crossed), crossed60k (simulated crossed binary, 60,000 rows, 3,000 subjects × 300 items, "
+        "the same model, seed 20261205), crossed1e6 (simulated crossed binary, 1e6 rows, 1e4 subjects × 1e3 items, "
         "`y ~ x + cond + (1|subj) + (1|item)`, seed 20261127).\n\n" + "\n".join(lines) + f"\n{END}\n"
     )
     replace_section(path, text)

@@ -4,10 +4,12 @@
    edge of their range here are the sign of separation: a fixed effect that separates the outcome ends
    the fit with a :class:`~sparselmm.glmm.separation.SeparationError`.
 2. ``nAGQ >= 1``: (θ, β) jointly from that optimum, β standardised by its ``nAGQ = 0`` SEs, by the
-   quasi-Newton polish (:func:`~sparselmm.glmm.objective.newton_polish`) or BOBYQA.
-3. The state at the optimum (u, μ, the factor, σ), the central-difference derivatives (lme4's
-   ``deriv12``) and the checks that warn: separation by the random effects, a singular fit, lme4's
-   convergence checks.
+   quasi-Newton polish — on the exact gradient (:func:`~sparselmm.glmm.objective.newton_polish_exact`,
+   where :mod:`sparselmm.glmm.gradient` applies) or on central differences
+   (:func:`~sparselmm.glmm.objective.newton_polish`) — or BOBYQA.
+3. The state at the optimum (u, μ, the factor, σ), the derivatives (the Hessian by central differences
+   of the exact gradient, else lme4's ``deriv12``; the same step) and the checks that warn: separation by
+   the random effects, a singular fit, lme4's convergence checks.
 
 :func:`refit_glmm` runs the same stages for a new response (lme4's ``refit``, the bootstrap's replicates) from
 a warm and a fresh start. :func:`breakdown_error` says what a PIRLS breakdown during these stages most likely
@@ -23,8 +25,8 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, NumericalError, SingularFitWarning, caller_stacklevel
 from ..linalg.threads import blas_threads
-from ..optimize import SINGULAR_TOL, OptInfo, check_convergence, deriv12, nlopt_minimize
-from .objective import GlmmObjective, newton_polish
+from ..optimize import DERIV_STEP, SINGULAR_TOL, OptInfo, check_convergence, deriv12, nlopt_minimize
+from .objective import GlmmObjective, newton_polish, newton_polish_exact
 from .pirls import PirlsModel, PirlsNotConverged
 from .separation import (
     SeparationError,
@@ -250,12 +252,17 @@ def _finish(
     grad = hess = None
     if calc_derivs and nAGQ > 0:
         t2 = time.perf_counter()
-        grad, hess = deriv12(
-            lambda x: obj.at_theta_beta(x[:n_theta], x[n_theta:]),
-            np.concatenate([theta, beta]),
-            fval,
-            np.concatenate([lower, np.full(beta.size, -np.inf)]),
-        )
+        if obj.gradient is not None and np.all(theta - DERIV_STEP >= lower):
+            grad, hess = _derivatives_exact(obj, theta, beta)
+            info["derivatives"] = "exact gradient, central differences"
+        else:
+            grad, hess = deriv12(
+                lambda x: obj.at_theta_beta(x[:n_theta], x[n_theta:]),
+                np.concatenate([theta, beta]),
+                fval,
+                np.concatenate([lower, np.full(beta.size, -np.inf)]),
+            )
+            info["derivatives"] = "central differences"
         info["deriv_seconds"] = time.perf_counter() - t2
         obj.at_theta_beta(theta, beta)  # restore warm start and factor
         model.u = u_hat
@@ -265,6 +272,7 @@ def _finish(
         n_evals_total=obj.n_evals + extra_evals,
         n_pirls=model.n_pirls,
         n_factor=model.n_factor,
+        n_gradients=obj.gradient.n_evals if obj.gradient is not None else 0,
         setup_seconds=setup,
         optimize_seconds=opt_seconds,
         gradient=grad,
@@ -365,7 +373,22 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
         info["messages"].append("nAGQ = 0 optimum at a boundary: BOBYQA for the joint stage")
     elif polish:
         S0 = RX0 @ RX0.T  # XᵀWX Schur complement at nAGQ = 0: β's information
-        polished = newton_polish(fz, x0, fz(x0), low, H_beta=2 * s[:, None] * S0 * s[None, :])
+        H_beta = 2 * s[:, None] * S0 * s[None, :]
+        if obj.gradient is not None:
+
+            def in_z(g):  # the gradient in (θ, z), β = β0 + s z
+                return np.concatenate([g[:nth], s * g[nth:]])
+
+            def fz_grad(x):
+                f, g = obj.value_and_gradient(x[:nth], beta0 + s * x[nth:])
+                return f, in_z(g)
+
+            def gz(x):
+                return in_z(obj.gradient_at(x[:nth], beta0 + s * x[nth:]))
+
+            polished = newton_polish_exact(fz_grad, gz, fz, x0, low, H_beta, nth)
+        if polished is None:
+            polished = newton_polish(fz, x0, fz(x0), low, H_beta=H_beta)
     if polished is not None:
         xz, fval, n_steps = polished
         info["optimizer"] = "newton"
@@ -380,6 +403,24 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
     info["n_evals_joint"] = obj.n_evals - info["n_evals_nagq0"] - 1
     fval = obj.at_theta_beta(theta, beta)
     return theta, beta, fval
+
+
+def _derivatives_exact(obj: GlmmObjective, theta, beta):
+    """The gradient and Hessian at the optimum (θ, β) from the exact gradient: the Hessian's columns by central
+    differences of it with lme4's ``deriv12`` step (``2m`` evaluations, where ``deriv12`` takes
+    ``2m + m(m − 1)``). Both approximate the same Hessian to the step's second order; the gradient is exact."""
+    x = np.concatenate([theta, beta])
+    nth, m = theta.size, x.size
+    grad = obj.gradient_at(theta, beta)
+    hess = np.empty((m, m))
+    for i in range(m):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += DERIV_STEP
+        xm[i] -= DERIV_STEP
+        gp = obj.value_and_gradient(xp[:nth], xp[nth:])[1]
+        gm = obj.value_and_gradient(xm[:nth], xm[nth:])[1]
+        hess[:, i] = (gp - gm) / (2 * DERIV_STEP)
+    return grad, (hess + hess.T) / 2
 
 
 def _check_fit(model: PirlsModel, theta, beta, mu, grad, hess, info: dict) -> None:

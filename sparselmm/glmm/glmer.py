@@ -8,7 +8,8 @@ What is computed (and matched to lme4 1.1-31, ``validation/compare_glmm.py``):
 * ``nAGQ = 1`` — the Laplace approximation over ``(θ, β)`` (lme4's second stage): PIRLS over ``u`` at
   fixed ``(θ, β)``, same objective. β stays out of a long derivative-free search: from the ``nAGQ = 0``
   optimum (β standardised by its ``nAGQ = 0`` SEs) a quasi-Newton polish (:func:`sparselmm.newton.quasi_newton`
-  on central-difference gradients, started from θ's second differences and β's ``nAGQ = 0`` information)
+  on the exact gradient of the criterion for canonical links and scalar terms, :mod:`sparselmm.glmm.gradient`,
+  else on central-difference gradients; started from θ's second differences and β's ``nAGQ = 0`` information)
   converges in a few steps; BOBYQA takes over when the start is at a boundary (singular) or the start
   Hessian is not positive definite. ``u`` is warm-started across evaluations (1-3 PIRLS iterations each).
   Evaluation counts against lme4's are in BENCHMARKS.md.
@@ -37,7 +38,8 @@ summary, ``-2 * logLik(m)``; lme4's ``deviance(m)`` (the sum of squared deviance
 
 The standard errors are lme4's (``vcov.merMod`` with ``use.hessian = TRUE``): ``2 H⁻¹`` restricted to β,
 ``H`` the central-difference Hessian of the criterion in ``(θ, β)`` at the optimum (step 1e-4, as
-lme4's ``deriv12``); for ``nAGQ = 0`` (or if ``H`` is not positive definite) they come from ``RX``.
+lme4's ``deriv12``; where the exact gradient applies, central differences of it with the same step); for
+``nAGQ = 0`` (or if ``H`` is not positive definite) they come from ``RX``.
 
 GLMMs are fitted in memory: the PIRLS weights change every iteration, so ``ZᵀWZ`` is re-formed from the
 rows each time (values only, on a fixed pattern), unlike ``lmer``'s one-pass cross-products.

@@ -10,20 +10,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import NumericalError
 from ..newton import quasi_newton
 from ..optimize import DERIV_STEP, fd_gradient
+from .gradient import LaplaceGradient, gradient_supported
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 
-__all__ = ["GlmmObjective", "newton_polish"]
+__all__ = ["GlmmObjective", "newton_polish", "newton_polish_exact"]
+
+
+# PIRLS starts from the mode extrapolated along dû/dp (from the last exact gradient) at points this close to
+# it, in every coordinate of (θ, β): the finite differences about it and the quasi-Newton steps
+PREDICT_RADIUS = 0.05
 
 
 class GlmmObjective:
-    """The criterion at (θ) for nAGQ = 0 and at (θ, β) for nAGQ >= 1, with warm starts and counters."""
+    """The criterion at (θ) for nAGQ = 0 and at (θ, β) for nAGQ >= 1, with warm starts and counters.
+
+    Where :func:`~sparselmm.glmm.gradient.gradient_supported`, :meth:`value_and_gradient` gives the exact
+    gradient too (``self.gradient`` is then a :class:`~sparselmm.glmm.gradient.LaplaceGradient`, else None).
+    """
 
     def __init__(self, model: PirlsModel, nAGQ: int):
         self.model = model
         self.nAGQ = nAGQ
         self.n_evals = 0
+        self.gradient = LaplaceGradient(model) if gradient_supported(model, nAGQ) else None
+        self._center = None  # (θ, β) stacked, û there, dû/dp: the last exact gradient's point
+        self._last = None  # (θ, β) stacked of the last nAGQ >= 1 evaluation: the model's state is there
         self.eta_start = model.family.link.linkfun(model.family.mustart(model.y, model.pw))
         if nAGQ > 1:
             t = model.design.terms[0]
@@ -53,8 +67,9 @@ class GlmmObjective:
         """nAGQ >= 1: u by PIRLS at (θ, β); Laplace or AGQ criterion."""
         self.n_evals += 1
         m = self.model
+        self._last = None
         try:
-            u, eta, mu, w, pdev = m.pirls_u(theta, beta)
+            u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=self._predicted_mode(theta, beta))
         except InvalidStart:  # Xβ outside the family's mean space (an inverse link with η <= 0)
             return np.inf
         except PirlsNotConverged:
@@ -62,9 +77,43 @@ class GlmmObjective:
                 u, eta, mu, w, pdev = m.pirls_u(theta, beta, u0=np.zeros(m.q))
             except InvalidStart:
                 return np.inf
+        self._last = np.concatenate([theta, beta])
         if self.nAGQ <= 1:
             return self.laplace(mu, u)
         return self.agq(theta, beta, u, eta, mu)
+
+    def _predicted_mode(self, theta, beta):
+        """The mode at (θ, β) to first order from the last exact gradient's point, or None (PIRLS then starts
+        from the last evaluation's mode): one Newton step from there is then ~(distance)² from the mode."""
+        if self._center is None:
+            return None
+        x0, u0, dudp = self._center
+        dx = np.concatenate([theta, beta]) - x0
+        if not np.max(np.abs(dx), initial=0.0) <= PREDICT_RADIUS:
+            return None
+        return u0 + dudp @ dx
+
+    def value_and_gradient(self, theta, beta) -> tuple[float, np.ndarray]:
+        """The Laplace criterion and its exact gradient in (θ, β) (``self.gradient`` must not be None);
+        raises :class:`~sparselmm.errors.NumericalError` where the criterion is not finite."""
+        theta, beta = np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)
+        f = self.at_theta_beta(theta, beta)
+        if not np.isfinite(f):
+            raise NumericalError("the criterion is not finite here")
+        return f, self._gradient_here(theta, beta)
+
+    def gradient_at(self, theta, beta) -> np.ndarray:
+        """The exact gradient at (θ, β), evaluating the criterion there first unless the last evaluation was
+        at that point (a line search's accepted point)."""
+        theta, beta = np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)
+        if self._last is None or not np.array_equal(self._last, np.concatenate([theta, beta])):
+            return self.value_and_gradient(theta, beta)[1]
+        return self._gradient_here(theta, beta)
+
+    def _gradient_here(self, theta, beta) -> np.ndarray:
+        g, dudp = self.gradient(theta, beta)
+        self._center = (np.concatenate([theta, beta]), self.model.u.copy(), dudp)
+        return g
 
     def agq(self, theta, beta, u, eta, mu) -> float:
         m = self.model
@@ -130,3 +179,44 @@ def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9):
         gradient=lambda x: fd_gradient(fun, x, lower),
     )
     return (x, f, n_steps) if ok else None
+
+
+# the exact-gradient polish stops at this predicted decrease (the difference polish's 5e-9 is set by its
+# gradient's truncation error; an exact gradient affords the tighter stop for a step or two more)
+EXACT_POLISH_TOL = 1e-10
+
+
+def newton_polish_exact(fun_grad, gradient, fun, x0, lower, H_beta, n_theta: int, tol=EXACT_POLISH_TOL):
+    """:func:`newton_polish` on the exact gradient: ``fun_grad(x) -> (f, g)``, ``gradient(x)`` (after
+    ``fun(x)``, the line search's accepted point) and ``fun(x)``.
+
+    The start Hessian takes its θ columns (θ's rows and its coupling to β) from forward differences of the
+    gradient (``n_theta`` calls) and its β block from ``H_beta``. Returns ``(x, f, n_steps)``, or None as
+    :func:`newton_polish` does.
+    """
+    f0, g0 = fun_grad(x0)
+    m = x0.size
+    H = np.zeros((m, m))
+    H[n_theta:, n_theta:] = H_beta
+    for i in range(n_theta):
+        xa = x0.copy()
+        xa[i] += DERIV_STEP
+        col = (fun_grad(xa)[1] - g0) / DERIV_STEP
+        H[:, i] = col
+        H[i, :] = col
+    H = (H + H.T) / 2
+    if not np.all(np.isfinite(H)) or np.min(np.linalg.eigvalsh(H)) <= 0:
+        return None
+    x, f, _, _, n_steps, ok = quasi_newton(
+        None,
+        x0,
+        lower,
+        np.full(m, np.inf),
+        H,
+        tol,
+        first=(f0, g0),
+        return_H=False,
+        fun=fun,
+        gradient=gradient,
+    )
+    return (x, f, n_steps + n_theta + 1) if ok else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.lapack import dpotri
 
 from ..errors import NumericalError
 from .schur import ScalarElimination
@@ -104,6 +105,40 @@ class WeightedSchur(ScalarElimination):
         self._factor_complement(S, t, lam2, d)  # K, and so S, is zero above the diagonal
         self._G21 = sp.csr_matrix((g21[self._csr_perm], self._csr_ind, self._csr_ptr), shape=(q2, q1))
         self._G12 = sp.csr_matrix((g21, self._csc_ind, self._csc_ptr), shape=(q1, q2))  # CSC of G₂₁ = CSR of G₁₂
+
+    def inverse_on_pattern(self) -> np.ndarray:
+        """The entries of ``C⁻¹`` (current factor) where ``G``'s lower triangle is stored, in the order of the
+        values :meth:`factorize` took.
+
+        With ``C = [[D, Bᵀ], [B, E]]``, ``S = E − B D⁻¹ Bᵀ`` and ``Y = D⁻¹Bᵀ`` (q₁ × q₂, on ``G₁₂``'s pattern):
+        ``C⁻¹₂₂ = S⁻¹``, ``C⁻¹₁₂ = −Y S⁻¹`` and ``diag C⁻¹₁₁ = 1/D + diag(Y S⁻¹ Yᵀ)``. ``Y S⁻¹`` is needed on
+        ``G₁₂``'s pattern only: one sum over the stored pairs of entries sharing a level (the pairs that form
+        ``K``), or where those are not stored one sparse-dense product. One ``potri``, never the q × q
+        inverse; the exact gradient of glmer's Laplace criterion (:mod:`sparselmm.glmm.gradient`) needs these.
+        """
+        self._check_factor()
+        q1, q2 = self.q1, self.q2
+        Sinv, info = dpotri(self._L_S, lower=1)
+        if info != 0:
+            raise NumericalError("The Schur complement could not be inverted.")
+        Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+        nnz = self._nnz21
+        level = np.repeat(np.arange(q1), np.diff(self.indptr21))
+        y = (self._t / self._d)[level] * self._G12.data * self._lam2[self.r21]  # Y on G₁₂'s pattern
+        if self.pairs is not None:
+            e1, e2, _lev, target = self.pairs
+            sv = Sinv.ravel(order="F")[target]  # S⁻¹ at the rows of the two entries
+            off = e1 != e2
+            ys = np.bincount(e1, weights=y[e2] * sv, minlength=nnz)
+            ys += np.bincount(e2[off], weights=(y[e1] * sv)[off], minlength=nnz)
+        else:
+            Y = sp.csr_matrix((y, self.r21, self.indptr21), shape=(q1, q2))
+            ys = np.asarray(Y @ Sinv)[level, self.r21]
+        out = np.empty(self.i11.size + nnz + self.i22.size)
+        out[self.i11] = 1.0 / self._d + np.bincount(level, weights=y * ys, minlength=q1)
+        out[self.i21] = -ys
+        out[self.i22] = Sinv.ravel(order="F")[self.t22]
+        return out
 
     def _B_Dinv_times(self, x: np.ndarray) -> np.ndarray:
         # t·x/D, where the scalar factor takes t·(x/D): the last bit differs, and PIRLS and BOBYQA carry a
