@@ -253,9 +253,12 @@ def _finish(
     if calc_derivs and nAGQ > 0:
         t2 = time.perf_counter()
         if obj.gradient is not None and np.all(theta - DERIV_STEP >= lower):
-            grad, hess = _derivatives_exact(obj, theta, beta)
-            info["derivatives"] = "exact gradient, central differences"
-        else:
+            try:
+                grad, hess = _derivatives_exact(obj, theta, beta)
+                info["derivatives"] = "exact gradient, central differences"
+            except NumericalError:  # a point where C⁻¹ is not finite: lme4's differences of the criterion
+                grad = None
+        if grad is None:
             grad, hess = deriv12(
                 lambda x: obj.at_theta_beta(x[:n_theta], x[n_theta:]),
                 np.concatenate([theta, beta]),
@@ -386,7 +389,10 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
             def gz(x):
                 return in_z(obj.gradient_at(x[:nth], beta0 + s * x[nth:]))
 
-            polished = newton_polish_exact(fz_grad, gz, fz, x0, low, H_beta, nth)
+            try:
+                polished = newton_polish_exact(fz_grad, gz, fz, x0, low, H_beta, nth)
+            except NumericalError:  # C⁻¹ not finite at some point: the difference polish decides
+                polished = None
         if polished is None:
             polished = newton_polish(fz, x0, fz(x0), low, H_beta=H_beta)
     if polished is not None:
