@@ -213,10 +213,10 @@ def required_columns(parsed: ParsedFormula) -> list[str]:
     """Data columns read by the formula: response, fixed part, random-term coefficients, grouping factors."""
     cols: list[str] = []
     try:
-        cols.extend(sorted(str(v) for v in formulaic_formula(parsed.response).required_variables))
-        cols.extend(sorted(str(v) for v in formulaic_formula(parsed.fixed).required_variables))
-        for term in parsed.random:
-            cols.extend(sorted(str(v) for v in formulaic_formula(term.lhs).required_variables))
+        for text in [parsed.response, parsed.fixed, *(t.lhs for t in parsed.random)]:
+            plain = _plain_names(text)
+            variables = plain[1] if plain is not None else formulaic_formula(text).required_variables
+            cols.extend(sorted(str(v) for v in variables))
     except Exception as err:  # formulaic's parser errors carry no common base class
         raise FormulaError(f"Could not parse formula {parsed.formula!r}: {err}") from None
     for term in parsed.random:
@@ -226,11 +226,14 @@ def required_columns(parsed: ParsedFormula) -> list[str]:
 
 def factor_expressions(parsed: ParsedFormula) -> list:
     """The Python expression of every factor of the fixed part and of the random terms' coefficients, parsed
-    (``ast`` trees; ``poly(x, 2)``, ``C(f)``, ``x``), for the callers that ask which names a factor reads."""
+    (``ast`` trees; ``poly(x, 2)``, ``C(f)``, ``x``), for the callers that ask which names a factor reads. A part of
+    bare names (``1 + x + z``) is skipped: it reads just those names, which :func:`required_columns` lists."""
     import ast
 
     trees = []
     for text in [parsed.fixed, *(t.lhs for t in parsed.random)]:
+        if _plain_names(text) is not None:  # bare names: no expression to look into
+            continue
         try:
             formula = formulaic_formula(text)
             terms = formula.rhs if hasattr(formula, "rhs") else formula
@@ -420,20 +423,27 @@ def _part_matrix(spec_text: str, frame: pd.DataFrame, what: str) -> tuple[np.nda
     the order written) and a :class:`SpecOnDemand`; anything else (factors, transforms, interactions, ``-``)
     goes to formulaic.
     """
-    tokens = [tok.strip() for tok in spec_text.split("+")]
-    names = list(dict.fromkeys(t for t in tokens if t not in ("0", "1")))
-    plain = (
-        not ("0" in tokens and "1" in tokens)
-        and all(t.isidentifier() and t != "Intercept" and t in frame.columns for t in names)
-        and all(_plain_numeric(frame[t]) for t in names)
-    )
-    if not plain:
+    plain = _plain_names(spec_text)
+    if plain is None or not all(t in frame.columns and _plain_numeric(frame[t]) for t in plain[1]):
         mm = _model_matrix(spec_text, frame, what)
         return np.asarray(mm, dtype=float), list(mm.columns), mm.model_spec
-    cols = [] if "0" in tokens else [np.ones(len(frame))]
-    cols += [frame[t].to_numpy(dtype=float) for t in names]
+    intercept, names = plain
+    cols = ([np.ones(len(frame))] if intercept else []) + [frame[t].to_numpy(dtype=float) for t in names]
     mat = np.column_stack(cols) if cols else np.zeros((len(frame), 0))
-    return mat, ([] if "0" in tokens else ["Intercept"]) + names, SpecOnDemand(spec_text, frame)
+    return mat, (["Intercept"] if intercept else []) + names, SpecOnDemand(spec_text, frame)
+
+
+@lru_cache(maxsize=512)
+def _plain_names(spec_text: str) -> tuple[bool, list[str]] | None:
+    """``(intercept, names)`` of a part written as ``1``/``0`` and bare names joined by ``+``; None for any other
+    part. (Whether each name is a numeric column is for the caller to check against the data.)"""
+    tokens = [tok.strip() for tok in spec_text.split("+")]
+    if "0" in tokens and "1" in tokens:
+        return None
+    names = list(dict.fromkeys(t for t in tokens if t not in ("0", "1")))
+    if not all(t.isidentifier() and t != "Intercept" for t in names):
+        return None
+    return "0" not in tokens, names
 
 
 def _plain_numeric(col) -> bool:
