@@ -82,21 +82,21 @@ class CleanData:
     index: pd.Index | None = None
 
 
-def _copy_columns(data: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """A new frame (index 0..n-1) holding copies of ``columns``: the caller's later edits never reach the fit's
-    rows. Column by column: ``DataFrame.loc[:, columns].copy()`` was a large share of a small model's set-up."""
-    out = {}
-    for name in columns:
-        col = data[name]
-        if isinstance(col, pd.DataFrame):
-            raise DataError(f"Column {name!r} appears more than once in the data; rename the duplicates.")
-        out[name] = col.to_numpy().copy() if isinstance(col.dtype, np.dtype) else col.array.copy()
-    return pd.DataFrame(out, copy=False)
-
-
-def _all_categories_used(col: pd.Series) -> bool:
-    codes = col.cat.codes.to_numpy()
-    return bool(np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)).all())
+def _kept_column(col: pd.Series, rows: np.ndarray | None):
+    """A copy of a column's values, of the kept ``rows`` only (None: all): the caller's later edits never reach
+    the fit's rows. Categoricals lose the categories no kept row has; nullable numbers become float64."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        values = col.array.copy() if rows is None else col.array.take(rows)
+        codes = values.codes
+        if not np.bincount(codes[codes >= 0], minlength=len(values.categories)).all():
+            values = values.remove_unused_categories()
+        return values
+    if isinstance(col.dtype, np.dtype):
+        return col.to_numpy().copy() if rows is None else col.to_numpy()[rows]
+    if _is_numeric(col):
+        values = col.to_numpy(dtype=float, na_value=np.nan)
+        return values if rows is None else values[rows]
+    return col.array.copy() if rows is None else col.array.take(rows)
 
 
 def _is_numeric(col: pd.Series) -> bool:
@@ -135,14 +135,18 @@ def clean_data(
             f"Name(s) {unknown} used in the formula are not columns of the data (nor functions formulaic "
             f"knows); available columns are {list(data.columns)}."
         )
-    frame = _copy_columns(data, columns)
+    source = {}
+    for name in columns:
+        col = data[name]
+        if isinstance(col, pd.DataFrame):
+            raise DataError(f"Column {name!r} appears more than once in the data; rename the duplicates.")
+        source[name] = col
     w = vector_argument(weights, data, "weights")
     off = vector_argument(offset, data, "offset")
 
-    bad = np.zeros(len(frame), dtype=bool)
+    bad = np.zeros(len(data), dtype=bool)
     counts: dict[str, int] = {}
-    for name in columns:
-        col = frame[name]
+    for name, col in source.items():
         if _is_numeric(col):
             values = col.to_numpy(dtype=float, na_value=np.nan)
             na = np.isnan(values)
@@ -172,17 +176,12 @@ def clean_data(
     rows = np.flatnonzero(~bad)
     if rows.size == 0:
         raise DataError("No complete rows remain after removing rows with missing values.")
-    if bad.any():
-        frame = frame.iloc[rows].reset_index(drop=True)
+    kept = rows if bad.any() else None
+    if kept is not None:
         w = None if w is None else w[rows]
         off = None if off is None else off[rows]
-    for name in columns:
-        col = frame[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            if not _all_categories_used(col):
-                frame[name] = col.cat.remove_unused_categories()
-        elif pd.api.types.is_extension_array_dtype(col.dtype) and _is_numeric(col):
-            frame[name] = col.to_numpy(dtype=float)  # nullable Int64/Float64 -> float64
+    # one new frame, column by column (DataFrame.loc[:, columns].copy() was a large share of a small model's set-up)
+    frame = pd.DataFrame({name: _kept_column(col, kept) for name, col in source.items()}, copy=False)
     n_zero = 0
     if w is not None:
         if np.any(w < 0):
@@ -204,4 +203,5 @@ def clean_data(
             for name in columns:
                 if isinstance(frame[name].dtype, pd.CategoricalDtype):
                     frame[name] = frame[name].cat.remove_unused_categories()
-    return CleanData(frame, rows, w, off, int(bad.sum()), n_zero, index=data.index[rows])
+    index = data.index if kept is None and not n_zero else data.index[rows]
+    return CleanData(frame, rows, w, off, int(bad.sum()), n_zero, index=index)

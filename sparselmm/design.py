@@ -266,8 +266,11 @@ def _transform_arguments(parsed: ParsedFormula) -> list[str]:
 
 def _single_factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
-        col = col.cat.remove_unused_categories()
-        return col.cat.codes.to_numpy().astype(np.int64), pd.Index(col.cat.categories)
+        codes = col.cat.codes.to_numpy()
+        if not np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)).all():
+            col = col.cat.remove_unused_categories()  # (data.clean_data has done it for a model's frame)
+            codes = col.cat.codes.to_numpy()
+        return codes.astype(np.int64), pd.Index(col.cat.categories)
     try:
         codes, uniques = pd.factorize(col, sort=True)
     except TypeError:  # mixed types that cannot be ordered: order by their text
