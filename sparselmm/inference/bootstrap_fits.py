@@ -82,7 +82,24 @@ def _boot_control(result, tol: float | None, control: dict | None) -> dict:
     return ctrl
 
 
-class _Replicator:
+class _Replicates:
+    """What every replicator shares: a batch of replicates run with the replicates' warnings silenced."""
+
+    def one(self, index: int, seed: np.random.SeedSequence):  # pragma: no cover - each replicator's own
+        raise NotImplementedError
+
+    def many(self, tasks):
+        with warnings.catch_warnings():  # singular or unconverged replicates are reported in diagnostics
+            warnings.simplefilter("ignore")
+            return [self.one(i, s) for i, s in tasks]
+
+    @staticmethod
+    def failed(index: int, err: Exception):
+        """A failed replicate, recorded with its reason; the run goes on (as bootMer)."""
+        return index, None, f"{type(err).__name__}: {err}", 0, False, False
+
+
+class _Replicator(_Replicates):
     """Draws and fits replicates; holds one factor workspace of its own (one per worker)."""
 
     def __init__(self, result, func: Callable | None, names: list[str] | None, use_u: bool, ctrl: dict):
@@ -116,13 +133,8 @@ class _Replicator:
             else:
                 values = _named_values(self.func(self.result._new_fit(devfun, state, info)), self.names)
             return index, values, None, info.n_evals, info.converged, is_singular(theta, self.lower)
-        except Exception as err:  # as bootMer: a failed replicate is recorded with its reason, the run goes on
-            return index, None, f"{type(err).__name__}: {err}", 0, False, False
-
-    def many(self, tasks):
-        with warnings.catch_warnings():  # singular or unconverged replicates are reported in diagnostics
-            warnings.simplefilter("ignore")
-            return [self.one(i, s) for i, s in tasks]
+        except Exception as err:
+            return self.failed(index, err)
 
     def clone(self) -> _Replicator:
         """A replicator with its own workspaces (for another thread)."""
@@ -230,8 +242,8 @@ class _FastReplicator(_Replicator):
                 info = OptInfo("quasi-newton", n_calls, ok, "predicted decrease below tol", self.theta_hat.copy())
                 values = _named_values(self.func(self.result._new_fit(devfun, devfun.solve(theta), info)), self.names)
             return index, values, None, n_calls, ok, is_singular(theta, self.lower)
-        except Exception as err:  # as bootMer: a failed replicate is recorded with its reason, the run goes on
-            return index, None, f"{type(err).__name__}: {err}", 0, False, False
+        except Exception as err:
+            return self.failed(index, err)
 
     def _two_stage(self, ev, fg, f_only, last):
         """A replicate on a factor with an analytic gradient, in two stages.
@@ -304,7 +316,7 @@ class _FastReplicator(_Replicator):
 
 
 # ---- the bootstrap of a glmer fit ----------------------------------------------------------------------------
-class _GlmmReplicator:
+class _GlmmReplicator(_Replicates):
     """A glmer fit's replicates: drawn by :class:`GlmmSimulator`, refitted by
     :func:`~sparselmm.glmm.fit.refit_glmm` from the warm start (each refit has its own copy of the fit's PIRLS
     model, so a clone for another thread needs nothing of its own). The default statistics are lme4's
@@ -331,13 +343,8 @@ class _GlmmReplicator:
                 values = _named_values(self.func(fit), self.names)
             info = fit.optinfo
             return index, values, None, info.n_evals, info.converged, fit.is_singular()
-        except Exception as err:  # as bootMer: a failed replicate is recorded with its reason, the run goes on
-            return index, None, f"{type(err).__name__}: {err}", 0, False, False
-
-    def many(self, tasks):
-        with warnings.catch_warnings():  # singular or unconverged replicates are reported in diagnostics
-            warnings.simplefilter("ignore")
-            return [self.one(i, s) for i, s in tasks]
+        except Exception as err:
+            return self.failed(index, err)
 
     def clone(self) -> _GlmmReplicator:
         """A replicator for another thread."""

@@ -121,6 +121,18 @@ class Point:
     H: np.ndarray | None
 
 
+def slope_from_curvature(H: np.ndarray | None, j: int) -> float | None:
+    """dζ/dx of parameter ``j`` at the estimate from the criterion's Hessian: ``1 / sqrt(2 (H⁻¹)_jj)`` (None
+    where there is no Hessian or it gives no positive variance)."""
+    if H is None:
+        return None
+    try:
+        v = float(np.linalg.inv(H)[j, j])
+    except np.linalg.LinAlgError:
+        return None
+    return 1.0 / math.sqrt(2 * v) if v > 0 else None
+
+
 class ConstrainedFits(BetaFits):
     """The profiled fit, refitted on ``criterion`` (``"ML"`` or ``"REML"``), on its own factor workspace, and
     its constrained fits: :meth:`deviance_at` fits every parameter but ``j``, held at ``x``, and records the
@@ -184,14 +196,7 @@ class ConstrainedFits(BetaFits):
         if j >= self.n_var:
             se = self.se[j - self.n_var]
             return 1.0 / se if se > 0 else None
-        H = self.H_psi()
-        if H is None:
-            return None
-        try:
-            v = float(np.linalg.inv(H)[j, j])
-        except np.linalg.LinAlgError:
-            return None
-        return 1.0 / math.sqrt(2 * v) if v > 0 else None
+        return slope_from_curvature(self.H_psi(), j)
 
     # ---- one constrained fit ----------------------------------------------------------------------
     def bounds(self, j: int) -> tuple[float, float]:

@@ -28,7 +28,6 @@ GLMMs with non-fixed scale parameters"), and so are ``nAGQ = 0`` fits, whose cri
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -37,7 +36,7 @@ from ..errors import ModelSpecError, NumericalError
 from ..newton import PROBE, quasi_newton
 from ..optimize import DERIV_STEP, SINGULAR_TOL, deriv12, is_singular
 from ..parameters import SdCorMap, parameter_names, sdcor
-from .profile_fits import ConstrainedFits, Point, _minimise
+from .profile_fits import ConstrainedFits, Point, _minimise, slope_from_curvature
 
 __all__ = ["GlmmConstrainedFits", "GlmmScale"]
 
@@ -164,11 +163,7 @@ class GlmmConstrainedFits(ConstrainedFits):
         H = self.H_full()
         if H is None:
             return 1.0 / self.se[j - self.n_var] if j >= self.n_var and self.se[j - self.n_var] > 0 else None
-        try:
-            v = float(np.linalg.inv(H)[j, j])
-        except np.linalg.LinAlgError:
-            return None
-        return 1.0 / math.sqrt(2 * v) if v > 0 else None
+        return slope_from_curvature(H, j)
 
     def bounds(self, j: int) -> tuple[float, float]:
         return float(self.v_lower[j]), float(self.v_upper[j])
