@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from matplotlib.figure import Figure
 
-    from ._typing import ColumnOrValues, FrameLike
+    from ._typing import ColumnOrValues, FrameLike, Seed
     from .design import Design
     from .linalg.factor import Factor
     from .printing import AnovaTable
@@ -329,7 +329,46 @@ class MixedModelResult:
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    # ---- plots (sparselmm.plot; matplotlib, the "plot" extra) ----------------------------------
+    # ---- simulated responses (sparselmm.inference.replicates) -----------------------------------
+    def simulate(self, nsim: int = 1, seed: Seed = None, use_u: bool = False) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's ``simulate``).
+
+        Random effects are drawn from their fitted distribution (``b* = Λ̂ u*``), then the response: for an
+        lmer fit ``Xβ̂ + offset + Zb* + ε*`` with ``ε* ~ N(0, σ̂²/w)``; for a glmer fit from the family at
+        ``μ* = g⁻¹(Xβ̂ + offset + Zb*)`` — binomial with the fit's trials (a ``cbind`` response's or the prior
+        weights of a proportion), Poisson, negative binomial, Gamma and inverse Gaussian with the fit's
+        dispersion (see :mod:`sparselmm.inference.replicates`).
+
+        Parameters
+        ----------
+        nsim : int, default 1
+            Number of simulated responses.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the draws reproducible; column ``i`` is drawn from ``SeedSequence(seed).spawn(nsim)[i]``,
+            the response of bootstrap replicate ``i`` with the same seed.
+        use_u : bool, default False
+            Condition on the fitted random effects (lme4's ``use.u = TRUE``) instead of drawing new ones.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per fitted row, columns ``sim_1`` … ``sim_<nsim>``, on the scale the model is fitted on
+            (for glmer: 0/1, proportions of successes out of the fit's trials, counts, positive values), what
+            :meth:`refit` takes.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``nsim`` not a whole number >= 1, a bad ``seed``, binomial trials that are not whole numbers.
+
+        See Also
+        --------
+        sparselmm.inference.replicates.simulate : the function behind this method.
+        """
+        from .inference.replicates import simulate
+
+        return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
+
     # ---- refits with another model (R's update, lme4's drop1) -------------------------------------------
     #: the call that made the fit (:class:`sparselmm.refit.FitCall`), recorded by lmer and glmer
     call = None
@@ -382,6 +421,7 @@ class MixedModelResult:
 
         return AnovaTable.wrap(drop1(self, test=test, scope=scope))
 
+    # ---- plots (sparselmm.plot; matplotlib, the "plot" extra) ----------------------------------
     def plot_ranef(self, group: str | Sequence[str] | None = None, level: float = 0.95, **kwargs: Any) -> Figure:
         """Caterpillar plot of the conditional modes with ``level`` intervals from the conditional variances
         (lme4's ``dotplot(ranef(m, condVar = TRUE))``). See :func:`sparselmm.plot.plot_ranef`."""

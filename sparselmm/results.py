@@ -280,33 +280,6 @@ class LmerResult(MixedModelResult):
         refit holds its sums, not its source)."""
         return LmerResult(devfun, state, optinfo, data_name=data_name)
 
-    def simulate(self, nsim: int = 1, seed: Seed = None, use_u: bool = False) -> pd.DataFrame:
-        """Responses simulated from the fitted model (lme4's ``simulate``).
-
-        Parameters
-        ----------
-        nsim : int, default 1
-            Number of simulated responses.
-        seed : int or numpy.random.SeedSequence, optional
-            Makes the draws reproducible; column ``i`` is drawn from ``SeedSequence(seed).spawn(nsim)[i]``,
-            the response of bootstrap replicate ``i`` with the same seed.
-        use_u : bool, default False
-            Condition on the fitted random effects (lme4's ``use.u = TRUE``) instead of drawing new ones.
-
-        Returns
-        -------
-        pandas.DataFrame
-            One row per fitted row, columns ``sim_1`` … ``sim_<nsim>``.
-
-        See Also
-        --------
-        sparselmm.inference.replicates.simulate : the function behind this method.
-        refit : fit the model to one of the columns.
-        """
-        from .inference.replicates import simulate
-
-        return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
-
     def refit(
         self, newresp: ArrayLike | pd.Series | pd.DataFrame, check_conv: bool = True, control: dict | None = None
     ) -> LmerResult:

@@ -346,40 +346,6 @@ class GlmerResult(MixedModelResult):
         values = np.concatenate([sdcor(self._design, self.theta, 1.0), sigma, self._beta])
         return pd.Series(values, index=parameter_names(self), name="estimate")
 
-    def simulate(self, nsim: int = 1, seed=None, use_u: bool = False) -> pd.DataFrame:
-        """Responses simulated from the fitted model (lme4's ``simulate``).
-
-        Random effects are drawn from their fitted distribution (``b* = Λ̂ u*``), then the response from the
-        family at ``μ* = g⁻¹(Xβ̂ + offset + Zb*)``: binomial with the fit's trials (a ``cbind`` response's or
-        the prior weights of a proportion), Poisson, negative binomial, Gamma and inverse Gaussian with the
-        fit's dispersion (see :mod:`sparselmm.inference.replicates`).
-
-        Parameters
-        ----------
-        nsim : int, default 1
-            Number of simulated responses.
-        seed : int or numpy.random.SeedSequence, optional
-            Makes the draws reproducible; column ``i`` is drawn from ``SeedSequence(seed).spawn(nsim)[i]``,
-            the response of bootstrap replicate ``i`` with the same seed.
-        use_u : bool, default False
-            Condition on the fitted random effects (lme4's ``use.u = TRUE``) instead of drawing new ones.
-
-        Returns
-        -------
-        pandas.DataFrame
-            One row per fitted row, columns ``sim_1`` … ``sim_<nsim>``, on the scale glmer fits: 0/1,
-            proportions of successes out of the fit's trials, counts, positive values (what :meth:`refit`
-            takes).
-
-        Raises
-        ------
-        sparselmm.ModelSpecError
-            ``nsim`` not a whole number >= 1, a bad ``seed``, binomial trials that are not whole numbers.
-        """
-        from ..inference.replicates import simulate
-
-        return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
-
     def refit(self, newresp, check_conv: bool = True) -> GlmerResult:
         """The model refitted to a new response (lme4's ``refit``).
 
