@@ -369,6 +369,58 @@ class MixedModelResult:
 
         return simulate(self, nsim=nsim, seed=seed, use_u=use_u)
 
+    def bootstrap_lrt(
+        self,
+        other: MixedModelResult,
+        nsim: int = 1000,
+        seed: Seed = None,
+        n_jobs: int = 1,
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
+        """Parametric-bootstrap likelihood-ratio test against a model this one is nested in, or that is nested
+        in this one (pbkrtest's ``PBmodcomp``; the model with fewer parameters is the null, whichever order).
+
+        Responses are simulated from the null model (an lmer null refitted by ML first), both models are
+        refitted to each from their own estimates, and the p-value is the share of simulated statistics at
+        least as large as the observed one.
+
+        Parameters
+        ----------
+        other : LmerResult or GlmerResult
+            A fit of the same kind to the same rows: lmer with lmer, glmer with glmer of the same family and
+            link.
+        nsim : int, default 1000
+            Number of simulated responses.
+        seed : int or numpy.random.SeedSequence, optional
+            Makes the run reproducible, for any ``n_jobs``.
+        n_jobs : int, default 1
+            Worker processes (``-1``: one per core).
+        progress : bool or None
+            A progress bar: None (default) for runs longer than 2 s on a terminal or in a notebook, True
+            always, False never.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows ``LRT`` (the χ² test, as ``anova``) and ``PBtest`` (the bootstrap test); columns ``stat``,
+            ``df``, ``p.value``. ``attrs["draws"]`` holds the simulated statistics.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``other`` is not a fit of the same kind (family and link), the models are not nested, a bad
+            ``nsim``, or every replicate failed.
+        sparselmm.DataError
+            The models were fitted to different rows.
+
+        See Also
+        --------
+        sparselmm.inference.lrt.bootstrap_lrt : the function behind this method.
+        """
+        from .inference.lrt import bootstrap_lrt
+
+        return bootstrap_lrt(self, other, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+
     # ---- refits with another model (R's update, lme4's drop1) -------------------------------------------
     #: the call that made the fit (:class:`sparselmm.refit.FitCall`), recorded by lmer and glmer
     call = None

@@ -477,57 +477,6 @@ class LmerResult(MixedModelResult):
 
         return ranova(self, reduce_terms=reduce_terms)
 
-    def bootstrap_lrt(
-        self,
-        larger: LmerResult,
-        nsim: int = 1000,
-        seed: Seed = None,
-        n_jobs: int = 1,
-        progress: bool | None = None,
-    ) -> pd.DataFrame:
-        """Parametric-bootstrap likelihood-ratio test of this model against a larger one it is nested in
-        (pbkrtest's ``PBmodcomp``).
-
-        Responses are simulated from this (the null) model fitted by ML, both models are refitted to each,
-        and the p-value is the share of simulated statistics at least as large as the observed one.
-
-        Parameters
-        ----------
-        larger : LmerResult
-            A model this one is nested in, fitted to the same rows (the other order works too: the model
-            with fewer parameters is the null model, as in pbkrtest).
-        nsim : int, default 1000
-            Number of simulated responses.
-        seed : int or numpy.random.SeedSequence, optional
-            Makes the run reproducible, for any ``n_jobs``.
-        n_jobs : int, default 1
-            Worker processes (``-1``: one per core).
-        progress : bool or None
-            A progress bar: None (default) for runs longer than 2 s on a terminal or in a notebook, True
-            always, False never.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Rows ``LRT`` (the χ² test) and ``PBtest`` (the bootstrap test); columns ``stat``, ``df``,
-            ``p.value``. ``attrs["draws"]`` holds the simulated statistics.
-
-        Raises
-        ------
-        sparselmm.ModelSpecError
-            The models are not nested, or every replicate failed.
-        sparselmm.DataError
-            The models were fitted to different rows.
-
-        See Also
-        --------
-        sparselmm.inference.lrt.bootstrap_lrt : the function behind this method.
-        anova : the χ² likelihood-ratio test alone.
-        """
-        from .inference.lrt import bootstrap_lrt
-
-        return bootstrap_lrt(self, larger, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
-
     def profile(
         self,
         which: str | int | Sequence[str | int] | None = None,

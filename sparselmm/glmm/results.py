@@ -193,46 +193,6 @@ class GlmerResult(MixedModelResult):
             )
         return anova(self, *others, **kwargs)
 
-    def bootstrap_lrt(self, other: GlmerResult, nsim: int = 1000, seed=None, n_jobs: int = 1, progress=None):
-        """Parametric-bootstrap likelihood-ratio test against another glmer fit (pbkrtest's ``PBmodcomp``).
-
-        Responses are simulated from the model with fewer parameters (the null), both models are refitted to
-        each from their own estimates (glmer's refit, as each replicate of :meth:`bootstrap`), and the p-value
-        is the share of simulated statistics at least as large as the observed one (see
-        :func:`sparselmm.inference.lrt.bootstrap_lrt`, the function behind this method).
-
-        Parameters
-        ----------
-        other : GlmerResult
-            A fit of the same family and link to the same rows that this one is nested in, or that is nested in
-            this one (the order does not matter).
-        nsim : int, default 1000
-            Number of simulated responses.
-        seed : int or numpy.random.SeedSequence, optional
-            Makes the run reproducible, for any ``n_jobs``.
-        n_jobs : int, default 1
-            Worker processes (``-1``: one per core).
-        progress : bool or None
-            A progress bar: None (default) for runs longer than 2 s on a terminal or in a notebook.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Rows ``LRT`` (the χ² test, as :meth:`anova`) and ``PBtest``; columns ``stat``, ``df``, ``p.value``;
-            ``attrs["draws"]`` holds the simulated statistics.
-
-        Raises
-        ------
-        sparselmm.ModelSpecError
-            ``other`` is not a glmer fit of this family and link, the models are not nested, a bad ``nsim``,
-            or every replicate failed.
-        sparselmm.DataError
-            The models were fitted to different rows.
-        """
-        from ..inference.lrt import bootstrap_lrt
-
-        return bootstrap_lrt(self, other, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
-
     def confint(
         self,
         parm=None,
