@@ -381,8 +381,8 @@ class MixedModelResult:
         in this one (pbkrtest's ``PBmodcomp``; the model with fewer parameters is the null, whichever order).
 
         Responses are simulated from the null model (an lmer null refitted by ML first), both models are
-        refitted to each from their own estimates, and the p-value is the share of simulated statistics at
-        least as large as the observed one.
+        refitted to each from their own estimates, and the p-value is pbkrtest's: ``(1 + #{LRT* > LRT}) /
+        (1 + #{LRT* > 0})``.
 
         Parameters
         ----------

@@ -178,7 +178,9 @@ def bootstrap_lrt(
     Returns
     -------
     DataFrame
-        Rows ``LRT`` (χ²) and ``PBtest``; columns ``stat``, ``df``, ``p.value``. ``attrs["draws"]`` holds the
+        Rows ``LRT`` (χ²) and ``PBtest``; columns ``stat``, ``df``, ``p.value``. The bootstrap p-value is
+        pbkrtest's: ``(1 + #{LRT* > LRT}) / (1 + #{LRT* > 0})`` over the replicates that did not fail (draws
+        of 0 are left out of both counts). ``attrs["draws"]`` holds the
         simulated statistics (NaN where a replicate failed), ``attrs["failures"]`` their number.
 
     Raises
@@ -231,7 +233,10 @@ def bootstrap_lrt(
     ok = draws[np.isfinite(draws)]
     if ok.size == 0:
         raise ModelSpecError(f"All {nsim} bootstrap replicates failed; the first with: {outputs[0][2]}")
-    p_boot = (1.0 + np.sum(ok >= observed)) / (1.0 + ok.size)
+    # pbkrtest 0.5.2's PBmodcomp p-value, so that users see its number: (1 + #{LRT* > LRT}) / (1 + #{LRT* > 0})
+    # (draws of exactly 0, a null fit the larger model cannot improve, are left out of both counts)
+    positive = ok[ok > 0]
+    p_boot = (1.0 + np.sum(positive > observed)) / (1.0 + positive.size)
     table = pd.DataFrame(
         {"stat": [observed, observed], "df": [float(df), np.nan], "p.value": [chi2.sf(observed, df), p_boot]},
         index=["LRT", "PBtest"],
