@@ -41,17 +41,15 @@ composes with, its bounds, its start and its parameters' names and values on the
 
 from __future__ import annotations
 
-import re
 from functools import cache, partial
 
 import numpy as np
 from scipy.linalg import solve_triangular
 
 from .errors import DataError, FormulaError, ModelSpecError
+from .formula import STRUCTURES, split_lhs_terms
 
-__all__ = ["STRUCTURES", "CovStructure", "check_structured_lhs", "make_structure", "refuse_structured"]
-
-STRUCTURES = ("us", "diag", "cs", "ar1", "toep")
+__all__ = ["STRUCTURES", "CovStructure", "make_structure", "refuse_structured"]
 
 
 @cache
@@ -438,47 +436,14 @@ class Toeplitz(CovStructure):
         return np.append(np.ones(self.k, dtype=bool), np.zeros(self.k - 1, dtype=bool))
 
 
-def check_structured_lhs(name: str, lhs: str, term: str) -> None:
-    """Refuse what the formula alone shows is wrong for structure ``name``: ``ar1`` needs ``0 + f``, a single
-    time factor and no intercept (glmmTMB 1.1 stops on anything but a single factor and warns on an intercept).
-
-    Raises
-    ------
-    sparselmm.FormulaError
-        An ``ar1`` term with an intercept or with other than one variable.
-    """
-    if name != "ar1":
-        return
-    from .formula import split_lhs_terms  # formula imports this module's names lazily too
-
-    has_intercept, pieces = split_lhs_terms(lhs)
-    if has_intercept:
-        example = term.replace(lhs, f"0 + {pieces[0]}", 1) if len(pieces) == 1 else "ar1(0 + f | g)"
-        raise FormulaError(
-            f"The AR(1) term {term} has an intercept: ar1 is over the levels of one time factor, so write "
-            f"{example} (an intercept would add a common effect to every time, which AR(1) does not model)."
-        )
-    if len(pieces) != 1 or not _FACTOR_TERM.fullmatch(pieces[0]):
-        raise FormulaError(
-            f"The AR(1) term {term} must have a single time factor and nothing else, ar1(0 + f | g) (f a factor "
-            "whose levels are the unit-spaced times, in order); for several variables use toep(), cs() or us()."
-        )
-
-
 def _time_variable(term: str) -> str:
     """The variable of a term ``ar1(0 + t | g)`` as :class:`~sparselmm.formula.RandomTerm` prints it (for
     messages; ``"t"`` if it cannot be read)."""
-    from .formula import split_lhs_terms
-
     try:
         _, pieces = split_lhs_terms(term[term.index("(") + 1 : term.rindex("|")])
     except ValueError:
         return "t"
     return pieces[0] if len(pieces) == 1 else "t"
-
-
-# a bare (or backticked) column name, or C(...) of one: what can be the single time factor of ar1
-_FACTOR_TERM = re.compile(r"`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*|C\(.*\)")
 
 
 def refuse_structured(design, what: str, alternative: str = "") -> None:

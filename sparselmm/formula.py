@@ -285,7 +285,8 @@ def _parse_random_term(inner: str, text: str, structure: str = "us") -> list[Ran
 
 
 _CALL = re.compile(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\(")
-_STRUCTURE_NAMES = ("us", "diag", "cs", "ar1", "toep")
+# glmmTMB's covariance structures this package fits (sparselmm.covstruct holds their maps θ → factor)
+STRUCTURES = ("us", "diag", "cs", "ar1", "toep")
 # glmmTMB's other structures: named in the error so that a user of them learns they are not here yet
 _GLMMTMB_ONLY = ("ou", "exp", "gau", "mat", "rr", "homdiag", "homcs", "hetar1", "propto")
 
@@ -300,15 +301,42 @@ def structured_term(piece: str) -> tuple[str, str] | None:
     inner = piece[m.end() : -1].strip()
     while _is_wrapped(inner):
         inner = inner[1:-1].strip()
-    if _find_top_level_bar(inner) is None and m.group(1) not in _STRUCTURE_NAMES:
+    if _find_top_level_bar(inner) is None and m.group(1) not in STRUCTURES:
         return None
     return m.group(1), inner
 
 
+# a bare (or backticked) column name, or C(...) of one: what can be the single time factor of ar1
+_FACTOR_TERM = re.compile(r"`[^`]+`|[A-Za-z_.][A-Za-z0-9_.]*|C\(.*\)")
+
+
+def check_structured_lhs(name: str, lhs: str, term: str) -> None:
+    """Refuse what the formula alone shows is wrong for structure ``name``: ``ar1`` needs ``0 + f``, a single
+    time factor and no intercept (glmmTMB 1.1 stops on anything but a single factor and warns on an intercept).
+
+    Raises
+    ------
+    sparselmm.FormulaError
+        An ``ar1`` term with an intercept or with other than one variable.
+    """
+    if name != "ar1":
+        return
+    has_intercept, pieces = split_lhs_terms(lhs)
+    if has_intercept:
+        example = term.replace(lhs, f"0 + {pieces[0]}", 1) if len(pieces) == 1 else "ar1(0 + f | g)"
+        raise FormulaError(
+            f"The AR(1) term {term} has an intercept: ar1 is over the levels of one time factor, so write "
+            f"{example} (an intercept would add a common effect to every time, which AR(1) does not model)."
+        )
+    if len(pieces) != 1 or not _FACTOR_TERM.fullmatch(pieces[0]):
+        raise FormulaError(
+            f"The AR(1) term {term} must have a single time factor and nothing else, ar1(0 + f | g) (f a factor "
+            "whose levels are the unit-spaced times, in order); for several variables use toep(), cs() or us()."
+        )
+
+
 def _structured_terms(name: str, inner: str, piece: str, text: str) -> list[RandomTerm]:
     """The random terms of a covariance-structure term ``name(inner)`` (``piece``) of formula ``text``."""
-    from .covstruct import STRUCTURES
-
     at = text.index(piece) if piece in text else 0
     if name not in STRUCTURES:
         extra = " (a glmmTMB structure not available here yet)" if name in _GLMMTMB_ONLY else ""
@@ -322,8 +350,6 @@ def _structured_terms(name: str, inner: str, piece: str, text: str) -> list[Rand
         raise _point_at(
             text, at, f"{name}() must wrap a random-effects term with a bar, e.g. {name}(1 + x | g), not {piece}."
         )
-    from .covstruct import check_structured_lhs
-
     terms = _parse_random_term(inner, f"{name}({inner})", name)
     check_structured_lhs(name, terms[0].lhs, piece)
     return terms
