@@ -101,6 +101,7 @@ def validate(session: nox.Session) -> None:
         ("run_glmer_inference.R", "compare_glmer_inference.py", "REPORT_GLMER_INFERENCE.md"),
         ("run_glmmtmb_covstruct.R", "compare_covstruct.py", "REPORT_COVSTRUCT.md"),
         ("run_glmer_nb.R", "compare_glmer_nb.py", "REPORT_GLMER_NB.md"),
+        ("run_residual.R", "compare_residual.py", "REPORT_RESIDUAL.md"),
     ]
     for r_script, compare, report in suites:
         live = session.create_tmp() + "/reference_" + r_script.removesuffix(".R")

@@ -30,6 +30,7 @@ from .lmer import deviance_function, lmer
 from .optimize import OptInfo
 from .plot import emmip
 from .refit import update
+from .residual import corAR1
 from .results import LmerResult
 from .statsmodels import MixedLM, MixedLMParams, MixedLMResults, mixedlm
 
@@ -55,6 +56,7 @@ __all__ = [
     "SparseLMMError",
     "anova",
     "contrast",
+    "corAR1",
     "datasets",
     "deviance_function",
     "emmeans",

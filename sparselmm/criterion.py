@@ -163,6 +163,16 @@ class DenseCriterion(_PiecesCriterion):
         new.set_response(cross.ZtWy, cross.XtWy, cross.ytWy, cross.beta_shift)
         return new
 
+    def with_gram(self, G: np.ndarray, cross) -> DenseCriterion:
+        """A copy for other weights ``W`` of the same rows: ``G`` the dense ``ZᵀWZ`` and ``cross`` the other
+        cross-products and ``Σ log w`` (its ``ZtWZ`` is not read), as :mod:`sparselmm.residual` forms them
+        at each evaluation — no sparse-to-dense conversion."""
+        new = self.with_cross(cross)
+        new.factor = new.factor.with_gram(G)
+        new.G = new.factor.G
+        new.slw = float(cross.sum_log_w)
+        return new
+
     def parts(self, theta, gradient: bool = True) -> CriterionPieces:
         theta = np.asarray(theta, dtype=float)
         p = self.p

@@ -16,6 +16,7 @@ from .formula import parse_formula
 from .optimize import optimize_theta
 from .progress import as_progress
 from .refit import FitCall
+from .residual import AR1Correlation, fit_residual
 from .results import LmerResult
 from .scale import as_source, streamed_model, streamed_setup
 from .start import moment_start, start_theta
@@ -145,6 +146,8 @@ def lmer(
     data_name: str | None = None,
     verbose: bool | Progress = False,
     progress: bool | None = None,
+    dispformula: str | None = None,
+    correlation: AR1Correlation | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.
 
@@ -202,6 +205,16 @@ def lmer(
         :class:`~sparselmm.scale.Source`; overriding the source's own setting): None (default) shows a bar
         only for passes that last more than 2 s, on a terminal or in a notebook; True always; False never.
         An in-memory fit has no bar (see ``verbose``).
+    dispformula : str, optional
+        Residual variance by stratum (glmmTMB's name; nlme's ``weights = varIdent(form = ~ 1 | f)``):
+        ``"~ f"`` with ``f`` a factor (categorical or string) column gives each level its own residual SD,
+        ``sigma`` being the first level's. See :mod:`sparselmm.residual`.
+    correlation : AR1Correlation, optional
+        AR(1) residual correlation within groups, :func:`sparselmm.corAR1` (nlme's
+        ``correlation = corAR1(form = ~ t | g)``). With a ``dispformula`` or ``correlation`` the result is a
+        :class:`~sparselmm.residual_result.ResidualLmerResult`; these fits need at most
+        :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q` random effects and unstructured terms, run
+        BOBYQA, and refuse refits, profiles, the bootstrap and Satterthwaite/KR df for now.
 
     Returns
     -------
@@ -212,6 +225,14 @@ def lmer(
     progress = as_progress(verbose, "REML criterion" if reml else "deviance")
     if progress is not None:
         progress.begin(f"lmer: {formula} ({'REML' if reml else 'ML'})")
+    if dispformula is not None or correlation is not None:  # a residual structure (sparselmm.residual)
+        result = fit_residual(formula, data, reml, weights, offset, missing, optimizer, control, start, check_conv,
+                              ordering, memory_limit, data_name, progress, dispformula, correlation)  # fmt: skip
+        kwargs = dict(reml=reml, weights=weights, offset=offset, missing=missing, optimizer=optimizer)
+        kwargs.update(control=control, check_conv=check_conv, data_name=data_name)
+        kwargs.update(dispformula=dispformula, correlation=correlation)
+        result.call = FitCall(lmer, formula, data, kwargs)
+        return result
     t0 = time.perf_counter()
     source = as_source(data)  # parquet files, a Dask DataFrame: summed chunk by chunk (sparselmm.scale)
     if source is not None and ordering in ORDERINGS:

@@ -120,6 +120,13 @@ class DenseFactor:
         new.L = new.LtG = None
         return new
 
+    def with_gram(self, G: np.ndarray) -> DenseFactor:
+        """A workspace with another dense ``G = ZᵀWZ`` (C-contiguous, same pattern of ``Λ``): the residual
+        structures (:mod:`sparselmm.residual`) change ``W`` at every evaluation."""
+        new = self.workspace_copy()
+        new.G = np.ascontiguousarray(G, dtype=float)
+        return new
+
     def nnz(self) -> int:
         """Stored entries of ``L`` (the lower triangle)."""
         return self.n * (self.n + 1) // 2

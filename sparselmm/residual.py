@@ -1,0 +1,502 @@
+"""Residual variance by stratum (``dispformula``, nlme's ``varIdent``) and AR(1) residual correlation within
+groups (:func:`corAR1`, nlme's ``corAR1(form = ~ t | g)``) for :func:`sparselmm.lmer`.
+
+The model is ``y = Xβ + Zb + ε`` with ``ε ~ N(0, σ² V^{1/2} R(ρ) V^{1/2})``, ``V = diag(exp(2δ_{k(i)}) / w_i)``
+(``w`` the prior weights, ``δ`` of the first stratum fixed at 0, so σ is that stratum's residual SD) and
+``R`` block diagonal over the groups of the correlation. With ``W = V^{-1/2} R⁻¹ V^{-1/2}`` the profiled
+criterion at ``(θ, φ)``, ``φ = (δ, ρ)``, is exactly the weighted-lmer criterion of the cross-products
+``ZᵀWZ, ZᵀWX, …, yᵀWy`` and ``Σ log w = −log|V| − log|R|`` (``sparselmm.criterion``).
+
+AR(1), gaps included. nlme's ``corAR1`` becomes ``corARMA(p = 1)`` when the times within a group are not
+consecutive, whose correlation at lag ``|Δt|`` is ``ρ^{|Δt|}`` (checked in R 4.2.2, nlme 3.1-162: a group
+with times 1, 4, 5, 6 has correlation ``ρ³`` between its first two rows). With a group's times sorted,
+``t₁ < … < t_m``, gaps ``d_j = t_{j+1} − t_j`` and ``a_j = ρ^{d_j}``, the series is Markov, so::
+
+    xᵀR⁻¹x = Σᵢ xᵢ² + Σ_j [a_j²/(1 − a_j²)] (x_j² + x_{j+1}²) − [2a_j/(1 − a_j²)] x_j x_{j+1}
+    log|R| = Σ_j log(1 − a_j²)
+
+(for consecutive times this is DESIGN.md's ``(I + ρ²D − ρ(S + Sᵀ))/(1 − ρ²)``). Scaling rows by
+``e_{k(i)} = exp(−δ_{k(i)})`` composes the two: every cross-product ``AᵀWB`` is ``Σ_pieces c(φ) P`` over
+
+* ``diag(k)``: ``Σ_{i ∈ k} aᵢbᵢᵀ``, ``c = e_k²``;
+* ``ends(d, k)``: both rows of every pair with gap ``d``, those in stratum ``k``, ``c = e_k² a²/(1 − a²)``;
+* ``adjacent(d, k, l)``: ``Σ a_j b_{j+1}ᵀ + a_{j+1} b_jᵀ`` over pairs with gap ``d`` in strata ``{k, l}``,
+  ``c = −e_k e_l a/(1 − a²)``.
+
+The pieces (``G`` on the union pattern of their ``ZᵀZ``-like products, ``Zᵀ[X y]``, ``[X y]ᵀ[X y]``) are
+summed from the rows once; an evaluation is three small matrix-vector products with the coefficients and a
+dense factorisation (:class:`~sparselmm.criterion.DenseCriterion`), never touching the n rows. Models
+with more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q` are refused for now
+(they need the sparse factor to take a new ``ZᵀWZ`` per evaluation). θ and φ are optimised jointly with
+BOBYQA (:func:`~sparselmm.optimize.optimize_theta`); ``ρ`` is bounded by ``±(1 − 1e-6)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .criterion import DenseCriterion
+from .crossprod import CrossProducts, cross_products
+from .data import as_dataframe
+from .design import build_design
+from .deviance import profiled_deviance
+from .errors import ArgumentError, DataError, ModelSpecError
+from .formula import parse_formula
+from .linalg.thresholds import DENSE_FALLBACK_Q
+from .optimize import optimize_theta
+from .start import moment_start, start_theta
+
+__all__ = ["AR1Correlation", "ResidualStructure", "ResidualPieces", "ResidualCriterion", "corAR1", "fit_residual"]
+
+RHO_BOUND = 1.0 - 1e-6  # |ρ| below 1: at 1, 1 − ρ² vanishes in log|R|
+TIGHT_TOL = 1e-10  # BOBYQA's xtol_abs and ftol_abs (see fit_residual)
+MAX_START_DELTA = 5.0  # a start's log SD ratio is clipped here (a stratum of near-exact responses)
+
+
+@dataclass(frozen=True)
+class AR1Correlation:
+    """AR(1) residual correlation within groups over an integer time: ``corr(εᵢ, εⱼ) = ρ^{|tᵢ − tⱼ|}`` for
+    rows of one group, 0 between groups (nlme's ``corAR1(form = ~ time | group)``). Made by :func:`corAR1`."""
+
+    time: str
+    group: str | None = None
+
+    def formula(self) -> str:
+        """nlme's ``form``: ``~ t | g`` (``~ t`` without a group)."""
+        return f"~ {self.time}" + (f" | {self.group}" if self.group else "")
+
+    def __repr__(self) -> str:
+        group = f", group={self.group!r}" if self.group else ""
+        return f"corAR1(time={self.time!r}{group})"
+
+
+def corAR1(time: str, group: str | None = None) -> AR1Correlation:
+    """AR(1) residual correlation within groups, for ``sparselmm.lmer(..., correlation=corAR1(...))``.
+
+    Parameters
+    ----------
+    time : str
+        Column of integer times (nlme's covariate): rows ``d`` apart within a group have correlation ``ρ^d``
+        (gaps as nlme treats them, through its ``corARMA(p = 1)``). Times must be distinct within a group.
+    group : str, optional
+        Column of the groups (nlme's ``| g``); rows of different groups are uncorrelated. Without it all rows
+        are one series.
+
+    Returns
+    -------
+    AR1Correlation
+
+    Raises
+    ------
+    sparselmm.ArgumentError
+        ``time`` or ``group`` is not a column name.
+
+    Examples
+    --------
+    >>> import sparselmm
+    >>> d = sparselmm.datasets.load("sleepstudy")
+    >>> m = sparselmm.lmer("Reaction ~ Days + (1 | Subject)", d, correlation=sparselmm.corAR1("Days", "Subject"))
+    """
+    if not isinstance(time, str) or not time:
+        raise ArgumentError(f"corAR1(time=...) must be a column name (a string), not {time!r}.")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise ArgumentError(f"corAR1(group=...) must be a column name (a string) or None, not {group!r}.")
+    return AR1Correlation(time, group)
+
+
+# ---- parsing the arguments ----------------------------------------------------------------------------
+def dispersion_column(dispformula) -> str | None:
+    """The factor named by ``dispformula`` (``"~ f"``, or nlme's ``"~ 1 | f"``); None for ``"~ 1"``."""
+    if not isinstance(dispformula, str):
+        raise ArgumentError(f"dispformula must be a one-sided formula string such as '~ f', not {dispformula!r}.")
+    text = dispformula.strip()
+    if not text.startswith("~"):
+        raise ModelSpecError(f"dispformula={dispformula!r} must be one-sided, e.g. '~ f' (no response).")
+    rhs = text[1:].strip()
+    if "|" in rhs:
+        left, right = (s.strip() for s in rhs.split("|", 1))
+        if left == "1":
+            rhs = right
+    if rhs == "1":
+        return None
+    if not rhs.isidentifier():
+        raise ModelSpecError(
+            f"dispformula={dispformula!r}: only one factor column is supported for now ('~ f', nlme's varIdent); "
+            "for several factors make one column of their combinations, e.g. data['fg'] = data['f'] + ':' + "
+            "data['g']."
+        )
+    return rhs
+
+
+def _column(frame: pd.DataFrame, name: str, what: str) -> pd.Series:
+    if name not in frame.columns:
+        raise DataError(f"{what} names column {name!r}, which is not in the data; columns are {list(frame.columns)}.")
+    col = frame[name]
+    if isinstance(col, pd.DataFrame):
+        raise DataError(f"Column {name!r} appears more than once in the data; rename the duplicates.")
+    return col
+
+
+def _strata(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
+    """Codes and level labels of a dispformula factor (a numeric column is refused)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        values = col.cat.remove_unused_categories()
+        return np.asarray(values.cat.codes, dtype=np.int64), [str(c) for c in values.cat.categories]
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        raise ModelSpecError(
+            f"dispformula: column {name!r} is numeric; only factors are supported for now (nlme's varIdent). "
+            f"To use its values as strata, convert it: data[{name!r}] = data[{name!r}].astype('category')."
+        )
+    codes, levels = pd.factorize(col, sort=True)
+    return np.asarray(codes, dtype=np.int64), [str(v) for v in levels]
+
+
+@dataclass
+class ResidualStructure:
+    """The residual structure of one fit, read from its rows: strata and the AR(1) pairs.
+
+    ``stratum`` holds each row's stratum code (all 0 without a dispformula); ``pair_i``, ``pair_j`` the rows of
+    every pair of consecutive observations within a group (by time) and ``gap`` their time difference.
+    """
+
+    dispersion: str | None
+    levels: list[str]
+    stratum: np.ndarray
+    correlation: AR1Correlation | None
+    pair_i: np.ndarray
+    pair_j: np.ndarray
+    gap: np.ndarray
+    n_groups: int = 0
+
+    @property
+    def n_delta(self) -> int:
+        return max(len(self.levels) - 1, 0)
+
+    @property
+    def n_phi(self) -> int:
+        return self.n_delta + (self.correlation is not None)
+
+    def phi_names(self) -> list[str]:
+        """``delta.<level>`` (log SD ratio to the first level) for each other level, then ``rho``."""
+        names = [f"delta.{lev}" for lev in self.levels[1:]]
+        return names + (["rho"] if self.correlation is not None else [])
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lower = [-np.inf] * self.n_delta + ([-RHO_BOUND] if self.correlation is not None else [])
+        upper = [np.inf] * self.n_delta + ([RHO_BOUND] if self.correlation is not None else [])
+        return np.array(lower), np.array(upper)
+
+    def split(self, phi) -> tuple[np.ndarray, float]:
+        """``δ`` of every level (the first 0) and ρ (0 without a correlation)."""
+        phi = np.asarray(phi, dtype=float)
+        delta = np.concatenate([[0.0], phi[: self.n_delta]]) if self.levels else np.zeros(1)
+        rho = float(phi[self.n_delta]) if self.correlation is not None else 0.0
+        return delta, rho
+
+
+def residual_structure(frame: pd.DataFrame, rows: np.ndarray, dispersion, correlation) -> ResidualStructure:
+    """Read the strata and the AR(1) pairs of the fitted ``rows`` of ``frame``."""
+    n = rows.size
+    levels: list[str] = []
+    stratum = np.zeros(n, dtype=np.int64)
+    if dispersion is not None:
+        stratum, levels = _strata(frame[dispersion].iloc[rows].reset_index(drop=True), dispersion)
+    empty = np.zeros(0, dtype=np.int64)
+    if correlation is None:
+        return ResidualStructure(dispersion, levels, stratum, None, empty, empty, empty)
+    tcol = frame[correlation.time].iloc[rows]
+    if not pd.api.types.is_numeric_dtype(tcol) or pd.api.types.is_bool_dtype(tcol):
+        raise DataError(f"corAR1: the time column {correlation.time!r} must hold integer numbers, not {tcol.dtype}.")
+    t = tcol.to_numpy(dtype=float)
+    if np.any(t != np.round(t)):
+        bad = int(np.flatnonzero(t != np.round(t))[0])
+        raise DataError(
+            f"corAR1: the time column {correlation.time!r} must hold integers (nlme's corAR1); row {bad} has "
+            f"{t[bad]!r}. For continuous times nlme has corCAR1, not supported yet."
+        )
+    t = t.astype(np.int64)
+    if correlation.group is not None:
+        gcodes, glevels = pd.factorize(frame[correlation.group].iloc[rows], sort=True)
+        gcodes = np.asarray(gcodes, dtype=np.int64)
+    else:
+        gcodes, glevels = np.zeros(n, dtype=np.int64), ["(all rows)"]
+    order = np.lexsort((t, gcodes))
+    same = gcodes[order[1:]] == gcodes[order[:-1]]
+    dt = np.diff(t[order])
+    dup = same & (dt == 0)
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        where = f"group {glevels[gcodes[order[j]]]!r} of {correlation.group!r}" if correlation.group else "the data"
+        raise DataError(
+            f"corAR1: time {int(t[order[j]])} of {correlation.time!r} appears more than once in {where}; times "
+            "must be distinct within a group (nlme's rule)."
+        )
+    if not same.any():
+        raise ModelSpecError(
+            "corAR1: no group has two or more rows, so the correlation is not identifiable; check the group column."
+        )
+    pair_i, pair_j = order[:-1][same], order[1:][same]
+    return ResidualStructure(dispersion, levels, stratum, correlation, pair_i, pair_j, dt[same], len(glevels))
+
+
+# ---- the pieces -------------------------------------------------------------------------------------------
+class ResidualPieces:
+    """The cross-products of ``[Z X y]`` split into the pieces of the module docstring, formed once.
+
+    Parameters
+    ----------
+    design : Design
+    structure : ResidualStructure
+    beta_shift : ndarray
+        The shift ``β₀`` of the response (:class:`~sparselmm.crossprod.CrossProducts`); any fixed shift
+        gives the same fit.
+    """
+
+    def __init__(self, design, structure: ResidualStructure, beta_shift: np.ndarray):
+        s = structure
+        self.structure = s
+        self.q, self.p, self.n = design.q, design.p, design.n
+        self.beta_shift = np.asarray(beta_shift, dtype=float)
+        w = design.weights
+        h = np.ones(self.n) if w is None else np.sqrt(np.asarray(w, dtype=float))
+        self.sum_log_prior = 0.0 if w is None else float(np.sum(np.log(w)))
+        y = design.y if design.offset is None else design.y - design.offset
+        y = y - design.X @ self.beta_shift if self.p else y
+        F = np.column_stack([design.X, y]) * h[:, None]
+        Zt = (design.Zt @ sp.diags(h)).tocsc()
+        n_levels = max(len(s.levels), 1)
+        self.counts = np.bincount(s.stratum, minlength=n_levels).astype(float)
+        # (kind, d, k, l, ri, rj): kind 0 diag, 1 ends, 2 adjacent (symmetric)
+        specs = [(0, 0, k, k, r, r) for k in range(n_levels) for r in [np.flatnonzero(s.stratum == k)] if r.size]
+        self.gaps = np.unique(s.gap)
+        self.pairs_per_gap = np.array([np.sum(s.gap == d) for d in self.gaps], dtype=float)
+        ki, kj = s.stratum[s.pair_i], s.stratum[s.pair_j]
+        for d in self.gaps:
+            at = s.gap == d
+            for k in range(n_levels):
+                r = np.concatenate([s.pair_i[at & (ki == k)], s.pair_j[at & (kj == k)]])
+                if r.size:
+                    specs.append((1, d, k, k, r, r))
+            lo, hi = np.minimum(ki, kj), np.maximum(ki, kj)
+            for k in range(n_levels):
+                for l in range(k, n_levels):
+                    sel = at & (lo == k) & (hi == l)
+                    if sel.any():
+                        specs.append((2, d, k, l, s.pair_i[sel], s.pair_j[sel]))
+        self.kind = np.array([sp_[0] for sp_ in specs], dtype=np.int64)
+        self.piece_gap = np.array([sp_[1] for sp_ in specs], dtype=np.int64)
+        self.piece_k = np.array([sp_[2] for sp_ in specs], dtype=np.int64)
+        self.piece_l = np.array([sp_[3] for sp_ in specs], dtype=np.int64)
+        q, m = self.q, self.p + 1
+        g_parts, zf, ff = [], np.empty((len(specs), q * m)), np.empty((len(specs), m * m))
+        for i, (kind, _, _, _, ri, rj) in enumerate(specs):
+            Zi, Zj = Zt[:, ri], Zt[:, rj]
+            G = Zi @ Zj.T
+            ZF = Zi @ F[rj]
+            FF = F[ri].T @ F[rj]
+            if kind == 2:  # both orders of each pair
+                G = G + G.T
+                ZF = ZF + Zj @ F[ri]
+                FF = FF + FF.T
+            g_parts.append(sp.coo_matrix(G))
+            zf[i] = np.asarray(ZF).reshape(q, m).ravel()
+            ff[i] = FF.ravel()
+        keys = [np.asarray(g.col, dtype=np.int64) * q + g.row for g in g_parts]
+        self.keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+        self.g_rows, self.g_cols = self.keys % q, self.keys // q
+        self.g_stack = np.zeros((len(specs), self.keys.size))
+        for i, (g, key) in enumerate(zip(g_parts, keys)):
+            np.add.at(self.g_stack[i], np.searchsorted(self.keys, key), g.data)
+        self.zf_stack, self.ff_stack = zf, ff
+
+    @property
+    def n_pieces(self) -> int:
+        return self.kind.size
+
+    def coefficients(self, phi) -> tuple[np.ndarray, float]:
+        """Each piece's coefficient at ``φ`` and ``Σ log w`` (prior weights included)."""
+        s = self.structure
+        delta, rho = s.split(phi)
+        e = np.exp(-delta)
+        a = np.where(self.kind == 0, 0.0, rho ** self.piece_gap.astype(float))  # diag pieces have no gap
+        one_minus = 1.0 - a * a
+        c = np.where(self.kind == 0, 1.0, np.where(self.kind == 1, a * a / one_minus, -a / one_minus))
+        c = c * e[self.piece_k] * e[self.piece_l]
+        slw = self.sum_log_prior - 2.0 * float(self.counts @ delta[: self.counts.size])
+        if self.gaps.size:
+            slw -= float(self.pairs_per_gap @ np.log1p(-(rho ** (2.0 * self.gaps))))
+        return c, slw
+
+    def cross_at(self, phi, sparse: bool = True) -> tuple[CrossProducts, np.ndarray]:
+        """The cross-products at ``φ`` and the values of ``ZᵀWZ`` on the pieces' union pattern; with
+        ``sparse=False`` the CrossProducts' ``ZtWZ`` is None (the dense evaluation builds ``G`` itself)."""
+        c, slw = self.coefficients(phi)
+        q, p = self.q, self.p
+        g = c @ self.g_stack
+        zf = (c @ self.zf_stack).reshape(q, p + 1)
+        ff = (c @ self.ff_stack).reshape(p + 1, p + 1)
+        ZtWZ = None
+        if sparse:
+            ZtWZ = sp.csc_matrix((g, (self.g_rows, self.g_cols)), shape=(q, q))
+            ZtWZ.sort_indices()
+        cross = CrossProducts(
+            ZtWZ=ZtWZ,
+            ZtWX=np.ascontiguousarray(zf[:, :p]),
+            ZtWy=zf[:, p].copy(),
+            XtWX=np.ascontiguousarray(ff[:p, :p]),
+            XtWy=ff[:p, p].copy(),
+            ytWy=float(ff[p, p]),
+            sum_log_w=slw,
+            beta_shift=self.beta_shift,
+            n=self.n,
+        )
+        return cross, g
+
+    def dense_gram(self, g: np.ndarray) -> np.ndarray:
+        """``ZᵀWZ`` as a dense q × q array from its values on the union pattern."""
+        G = np.zeros((self.q, self.q))
+        G[self.g_rows, self.g_cols] = g
+        return G
+
+
+class ResidualCriterion:
+    """The profiled criterion as a function of ``x = (θ, φ)``: what :func:`~sparselmm.optimize.optimize_theta`
+    minimises. Each call forms the cross-products at φ from the pieces and evaluates a
+    :class:`~sparselmm.criterion.DenseCriterion` at θ (``inf`` where it fails)."""
+
+    def __init__(self, design, pieces: ResidualPieces, reml: bool):
+        self.design, self.pieces, self.reml = design, pieces, bool(reml)
+        self.structure = pieces.structure
+        self.n_theta = design.n_theta
+        phi0 = np.zeros(self.structure.n_phi)
+        cross, _ = pieces.cross_at(phi0)
+        self._base = DenseCriterion(design.terms, cross, reml)
+        lo, up = self.structure.bounds()
+        self.lower = np.concatenate([design.lower, lo])
+        self.upper = np.concatenate([design.upper, up])
+
+    def split(self, x) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=float)
+        return x[: self.n_theta], x[self.n_theta :]
+
+    def at_phi(self, phi) -> DenseCriterion:
+        """The dense criterion in θ for the weights at ``φ``."""
+        cross, g = self.pieces.cross_at(phi, sparse=False)
+        return self._base.with_gram(self.pieces.dense_gram(g), cross)
+
+    def __call__(self, x) -> float:
+        theta, phi = self.split(x)
+        if self.structure.correlation is not None and not abs(phi[-1]) < 1.0:
+            return float("inf")
+        return self.at_phi(phi)(theta)
+
+
+def start_phi(pieces: ResidualPieces) -> np.ndarray:
+    """δ from the least-squares residuals' SDs per stratum (attenuated by the random effects: a start), ρ = 0."""
+    s = pieces.structure
+    out = np.zeros(s.n_phi)
+    if s.n_delta:
+        ss = np.array([pieces.ff_stack[i, -1] for i in np.flatnonzero(pieces.kind == 0)])
+        ks = pieces.piece_k[pieces.kind == 0]
+        msq = np.full(len(s.levels), np.nan)
+        msq[ks] = ss / np.maximum(pieces.counts[ks], 1)
+        if msq[0] > 0:
+            delta = 0.5 * np.log(np.maximum(msq / msq[0], 1e-300))
+            out[: s.n_delta] = np.clip(np.nan_to_num(delta[1:]), -MAX_START_DELTA, MAX_START_DELTA)
+    return out
+
+
+# ---- the fit ----------------------------------------------------------------------------------------------
+def _rows_subset(frame: pd.DataFrame, columns: list[str], weights, offset, missing):
+    """Drop (or refuse) rows with missing values in the residual structure's own columns."""
+    na = np.zeros(len(frame), dtype=bool)
+    for c in columns:
+        na |= frame[c].isna().to_numpy()
+    if not na.any():
+        return frame, weights, offset
+    if missing == "raise":
+        bad = [c for c in columns if frame[c].isna().any()]
+        raise DataError(
+            f"Missing values in the residual structure's columns {bad}; drop those rows or use missing='drop'."
+        )
+    keep = np.flatnonzero(~na)
+
+    def take(v):
+        return v if v is None or isinstance(v, str) else np.asarray(v)[keep]
+
+    return frame.iloc[keep], take(weights), take(offset)
+
+
+def fit_residual(formula, data, reml, weights, offset, missing, optimizer, control, start, check_conv, ordering,
+                 memory_limit, data_name, progress, dispformula, correlation):  # fmt: skip
+    """:func:`sparselmm.lmer` with a ``dispformula`` or a ``correlation`` (see the module docstring)."""
+    from .residual_result import ResidualLmerResult
+
+    t0 = time.perf_counter()
+    if correlation is not None and not isinstance(correlation, AR1Correlation):
+        raise ArgumentError(
+            f"correlation must be sparselmm.corAR1(time=..., group=...) (the one structure supported), not "
+            f"{correlation!r}."
+        )
+    disp = None if dispformula is None else dispersion_column(dispformula)
+    from .scale import as_source
+
+    if as_source(data) is not None:
+        raise ModelSpecError(
+            "dispformula and correlation need the rows in memory; fit from a DataFrame (chunked data is not "
+            "supported with a residual structure yet)."
+        )
+    frame = as_dataframe(data)
+    columns = []
+    if disp is not None:
+        _column(frame, disp, "dispformula")
+        columns.append(disp)
+    if correlation is not None:
+        _column(frame, correlation.time, "corAR1(time=...)")
+        columns.append(correlation.time)
+        if correlation.group is not None:
+            _column(frame, correlation.group, "corAR1(group=...)")
+            columns.append(correlation.group)
+    frame, weights, offset = _rows_subset(frame, columns, weights, offset, missing)
+    if progress is not None:
+        progress.phase("set-up: building X and Z from the data")
+    design = build_design(parse_formula(formula), frame, weights=weights, offset=offset, missing=missing)
+    if design.structured:
+        raise ModelSpecError(
+            "Covariance structures on random-effect terms (diag, cs, ar1, toep) cannot be combined with a "
+            "dispformula or correlation yet; use unstructured terms."
+        )
+    if design.q > DENSE_FALLBACK_Q:
+        raise ModelSpecError(
+            f"dispformula and correlation are supported for models with at most {DENSE_FALLBACK_Q} random effects "
+            f"for now (dense evaluation); this model has q = {design.q}."
+        )
+    structure = residual_structure(frame, design.data.rows, disp, correlation)
+    plain = cross_products(design)
+    if not plain.ytWy > 0:
+        raise ModelSpecError("The response is constant or exactly fitted by the fixed effects.")
+    pieces = ResidualPieces(design, structure, plain.beta_shift)
+    crit = ResidualCriterion(design, pieces, reml)
+    theta0 = moment_start(design) if start is None else start_theta(design, start)
+    x0 = np.concatenate([theta0, start_phi(pieces)])
+    setup_seconds = time.perf_counter() - t0
+    # tighter than lme4's 1e-8: φ is less well scaled than θ (ρ's criterion is flat near the optimum) and an
+    # evaluation costs no pass over the rows; the crossed AR(1) validation case stopped 2e-7 above its optimum
+    ctrl = {"xtol_abs": TIGHT_TOL, "ftol_abs": TIGHT_TOL, **(control or {})}
+    x, _, info = optimize_theta(crit, x0, crit.lower, optimizer, ctrl, check_conv, progress=progress, upper=crit.upper)
+    info.setup_seconds = setup_seconds
+    theta, phi = crit.split(x)
+    cross, _ = pieces.cross_at(phi)
+    # the final weighted model on a general sparse factor: vcov, ranef and their conditional variances
+    devfun = profiled_deviance(design, cross, reml=reml, ordering="default", memory_limit=memory_limit)
+    info.path, info.predicted = devfun.path, devfun.predicted.as_dict()
+    info.details["residual_parameters"] = dict(zip(structure.phi_names(), phi.tolist()))
+    state = devfun.solve(theta)
+    if progress is not None:
+        progress.done(f"done: criterion {state.deviance:.6f} after {info.n_evals} evaluations")
+    return ResidualLmerResult(devfun, state, info, data_name=data_name, structure=structure, phi=phi)
