@@ -24,11 +24,11 @@ from .inference.anova import anova
 from .inference.emm_contrasts import contrast
 from .inference.emm_joint_tests import joint_tests
 from .inference.emmeans import EmmGrid, emmeans, emtrends
+from .inference.emmip import emmip
 from .inference.profile import profile
 from .inference.ranova import ranova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
-from .plot import emmip
 from .refit import update
 from .residual import corAR1
 from .results import LmerResult
