@@ -151,6 +151,15 @@ def replicated_frame(seed: int, n_base: int, n_users: int, n_items: int, times: 
     return pd.DataFrame({"y": y, "x": x, "user": u + 1, "item": i + 1})
 
 
+def intercept_frame(seed: int, n_groups: int, n: int) -> pd.DataFrame:
+    """A small random-intercept design: ``n`` rows in ``n_groups`` equal groups. Model ``y ~ 1 + x + (1 | g)``."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), n // n_groups)
+    x = rng.normal(0.0, 1.0, g.size)
+    y = 1.0 + 0.5 * x + rng.normal(0.0, 0.8, n_groups)[g] + rng.normal(0.0, 1.0, g.size)
+    return pd.DataFrame({"y": y, "x": x, "g": g + 1})
+
+
 def nested_frame(seed: int, n_schools: int, classes_per_school: int, n: int) -> pd.DataFrame:
     """Pupils in classes in schools; class sizes heavy tailed. Model ``(1 | school/classroom)``."""
     rng = np.random.default_rng(seed)
@@ -401,6 +410,7 @@ def elp_frame(seed: int, n: int, n_items: int, n_subjects: int) -> pd.DataFrame:
 DATASETS: dict[str, Callable[[], pd.DataFrame]] = {
     "InstEval": _insteval,
     "sleepstudy": _sleepstudy,
+    "intercept_1k": lambda: intercept_frame(142, 50, 1_000),
     # synthetic crossed sweep over n (levels grow with n)
     "crossed_1e4": lambda: crossed_frame(101, 10_000, 1_000, 1_000),
     "crossed_1e5": lambda: crossed_frame(102, 100_000, 10_000, 2_000),
@@ -483,6 +493,17 @@ WORKLOADS: list[Workload] = [
         "sleepstudy, REML (180 rows, 18 subjects): small-model overhead",
         tags=("quick", "default"),
         statsmodels={"groups": "Subject", "re_formula": "~Days"},
+        statsmodels_quick=True,
+    ),
+    Workload(
+        "intercept_1k",
+        "y ~ 1 + x + (1 | g)",
+        True,
+        "intercept_1k",
+        ("g",),
+        "random intercept, REML (1,000 rows, 50 groups of 20): small-model overhead",
+        tags=("quick", "default"),
+        statsmodels={"groups": "g"},
         statsmodels_quick=True,
     ),
     _crossed("crossed_1e4", ("quick", "default", "sweep_n"), "crossed users × items, n=1e4, 1e3 × 1e3 levels"),
