@@ -75,8 +75,12 @@ def parameter_values(design, theta: np.ndarray, sigma: float, beta: np.ndarray) 
 
 
 def estimates(result) -> pd.Series:
-    """The estimates of :func:`parameter_names`' parameters: SDs/correlations, σ, fixed effects."""
+    """The estimates of :func:`parameter_names`' parameters: SDs/correlations, σ, fixed effects (a glmer fit of
+    a family without a dispersion has no σ among them, as in :func:`parameter_names`)."""
     values = parameter_values(result.design, result.theta, result.sigma, result.fixef)
+    family = getattr(result, "family", None)
+    if family is not None and not family.has_scale:
+        values = np.delete(values, result.design.n_theta)
     return pd.Series(values, index=parameter_names(result), name="estimate")
 
 

@@ -1,4 +1,4 @@
-"""Compare lmer's covariance-structure terms (``diag``, ``cs``, ``ar1``, ``toep``) with glmmTMB's fits.
+"""Compare lmer's and glmer's covariance-structure terms (``diag``, ``cs``, ``ar1``, ``toep``) with glmmTMB's fits.
 
 Usage (repository root)::
 
@@ -11,22 +11,29 @@ References are the JSON files ``validation/run_glmmtmb_covstruct.R`` writes (com
 entry for a cs term and its first column (``lags``) for ar1 and toep terms; the call is in each JSON. With
 ``REML = TRUE`` glmmTMB's logLik is the restricted log-likelihood on lme4's scale (sleepstudy's
 ``(Days | Subject)``: ``REMLcrit(lmer)`` = ``-2 logLik`` = 1743.628), so the criterion is compared with
-``LmerResult.objective`` (REML criterion or −2 log L) directly.
+``LmerResult.objective`` (REML criterion or −2 log L) directly. A case with a ``family`` is a GLMM, fitted by
+``sparselmm.glmer`` (Laplace) and compared with glmmTMB's Laplace ``-2 * logLik(m)``: both include the family's
+normalising constant (``count ~ x + (1 | subj)`` on the ar1 data: glmmTMB 2456.3327067836, glmer
+2456.3327067698).
 
 Checks per case (tolerances in ``TOL``):
 
 * ``criterion``: sparselmm's no higher than glmmTMB's (``crit_above`` relative) and within ``crit_rel``;
 * ``criterion at glmmTMB's estimates``: sparselmm's deviance function (σ profiled) at glmmTMB's SDs/σ and ρ
-  equals glmmTMB's criterion within ``at_ref_rel`` (exact algebra: lme4's ``devFunOnly`` check);
+  equals glmmTMB's criterion within ``at_ref_rel`` (exact algebra: lme4's ``devFunOnly`` check); for a GLMM
+  glmer's Laplace criterion at glmmTMB's (θ, β) (its own PIRLS for the modes), within the same tolerance;
 * ``beta``, ``sigma``, each term's ``sd``: within ``est_rel`` relative (``est_abs`` absolute for values near
   0); a cs term's ``rho`` within ``est_rel`` relative or ``rho_abs`` absolute (a correlation near 0 — −0.023 in
   the ``cs_crossed`` cases — sits on a flat likelihood: there glmmTMB's ρ moves by 2e-5 between nlminb
   tolerances, and sparselmm's criterion is the lower one);
+* a GLMM's fixed-effect SEs (glmer's from the Hessian of the criterion in (θ, β), glmmTMB's ``vcov(m)$cond``
+  from its joint Hessian: the same matrix, parametrisation-free in β at an interior optimum) within ``se_rel``;
+* an unstructured (``us``) term's correlations, each within ``est_rel`` relative or ``rho_abs`` absolute;
 * an ar1 or toep term's correlations by lag (``rho lag l``) with the same tolerance, and ``Toeplitz``: every
   entry of sparselmm's correlation matrix is its lag's correlation (ρ^|i−j| for ar1), within 1e-10.
 
-A case marked ``pending`` (a model sparselmm does not fit yet, e.g. a GLMM with an ar1 term: glmer refuses
-covariance-structure terms) keeps its glmmTMB reference and is listed in the report, not compared.
+A case marked ``pending`` (a model sparselmm does not fit yet) keeps its glmmTMB reference and is listed in the
+report, not compared.
 
 Exit status 1 if any check fails or a reference is missing.
 """
@@ -48,7 +55,15 @@ sys.path.insert(0, str(ROOT))
 import sparselmm  # noqa: E402
 from sparselmm.covstruct import acf_to_pacf  # noqa: E402
 
-TOL = {"crit_above": 1e-9, "crit_rel": 1e-6, "est_rel": 1e-4, "est_abs": 1e-6, "rho_abs": 1e-4, "at_ref_rel": 1e-9}
+TOL = {
+    "crit_above": 1e-9,
+    "crit_rel": 1e-6,
+    "est_rel": 1e-4,
+    "est_abs": 1e-6,
+    "rho_abs": 1e-4,
+    "at_ref_rel": 1e-9,
+    "se_rel": 1e-4,
+}
 
 
 def _close(ours: float, ref: float, abs_tol: float | None = None) -> bool:
@@ -56,13 +71,25 @@ def _close(ours: float, ref: float, abs_tol: float | None = None) -> bool:
 
 
 def theta_at_reference(design, ref: dict) -> np.ndarray:
-    """glmmTMB's estimates as sparselmm's θ: per term (in sparselmm's order) its SDs over σ, then ρ for cs
-    and ar1 (one SD), the partial autocorrelations of glmmTMB's lag correlations for toep."""
+    """glmmTMB's estimates as sparselmm's θ: per term (in sparselmm's order) its SDs over σ (1 for a GLMM),
+    then ρ for cs and ar1 (one SD), the partial autocorrelations of glmmTMB's lag correlations for toep, the
+    lower triangle of the covariance's Cholesky factor for us."""
     by_group = {t["group"]: t for t in ref["terms"]}
+    sigma = 1.0 if ref.get("sigma") is None else ref["sigma"]
     theta = []
     for t in design.terms:
         term = by_group[t.group_name]
-        sd = np.asarray(term["sd"], dtype=float) / ref["sigma"]
+        sd = np.asarray(term["sd"], dtype=float) / sigma
+        if term["structure"] == "us" and t.k > 1:
+            C = np.eye(t.k)
+            rows, cols = np.tril_indices(t.k, -1)
+            order = np.lexsort((rows, cols))  # R's lower.tri order: column by column
+            C[rows[order], cols[order]] = term["cor"]
+            C = C + np.tril(C, -1).T
+            L = np.linalg.cholesky(sd[:, None] * C * sd[None, :])
+            r, c = t.tril_indices()
+            theta.extend(L[r, c])
+            continue
         if term["structure"] == "ar1":
             theta.extend([sd[0], term["rho"]])
             continue
@@ -84,24 +111,44 @@ def correlation_matrix(vc: pd.DataFrame, group: str, k: int) -> np.ndarray:
     return C + np.tril(C, -1).T
 
 
+def criterion_at(m, theta: np.ndarray, beta: np.ndarray | None) -> float:
+    """sparselmm's criterion at θ: lmer's deviance function (σ and β profiled), or glmer's Laplace criterion at
+    (θ, β) on a copy of the fit's PIRLS model (the fit is not touched)."""
+    if getattr(m, "family", None) is None:
+        return float(m.deviance_function(theta))
+    from sparselmm.glmm.objective import GlmmObjective
+
+    model = m._model.with_response(m._model.y)
+    return float(GlmmObjective(model, m.nAGQ).at_theta_beta(theta, np.asarray(beta, dtype=float)))
+
+
 def compare_case(case: dict, ref: dict) -> tuple[list[tuple[str, bool, str]], float]:
     """The checks of one case: (name, passed, detail) and sparselmm's fit time."""
     data = pd.read_csv(ROOT / case["data"].removeprefix("csv:"))
+    glmm = case.get("family") is not None
     t0 = time.perf_counter()
-    m = sparselmm.lmer(case["formula"], data, reml=case["reml"])
+    if glmm:
+        m = sparselmm.glmer(case["formula"], data, family=case["family"])
+    else:
+        m = sparselmm.lmer(case["formula"], data, reml=case["reml"])
     seconds = time.perf_counter() - t0
     checks = []
     crit, rcrit = float(m.objective), float(ref["criterion"])
     ok = crit <= rcrit + TOL["crit_above"] * abs(rcrit) and abs(crit - rcrit) <= TOL["crit_rel"] * abs(rcrit)
     checks.append(("criterion", ok, f"{crit:.10f} vs {rcrit:.10f} (diff {crit - rcrit:+.2e})"))
     # the algebra: sparselmm's criterion (σ profiled) at glmmTMB's estimates is glmmTMB's criterion
-    at_ref = float(m.deviance_function(theta_at_reference(m.design, ref)))
+    at_ref = criterion_at(m, theta_at_reference(m.design, ref), ref["beta"])
     ok = abs(at_ref - rcrit) <= TOL["at_ref_rel"] * abs(rcrit)
     checks.append(("criterion at glmmTMB's estimates", ok, f"{at_ref:.10f} vs {rcrit:.10f}"))
     beta = m.fixef.to_numpy()
     for name, b, rb in zip(ref["beta_names"], beta, ref["beta"]):
         checks.append((f"beta {name}", _close(b, rb), f"{b:.8g} vs {rb:.8g}"))
-    checks.append(("sigma", _close(m.sigma, ref["sigma"]), f"{m.sigma:.8g} vs {ref['sigma']:.8g}"))
+    if ref.get("sigma") is not None:
+        checks.append(("sigma", _close(m.sigma, ref["sigma"]), f"{m.sigma:.8g} vs {ref['sigma']:.8g}"))
+    if glmm:
+        for name, se, rse in zip(ref["beta_names"], m.bse.to_numpy(), ref["se"]):
+            ok = abs(se - rse) <= TOL["se_rel"] * abs(rse)
+            checks.append((f"se {name}", ok, f"{se:.8g} vs {rse:.8g}"))
     vc = m.varcorr.to_frame()
     for term in ref["terms"]:
         g = term["group"]
@@ -114,6 +161,11 @@ def compare_case(case: dict, ref: dict) -> tuple[list[tuple[str, bool, str]], fl
             same = bool(np.allclose(cors, rho, rtol=0, atol=1e-12))
             ok = _close(rho, term["rho"], TOL["rho_abs"]) and same
             checks.append((f"rho {g}", ok, f"{rho:.8g} vs {term['rho']:.8g}"))
+        if term.get("structure") == "us" and len(term["names"]) > 1:
+            cors = vc[(vc["group"] == g) & vc["var2"].notna()]["sdcor"].to_numpy()
+            for j, (rho, ref_rho) in enumerate(zip(cors, term["cor"]), start=1):
+                ok = _close(rho, ref_rho, TOL["rho_abs"])
+                checks.append((f"cor {g} {j}", ok, f"{rho:.8g} vs {ref_rho:.8g}"))
         if term.get("structure") in ("ar1", "toep"):
             k = len(term["names"])
             C = correlation_matrix(vc, g, k)
@@ -145,11 +197,11 @@ def main(argv=None) -> int:
         "# Covariance structures diag(), cs(), ar1() and toep() against glmmTMB",
         "",
         "Generated by `python validation/compare_covstruct.py` from `validation/run_glmmtmb_covstruct.R`'s "
-        "references (glmmTMB's criterion −2 logLik, fixef, sigma, VarCorr SDs, the cs correlation and the "
-        "ar1/toep correlations by lag).",
+        "references (glmmTMB's criterion −2 logLik, fixef, sigma, the GLMMs' fixed-effect SEs, VarCorr SDs, the "
+        "us and cs correlations and the ar1/toep correlations by lag).",
         f"Tolerances: {TOL}.",
         "",
-        "| case | formula | REML | criterion (sparselmm − glmmTMB) | checks | sparselmm s |",
+        "| case | formula | REML / family | criterion (sparselmm − glmmTMB) | checks | sparselmm s |",
         "|---|---|---|---|---|---|",
     ]
     n_pass = n_all = 0
@@ -173,8 +225,9 @@ def main(argv=None) -> int:
         n_pass += passed
         n_all += len(checks)
         failures += [f"{case['id']}: {name}: {detail}" for name, ok, detail in checks if not ok]
+        kind = case.get("family") or case["reml"]
         lines.append(
-            f"| {case['id']} | `{formula}` | {case['reml']} | {checks[0][2]} | {passed}/{len(checks)} | {seconds:.2f} |"
+            f"| {case['id']} | `{formula}` | {kind} | {checks[0][2]} | {passed}/{len(checks)} | {seconds:.2f} |"
         )
         print(f"{case['id']:18s} {passed}/{len(checks)}  {checks[0][2]}")
     lines += ["", f"**{n_pass}/{n_all} checks passed.** References: {'; '.join(sorted(versions))}.", ""]

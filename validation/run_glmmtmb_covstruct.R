@@ -1,6 +1,6 @@
 #!/usr/bin/env Rscript
-## glmmTMB references for the random-effect covariance structures diag(), cs(), ar1() and toep() in lmer formulas
-## (issue 21 item 1), for the cases in validation/covstruct_cases.json (data: validation/simulate_covstruct.py).
+## glmmTMB references for the random-effect covariance structures diag(), cs(), ar1() and toep() in lmer and glmer
+## formulas (issue 21 item 1), for the cases in validation/covstruct_cases.json (data: validation/simulate_covstruct.py).
 ##
 ## Usage (from the repository root):
 ##   Rscript validation/run_glmmtmb_covstruct.R [--out DIR] [case_id ...]
@@ -16,8 +16,13 @@
 ##   terms      per grouping factor of VarCorr(m)$cond: its stddev, and for a cs or ar1 term its common /
 ##              lag-1 correlation (the correlation matrix's [2, 1] entry), for every term of more than one
 ##              coefficient the correlation matrix's first column below the diagonal (`lags`: a toep term's
-##              correlations by lag); the structure's blockCode name
-## A case with "family" (e.g. "poisson") is a GLMM: glmmTMB(..., family = <family>) (the Laplace criterion).
+##              correlations by lag); `cor`: the whole correlation matrix below the diagonal, column by column
+##              (lme4's order); the structure's blockCode name
+##   se         sqrt(diag(vcov(m)$cond)): the fixed effects' SEs from the joint Hessian of the criterion (sdreport;
+##              compared for the GLMM cases, whose glmer SEs come from the same Hessian)
+## A case with "family" (e.g. "poisson", "binomial") is a GLMM: glmmTMB(..., family = <family>) (the Laplace
+## criterion, -2 logLik with the family's normalising constant, as glmer's; for count ~ x + (1 | subj) on
+## covstruct_ar1.csv glmmTMB gives 2456.3327067836, sparselmm's glmer 2456.3327067698).
 .script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
 .here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
 source(file.path(.here, "common.R"))
@@ -37,12 +42,14 @@ run_case <- function(cs) {
     C <- attr(v, "correlation")
     list(group = g, names = I(colnames(v)), structure = unname(names(attr(v, "blockCode"))),
          sd = vec(attr(v, "stddev")), rho = if (nrow(C) > 1) C[2, 1] else NULL,
-         lags = if (nrow(C) > 1) vec(C[-1, 1]) else NULL)
+         lags = if (nrow(C) > 1) vec(C[-1, 1]) else NULL,
+         cor = if (nrow(C) > 1) vec(C[lower.tri(C)]) else NULL)
   })
   list(id = cs$id, formula = cs$formula, reml = isTRUE(cs$reml), family = fam,
        call = sprintf("glmmTMB(%s, data, REML = %s, family = %s, control = glmmTMBControl(optCtrl = list(rel.tol = 1e-10, eval.max = 1e4, iter.max = 1e4)))",
                       cs$formula, if (isTRUE(cs$reml)) "TRUE" else "FALSE", fam),
        criterion = -2 * as.numeric(logLik(m)), beta = vec(fixef(m)$cond), beta_names = I(names(fixef(m)$cond)),
+       se = vec(sqrt(diag(vcov(m)$cond))),
        sigma = if (fam == "gaussian") sigma(m) else NULL, terms = terms, converged = m$fit$convergence == 0, pdHess = isTRUE(m$sdr$pdHess),
        r_version = R.version.string, glmmTMB_version = as.character(packageVersion("glmmTMB")),
        TMB_version = as.character(packageVersion("TMB")))

@@ -14,6 +14,10 @@
 :func:`refit_glmm` runs the same stages for a new response (lme4's ``refit``, the bootstrap's replicates) from
 a warm and a fresh start. :func:`breakdown_error` says what a PIRLS breakdown during these stages most likely
 means.
+
+Every stage keeps θ within the design's bounds, ``lower`` and ``upper``: the latter are finite only for a
+covariance structure's correlation parameters (:mod:`sparselmm.covstruct`), so a model without one passes
+none (:func:`theta_upper`) and runs exactly as before.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, NumericalError, SingularFitWarning, caller_stacklevel
 from ..linalg.threads import blas_threads
-from ..optimize import DERIV_STEP, SINGULAR_TOL, OptInfo, check_convergence, deriv12, nlopt_minimize
+from ..optimize import DERIV_STEP, SINGULAR_TOL, OptInfo, check_convergence, deriv12, is_singular, nlopt_minimize
 from .objective import GlmmObjective, newton_polish, newton_polish_exact
 from .pirls import PirlsModel, PirlsNotConverged
 from .separation import (
@@ -37,7 +41,7 @@ from .separation import (
     separation_message,
 )
 
-__all__ = ["breakdown_error", "final_state", "fit_glmm", "refit_glmm"]
+__all__ = ["breakdown_error", "final_state", "fit_glmm", "refit_glmm", "theta_upper"]
 
 # nAGQ >= 1: the nAGQ = 0 optimum is only the start of the joint polish, so it need not be tight
 STAGE0_START_TOL = {"ftol_abs": 1e-5, "xtol_abs": 1e-5, "ftol_rel": 1e-12}
@@ -45,6 +49,12 @@ STAGE1_TOL = {"ftol_abs": 1e-8, "xtol_abs": 1e-8, "ftol_rel": 1e-12}
 # a refit's warm nAGQ = 0 run: BOBYQA's first step from θ̂ (lmer's bootstrap uses the same, WARM_START_STEP of
 # sparselmm.inference.bootstrap_fits; NLopt's default is sized for a cold start)
 WARM_START_STEP = 0.1
+
+
+def theta_upper(design) -> np.ndarray | None:
+    """θ's upper bounds, or None where all are infinite (every term but ``cs``, ``ar1`` and ``toep``)."""
+    upper = getattr(design, "upper", None)
+    return upper if upper is not None and np.any(np.isfinite(upper)) else None
 
 
 def fit_glmm(
@@ -147,7 +157,7 @@ def _refit(
             raise
         except NumericalError as err:  # PIRLS broke down on the way: the fresh run decides
             failures.append(f"the warm start failed: {err}")
-        if fresh or not runs or _near_bound(runs["warm"][1], base.design.lower):
+        if fresh or not runs or _near_bound(runs["warm"][1], base.design.lower, theta_upper(base.design)):
             # warm only (the bootstrap): a warm run that ends at a zero bound is checked from the fresh start.
             # The criterion is even in a scalar θ_k, so its gradient vanishes as θ_k → 0 and the quasi-Newton
             # polish can stop there, next to an interior optimum (a cbpp replicate: θ = 2.9e-5, 2.7e-3 in
@@ -185,9 +195,13 @@ def _refit(
         )
 
 
-def _near_bound(theta, lower) -> bool:
-    """A θ_k with a zero bound within ``10 × SINGULAR_TOL`` of it (where the joint stage uses BOBYQA)."""
-    return bool(np.any((lower == 0) & (np.asarray(theta) < 10 * SINGULAR_TOL)))
+def _near_bound(theta, lower, upper=None) -> bool:
+    """A θ_k with a zero bound within ``10 × SINGULAR_TOL`` of it (where the joint stage uses BOBYQA); with
+    ``upper``, also a covariance structure's parameter that near another finite bound (a correlation at ±1)."""
+    theta = np.asarray(theta, dtype=float)
+    if upper is None:
+        return bool(np.any((lower == 0) & (theta < 10 * SINGULAR_TOL)))
+    return is_singular(theta, lower, 10 * SINGULAR_TOL, upper=upper)
 
 
 def _optimise(obj: GlmmObjective, theta0, nAGQ: int, polish: bool):
@@ -206,7 +220,9 @@ def _optimise_warm(obj: GlmmObjective, theta_hat, nAGQ: int, polish: bool):
     info = {"optimizer": "bobyqa", "converged": True, "messages": ["warm start at the fit's estimates"]}
     if nAGQ == 0:
         step = np.full(theta_hat.size, WARM_START_STEP)
-        theta, _, ok, msg = nlopt_minimize(obj.at_theta, theta_hat, model.design.lower, step=step)
+        theta, _, ok, msg = nlopt_minimize(
+            obj.at_theta, theta_hat, model.design.lower, theta_upper(model.design), step=step
+        )
         info.update(converged=ok, n_evals_nagq0=obj.n_evals)
         info["messages"].append(msg)
         fval = obj.at_theta(theta)
@@ -259,11 +275,13 @@ def _finish(
             except NumericalError:  # a point where C⁻¹ is not finite: lme4's differences of the criterion
                 grad = None
         if grad is None:
-            grad, hess = deriv12(
+            upper = theta_upper(design)
+            grad, hess = _deriv12_box(
                 lambda x: obj.at_theta_beta(x[:n_theta], x[n_theta:]),
                 np.concatenate([theta, beta]),
                 fval,
                 np.concatenate([lower, np.full(beta.size, -np.inf)]),
+                None if upper is None else np.concatenate([upper, np.full(beta.size, np.inf)]),
             )
             info["derivatives"] = "central differences"
         info["deriv_seconds"] = time.perf_counter() - t2
@@ -319,7 +337,7 @@ def _first_stage(obj: GlmmObjective, theta0, nAGQ: int):
     design = model.design
     step0 = np.full(theta0.size, 0.2)
     theta, f0, ok0, msg0 = nlopt_minimize(
-        obj.at_theta, theta0, design.lower, step=step0, **(STAGE0_START_TOL if nAGQ else {})
+        obj.at_theta, theta0, design.lower, theta_upper(design), step=step0, **(STAGE0_START_TOL if nAGQ else {})
     )
     evals0 = obj.n_evals
     f0 = obj.at_theta(theta)  # leaves u, β, RX at the optimum
@@ -357,7 +375,7 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
     (``RX0`` is its factor there); the quasi-Newton polish, or BOBYQA at a boundary, where the polish does
     not apply, or with ``polish=False``. Returns ``(theta, beta, criterion)``; ``info`` records the route."""
     model = obj.model
-    lower = model.design.lower
+    lower, upper = model.design.lower, theta_upper(model.design)
     Rinv = np.linalg.inv(RX0)
     s = np.sqrt(np.sum(Rinv * Rinv, axis=0))  # SEs of β at nAGQ = 0: sqrt diag (RX RXᵀ)⁻¹
     s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
@@ -368,10 +386,11 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
 
     x0 = np.concatenate([theta, np.zeros(beta0.size)])
     low = np.concatenate([lower, np.full(beta0.size, -np.inf)])
+    high = None if upper is None else np.concatenate([upper, np.full(beta0.size, np.inf)])
     step = np.concatenate([np.maximum(0.1 * np.abs(theta), 0.05), np.full(beta0.size, 0.5)])
     model.u = model.u.copy()
     polished = None
-    near_bound = _near_bound(theta, lower)
+    near_bound = _near_bound(theta, lower, upper)
     if polish and near_bound:
         info["messages"].append("nAGQ = 0 optimum at a boundary: BOBYQA for the joint stage")
     elif polish:
@@ -394,7 +413,7 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
             except NumericalError:  # C⁻¹ not finite at some point: the difference polish decides
                 polished = None
         if polished is None:
-            polished = newton_polish(fz, x0, fz(x0), low, H_beta=H_beta)
+            polished = newton_polish(fz, x0, fz(x0), low, H_beta=H_beta, upper=high)
     if polished is not None:
         xz, fval, n_steps = polished
         info["optimizer"] = "newton"
@@ -402,13 +421,26 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
     else:
         if polish and not near_bound:
             info["messages"].append("quasi-Newton polish not applicable; BOBYQA")
-        xz, fval, ok1, msg1 = nlopt_minimize(fz, x0, low, step=step, **STAGE1_TOL)
+        xz, fval, ok1, msg1 = nlopt_minimize(fz, x0, low, high, step=step, **STAGE1_TOL)
         info["converged"] = ok1
         info["messages"].append(msg1)
     theta, beta = xz[:nth], beta0 + s * xz[nth:]
     info["n_evals_joint"] = obj.n_evals - info["n_evals_nagq0"] - 1
     fval = obj.at_theta_beta(theta, beta)
     return theta, beta, fval
+
+
+def _deriv12_box(fun, x, fx, lower, upper):
+    """lme4's ``deriv12`` (:func:`~sparselmm.optimize.deriv12`, which clips its steps at the lower bounds only)
+    within ``lower ≤ x ≤ upper``: a coordinate within the step of its upper bound (a correlation near 1, whose
+    factor does not exist beyond it) is differenced as ``−x``, whose lower bound that is; the derivatives are
+    mapped back. ``upper`` None: ``deriv12`` itself."""
+    flip = None if upper is None else x + DERIV_STEP > upper
+    if flip is None or not flip.any():
+        return deriv12(fun, x, fx, lower)
+    s = np.where(flip, -1.0, 1.0)
+    g, H = deriv12(lambda y: fun(s * y), s * x, fx, np.where(flip, -upper, lower))
+    return s * g, s[:, None] * H * s[None, :]
 
 
 def _derivatives_exact(obj: GlmmObjective, theta, beta):
@@ -430,11 +462,11 @@ def _derivatives_exact(obj: GlmmObjective, theta, beta):
 
 
 def _check_fit(model: PirlsModel, theta, beta, mu, grad, hess, info: dict) -> None:
-    """Warn (and record in ``info``) of fitted means at the edge of their range, a singular fit and what
-    lme4's convergence checks find in the derivatives ``grad``, ``hess`` (None: not computed)."""
+    """Warn (and record in ``info``) of fitted means at the edge of their range, a singular fit (lme4's
+    ``isSingular``; a covariance structure's correlation at a bound too, as lmer's) and what lme4's convergence
+    checks find in the derivatives ``grad``, ``hess`` (None: not computed)."""
     design, fam = model.design, model.family
-    lower = design.lower
-    singular = bool(np.any((lower == 0) & (theta < SINGULAR_TOL)))
+    singular = is_singular(np.asarray(theta, dtype=float), design.lower, upper=theta_upper(design))
     messages = info["messages"]
     edge = edge_fraction(fam, mu, model.pw)
     if edge > 0:

@@ -37,12 +37,15 @@ CANONICAL = {("binomial", "logit"), ("poisson", "log")}
 
 
 def gradient_supported(model, nAGQ: int) -> bool:
-    """Whether :class:`LaplaceGradient` applies: the Laplace criterion (``nAGQ = 1``), scalar terms, a
-    canonical link of a family without a dispersion, and ``C⁻¹`` on the pattern affordable."""
+    """Whether :class:`LaplaceGradient` applies: the Laplace criterion (``nAGQ = 1``), scalar terms (so no
+    covariance-structure term: each has k ≥ 2 coefficients, and its θ is not Λ's entries), a canonical link of a
+    family without a dispersion, and ``C⁻¹`` on the pattern affordable. Elsewhere the fit differentiates the
+    criterion itself (central differences)."""
     fam = model.family
     return (
         nAGQ == 1
         and model.scalar
+        and not model.design.structured
         and (fam.name, fam.link.name) in CANONICAL
         and type(fam).__name__ in ("Binomial", "Poisson")
         and (model.schur or model.q <= DENSE_INVERSE_MAX)

@@ -16,7 +16,7 @@ from ..optimize import DERIV_STEP, fd_gradient
 from .gradient import LaplaceGradient, gradient_supported
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 
-__all__ = ["GlmmObjective", "newton_polish", "newton_polish_exact"]
+__all__ = ["GlmmObjective", "fd_gradient_box", "newton_polish", "newton_polish_exact"]
 
 
 # PIRLS starts from the mode extrapolated along dû/dp (from the last exact gradient) at points this close to
@@ -140,7 +140,20 @@ class GlmmObjective:
         return float(devc0.sum() + np.log(Cjj).sum() - 2 * np.log(mult).sum())
 
 
-def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9):
+def fd_gradient_box(fun, x, lower, upper, h: float = DERIV_STEP) -> np.ndarray:
+    """Central-difference gradient with the steps clipped at both bounds (:func:`sparselmm.optimize.fd_gradient`
+    clips only lower ones; a covariance structure's correlation has an upper bound, past which it has no
+    factor)."""
+    up, dn = np.minimum(x + h, upper), np.maximum(x - h, lower)
+    g = np.empty(x.size)
+    for i in range(x.size):
+        xa, xs = x.copy(), x.copy()
+        xa[i], xs[i] = up[i], dn[i]
+        g[i] = (fun(xa) - fun(xs)) / (up[i] - dn[i])
+    return g
+
+
+def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9, upper=None):
     """Minimise ``fun`` from ``x0`` by :func:`sparselmm.newton.quasi_newton` on central-difference gradients.
 
     The start Hessian is ``diag(θ second differences) ⊕ H_beta`` (``H_beta``: 2 × the nAGQ = 0 information
@@ -148,11 +161,15 @@ def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9):
     of the 2m + m(m−1) of a full difference Hessian; BFGS corrects the missing θ-β coupling. Stops when the
     predicted decrease ``½ gᵀH⁻¹g`` is below ``tol``.
 
+    ``upper`` (default none): upper bounds of (θ, β), those of a covariance structure's parameters
+    (:mod:`sparselmm.covstruct`); the differences and the steps stay within them.
+
     Returns ``(x, f, n_steps)``, or None when the start Hessian is not positive definite or the iteration
     does not converge — the caller then falls back to BOBYQA.
     """
     m, nb = x0.size, H_beta.shape[0]
-    up, dn = x0 + DERIV_STEP, np.maximum(x0 - DERIV_STEP, lower)
+    hi = np.full(m, np.inf) if upper is None else np.asarray(upper, dtype=float)
+    up, dn = np.minimum(x0 + DERIV_STEP, hi), np.maximum(x0 - DERIV_STEP, lower)
     g = np.empty(m)
     H = np.zeros((m, m))
     for i in range(m):
@@ -166,17 +183,18 @@ def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9):
     H[np.arange(nt), np.arange(nt)] = np.where(np.diag(H)[:nt] > 0, np.diag(H)[:nt], 1.0)
     if np.min(np.linalg.eigvalsh(H)) <= 0:
         return None
+    if upper is None:
+
+        def gradient(x):
+            return fd_gradient(fun, x, lower)
+
+    else:
+
+        def gradient(x):
+            return fd_gradient_box(fun, x, lower, hi)
+
     x, f, _, _, n_steps, ok = quasi_newton(
-        None,
-        x0,
-        lower,
-        np.full(m, np.inf),
-        H,
-        tol,
-        first=(f0, g),
-        return_H=False,
-        fun=fun,
-        gradient=lambda x: fd_gradient(fun, x, lower),
+        None, x0, lower, hi, H, tol, first=(f0, g), return_H=False, fun=fun, gradient=gradient
     )
     return (x, f, n_steps) if ok else None
 
@@ -186,9 +204,10 @@ def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9):
 EXACT_POLISH_TOL = 1e-10
 
 
-def newton_polish_exact(fun_grad, gradient, fun, x0, lower, H_beta, n_theta: int, tol=EXACT_POLISH_TOL):
+def newton_polish_exact(fun_grad, gradient, fun, x0, lower, H_beta, n_theta: int, tol=EXACT_POLISH_TOL, upper=None):
     """:func:`newton_polish` on the exact gradient: ``fun_grad(x) -> (f, g)``, ``gradient(x)`` (after
-    ``fun(x)``, the line search's accepted point) and ``fun(x)``.
+    ``fun(x)``, the line search's accepted point) and ``fun(x)``; ``upper`` as there (the exact gradient applies to
+    no covariance structure yet, so its callers have none).
 
     The start Hessian takes its θ columns (θ's rows and its coupling to β) from forward differences of the
     gradient (``n_theta`` calls) and its β block from ``H_beta``. Returns ``(x, f, n_steps)``, or None as
@@ -211,7 +230,7 @@ def newton_polish_exact(fun_grad, gradient, fun, x0, lower, H_beta, n_theta: int
         None,
         x0,
         lower,
-        np.full(m, np.inf),
+        np.full(m, np.inf) if upper is None else np.asarray(upper, dtype=float),
         H,
         tol,
         first=(f0, g0),

@@ -17,6 +17,11 @@ previous θ's solution, which is why most evaluations near the optimum take 2-3 
 
 The rows stay in memory: the weights change every iteration, so ``ZᵀWZ`` cannot be accumulated in one
 pass the way ``ZᵀZ`` is for linear models.
+
+``Λ`` is filled from the entries of the terms' factors (the λ vector of :mod:`sparselmm.design`), not from θ:
+a term with a covariance structure (``diag``, ``cs``, ``ar1``, ``toep``; :mod:`sparselmm.covstruct`) has θ the
+structure's parameters, which its ``factor`` maps to ``T`` (:meth:`PirlsModel.lambda_values`). Without such a
+term λ is θ itself, and nothing else changes.
 """
 
 from __future__ import annotations
@@ -135,6 +140,7 @@ class PirlsModel:
         self.Z = Zt.T.tocsr()
         self.n, self.q, self.p = design.n, design.q, design.p
         self.scalar = all(t.k == 1 for t in design.terms)
+        self.structured = bool(design.structured)  # θ → the factors' entries through each term's structure
         self._Lind = None
         self._pattern()
         A = self.M_lower.copy()
@@ -274,11 +280,32 @@ class PirlsModel:
         M.data = np.bincount(self.pos, weights=self.zz * w[self.obs], minlength=M.nnz)
         return M
 
-    def _lambda_parts(self, theta):
-        """``Λᵀ`` for θ by filling a fixed pattern (lme4's ``Lind``), and its diagonal for scalar terms."""
+    def lambda_values(self, theta) -> np.ndarray:
+        """The entries of every term's factor's lower triangle, term by term (the λ that fills ``Λ``): θ itself
+        unless a term has a covariance structure, whose ``factor`` then maps its slice of θ to its ``T``."""
         theta = np.asarray(theta, dtype=float)
+        if not self.structured:
+            return theta
+        return np.concatenate([t.factor(theta)[t.tril_indices()] for t in self.design.terms])
+
+    def _lambda_template(self) -> sp.csc_matrix:
+        """``Λᵀ`` with each stored entry its (1-based) position in λ: the pattern and lme4's ``Lind``."""
+        if not self.structured:  # θ is λ: the design's own Λᵀ at θ = 1, 2, …
+            return sp.csc_matrix(self.design.Lambdat(np.arange(1.0, self.design.n_theta + 1)))
+        blocks = []
+        for t in self.design.terms:
+            r, c = t.tril_indices()
+            T = np.zeros((t.k, t.k))
+            T[r, c] = t.lambda_offset + np.arange(1.0, t.n_lambda + 1)
+            blocks.append(sp.kron(sp.identity(t.n_levels, format="csc"), sp.csc_matrix(T.T)))
+        return sp.csc_matrix(sp.block_diag(blocks, format="csc"))
+
+    def _lambda_parts(self, theta):
+        """``Λᵀ`` for θ by filling a fixed pattern (lme4's ``Lind``, into λ: :meth:`lambda_values`), and its
+        diagonal for scalar terms."""
+        theta = self.lambda_values(theta)
         if self._Lind is None:
-            T = sp.csc_matrix(self.design.Lambdat(np.arange(1.0, theta.size + 1)))
+            T = self._lambda_template()
             T.eliminate_zeros()  # kron keeps the structural zeros of each k x k block
             T.sort_indices()
             self._Lt_pattern = T
@@ -301,8 +328,8 @@ class PirlsModel:
             A = M
         else:
             pos, kk, l1, l2, pattern = self._A_map
-            theta = np.asarray(theta, dtype=float)
-            vals = np.bincount(pos, weights=M.data[kk] * theta[l1] * theta[l2], minlength=pattern.nnz)
+            lam_all = self.lambda_values(theta)
+            vals = np.bincount(pos, weights=M.data[kk] * lam_all[l1] * lam_all[l2], minlength=pattern.nnz)
             A = sp.csc_matrix((vals, pattern.indices, pattern.indptr), shape=pattern.shape)
         self.chol.factorize(A, beta=1.0)
         self.n_factor += 1

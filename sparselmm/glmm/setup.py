@@ -62,12 +62,7 @@ def fit_family(
         raise ModelSpecError(f"nAGQ must be a whole number >= 0, not {nAGQ!r}.")
     nAGQ = int(nAGQ)
     frame = as_dataframe(data)
-    structured = [str(t) for t in parse_formula(formula).random if t.structure != "us"]  # errors: caller's text
-    if structured:
-        raise ModelSpecError(
-            f"glmer does not fit covariance-structure terms yet ({', '.join(structured)}); they are lmer's "
-            "for now. Use the unstructured term (x | g), or (x || g) for independent numeric effects."
-        )
+    parse_formula(formula)  # a formula error names the caller's text, not the rewritten response
     new_formula, frame, w, _cbind = glmm_response(formula, frame, weights)
     parsed0 = parse_formula(new_formula)
     parsed = ParsedFormula(" ".join(str(formula).split()), parsed0.response, parsed0.fixed, parsed0.random)
