@@ -138,10 +138,13 @@ class ResidualLmerResult(LmerResult):
         return super().contest(L, ddf="lme4", joint=joint, rhs=rhs, level=level)
 
     def anova(self, *others, type=3, ddf: str = "lme4", **kwargs):
-        """The F table of the fixed-effect terms without df (``ddf="lme4"``); likelihood-ratio tests against
-        other fits are not available yet."""
+        """The F table of the fixed-effect terms without df (``ddf="lme4"``); with other fits, the likelihood-ratio
+        tests of :func:`sparselmm.anova` between ML fits (the residual parameters counted in ``npar``, as nlme's
+        ``anova``)."""
         if others:
-            _refuse("anova between models")
+            from .inference.anova import anova
+
+            return anova(self, *others, **kwargs)
         if ddf != "lme4":
             _refuse(f"anova(ddf={ddf!r})")
         return super().anova(type=type, ddf="lme4", **kwargs)
@@ -161,7 +164,10 @@ class ResidualLmerResult(LmerResult):
         _refuse("refit")
 
     def refit_ml(self):
-        _refuse("refit_ml")
+        raise ModelSpecError(
+            "refit_ml is not available yet for a fit with a dispformula or correlation: for likelihood-ratio "
+            "tests fit each model with reml=False."
+        )
 
     def refit_reml(self):
         _refuse("refit_reml")

@@ -188,6 +188,24 @@ def test_refused_tools(nested):
     assert len(m.predict()) == len(nested)
 
 
+def test_likelihood_ratio_test_between_residual_structures(nested):
+    """The LRT of varIdent against no residual structure (ML fits), nlme 3.1-162 on residual_nested.csv:
+    lme(y ~ x, random = ~ 1 | subj, method = "ML") and update(m0, weights = varIdent(form = ~ 1 | f));
+    anova(m0, m1): AIC 666.3837 / 600.3886, L.Ratio 69.99514 on 2 df."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m0 = sparselmm.lmer("y ~ x + (1 | subj)", nested, reml=False)
+        m1 = sparselmm.lmer("y ~ x + (1 | subj)", nested, reml=False, dispformula="~ f")
+        reml = sparselmm.lmer("y ~ x + (1 | subj)", nested, dispformula="~ f")
+    table = sparselmm.anova(m0, m1).to_frame()
+    np.testing.assert_allclose(table["AIC"], [666.3837, 600.3886], atol=6e-5)
+    assert table["Chisq"].iloc[1] == pytest.approx(69.99514, abs=6e-5)
+    assert table["Df"].iloc[1] == 2
+    np.testing.assert_allclose(m1.anova(m0).to_frame()["Chisq"], table["Chisq"])
+    with pytest.raises(sparselmm.ModelSpecError, match="fit each model with reml=False"):
+        sparselmm.anova(m0, reml)
+
+
 def test_missing_values_in_structure_columns(nested):
     d = nested.copy()
     d.loc[3, "f"] = np.nan
