@@ -90,7 +90,9 @@ def glmer(
     formula : str
         lme4's formula, e.g. ``"cbind(incidence, size - incidence) ~ period + (1 | herd)"``,
         ``"r2 ~ Anger + Gender + (1 | id) + (1 | item)"``. A binomial response is 0/1, a proportion with
-        ``weights=`` the number of trials, or ``cbind(successes, failures)``.
+        ``weights=`` the number of trials, or ``cbind(successes, failures)``. Random terms may have glmmTMB's
+        covariance structures, ``diag(0 + f | g)``, ``cs(…)``, ``ar1(0 + t | g)``, ``toep(…)``, ``us(…)``
+        (:mod:`sparselmm.covstruct`; not with ``nAGQ > 1``).
     data : DataFrame (or dict of columns, polars DataFrame)
     family : str or Family
         ``"binomial"`` (links logit, probit, cloglog, log), ``"poisson"`` (log, identity, sqrt),
