@@ -82,6 +82,8 @@ class ProfiledDeviance:
         CHOLMOD fill-reducing ordering for the one symbolic analysis.
     memory_limit : None, int, float or str
         Most memory the factor may plan to use (see :func:`sparselmm.linalg.cost.memory_limit_bytes`).
+    reweightable : bool
+        With a CHOLMOD ordering: the factor accepts another ``ZᵀWZ`` of the same pattern (:meth:`set_cross`).
 
     Attributes
     ----------
@@ -92,12 +94,19 @@ class ProfiledDeviance:
     """
 
     def __init__(
-        self, design: Design, cross: CrossProducts, reml: bool = True, ordering: str = "auto", memory_limit=None
+        self,
+        design: Design,
+        cross: CrossProducts,
+        reml: bool = True,
+        ordering: str = "auto",
+        memory_limit=None,
+        reweightable: bool = False,
     ):
         self.design = design
         self.cross = cross
         self.reml = bool(reml)
         self.terms = design.terms
+        self._reweightable = reweightable
         self.chol: Factor = self._analyse(ordering, memory_limit)
         self.ordering = self.chol.ordering
         self._small = threads.small_evaluation(self.chol.dense_flops())
@@ -193,7 +202,8 @@ class ProfiledDeviance:
             )
             err.costs, err.memory_limit = self.costs, limit  # what profiled_deviance's fallback decides on
             raise err
-        return self._chosen(cholmod, CholmodFactor(self.terms, G, self.factors(self.design.theta0), ordering))
+        factor = CholmodFactor(self.terms, G, self.factors(self.design.theta0), ordering, self._reweightable)
+        return self._chosen(cholmod, factor)
 
     def _chosen(self, cost: PathCost, factor: Factor) -> Factor:
         self.predicted = cost
@@ -397,6 +407,20 @@ class ProfiledDeviance:
         """Conditional modes ``u = Pᵀ L⁻ᵀ (c_u − R_ZX β̂)`` of the spherical random effects."""
         beta_shifted = state.beta - self.cross.beta_shift
         return self.chol.solve_Lt(state.c_u - state.R_ZX @ beta_shifted)
+
+    def set_cross(self, cross: CrossProducts) -> None:
+        """Take other cross-products whose ``ZᵀWZ`` has this one's pattern, in place: the residual weights of
+        :mod:`sparselmm.residual` at another φ. The symbolic analysis stays; needs ``reweightable=True`` and a
+        CHOLMOD ordering."""
+        if not getattr(self.chol, "reweightable", False):
+            raise ModelSpecError(
+                "set_cross needs a deviance function built with a CHOLMOD ordering and reweightable=True."
+            )
+        self.chol.set_gram(cross.ZtWZ)
+        self.cross = cross
+        self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
+        self.state = None
+        self._dense = False
 
     # ---- siblings for refits (inference/): same design and symbolic factor, other right-hand sides ----
     def with_response(self, y, share_factor: bool = False) -> ProfiledDeviance:

@@ -212,8 +212,7 @@ def lmer(
     correlation : AR1Correlation, optional
         AR(1) residual correlation within groups, :func:`sparselmm.corAR1` (nlme's
         ``correlation = corAR1(form = ~ t | g)``). With a ``dispformula`` or ``correlation`` the result is a
-        :class:`~sparselmm.residual_result.ResidualLmerResult`; these fits need at most
-        :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q` random effects and unstructured terms, run
+        :class:`~sparselmm.residual_result.ResidualLmerResult`; these fits need unstructured terms, run
         BOBYQA, and refuse refits, profiles, the bootstrap and Satterthwaite/KR df for now.
 
     Returns

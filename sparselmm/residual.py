@@ -26,8 +26,9 @@ with times 1, 4, 5, 6 has correlation ``ρ³`` between its first two rows). With
 The pieces (``G`` on the union pattern of their ``ZᵀZ``-like products, ``Zᵀ[X y]``, ``[X y]ᵀ[X y]``) are
 summed from the rows once; an evaluation is three small matrix-vector products with the coefficients and a
 dense factorisation (:class:`~sparselmm.criterion.DenseCriterion`), never touching the n rows. Models
-with more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q` are refused for now
-(they need the sparse factor to take a new ``ZᵀWZ`` per evaluation). θ and φ are optimised jointly with
+with more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q` are factored by CHOLMOD
+instead: the symbolic analysis once, then each evaluation writes the new ``ZᵀWZ`` into the same pattern
+(:meth:`~sparselmm.deviance.ProfiledDeviance.set_cross`) and refactors. θ and φ are optimised jointly with
 BOBYQA (:func:`~sparselmm.optimize.optimize_theta`); ``ρ`` is bounded by ``±(1 − 1e-6)``.
 """
 
@@ -44,7 +45,7 @@ from .criterion import DenseCriterion
 from .crossprod import CrossProducts, cross_products
 from .data import as_dataframe
 from .design import build_design
-from .deviance import profiled_deviance
+from .deviance import ProfiledDeviance, profiled_deviance
 from .errors import ArgumentError, DataError, ModelSpecError
 from .formula import parse_formula
 from .linalg.thresholds import DENSE_FALLBACK_Q
@@ -369,13 +370,17 @@ class ResidualCriterion:
     minimises. Each call forms the cross-products at φ from the pieces and evaluates a
     :class:`~sparselmm.criterion.DenseCriterion` at θ (``inf`` where it fails)."""
 
-    def __init__(self, design, pieces: ResidualPieces, reml: bool):
+    def __init__(self, design, pieces: ResidualPieces, reml: bool, ordering: str = "default"):
         self.design, self.pieces, self.reml = design, pieces, bool(reml)
         self.structure = pieces.structure
         self.n_theta = design.n_theta
         phi0 = np.zeros(self.structure.n_phi)
         cross, _ = pieces.cross_at(phi0)
-        self._base = DenseCriterion(design.terms, cross, reml)
+        self._base = self._sparse = None
+        if design.q <= DENSE_FALLBACK_Q:
+            self._base = DenseCriterion(design.terms, cross, reml)
+        else:  # CHOLMOD, taking each φ's ZᵀWZ into the pattern of the pieces' union
+            self._sparse = ProfiledDeviance(design, cross, reml, ordering=ordering, reweightable=True)
         lo, up = self.structure.bounds()
         self.lower = np.concatenate([design.lower, lo])
         self.upper = np.concatenate([design.upper, up])
@@ -393,6 +398,9 @@ class ResidualCriterion:
         theta, phi = self.split(x)
         if self.structure.correlation is not None and not abs(phi[-1]) < 1.0:
             return float("inf")
+        if self._sparse is not None:
+            self._sparse.set_cross(self.pieces.cross_at(phi)[0])
+            return self._sparse(theta)
         return self.at_phi(phi)(theta)
 
 
@@ -471,17 +479,13 @@ def fit_residual(formula, data, reml, weights, offset, missing, optimizer, contr
             "Covariance structures on random-effect terms (diag, cs, ar1, toep) cannot be combined with a "
             "dispformula or correlation yet; use unstructured terms."
         )
-    if design.q > DENSE_FALLBACK_Q:
-        raise ModelSpecError(
-            f"dispformula and correlation are supported for models with at most {DENSE_FALLBACK_Q} random effects "
-            f"for now (dense evaluation); this model has q = {design.q}."
-        )
     structure = residual_structure(frame, design.data.rows, disp, correlation)
     plain = cross_products(design)
     if not plain.ytWy > 0:
         raise ModelSpecError("The response is constant or exactly fitted by the fixed effects.")
     pieces = ResidualPieces(design, structure, plain.beta_shift)
-    crit = ResidualCriterion(design, pieces, reml)
+    cholmod_ordering = "default" if ordering in ("auto", "schur", "matrix-free") else ordering  # a CHOLMOD one
+    crit = ResidualCriterion(design, pieces, reml, cholmod_ordering)
     theta0 = moment_start(design) if start is None else start_theta(design, start)
     x0 = np.concatenate([theta0, start_phi(pieces)])
     setup_seconds = time.perf_counter() - t0

@@ -206,6 +206,28 @@ def test_likelihood_ratio_test_between_residual_structures(nested):
         sparselmm.anova(m0, reml)
 
 
+def test_cholmod_route_equals_the_dense_one(monkeypatch):
+    """Above DENSE_FALLBACK_Q random effects each φ's ZᵀWZ is written into one CHOLMOD pattern
+    (ProfiledDeviance.set_cross): forced here on the crossed validation case, it reaches the dense route's
+    optimum (glmmTMB 1.1.5 at its own estimates: 777.0510001333, validation/residual_cases.json)."""
+    import sparselmm.residual as residual
+
+    d = pd.read_csv(DATA.parent / "residual_crossed.csv")
+    for c in ("subj", "item"):
+        d[c] = d[c].astype("category")
+    kw = dict(reml=False, correlation=sparselmm.corAR1(time="t", group="subj"))
+    dense = sparselmm.lmer("y ~ x + (1 | subj) + (1 | item)", d, **kw)
+    monkeypatch.setattr(residual, "DENSE_FALLBACK_Q", 0)
+    sparse = sparselmm.lmer("y ~ x + (1 | subj) + (1 | item)", d, **kw)
+    assert sparse.objective == pytest.approx(dense.objective, rel=1e-12)
+    assert sparse.objective == pytest.approx(777.0510001333, abs=1e-6)
+    np.testing.assert_allclose(sparse.theta, dense.theta, rtol=1e-6)
+    np.testing.assert_allclose(sparse.fixef, dense.fixef, rtol=1e-8)
+    plain = sparselmm.deviance_function("y ~ x + (1 | subj) + (1 | item)", d, ordering="default")
+    with pytest.raises(sparselmm.ModelSpecError, match="reweightable=True"):
+        plain.set_cross(plain.cross)
+
+
 def test_missing_values_in_structure_columns(nested):
     d = nested.copy()
     d.loc[3, "f"] = np.nan

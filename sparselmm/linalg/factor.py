@@ -125,6 +125,8 @@ class _PairGroup:
     blocks: np.ndarray  # (nb, k_r, k_c) dense blocks of ZᵀWZ
     dest: np.ndarray  # positions in A.data of the kept block entries
     src: np.ndarray | None  # which entries of the flattened blocks are kept (None: all)
+    from_G: np.ndarray | None  # positions in ZᵀWZ.data of the entries written into the blocks ...
+    into: np.ndarray | None  # ... and where in the flattened blocks (kept for set_gram only: reweightable)
 
 
 class BlockUpdater:
@@ -140,9 +142,11 @@ class BlockUpdater:
         The model's random-effects terms in ``Z``'s column order.
     ZtWZ : scipy.sparse.spmatrix
         ``ZᵀWZ`` (full symmetric).
+    reweightable : bool
+        Keep the maps :meth:`set_gram` needs to take new values of ``ZᵀWZ`` (two integers per stored entry).
     """
 
-    def __init__(self, terms, ZtWZ: sp.spmatrix):
+    def __init__(self, terms, ZtWZ: sp.spmatrix, reweightable: bool = False):
         q = ZtWZ.shape[0]
         ks = np.array([t.k for t in terms])
         nblocks = np.array([t.n_levels for t in terms])
@@ -158,10 +162,11 @@ class BlockUpdater:
             block_col0[block_first[i] : block_first[i + 1]] = t.offset + np.arange(t.n_levels) * t.k
         NB = int(block_first[-1])
 
-        G = ZtWZ.tocoo()
+        G = sp.csc_matrix(ZtWZ).tocoo()  # in ZᵀWZ's storage order: entry i is ZtWZ.data[i] (set_gram)
         br, bc = col_block[G.row], col_block[G.col]
         keep = br >= bc
         er, ec, ev = G.row[keep], G.col[keep], G.data[keep]
+        kept_at = np.flatnonzero(keep)
         codes = br[keep] * NB + bc[keep]
         diag = np.arange(NB, dtype=np.int64) * (NB + 1)
         pairs, inverse = np.unique(np.concatenate([codes, diag]), return_inverse=True)
@@ -181,7 +186,10 @@ class BlockUpdater:
                 local[sel] = np.arange(sel.size)
                 blocks = np.zeros((sel.size, kr, kc))
                 mine = local[entry_pair] >= 0
-                blocks[local[entry_pair[mine]], col_within[er[mine]], col_within[ec[mine]]] = ev[mine]
+                into = np.ravel_multi_index(
+                    (local[entry_pair[mine]], col_within[er[mine]], col_within[ec[mine]]), blocks.shape
+                )
+                blocks.reshape(-1)[into] = ev[mine]
                 a, b = np.meshgrid(np.arange(kr), np.arange(kc), indexing="ij")
                 rows = (block_col0[pair_r[sel]][:, None] + a.ravel()[None, :]).ravel()
                 cols = (block_col0[pair_c[sel]][:, None] + b.ravel()[None, :]).ravel()
@@ -191,7 +199,8 @@ class BlockUpdater:
                 cols_all.append(cols[kept])
                 group_all.append(np.full(src.size, len(groups)))
                 src_all.append(src)
-                groups.append(_PairGroup(tr, tc, blocks, np.empty(0, np.int64), None if kept.all() else src))
+                maps = (kept_at[mine], into) if reweightable else (None, None)
+                groups.append(_PairGroup(tr, tc, blocks, np.empty(0, np.int64), None if kept.all() else src, *maps))
         rows = np.concatenate(rows_all)
         cols = np.concatenate(cols_all)
         group_of = np.concatenate(group_all)
@@ -209,6 +218,19 @@ class BlockUpdater:
         self.A.has_sorted_indices = True
         self.groups = groups
         self.scalar = all(grp.blocks.shape[1:] == (1, 1) for grp in groups)
+        self.G_nnz = ZtWZ.nnz
+
+    def set_gram(self, ZtWZ: sp.spmatrix) -> None:
+        """Take the values of another ``ZᵀWZ`` with the same pattern (canonical CSC, the same stored entries, e.g.
+        the residual weights of :mod:`sparselmm.residual` at another φ); the index maps stay. The blocks are
+        written in place: copies of this updater (``workspace_copy``) share them."""
+        G = sp.csc_matrix(ZtWZ)
+        if self.groups and self.groups[0].into is None:
+            raise ValueError("this updater was built without reweightable=True")
+        if G.nnz != self.G_nnz:
+            raise ValueError(f"set_gram needs ZᵀWZ's pattern ({self.G_nnz} stored entries), not {G.nnz}")
+        for grp in self.groups:
+            grp.blocks.reshape(-1)[grp.into] = G.data[grp.from_G]
 
     def update(self, factors: list[np.ndarray]) -> sp.csc_matrix:
         """Fill ``A = Λᵀ ZᵀWZ Λ`` (lower triangle) for the terms' k × k factors and return it."""
@@ -302,13 +324,23 @@ class CholmodFactor:
         Each term's k × k factor at the start θ (where the fill is measured).
     ordering : str
         ``"auto"`` or a CHOLMOD ordering (see :func:`analyse_cholmod`).
+    reweightable : bool
+        Accept new values of ``ZᵀWZ`` with the same pattern (:meth:`set_gram`).
     """
 
     has_logdet_gradient = False
     gradient_consumes_factor = False
 
-    def __init__(self, terms, ZtWZ: sp.spmatrix, start_factors: list[np.ndarray], ordering: str = "auto"):
-        self.updater = BlockUpdater(terms, ZtWZ)
+    def __init__(
+        self,
+        terms,
+        ZtWZ: sp.spmatrix,
+        start_factors: list[np.ndarray],
+        ordering: str = "auto",
+        reweightable: bool = False,
+    ):
+        self.reweightable = bool(reweightable)
+        self.updater = BlockUpdater(terms, ZtWZ, reweightable)
         A = self.updater.update(start_factors)
         self.chol, self.fill = analyse_cholmod(A, ordering)
         self.ordering, self.mode = self.chol.ordering, self.chol.mode
@@ -330,6 +362,12 @@ class CholmodFactor:
             A = self.updater.update(factors)
         self.chol.factorize(A, beta=1.0)
         self._current = True
+
+    def set_gram(self, ZtWZ: sp.spmatrix) -> None:
+        """Use another ``ZᵀWZ`` of the same pattern from the next :meth:`refactor` on (the symbolic analysis
+        stays; see :meth:`BlockUpdater.set_gram`)."""
+        self.updater.set_gram(ZtWZ)
+        self._current = False
 
     def solve_L(self, b: np.ndarray) -> np.ndarray:
         """``L⁻¹ P b``."""
