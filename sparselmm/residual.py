@@ -25,9 +25,11 @@ with times 1, 4, 5, 6 has correlation ``ρ³`` between its first two rows). With
 
 The pieces (``G`` on the union pattern of their ``ZᵀZ``-like products, ``Zᵀ[X y]``, ``[X y]ᵀ[X y]``) are
 summed from the rows once; an evaluation is three small matrix-vector products with the coefficients and a
-dense factorisation (:class:`~sparselmm.criterion.DenseCriterion`), never touching the n rows. Models
-with more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q` are factored by CHOLMOD
-instead: the symbolic analysis once, then each evaluation writes the new ``ZᵀWZ`` into the same pattern
+dense factorisation (:class:`~sparselmm.criterion.DenseCriterion`), never touching the n rows. Models with
+more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_MAX_Q` and a ``ZᵀWZ`` sparser than
+:data:`~sparselmm.linalg.thresholds.DENSE_ENOUGH_FILL` (nested designs: diagonal), or more than
+:data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q`, are factored by CHOLMOD instead: the symbolic
+analysis once, then each evaluation writes the new ``ZᵀWZ`` into the same pattern
 (:meth:`~sparselmm.deviance.ProfiledDeviance.set_cross`) and refactors. θ and φ are optimised jointly with
 BOBYQA (:func:`~sparselmm.optimize.optimize_theta`); ``ρ`` is bounded by ``±(1 − 1e-6)``.
 """
@@ -48,7 +50,7 @@ from .design import build_design
 from .deviance import ProfiledDeviance, profiled_deviance
 from .errors import ArgumentError, DataError, ModelSpecError
 from .formula import parse_formula
-from .linalg.thresholds import DENSE_FALLBACK_Q
+from .linalg.thresholds import DENSE_ENOUGH_FILL, DENSE_FALLBACK_Q, DENSE_MAX_Q
 from .optimize import optimize_theta
 from .start import moment_start, start_theta
 
@@ -377,9 +379,11 @@ class ResidualCriterion:
         phi0 = np.zeros(self.structure.n_phi)
         cross, _ = pieces.cross_at(phi0)
         self._base = self._sparse = None
-        if design.q <= DENSE_FALLBACK_Q:
+        q = design.q
+        fill = pieces.keys.size / float(q * q) if q else 1.0
+        if q <= DENSE_MAX_Q or (q <= DENSE_FALLBACK_Q and fill >= DENSE_ENOUGH_FILL):
             self._base = DenseCriterion(design.terms, cross, reml)
-        else:  # CHOLMOD, taking each φ's ZᵀWZ into the pattern of the pieces' union
+        else:  # CHOLMOD, taking each φ's ZᵀWZ into the pattern of the pieces' union (nested designs: diagonal)
             self._sparse = ProfiledDeviance(design, cross, reml, ordering=ordering, reweightable=True)
         lo, up = self.structure.bounds()
         self.lower = np.concatenate([design.lower, lo])
