@@ -409,7 +409,7 @@ def _joint_stage(obj: GlmmObjective, theta, beta0, RX0, polish: bool, info: dict
                 return in_z(obj.gradient_at(x[:nth], beta0 + s * x[nth:]))
 
             try:
-                polished = newton_polish_exact(fz_grad, gz, fz, x0, low, H_beta, nth)
+                polished = newton_polish_exact(fz_grad, gz, fz, x0, low, H_beta, nth, upper=high)
             except NumericalError:  # C⁻¹ not finite at some point: the difference polish decides
                 polished = None
         if polished is None:
