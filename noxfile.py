@@ -85,7 +85,8 @@ def validate(session: nox.Session) -> None:
     if shutil.which("Rscript") is None:
         session.error(
             "Rscript not found: install R, lme4, lmerTest and pbkrtest (apt-get install -y r-base-core r-cran-lme4 "
-            "r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite r-cran-numderiv r-cran-emmeans r-cran-glmmtmb r-cran-nlme)."
+            "r-cran-lmertest r-cran-pbkrtest r-cran-jsonlite r-cran-numderiv r-cran-emmeans r-cran-glmmtmb "
+            "r-cran-nlme)."
         )
     # (R script that refits live, comparison script, report): lme4's lmer; lmerTest's Satterthwaite and
     # pbkrtest's Kenward-Roger (issue #10); intervals, LRT tables, bootstrap and profiles (issue #11); lme4's
