@@ -14,7 +14,7 @@ import pandas as pd
 
 from .errors import DataError
 
-__all__ = ["CleanData", "as_dataframe", "clean_data", "vector_argument"]
+__all__ = ["CleanData", "as_dataframe", "clean_data", "vector_argument", "without_unused_categories"]
 
 MISSING_POLICIES = ("drop", "raise")
 
@@ -82,15 +82,19 @@ class CleanData:
     index: pd.Index | None = None
 
 
+def without_unused_categories(values: pd.Categorical) -> pd.Categorical:
+    """``values`` without the categories no value takes (the same object when every category is used)."""
+    codes = values.codes
+    if np.bincount(codes[codes >= 0], minlength=len(values.categories)).all():
+        return values
+    return values.remove_unused_categories()
+
+
 def _kept_column(col: pd.Series, rows: np.ndarray | None):
     """A copy of a column's values, of the kept ``rows`` only (None: all): the caller's later edits never reach
     the fit's rows. Categoricals lose the categories no kept row has; nullable numbers become float64."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        values = col.array.copy() if rows is None else col.array.take(rows)
-        codes = values.codes
-        if not np.bincount(codes[codes >= 0], minlength=len(values.categories)).all():
-            values = values.remove_unused_categories()
-        return values
+        return without_unused_categories(col.array.copy() if rows is None else col.array.take(rows))
     if isinstance(col.dtype, np.dtype):
         return col.to_numpy().copy() if rows is None else col.to_numpy()[rows]
     if _is_numeric(col):

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
 from .covstruct import CovStructure, make_structure, r_name, tril_by_column
-from .data import CleanData, clean_data
+from .data import CleanData, clean_data, without_unused_categories
 from .errors import DataError, FormulaError, ModelSpecError, caller_stacklevel
 from .formula import ParsedFormula, RandomTerm
 
@@ -266,11 +266,8 @@ def _transform_arguments(parsed: ParsedFormula) -> list[str]:
 
 def _single_factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        if not np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)).all():
-            col = col.cat.remove_unused_categories()  # (data.clean_data has done it for a model's frame)
-            codes = col.cat.codes.to_numpy()
-        return codes.astype(np.int64), pd.Index(col.cat.categories)
+        values = without_unused_categories(col.array)  # (data.clean_data has done it for a model's frame)
+        return values.codes.astype(np.int64), pd.Index(values.categories)
     try:
         codes, uniques = pd.factorize(col, sort=True)
     except TypeError:  # mixed types that cannot be ordered: order by their text

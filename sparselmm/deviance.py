@@ -417,7 +417,12 @@ class ProfiledDeviance:
                 "set_cross needs a deviance function built with a CHOLMOD ordering and reweightable=True."
             )
         self.chol.set_gram(cross.ZtWZ)
+        self._take_cross(cross)
+
+    def _take_cross(self, cross: CrossProducts) -> None:
+        """Use ``cross`` from the next evaluation on: its right-hand sides, no current state, no dense evaluator."""
         self.cross = cross
+        self.p = cross.XtWX.shape[0]
         self._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
         self.state = None
         self._dense = False
@@ -473,13 +478,9 @@ class ProfiledDeviance:
 
     def _sibling(self, cross: CrossProducts, reml: bool, share_factor: bool) -> ProfiledDeviance:
         new = copy.copy(self)
-        new.cross = cross
         new.reml = reml
-        new.p = cross.XtWX.shape[0]
-        new._rhs = np.asfortranarray(np.column_stack([cross.ZtWX, cross.ZtWy]))
+        new._take_cross(cross)
         new.n_evals = 0
-        new.state = None
-        new._dense = False
         if not share_factor:
             new.chol = self.chol.workspace_copy()
         return new

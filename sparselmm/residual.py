@@ -369,8 +369,9 @@ class ResidualPieces:
 
 class ResidualCriterion:
     """The profiled criterion as a function of ``x = (θ, φ)``: what :func:`~sparselmm.optimize.optimize_theta`
-    minimises. Each call forms the cross-products at φ from the pieces and evaluates a
-    :class:`~sparselmm.criterion.DenseCriterion` at θ (``inf`` where it fails)."""
+    minimises. Each call forms the cross-products at φ from the pieces and evaluates the criterion at θ
+    (``inf`` where it fails): a :class:`~sparselmm.criterion.DenseCriterion` for small or full ``ZᵀWZ``, else
+    one CHOLMOD factor that takes each φ's ``ZᵀWZ`` (:meth:`~sparselmm.deviance.ProfiledDeviance.set_cross`)."""
 
     def __init__(self, design, pieces: ResidualPieces, reml: bool, ordering: str = "default"):
         self.design, self.pieces, self.reml = design, pieces, bool(reml)

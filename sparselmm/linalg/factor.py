@@ -219,13 +219,14 @@ class BlockUpdater:
         self.groups = groups
         self.scalar = all(grp.blocks.shape[1:] == (1, 1) for grp in groups)
         self.G_nnz = ZtWZ.nnz
+        self.reweightable = bool(reweightable)
 
     def set_gram(self, ZtWZ: sp.spmatrix) -> None:
         """Take the values of another ``ZᵀWZ`` with the same pattern (canonical CSC, the same stored entries, e.g.
         the residual weights of :mod:`sparselmm.residual` at another φ); the index maps stay. The blocks are
         written in place: copies of this updater (``workspace_copy``) share them."""
         G = sp.csc_matrix(ZtWZ)
-        if self.groups and self.groups[0].into is None:
+        if not self.reweightable:
             raise ValueError("this updater was built without reweightable=True")
         if G.nnz != self.G_nnz:
             raise ValueError(f"set_gram needs ZᵀWZ's pattern ({self.G_nnz} stored entries), not {G.nnz}")
@@ -339,7 +340,6 @@ class CholmodFactor:
         ordering: str = "auto",
         reweightable: bool = False,
     ):
-        self.reweightable = bool(reweightable)
         self.updater = BlockUpdater(terms, ZtWZ, reweightable)
         A = self.updater.update(start_factors)
         self.chol, self.fill = analyse_cholmod(A, ordering)
@@ -362,6 +362,11 @@ class CholmodFactor:
             A = self.updater.update(factors)
         self.chol.factorize(A, beta=1.0)
         self._current = True
+
+    @property
+    def reweightable(self) -> bool:
+        """Built to take new values of ``ZᵀWZ`` (:meth:`set_gram`)."""
+        return self.updater.reweightable
 
     def set_gram(self, ZtWZ: sp.spmatrix) -> None:
         """Use another ``ZᵀWZ`` of the same pattern from the next :meth:`refactor` on (the symbolic analysis
