@@ -59,7 +59,7 @@ class ResidualLmerResult(LmerResult):
 
     @property
     def rho(self) -> float | None:
-        """The AR(1) correlation at lag 1 (nlme's ``Phi``), None without a correlation."""
+        """The correlation one unit of time apart (nlme's ``Phi``; corCAR1's φ), None without a correlation."""
         s = self.residual_structure
         return s.split(self.phi)[1] if s.correlation is not None else None
 
@@ -97,7 +97,7 @@ class ResidualLmerResult(LmerResult):
         lines = []
         if s.correlation is not None:
             lines += [
-                "Correlation Structure: AR(1)",
+                f"Correlation Structure: {s.correlation.title}",
                 f" Formula: {s.correlation.formula()}",
                 " Parameter estimate(s):",
                 "      Phi ",
