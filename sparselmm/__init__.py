@@ -30,7 +30,7 @@ from .inference.ranova import ranova
 from .lmer import deviance_function, lmer
 from .optimize import OptInfo
 from .refit import update
-from .residual import corAR1
+from .residual import corAR1, corCAR1
 from .results import LmerResult
 from .statsmodels import MixedLM, MixedLMParams, MixedLMResults, mixedlm
 
@@ -57,6 +57,7 @@ __all__ = [
     "anova",
     "contrast",
     "corAR1",
+    "corCAR1",
     "datasets",
     "deviance_function",
     "emmeans",

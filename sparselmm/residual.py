@@ -1,5 +1,6 @@
 """Residual variance by stratum (``dispformula``, nlme's ``varIdent``) and AR(1) residual correlation within
-groups (:func:`corAR1`, nlme's ``corAR1(form = ~ t | g)``) for :func:`sparselmm.lmer`.
+groups (:func:`~sparselmm.corAR1`, nlme's ``corAR1(form = ~ t | g)``; :func:`~sparselmm.corCAR1`, nlme's
+``corCAR1(form = ~ t | g)`` over real-valued times) for :func:`sparselmm.lmer`.
 
 The model is ``y = Xβ + Zb + ε`` with ``ε ~ N(0, σ² V^{1/2} R(ρ) V^{1/2})``, ``V = diag(exp(2δ_{k(i)}) / w_i)``
 (``w`` the prior weights, ``δ`` of the first stratum fixed at 0, so σ is that stratum's residual SD) and
@@ -9,13 +10,16 @@ criterion at ``(θ, φ)``, ``φ = (δ, ρ)``, is exactly the weighted-lmer crite
 
 AR(1), gaps included. nlme's ``corAR1`` becomes ``corARMA(p = 1)`` when the times within a group are not
 consecutive, whose correlation at lag ``|Δt|`` is ``ρ^{|Δt|}`` (checked in R 4.2.2, nlme 3.1-162: a group
-with times 1, 4, 5, 6 has correlation ``ρ³`` between its first two rows). With a group's times sorted,
-``t₁ < … < t_m``, gaps ``d_j = t_{j+1} − t_j`` and ``a_j = ρ^{d_j}``, the series is Markov, so::
+with times 1, 4, 5, 6 has correlation ``ρ³`` between its first two rows); nlme's ``corCAR1`` is the same
+correlation ``φ^{|Δt|}`` over real times with ``0 ≤ φ < 1`` (:mod:`sparselmm.residual_correlation`). With a
+group's times sorted, ``t₁ < … < t_m``, gaps ``d_j = t_{j+1} − t_j`` and ``a_j = ρ^{d_j}``, the series is
+Markov, so::
 
     xᵀR⁻¹x = Σᵢ xᵢ² + Σ_j [a_j²/(1 − a_j²)] (x_j² + x_{j+1}²) − [2a_j/(1 − a_j²)] x_j x_{j+1}
     log|R| = Σ_j log(1 − a_j²)
 
-(for consecutive times this is DESIGN.md's ``(I + ρ²D − ρ(S + Sᵀ))/(1 − ρ²)``). Scaling rows by
+(for consecutive times this is DESIGN.md's ``(I + ρ²D − ρ(S + Sᵀ))/(1 − ρ²)``; ``1 − a²`` is formed as
+``−expm1(2d log|ρ|)``, exact for the small gaps of continuous times). Scaling rows by
 ``e_{k(i)} = exp(−δ_{k(i)})`` composes the two: every cross-product ``AᵀWB`` is ``Σ_pieces c(φ) P`` over
 
 * ``diag(k)``: ``Σ_{i ∈ k} aᵢbᵢᵀ``, ``c = e_k²``;
@@ -24,14 +28,22 @@ with times 1, 4, 5, 6 has correlation ``ρ³`` between its first two rows). With
   ``c = −e_k e_l a/(1 − a²)``.
 
 The pieces (``G`` on the union pattern of their ``ZᵀZ``-like products, ``Zᵀ[X y]``, ``[X y]ᵀ[X y]``) are
-summed from the rows once; an evaluation is three small matrix-vector products with the coefficients and a
-dense factorisation (:class:`~sparselmm.criterion.DenseCriterion`), never touching the n rows. Models with
-more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_MAX_Q` and a ``ZᵀWZ`` sparser than
-:data:`~sparselmm.linalg.thresholds.DENSE_ENOUGH_FILL` (nested designs: diagonal), or more than
+summed from the rows once, vectorised over all pairs; an evaluation is three matrix-vector products with the
+coefficients and a dense factorisation (:class:`~sparselmm.criterion.DenseCriterion`), never touching the n
+rows. Models with more random effects than :data:`~sparselmm.linalg.thresholds.DENSE_MAX_Q` and a ``ZᵀWZ``
+sparser than :data:`~sparselmm.linalg.thresholds.DENSE_ENOUGH_FILL` (nested designs: diagonal), or more than
 :data:`~sparselmm.linalg.thresholds.DENSE_FALLBACK_Q`, are factored by CHOLMOD instead: the symbolic
 analysis once, then each evaluation writes the new ``ZᵀWZ`` into the same pattern
 (:meth:`~sparselmm.deviance.ProfiledDeviance.set_cross`) and refactors. θ and φ are optimised jointly with
-BOBYQA (:func:`~sparselmm.optimize.optimize_theta`); ``ρ`` is bounded by ``±(1 − 1e-6)``.
+BOBYQA (:func:`~sparselmm.optimize.optimize_theta`); ``ρ`` is bounded by ``±(1 − 1e-6)`` (corCAR1's ``φ`` by
+``[0, 1 − 1e-6]``).
+
+Cost of one evaluation. Pieces are keyed by exact gap value (never rounded or merged), so there are at most
+``L + D·L(L + 3)/2`` of them for ``L`` strata and ``D`` distinct gaps, and the piece stacks are stored dense
+or sparse by their fill. Integer times, or real times on a grid, have few distinct gaps and an evaluation
+does not depend on ``n``; real times with all gaps distinct (``D ≈ n``) make an evaluation cost a sum over
+about ``Σ_pairs (nnz per row of Z)²`` stored values: one pass over the rows' products, like a direct
+evaluation, and still exact.
 """
 
 from __future__ import annotations
@@ -52,64 +64,25 @@ from .errors import ArgumentError, DataError, ModelSpecError
 from .formula import parse_formula
 from .linalg.thresholds import DENSE_ENOUGH_FILL, DENSE_FALLBACK_Q, DENSE_MAX_Q
 from .optimize import optimize_theta
+from .residual_correlation import RHO_BOUND, AR1Correlation, CAR1Correlation, GapCorrelation, corAR1, corCAR1
 from .start import moment_start, start_theta
 
-__all__ = ["AR1Correlation", "ResidualStructure", "ResidualPieces", "ResidualCriterion", "corAR1", "fit_residual"]
+__all__ = [
+    "AR1Correlation",
+    "CAR1Correlation",
+    "GapCorrelation",
+    "ResidualStructure",
+    "ResidualPieces",
+    "ResidualCriterion",
+    "corAR1",
+    "corCAR1",
+    "fit_residual",
+]
 
-RHO_BOUND = 1.0 - 1e-6  # |ρ| below 1: at 1, 1 − ρ² vanishes in log|R|
+DENSE_STACK_FILL = 0.25  # piece stacks at least this full are stored dense, else CSR
+PIECE_CHUNK = 200_000  # terms (row pairs) summed into the pieces at once
 TIGHT_TOL = 1e-10  # BOBYQA's xtol_abs and ftol_abs (see fit_residual)
 MAX_START_DELTA = 5.0  # a start's log SD ratio is clipped here (a stratum of near-exact responses)
-
-
-@dataclass(frozen=True)
-class AR1Correlation:
-    """AR(1) residual correlation within groups over an integer time: ``corr(εᵢ, εⱼ) = ρ^{|tᵢ − tⱼ|}`` for
-    rows of one group, 0 between groups (nlme's ``corAR1(form = ~ time | group)``). Made by :func:`corAR1`."""
-
-    time: str
-    group: str | None = None
-
-    def formula(self) -> str:
-        """nlme's ``form``: ``~ t | g`` (``~ t`` without a group)."""
-        return f"~ {self.time}" + (f" | {self.group}" if self.group else "")
-
-    def __repr__(self) -> str:
-        group = f", group={self.group!r}" if self.group else ""
-        return f"corAR1(time={self.time!r}{group})"
-
-
-def corAR1(time: str, group: str | None = None) -> AR1Correlation:
-    """AR(1) residual correlation within groups, for ``sparselmm.lmer(..., correlation=corAR1(...))``.
-
-    Parameters
-    ----------
-    time : str
-        Column of integer times (nlme's covariate): rows ``d`` apart within a group have correlation ``ρ^d``
-        (gaps as nlme treats them, through its ``corARMA(p = 1)``). Times must be distinct within a group.
-    group : str, optional
-        Column of the groups (nlme's ``| g``); rows of different groups are uncorrelated. Without it all rows
-        are one series.
-
-    Returns
-    -------
-    AR1Correlation
-
-    Raises
-    ------
-    sparselmm.ArgumentError
-        ``time`` or ``group`` is not a column name.
-
-    Examples
-    --------
-    >>> import sparselmm
-    >>> d = sparselmm.datasets.load("sleepstudy")
-    >>> m = sparselmm.lmer("Reaction ~ Days + (1 | Subject)", d, correlation=sparselmm.corAR1("Days", "Subject"))
-    """
-    if not isinstance(time, str) or not time:
-        raise ArgumentError(f"corAR1(time=...) must be a column name (a string), not {time!r}.")
-    if group is not None and (not isinstance(group, str) or not group):
-        raise ArgumentError(f"corAR1(group=...) must be a column name (a string) or None, not {group!r}.")
-    return AR1Correlation(time, group)
 
 
 # ---- parsing the arguments ----------------------------------------------------------------------------
@@ -161,7 +134,7 @@ def _strata(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
 
 @dataclass
 class ResidualStructure:
-    """The residual structure of one fit, read from its rows: strata and the AR(1) pairs.
+    """The residual structure of one fit, read from its rows: strata and the correlation's pairs.
 
     ``stratum`` holds each row's stratum code (all 0 without a dispformula); ``pair_i``, ``pair_j`` the rows of
     every pair of consecutive observations within a group (by time) and ``gap`` their time difference.
@@ -170,7 +143,7 @@ class ResidualStructure:
     dispersion: str | None
     levels: list[str]
     stratum: np.ndarray
-    correlation: AR1Correlation | None
+    correlation: GapCorrelation | None
     pair_i: np.ndarray
     pair_j: np.ndarray
     gap: np.ndarray
@@ -185,17 +158,18 @@ class ResidualStructure:
         return self.n_delta + (self.correlation is not None)
 
     def phi_names(self) -> list[str]:
-        """``delta.<level>`` (log SD ratio to the first level) for each other level, then ``rho``."""
+        """``delta.<level>`` (log SD ratio to the first level) for each other level, then the correlation's
+        parameter (``rho`` for corAR1, nlme's ``Phi`` for corCAR1)."""
         names = [f"delta.{lev}" for lev in self.levels[1:]]
-        return names + (["rho"] if self.correlation is not None else [])
+        return names + ([self.correlation.parameter] if self.correlation is not None else [])
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        lower = [-np.inf] * self.n_delta + ([-RHO_BOUND] if self.correlation is not None else [])
+        lower = [-np.inf] * self.n_delta + ([self.correlation.lower] if self.correlation is not None else [])
         upper = [np.inf] * self.n_delta + ([RHO_BOUND] if self.correlation is not None else [])
         return np.array(lower), np.array(upper)
 
     def split(self, phi) -> tuple[np.ndarray, float]:
-        """``δ`` of every level (the first 0) and ρ (0 without a correlation)."""
+        """``δ`` of every level (the first 0) and ρ (corCAR1's φ; 0 without a correlation)."""
         phi = np.asarray(phi, dtype=float)
         delta = np.concatenate([[0.0], phi[: self.n_delta]]) if self.levels else np.zeros(1)
         rho = float(phi[self.n_delta]) if self.correlation is not None else 0.0
@@ -203,48 +177,56 @@ class ResidualStructure:
 
 
 def residual_structure(frame: pd.DataFrame, rows: np.ndarray, dispersion, correlation) -> ResidualStructure:
-    """Read the strata and the AR(1) pairs of the fitted ``rows`` of ``frame``."""
+    """Read the strata and the correlation's pairs (:meth:`GapCorrelation.pairs`) of the fitted ``rows``."""
     n = rows.size
     levels: list[str] = []
     stratum = np.zeros(n, dtype=np.int64)
     if dispersion is not None:
         stratum, levels = _strata(frame[dispersion].iloc[rows].reset_index(drop=True), dispersion)
-    empty = np.zeros(0, dtype=np.int64)
     if correlation is None:
+        empty = np.zeros(0, dtype=np.int64)
         return ResidualStructure(dispersion, levels, stratum, None, empty, empty, empty)
-    tcol = frame[correlation.time].iloc[rows]
-    if not pd.api.types.is_numeric_dtype(tcol) or pd.api.types.is_bool_dtype(tcol):
-        raise DataError(f"corAR1: the time column {correlation.time!r} must hold integer numbers, not {tcol.dtype}.")
-    t = tcol.to_numpy(dtype=float)
-    if np.any(t != np.round(t)):
-        bad = int(np.flatnonzero(t != np.round(t))[0])
-        raise DataError(
-            f"corAR1: the time column {correlation.time!r} must hold integers (nlme's corAR1); row {bad} has "
-            f"{t[bad]!r}. For continuous times nlme has corCAR1, not supported yet."
-        )
-    t = t.astype(np.int64)
-    if correlation.group is not None:
-        gcodes, glevels = pd.factorize(frame[correlation.group].iloc[rows], sort=True)
-        gcodes = np.asarray(gcodes, dtype=np.int64)
-    else:
-        gcodes, glevels = np.zeros(n, dtype=np.int64), ["(all rows)"]
-    order = np.lexsort((t, gcodes))
-    same = gcodes[order[1:]] == gcodes[order[:-1]]
-    dt = np.diff(t[order])
-    dup = same & (dt == 0)
-    if dup.any():
-        j = int(np.flatnonzero(dup)[0])
-        where = f"group {glevels[gcodes[order[j]]]!r} of {correlation.group!r}" if correlation.group else "the data"
-        raise DataError(
-            f"corAR1: time {int(t[order[j]])} of {correlation.time!r} appears more than once in {where}; times "
-            "must be distinct within a group (nlme's rule)."
-        )
-    if not same.any():
-        raise ModelSpecError(
-            "corAR1: no group has two or more rows, so the correlation is not identifiable; check the group column."
-        )
-    pair_i, pair_j = order[:-1][same], order[1:][same]
-    return ResidualStructure(dispersion, levels, stratum, correlation, pair_i, pair_j, dt[same], len(glevels))
+    pair_i, pair_j, gap, n_groups = correlation.pairs(frame, rows)
+    return ResidualStructure(dispersion, levels, stratum, correlation, pair_i, pair_j, gap, n_groups)
+
+
+def _lag(rho: float, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a = ρ^d`` and ``1 − a²`` for gaps ``d > 0``, the latter as ``−expm1(2d log|ρ|)`` (no cancellation for the
+    small gaps of continuous times; 1 at ρ = 0)."""
+    with np.errstate(divide="ignore"):
+        log_abs = np.log(abs(rho))
+    return rho**gaps, -np.expm1(2.0 * gaps * log_abs)
+
+
+def _sum_terms(Zr, F: np.ndarray, piece: np.ndarray, ri: np.ndarray, rj: np.ndarray, n_pieces: int):
+    """Each piece's sums over its terms ``(ri, rj)`` of ``z_ri z_rjᵀ`` (CSR, column ``b·q + a`` for entry
+    ``(a, b)``), ``z_ri F_rjᵀ`` (CSR, column ``a·m + b``) and ``F_ri F_rjᵀ`` (dense, ``b·m + c``), with ``Zr`` the
+    rows of ``Z`` (CSR) and ``F = [X y]`` (``m`` columns); :data:`PIECE_CHUNK` terms at a time."""
+    q, m = Zr.shape[1], F.shape[1]
+    g = sp.csr_matrix((n_pieces, q * q))
+    zf = sp.csr_matrix((n_pieces, q * m))
+    ff = np.zeros((n_pieces, m * m))
+    for start in range(0, piece.size, PIECE_CHUNK):
+        at, i, j = piece[start : start + PIECE_CHUNK], ri[start : start + PIECE_CHUNK], rj[start : start + PIECE_CHUNK]
+        P = sp.csr_matrix((np.ones(at.size), (at, np.arange(at.size))), shape=(n_pieces, at.size))
+        for b in range(m):
+            ff[:, b * m : (b + 1) * m] += P @ (F[i, b, None] * F[j])
+        Zi, Zj = Zr[i], Zr[j]
+        t = np.repeat(np.arange(at.size), np.diff(Zi.indptr))  # the term of each nonzero of Zi
+        cols = (Zi.indices[:, None].astype(np.int64) * m + np.arange(m)).ravel()
+        vals = (Zi.data[:, None] * F[j[t]]).ravel()
+        zf += sp.csr_matrix((vals, (np.repeat(at[t], m), cols)), shape=zf.shape)
+        nj = np.diff(Zj.indptr)[t]  # each nonzero of Zi meets every nonzero of its term's Zj row
+        e = np.repeat(np.arange(t.size), nj)
+        f = Zj.indptr[t[e]] + np.arange(e.size) - np.repeat(np.cumsum(nj) - nj, nj)
+        keys = Zj.indices[f].astype(np.int64) * q + Zi.indices[e]
+        g += sp.csr_matrix((Zi.data[e] * Zj.data[f], (at[t[e]], keys)), shape=g.shape)
+    return g, zf, ff
+
+
+def _stored(stack):
+    """A piece stack kept dense when at least :data:`DENSE_STACK_FILL` full, else CSR (both serve ``stack.T @ c``)."""
+    return stack.toarray() if stack.nnz >= DENSE_STACK_FILL * stack.shape[0] * stack.shape[1] else stack
 
 
 # ---- the pieces -------------------------------------------------------------------------------------------
@@ -271,51 +253,32 @@ class ResidualPieces:
         y = design.y if design.offset is None else design.y - design.offset
         y = y - design.X @ self.beta_shift if self.p else y
         F = np.column_stack([design.X, y]) * h[:, None]
-        Zt = (design.Zt @ sp.diags(h)).tocsc()
+        Zr = (sp.diags(h) @ design.Zt.T).tocsr()  # the rows of Z, scaled
         n_levels = max(len(s.levels), 1)
         self.counts = np.bincount(s.stratum, minlength=n_levels).astype(float)
-        # (kind, d, k, l, ri, rj): kind 0 diag, 1 ends, 2 adjacent (symmetric)
-        specs = [(0, 0, k, k, r, r) for k in range(n_levels) for r in [np.flatnonzero(s.stratum == k)] if r.size]
-        self.gaps = np.unique(s.gap)
-        self.pairs_per_gap = np.array([np.sum(s.gap == d) for d in self.gaps], dtype=float)
-        ki, kj = s.stratum[s.pair_i], s.stratum[s.pair_j]
-        for d in self.gaps:
-            at = s.gap == d
-            for k in range(n_levels):
-                r = np.concatenate([s.pair_i[at & (ki == k)], s.pair_j[at & (kj == k)]])
-                if r.size:
-                    specs.append((1, d, k, k, r, r))
-            lo, hi = np.minimum(ki, kj), np.maximum(ki, kj)
-            for k in range(n_levels):
-                for l in range(k, n_levels):
-                    sel = at & (lo == k) & (hi == l)
-                    if sel.any():
-                        specs.append((2, d, k, l, s.pair_i[sel], s.pair_j[sel]))
-        self.kind = np.array([sp_[0] for sp_ in specs], dtype=np.int64)
-        self.piece_gap = np.array([sp_[1] for sp_ in specs], dtype=np.int64)
-        self.piece_k = np.array([sp_[2] for sp_ in specs], dtype=np.int64)
-        self.piece_l = np.array([sp_[3] for sp_ in specs], dtype=np.int64)
-        q, m = self.q, self.p + 1
-        g_parts, zf, ff = [], np.empty((len(specs), q * m)), np.empty((len(specs), m * m))
-        for i, (kind, _, _, _, ri, rj) in enumerate(specs):
-            Zi, Zj = Zt[:, ri], Zt[:, rj]
-            G = Zi @ Zj.T
-            ZF = Zi @ F[rj]
-            FF = F[ri].T @ F[rj]
-            if kind == 2:  # both orders of each pair
-                G = G + G.T
-                ZF = ZF + Zj @ F[ri]
-                FF = FF + FF.T
-            g_parts.append(sp.coo_matrix(G))
-            zf[i] = np.asarray(ZF).reshape(q, m).ravel()
-            ff[i] = FF.ravel()
-        keys = [np.asarray(g.col, dtype=np.int64) * q + g.row for g in g_parts]
-        self.keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
-        self.g_rows, self.g_cols = self.keys % q, self.keys // q
-        self.g_stack = np.zeros((len(specs), self.keys.size))
-        for i, (g, key) in enumerate(zip(g_parts, keys)):
-            np.add.at(self.g_stack[i], np.searchsorted(self.keys, key), g.data)
-        self.zf_stack, self.ff_stack = zf, ff
+        gaps, code, per_gap = np.unique(np.asarray(s.gap, dtype=float), return_inverse=True, return_counts=True)
+        self.gaps, self.pairs_per_gap, n_codes = gaps, per_gap.astype(float), max(gaps.size, 1)
+        # the terms (ri, rj) of all pieces: each row (diag), both rows of each pair (ends), each pair in both
+        # orders (adjacent); a piece is the key (kind, gap, k, l), the gap compared exactly (no grouping)
+        pi, pj, code = s.pair_i, s.pair_j, code.ravel()
+        ki, kj = s.stratum[pi], s.stratum[pj]
+        lo, hi = np.minimum(ki, kj), np.maximum(ki, kj)
+        kind = np.repeat(np.arange(3), [self.n, 2 * pi.size, 2 * pi.size])
+        gap_t = np.concatenate([np.zeros(self.n, dtype=np.int64), code, code, code, code])
+        k_t = np.concatenate([s.stratum, ki, kj, lo, lo])
+        l_t = np.concatenate([s.stratum, ki, kj, hi, hi])
+        uniq, piece = np.unique(((kind * n_codes + gap_t) * n_levels + k_t) * n_levels + l_t, return_inverse=True)
+        self.piece_k, self.piece_l = uniq // n_levels % n_levels, uniq % n_levels
+        self.kind = uniq // (n_levels * n_levels * n_codes)
+        gap_of = gaps[uniq // (n_levels * n_levels) % n_codes] if gaps.size else np.zeros(uniq.size)
+        self.piece_gap = np.where(self.kind == 0, 0.0, gap_of)
+        ri = np.concatenate([np.arange(self.n), pi, pj, pi, pj])
+        rj = np.concatenate([np.arange(self.n), pi, pj, pj, pi])
+        g, zf, self.ff_stack = _sum_terms(Zr, F, piece.ravel(), ri, rj, uniq.size)
+        self.keys = np.unique(g.indices).astype(np.int64)  # the union pattern of the pieces' ZᵀZ-like products
+        self.g_rows, self.g_cols = self.keys % self.q, self.keys // self.q
+        g = sp.csr_matrix((g.data, np.searchsorted(self.keys, g.indices), g.indptr), shape=(uniq.size, self.keys.size))
+        self.g_stack, self.zf_stack = _stored(g), _stored(zf)
 
     @property
     def n_pieces(self) -> int:
@@ -326,13 +289,14 @@ class ResidualPieces:
         s = self.structure
         delta, rho = s.split(phi)
         e = np.exp(-delta)
-        a = np.where(self.kind == 0, 0.0, rho ** self.piece_gap.astype(float))  # diag pieces have no gap
-        one_minus = 1.0 - a * a
-        c = np.where(self.kind == 0, 1.0, np.where(self.kind == 1, a * a / one_minus, -a / one_minus))
+        c = np.ones(self.kind.size)  # diag pieces
+        off = self.kind != 0
+        a, one_minus = _lag(rho, self.piece_gap[off])
+        c[off] = np.where(self.kind[off] == 1, a * a / one_minus, -a / one_minus)
         c = c * e[self.piece_k] * e[self.piece_l]
         slw = self.sum_log_prior - 2.0 * float(self.counts @ delta[: self.counts.size])
         if self.gaps.size:
-            slw -= float(self.pairs_per_gap @ np.log1p(-(rho ** (2.0 * self.gaps))))
+            slw -= float(self.pairs_per_gap @ np.log(_lag(rho, self.gaps)[1]))
         return c, slw
 
     def cross_at(self, phi, sparse: bool = True) -> tuple[CrossProducts, np.ndarray]:
@@ -340,8 +304,8 @@ class ResidualPieces:
         ``sparse=False`` the CrossProducts' ``ZtWZ`` is None (the dense evaluation builds ``G`` itself)."""
         c, slw = self.coefficients(phi)
         q, p = self.q, self.p
-        g = c @ self.g_stack
-        zf = (c @ self.zf_stack).reshape(q, p + 1)
+        g = self.g_stack.T @ c  # the stacks are dense or CSR (_stored)
+        zf = (self.zf_stack.T @ c).reshape(q, p + 1)
         ff = (c @ self.ff_stack).reshape(p + 1, p + 1)
         ZtWZ = None
         if sparse:
@@ -401,7 +365,7 @@ class ResidualCriterion:
 
     def __call__(self, x) -> float:
         theta, phi = self.split(x)
-        if self.structure.correlation is not None and not abs(phi[-1]) < 1.0:
+        if self.structure.correlation is not None and not self.structure.correlation.admissible(phi[-1]):
             return float("inf")
         if self._sparse is not None:
             self._sparse.set_cross(self.pieces.cross_at(phi)[0])
@@ -410,7 +374,8 @@ class ResidualCriterion:
 
 
 def start_phi(pieces: ResidualPieces) -> np.ndarray:
-    """δ from the least-squares residuals' SDs per stratum (attenuated by the random effects: a start), ρ = 0."""
+    """δ from the least-squares residuals' SDs per stratum (attenuated by the random effects: a start); the
+    correlation's own start (ρ = 0 for corAR1, nlme's φ = 0.2 for corCAR1)."""
     s = pieces.structure
     out = np.zeros(s.n_phi)
     if s.n_delta:
@@ -421,6 +386,8 @@ def start_phi(pieces: ResidualPieces) -> np.ndarray:
         if msq[0] > 0:
             delta = 0.5 * np.log(np.maximum(msq / msq[0], 1e-300))
             out[: s.n_delta] = np.clip(np.nan_to_num(delta[1:]), -MAX_START_DELTA, MAX_START_DELTA)
+    if s.correlation is not None:
+        out[-1] = s.correlation.start
     return out
 
 
@@ -451,10 +418,10 @@ def fit_residual(formula, data, reml, weights, offset, missing, optimizer, contr
     from .residual_result import ResidualLmerResult
 
     t0 = time.perf_counter()
-    if correlation is not None and not isinstance(correlation, AR1Correlation):
+    if correlation is not None and not isinstance(correlation, GapCorrelation):
         raise ArgumentError(
-            f"correlation must be sparselmm.corAR1(time=..., group=...) (the one structure supported), not "
-            f"{correlation!r}."
+            f"correlation must be sparselmm.corAR1(time=..., group=...) or sparselmm.corCAR1(time=..., "
+            f"group=...), not {correlation!r}."
         )
     disp = None if dispformula is None else dispersion_column(dispformula)
     from .scale import as_source
@@ -470,10 +437,10 @@ def fit_residual(formula, data, reml, weights, offset, missing, optimizer, contr
         _column(frame, disp, "dispformula")
         columns.append(disp)
     if correlation is not None:
-        _column(frame, correlation.time, "corAR1(time=...)")
+        _column(frame, correlation.time, f"{correlation.name}(time=...)")
         columns.append(correlation.time)
         if correlation.group is not None:
-            _column(frame, correlation.group, "corAR1(group=...)")
+            _column(frame, correlation.group, f"{correlation.name}(group=...)")
             columns.append(correlation.group)
     frame, weights, offset = _rows_subset(frame, columns, weights, offset, missing)
     if progress is not None:
