@@ -1,4 +1,4 @@
-"""Compare lmer's residual structures (``dispformula``, ``corAR1``) with nlme's and glmmTMB's fits.
+"""Compare lmer's residual structures (``dispformula``, ``corAR1``, ``corCAR1``) with nlme's and glmmTMB's fits.
 
 Usage (repository root)::
 
@@ -7,18 +7,18 @@ Usage (repository root)::
 References are the JSON files ``validation/run_residual.R`` writes (committed in
 ``validation/reference_residual``) for the cases of ``validation/residual_cases.json`` (data simulated by
 ``validation/simulate_residual.py``): nlme's ``lme(..., weights = varIdent(form = ~ 1 | f), correlation =
-corAR1(form = ~ t | subj))`` and glmmTMB's ``dispformula = ~ f`` or ``ar1(0 + tf | subj)`` with
-``dispformula = ~ 0``; the call is in each JSON. nlme's, glmmTMB's and lme4's REML and ML constants agree
-(``y ~ x + (1 | g)`` without residual structure: 138.349 REML and 135.6145 ML in all three), so the criterion
-is compared with ``objective`` directly.
+corAR1(form = ~ t | subj))`` (a case's ``car1``: ``corCAR1(form = ~ t | subj)`` over real times) and glmmTMB's
+``dispformula = ~ f`` or ``ar1(0 + tf | subj)`` with ``dispformula = ~ 0``; the call is in each JSON. nlme's,
+glmmTMB's and lme4's REML and ML constants agree (``y ~ x + (1 | g)`` without residual structure: 138.349 REML
+and 135.6145 ML in all three), so the criterion is compared with ``objective`` directly.
 
 Checks per case (tolerances in ``TOL``):
 
 * ``criterion``: sparselmm's no higher than the reference's (``crit_above`` relative, or the case's
   ``crit_above_rel`` with its ``note``: glmmTMB's ``dispformula = ~ 0`` keeps a residual variance of order 1e-8)
   and within ``crit_rel``;
-* ``beta``, every per-level residual SD (``sd <level>``; σ alone without a dispformula), ``rho`` and the random
-  effects' SDs: within ``est_rel`` relative.
+* ``beta``, every per-level residual SD (``sd <level>``; σ alone without a dispformula), ``rho`` (corCAR1's
+  ``Phi``) and the random effects' SDs: within ``est_rel`` relative (or the case's own, tighter ``est_rel``).
 
 Exit status 1 if any check fails or a reference is missing.
 """
@@ -45,8 +45,10 @@ TOL = {"crit_above": 1e-9, "crit_rel": 1e-6, "est_rel": 2e-4}
 def fit_case(case: dict):
     data = pd.read_csv(ROOT / case["data"].removeprefix("csv:"))
     disp = f"~ {case['dispformula']}" if case.get("dispformula") else None
-    ar1 = case.get("ar1")
-    cor = sparselmm.corAR1(ar1["time"], ar1["group"]) if ar1 else None
+    cor = None
+    for key, make in (("ar1", sparselmm.corAR1), ("car1", sparselmm.corCAR1)):
+        if case.get(key):
+            cor = make(case[key]["time"], case[key]["group"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sparselmm.lmer(case["formula"], data, reml=case["reml"], dispformula=disp, correlation=cor)
@@ -57,25 +59,27 @@ def compare(case: dict, ref: dict) -> tuple[list[tuple[str, float, float, bool]]
     m = fit_case(case)
     seconds = time.perf_counter() - t0
     checks = []
+    est_rel = case.get("est_rel", TOL["est_rel"])
     ours, theirs = m.objective, ref["criterion"]
     above = case.get("crit_above_rel", TOL["crit_above"])  # a case's own reason in its "note"
     ok = ours <= theirs * (1 + above) and abs(ours - theirs) <= TOL["crit_rel"] * abs(theirs)
     checks.append(("criterion", ours, theirs, ok))
     for name, b in zip(ref["beta_names"], ref["beta"]):
         ob = float(m.fixef.iloc[list(ref["beta_names"]).index(name)])  # same order as R's
-        checks.append((f"beta {name}", ob, b, abs(ob - b) <= TOL["est_rel"] * max(abs(b), 1.0)))
+        checks.append((f"beta {name}", ob, b, abs(ob - b) <= est_rel * max(abs(b), 1.0)))
     if ref.get("level_sd"):
         sds = m.residual_sd
         for lev, v in ref["level_sd"].items():
-            checks.append((f"sd {lev}", float(sds[lev]), v, abs(sds[lev] - v) <= TOL["est_rel"] * abs(v)))
+            checks.append((f"sd {lev}", float(sds[lev]), v, abs(sds[lev] - v) <= est_rel * abs(v)))
     else:
-        checks.append(("sigma", m.sigma, ref["sigma"], abs(m.sigma - ref["sigma"]) <= TOL["est_rel"] * ref["sigma"]))
+        checks.append(("sigma", m.sigma, ref["sigma"], abs(m.sigma - ref["sigma"]) <= est_rel * ref["sigma"]))
     if ref.get("rho") is not None:
-        checks.append(("rho", m.rho, ref["rho"], abs(m.rho - ref["rho"]) <= TOL["est_rel"] * max(abs(ref["rho"]), 0.1)))
+        name = m.residual_structure.correlation.parameter  # rho, or corCAR1's Phi
+        checks.append((name, m.rho, ref["rho"], abs(m.rho - ref["rho"]) <= est_rel * max(abs(ref["rho"]), 0.1)))
     vc = m.varcorr.to_frame()
     for g, v in ref["re_sd"].items():
         ours_sd = float(vc[(vc["group"] == g) & vc["var2"].isna()]["sdcor"].iloc[0])  # the term's intercept SD
-        checks.append((f"sd ({g})", ours_sd, v, abs(ours_sd - v) <= TOL["est_rel"] * max(abs(v), 0.05)))
+        checks.append((f"sd ({g})", ours_sd, v, abs(ours_sd - v) <= est_rel * max(abs(v), 0.05)))
     return checks, m, seconds
 
 
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
     if args.cases:
         cases = [c for c in cases if c["id"] in args.cases]
     lines = [
-        "# Residual structures (dispformula, corAR1) against nlme and glmmTMB",
+        "# Residual structures (dispformula, corAR1, corCAR1) against nlme and glmmTMB",
         "",
         "Generated by `python validation/compare_residual.py`; references from `validation/run_residual.R`.",
         f"Tolerances: {TOL}.",

@@ -1,8 +1,9 @@
 #!/usr/bin/env Rscript
 ## nlme and glmmTMB references for lmer's residual structures (issue 21 items 2 and 3): dispformula = "~ f"
-## (nlme's varIdent(form = ~ 1 | f), glmmTMB's dispformula = ~ f) and corAR1(time, group) (nlme's
+## (nlme's varIdent(form = ~ 1 | f), glmmTMB's dispformula = ~ f), corAR1(time, group) (nlme's
 ## corAR1(form = ~ t | g); glmmTMB's ar1(0 + tf | g) with dispformula = ~ 0 for a crossed design, which nlme
-## cannot fit), for the cases in validation/residual_cases.json (data: validation/simulate_residual.py).
+## cannot fit) and corCAR1(time, group) over real times (nlme's corCAR1(form = ~ t | g): a case's "car1" in
+## place of "ar1"), for the cases in validation/residual_cases.json (data: validation/simulate_residual.py).
 ##
 ## Usage (from the repository root):
 ##   Rscript validation/run_residual.R [--out DIR] [case_id ...]
@@ -11,8 +12,8 @@
 ##
 ## Per case: criterion -2 * logLik(m) (nlme's and glmmTMB's REML and ML constants equal lme4's: checked on
 ## y ~ x + (1 | g) without residual structure, all three 138.349 REML and 135.6145 ML), beta, sigma (the
-## first level's residual SD), the per-level residual SDs `level_sd` (named by level), rho, and the SDs of
-## the random effects `re_sd` (named by grouping factor).
+## first level's residual SD), the per-level residual SDs `level_sd` (named by level), rho (corCAR1's Phi),
+## and the SDs of the random effects `re_sd` (named by grouping factor).
 .script <- sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE))
 .here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
 source(file.path(.here, "common.R"))
@@ -26,19 +27,22 @@ named <- function(x) as.list(setNames(as.numeric(x), names(x)))
 run_nlme <- function(cs, data) {
   fixed <- as.formula(sub("\\+ \\(1 \\| subj\\)", "", cs$formula))
   weights <- if (is.null(cs$dispformula)) NULL else varIdent(form = as.formula(paste("~ 1 |", cs$dispformula)))
-  cor <- if (is.null(cs$ar1)) NULL else corAR1(form = as.formula(sprintf("~ %s | %s", cs$ar1$time, cs$ar1$group)))
+  cor_name <- if (!is.null(cs$car1)) "corCAR1" else if (!is.null(cs$ar1)) "corAR1" else NULL
+  spec <- if (!is.null(cs$car1)) cs$car1 else cs$ar1
+  cor_form <- if (is.null(spec)) NULL else sprintf("~ %s | %s", spec$time, spec$group)
+  cor <- if (is.null(spec)) NULL else get(cor_name)(form = as.formula(cor_form))
   ctrl <- lmeControl(maxIter = 500, msMaxIter = 500, niterEM = 100, msTol = 1e-12, tolerance = 1e-10)
   m <- lme(fixed, random = ~ 1 | subj, data = data, weights = weights, correlation = cor,
            method = if (isTRUE(cs$reml)) "REML" else "ML", control = ctrl)
   level_sd <- NULL
   if (!is.null(cs$dispformula)) level_sd <- named(m$sigma * coef(m$modelStruct$varStruct, unconstrained = FALSE, allCoef = TRUE))
-  rho <- if (is.null(cs$ar1)) NULL else as.numeric(coef(m$modelStruct$corStruct, unconstrained = FALSE))
+  rho <- if (is.null(cor)) NULL else as.numeric(coef(m$modelStruct$corStruct, unconstrained = FALSE))
   vc <- VarCorr(m)
   list(criterion = -2 * as.numeric(logLik(m)), beta = vec(fixef(m)), beta_names = I(names(fixef(m))),
        sigma = m$sigma, level_sd = level_sd, rho = rho, re_sd = list(subj = as.numeric(vc[1, "StdDev"])),
        corstruct_class = if (is.null(cor)) NULL else class(m$modelStruct$corStruct)[1],
        call = sprintf("lme(%s, random = ~ 1 | subj, weights = %s, correlation = %s, method = '%s', control = lmeControl(maxIter = 500, msMaxIter = 500, niterEM = 100, msTol = 1e-12, tolerance = 1e-10))",
-                      deparse(fixed), deparse(weights), if (is.null(cor)) "NULL" else sprintf("corAR1(form = ~ %s | %s)", cs$ar1$time, cs$ar1$group),
+                      deparse(fixed), deparse(weights), if (is.null(cor)) "NULL" else sprintf("%s(form = %s)", cor_name, cor_form),
                       if (isTRUE(cs$reml)) "REML" else "ML"))
 }
 
