@@ -129,6 +129,21 @@ class CovStructure:
         """Which parameters are (relative) standard deviations (a zero one makes the fit singular)."""
         return self.rows == self.cols
 
+    def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
+        """The parameters at SDs/correlations ``values`` (:meth:`sdcor`'s order) and σ, the inverse of :meth:`sdcor`
+        for the structured terms (``s = sd / σ``, correlations as they are); an unstructured term's inverse is
+        :class:`sparselmm.parameters.SdCorMap`'s Cholesky factor."""
+        out = np.array(values, dtype=float)
+        sd = self.is_sd()
+        out[sd] = out[sd] / sigma
+        return out
+
+    def from_sdcor_jacobian(self, values: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        """``∂params/∂values`` (n_params × n_params) and ``∂params/∂σ`` of :meth:`from_sdcor`."""
+        values = np.asarray(values, dtype=float)
+        sd = self.is_sd()
+        return np.diag(np.where(sd, 1.0 / sigma, 1.0)), np.where(sd, -values / sigma**2, 0.0)
+
     def __repr__(self) -> str:
         return f"{self.name}(k={self.k})"
 
@@ -434,6 +449,24 @@ class Toeplitz(CovStructure):
 
     def is_sd(self) -> np.ndarray:
         return np.append(np.ones(self.k, dtype=bool), np.zeros(self.k - 1, dtype=bool))
+
+    def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
+        """θ_term from the SDs and the lag correlations; ``numpy.linalg.LinAlgError`` where the lag correlations
+        are not those of a positive-definite Toeplitz matrix (a partial autocorrelation outside (−1, 1))."""
+        values = np.asarray(values, dtype=float)
+        phi = acf_to_pacf(values[self.k :])
+        if not np.all(np.abs(phi) < 1.0):
+            raise np.linalg.LinAlgError("the lag correlations are not those of a positive-definite Toeplitz matrix")
+        return np.append(values[: self.k] / sigma, phi)
+
+    def from_sdcor_jacobian(self, values: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        from .optimize import fd_gradient  # the package's one central-difference routine
+
+        values = np.asarray(values, dtype=float)
+        J, dsigma = super().from_sdcor_jacobian(values, sigma)
+        k = self.k
+        J[k:, k:] = fd_gradient(acf_to_pacf, values[k:], h=1e-7).T
+        return J, dsigma
 
 
 def _time_variable(term: str) -> str:

@@ -267,15 +267,21 @@ def deriv12(fun: Callable, x: np.ndarray, fx: float, lower: np.ndarray | None = 
     return g, H
 
 
-def fd_gradient(fun: Callable, x: np.ndarray, lower: np.ndarray, h: float = DERIV_STEP) -> np.ndarray:
-    """Central-difference gradient (steps clipped at the lower bounds), as :func:`deriv12`'s."""
-    up, dn = x + h, np.maximum(x - h, lower)
-    g = np.empty(x.size)
+def fd_gradient(fun: Callable, x: np.ndarray, lower: np.ndarray | None = None, h: float = DERIV_STEP) -> np.ndarray:
+    """Central-difference gradient (steps clipped at the lower bounds), as :func:`deriv12`'s.
+
+    ``fun`` may return an array: the result is then its Jacobian, one row per element of ``x``
+    (``out[i] = ∂fun/∂x_i``, of ``fun``'s shape).
+    """
+    x = np.asarray(x, dtype=float)
+    up = x + h
+    dn = x - h if lower is None else np.maximum(x - h, lower)
+    rows = []
     for i in range(x.size):
         xa, xs = x.copy(), x.copy()
         xa[i], xs[i] = up[i], dn[i]
-        g[i] = (fun(xa) - fun(xs)) / (up[i] - dn[i])
-    return g
+        rows.append((np.asarray(fun(xa), dtype=float) - np.asarray(fun(xs), dtype=float)) / (up[i] - dn[i]))
+    return np.array(rows, dtype=float) if rows else np.zeros(0)
 
 
 def _derivatives_from_gradient(fun_grad: Callable, x: np.ndarray, h: float = DERIV_STEP):

@@ -104,20 +104,28 @@ def psd_cholesky(A: np.ndarray) -> np.ndarray:
 class SdCorMap:
     """From lme4's ``(sd/cor…, σ)`` (ψ, in :func:`sdcor`'s order with σ last) to θ, with its Jacobian.
 
-    Per term, θ is the lower triangle of the Cholesky factor of the SD/correlation matrix, over σ.
-    ``lower``/``upper`` are ψ's bounds (SD ≥ 0, −1 ≤ cor ≤ 1, σ ≥ 0); ``is_cor`` marks the correlations.
+    Per term, θ is the lower triangle of the Cholesky factor of the SD/correlation matrix, over σ; a structured
+    term's θ is its structure's :meth:`~sparselmm.covstruct.CovStructure.from_sdcor`. ``lower``/``upper`` are
+    ψ's bounds (SD ≥ 0, −1 ≤ cor ≤ 1 or the structure's, σ ≥ 0); ``is_cor`` marks the correlations.
     """
 
     def __init__(self, design):
         self.design = design
-        lower, upper = [], []
+        lower, upper, is_cor = [], [], []
         for t in design.terms:
+            if not t.unstructured:  # a structure's SDs (≥ 0) and correlations within its own bounds
+                sd = t.structure.is_sd()
+                lower.extend(np.where(sd, 0.0, t.structure.lower))
+                upper.extend(np.where(sd, np.inf, t.structure.upper))
+                is_cor.extend(~sd)
+                continue
             r, c = t.tril_indices()
             lower.extend(np.where(r == c, 0.0, -1.0))
             upper.extend(np.where(r == c, np.inf, 1.0))
+            is_cor.extend(r != c)
         self.lower = np.array(lower + [0.0])
         self.upper = np.array(upper + [np.inf])
-        self.is_cor = self.lower == -1.0
+        self.is_cor = np.array(is_cor + [False], dtype=bool)
 
     def theta(self, psi: np.ndarray, jacobian: bool = False):
         """θ at ψ; with ``jacobian``, also ``∂θ/∂ψ`` (n_theta × (n_theta + 1), σ last)."""
@@ -128,7 +136,17 @@ class SdCorMap:
         for t in self.design.terms:
             sl = slice(t.theta_offset, t.theta_offset + t.n_theta)
             vals = psi[sl]
+            if not t.unstructured:  # sparselmm.covstruct: s = sd / σ, the correlations mapped by the structure
+                theta[sl] = t.structure.from_sdcor(vals, sigma)
+                if jacobian:
+                    J[sl, sl], J[sl, -1] = t.structure.from_sdcor_jacobian(vals, sigma)
+                continue
             if t.k == 1:
+                theta[t.theta_offset] = vals[0] / sigma
+                if jacobian:
+                    J[t.theta_offset, t.theta_offset] = 1.0 / sigma
+                    J[t.theta_offset, -1] = -theta[t.theta_offset] / sigma
+                continue
                 theta[t.theta_offset] = vals[0] / sigma
                 if jacobian:
                     J[t.theta_offset, t.theta_offset] = 1.0 / sigma
@@ -147,10 +165,8 @@ class SdCorMap:
                     J[sl, sl] = self._chol_jacobian(C, sd, R, r, c) / sigma
                 except NumericalError:  # singular (an SD at 0, a correlation at ±1): one-sided differences
                     J[sl, sl] = self._fd_jacobian(vals, C, t.k, r, c, self.lower[sl], self.upper[sl]) / sigma
-        if jacobian:
-            J[:, -1] = -theta / sigma
-            return theta, J
-        return theta
+                J[sl, -1] = -theta[sl] / sigma
+        return (theta, J) if jacobian else theta
 
     @staticmethod
     def _fd_jacobian(vals, C, k, r, c, lower, upper, h: float = 1e-7) -> np.ndarray:

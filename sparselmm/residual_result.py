@@ -2,9 +2,11 @@
 
 An :class:`~sparselmm.results.LmerResult` of the weighted model at the fitted residual parameters φ̂ (so
 ``fixef``, ``vcov``, ``sigma``, ``theta``, ``ranef``, ``predict`` are the usual ones at ``W(φ̂)``), which also
-reports φ̂ as nlme does (``varIdent``'s SD ratios, ``corAR1``'s ρ) and counts it in ``n_params``. What would
-treat φ as fixed, or refit without the residual structure — refits, the bootstrap, profiles, Satterthwaite
-and Kenward–Roger df, ``ranova``, ``drop1`` — is refused with a :class:`~sparselmm.ModelSpecError`.
+reports φ̂ as nlme does (``varIdent``'s SD ratios, ``corAR1``'s ρ) and counts it in ``n_params``.
+Satterthwaite's df count φ among the variance parameters and Wald intervals cover them
+(:mod:`sparselmm.inference.varpar`). What would treat φ as fixed, or refit without the residual structure —
+refits, the bootstrap, profiles, Kenward–Roger df, ``ranova``, ``drop1`` — is refused with a
+:class:`~sparselmm.ModelSpecError`.
 """
 
 from __future__ import annotations
@@ -119,40 +121,31 @@ class ResidualLmerResult(LmerResult):
         return lines
 
     def summary(self, ddf: str | None = None) -> ResidualSummary:
-        """lme4's summary layout with the residual structure's block; t tests without df (``ddf`` other than
-        None or ``"lme4"`` is refused: Satterthwaite's and Kenward–Roger's df would hold φ fixed)."""
-        if ddf not in (None, "lme4"):
-            _refuse(f"ddf={ddf!r}")
-        return ResidualSummary(self)
+        """lme4's summary layout with the residual structure's block; Satterthwaite's df and p-values by default
+        (φ among the variance parameters; ``ddf="lme4"`` for t tests without df; Kenward–Roger is refused)."""
+        return ResidualSummary(self, ddf=ddf)
 
-    def coef_table(self, ddf: str = "lme4") -> pd.DataFrame:
-        """The fixed-effects table (Estimate, Std. Error, t value); only ``ddf="lme4"``."""
-        if ddf != "lme4":
-            _refuse(f"coef_table(ddf={ddf!r})")
-        return super().coef_table("lme4")
-
-    def contest(self, L, ddf: str = "lme4", joint: bool = True, rhs=0.0, level: float = 0.95) -> pd.DataFrame:
-        """lmerTest's ``contest`` without df (``ddf="lme4"`` only)."""
-        if ddf != "lme4":
-            _refuse(f"contest(ddf={ddf!r})")
-        return super().contest(L, ddf="lme4", joint=joint, rhs=rhs, level=level)
-
-    def anova(self, *others, type=3, ddf: str = "lme4", **kwargs):
-        """The F table of the fixed-effect terms without df (``ddf="lme4"``); with other fits, the likelihood-ratio
-        tests of :func:`sparselmm.anova` between ML fits (the residual parameters counted in ``npar``, as nlme's
-        ``anova``)."""
+    def anova(self, *others, type=3, ddf: str = "Satterthwaite", **kwargs):
+        """The F table of the fixed-effect terms (Satterthwaite's df by default); with other fits, the
+        likelihood-ratio tests of :func:`sparselmm.anova` between ML fits (the residual parameters counted in
+        ``npar``, as nlme's ``anova``)."""
         if others:
             from .inference.anova import anova
 
             return anova(self, *others, **kwargs)
-        if ddf != "lme4":
-            _refuse(f"anova(ddf={ddf!r})")
-        return super().anova(type=type, ddf="lme4", **kwargs)
+        return super().anova(type=type, ddf=ddf, **kwargs)
 
     def confint(self, parm=None, level: float = 0.95, method: str = "Wald", **kwargs) -> pd.DataFrame:
-        """Wald intervals of the fixed effects (``method="Wald"`` only)."""
+        """Wald intervals (``method="Wald"`` only): the fixed effects', and the variance parameters' on their
+        unconstrained scale as nlme's ``intervals()`` — ``.sig01`` …, ``.sigma``, ``.ratio.<level>`` (varIdent's SD
+        ratios) and ``.rho`` (corAR1's Phi) — from the Hessian of the criterion (:mod:`sparselmm.inference.varpar`).
+        Profile and bootstrap intervals are refused (their refits would hold φ fixed)."""
         if str(method).lower() != "wald":
-            _refuse(f"confint(method={method!r})")
+            raise ModelSpecError(
+                f"confint(method={method!r}) is not available yet for a fit with a dispformula or correlation (its "
+                "refits would hold the residual parameters fixed); use confint(method='Wald'), whose intervals of "
+                "the variance and residual parameters are nlme's intervals() on the unconstrained scale."
+            )
         return super().confint(parm=parm, level=level, method="Wald", **kwargs)
 
     @property
@@ -196,11 +189,10 @@ class ResidualLmerResult(LmerResult):
 
 class ResidualSummary(LmerSummary):
     """lme4's summary of a :class:`ResidualLmerResult` with nlme's residual-structure block before the fixed
-    effects (t tests without df)."""
+    effects (Satterthwaite's df counting the residual parameters, by default)."""
 
-    def __init__(self, result):
-        super().__init__(result, ddf="lme4")
-        self.ddf_note = "t tests without df: Satterthwaite's df with residual parameters are not available yet."
+    def __init__(self, result, ddf=None):
+        super().__init__(result, ddf=ddf)
 
     def __str__(self) -> str:
         text = super().__str__()

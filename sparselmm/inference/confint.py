@@ -6,7 +6,11 @@ effects' SDs and correlations), ``.sigma``, then the fixed effects.
 Methods:
 
 * ``"Wald"``: ``β̂ ± z_{(1+level)/2} · SE`` for the fixed effects, NaN (R's NA) for the variance
-  parameters, exactly as ``confint(m, method = "Wald")``.
+  parameters, exactly as ``confint(m, method = "Wald")``. A fit with covariance structures
+  (:mod:`sparselmm.covstruct`) or a residual structure (:mod:`sparselmm.residual`) also gets Wald intervals of
+  its variance parameters on their unconstrained scale (log SD, atanh correlation, log σ, log SD ratio, atanh ρ),
+  as glmmTMB's ``confint(method = "wald")`` and nlme's ``intervals()`` (:mod:`sparselmm.inference.varpar`);
+  the residual parameters' rows ``.ratio.<level>`` and ``.rho`` follow ``.sigma``.
 * ``"boot"``: intervals from :func:`sparselmm.inference.bootstrap.bootstrap` with the default statistic
   (these parameters), by lme4's ``confint.bootMer`` (``boot::boot.ci``'s percentile, basic or normal).
 * ``"profile"``: likelihood-profile intervals (:mod:`sparselmm.inference.profile`, lme4's
@@ -24,7 +28,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from ..errors import ModelSpecError
-from ..parameters import check_level, parameter_names, percent_labels, select_parameters
+from ..parameters import check_level, percent_labels, select_parameters
 
 __all__ = ["confint", "wald_confint"]
 
@@ -51,15 +55,19 @@ def wald_confint(result, level: float = 0.95) -> pd.DataFrame:
     sparselmm.ModelSpecError
         ``level`` is not strictly between 0 and 1.
     """
+    from .varpar import needs_numeric, variance_names, wald_variance_intervals
+
     level = check_level(level)
     a = (1 - level) / 2
     z = norm.ppf([a, 1 - a])
-    names = parameter_names(result)
+    names = variance_names(result)
     beta = result.fixef.to_numpy()
     n_var = len(names) - beta.size
     table = np.full((len(names), 2), np.nan)
     se = np.sqrt(np.diag(result.vcov.to_numpy())) if beta.size else np.zeros(0)
     table[n_var:] = beta[:, None] + se[:, None] * z[None, :]
+    if getattr(result, "family", None) is None and needs_numeric(result):
+        table[:n_var] = wald_variance_intervals(result, level)[0].to_numpy()
     return pd.DataFrame(table, index=names, columns=percent_labels(level))
 
 
@@ -123,8 +131,10 @@ def confint(
     if not isinstance(method, str) or method.lower() not in lookup:
         raise ModelSpecError(f"method={method!r} is not known; choose one of {list(METHODS)}.")
     method = lookup[method.lower()]
-    names = parameter_names(result)
-    which = select_parameters(parm, names, sum(1 for n in names if n.startswith(".sig")))
+    from .varpar import variance_names
+
+    names = variance_names(result)
+    which = select_parameters(parm, names, len(names) - len(result.fixef))
     if method == "Wald":
         if kwargs:
             raise ModelSpecError(f"method='Wald' takes no further arguments, got {sorted(kwargs)}.")

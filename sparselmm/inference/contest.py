@@ -17,6 +17,7 @@ from ..derivatives import DevianceDerivatives
 from ..errors import ModelSpecError
 from .kenward_roger import KenwardRoger
 from .satterthwaite import Satterthwaite
+from .varpar import NumericDerivatives, needs_numeric
 
 __all__ = ["DDF_METHODS", "coef_table", "contest", "inference_for", "normalize_ddf"]
 
@@ -51,15 +52,30 @@ def inference_for(result, method: str):
             "Kenward-Roger's method is only defined for REML fits (pbkrtest refits ML models by REML and "
             "lmerTest refuses them): refit with lmer(..., reml=True), or use ddf='Satterthwaite'."
         )
+    if method == "Kenward-Roger" and needs_numeric(result):
+        raise ModelSpecError(
+            "Kenward-Roger's df are not available for a fit with covariance-structure terms or a dispformula or "
+            "correlation (pbkrtest's linear covariance parametrisation does not cover them); use ddf='Satterthwaite'."
+        )
     if method not in cache:
         devfun = result.deviance_function
         limit = getattr(devfun, "_blas_limit", None)  # the engine's BLAS-threads policy (deviance.py)
         with limit() if limit is not None else contextlib.nullcontext():
             if "derivatives" not in cache:
-                cache["derivatives"] = DevianceDerivatives(devfun, result.theta, result.sigma)
+                cache["derivatives"] = _derivatives(result, method)
             derivs = cache["derivatives"]
             cache[method] = Satterthwaite(derivs) if method == "Satterthwaite" else KenwardRoger(derivs)
     return cache[method]
+
+
+def _derivatives(result, method: str):
+    """The exact derivatives (:class:`DevianceDerivatives`), or for a fit with covariance structures or a residual
+    structure the numerical ones of :mod:`sparselmm.inference.varpar` (Satterthwaite only)."""
+    if not needs_numeric(result):
+        return DevianceDerivatives(result.deviance_function, result.theta, result.sigma)
+    if not result.deviance_function.exact:
+        result.deviance_function.needs_exact("Satterthwaite's df (the criterion's derivatives)")
+    return NumericDerivatives(result)
 
 
 def _as_contrast(result, L) -> np.ndarray:

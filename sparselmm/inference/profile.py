@@ -332,13 +332,17 @@ class _GlmmProfiler(_Profiler, GlmmConstrainedFits):
 
 
 def _profiler(result, criterion: str) -> _Profiler:
-    """The profiler of an lmer or a glmer fit."""
-    from ..covstruct import refuse_structured
-
-    refuse_structured(
-        result.design, "Likelihood profiles (profile, confint(method='profile'))", "or use confint(method='Wald')"
-    )
+    """The profiler of an lmer or a glmer fit (a covariance structure's SDs and correlations are profiled as an
+    unstructured term's: :class:`~sparselmm.parameters.SdCorMap` maps them to the structure's θ; a glmer fit's
+    are not yet)."""
     if getattr(result, "family", None) is not None:
+        from ..covstruct import refuse_structured
+
+        refuse_structured(
+            result.design,
+            "Likelihood profiles of glmer fits (profile, confint(method='profile'))",
+            "or use confint(method='Wald')",
+        )
         return _GlmmProfiler(result, criterion)
     if not result.deviance_function.exact:  # the matrix-free criterion: no factor to profile on
         result.deviance_function.needs_exact("A likelihood profile (profile, confint(method='profile'))")

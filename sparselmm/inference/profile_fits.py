@@ -346,6 +346,8 @@ class ConstrainedFits(BetaFits):
             return None
         for t in self.design.terms:
             if t.theta_offset <= j < t.theta_offset + t.n_theta:
+                if not t.unstructured:  # a structure's SD is σ s_i (rows of its correlation factor have norm 1)
+                    return np.array([j])
                 r, _ = t.tril_indices()
                 return t.theta_offset + np.flatnonzero(r == r[j - t.theta_offset])
         return None
@@ -452,6 +454,8 @@ class ConstrainedFits(BetaFits):
             return None
         for t in self.design.terms:
             if t.theta_offset <= j < t.theta_offset + t.n_theta:
+                if not t.unstructured:  # a structure's correlation: the fit over ψ (_fit_variance)
+                    return None
                 r, c = t.tril_indices()
                 m = j - t.theta_offset
                 i, col = int(r[m]), int(c[m])
