@@ -52,17 +52,11 @@ def fit(formula, data, **kwargs):
 def small_data(seed=3, grid=False):
     """6 groups of 7 rows at irregular real times (or on a quarter grid), rows shuffled, three strata."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for g in range(6):
-        steps = rng.choice([0.25, 0.5, 1.0], 7) if grid else rng.exponential(0.8, 7) + 0.05
-        for t in np.cumsum(steps):
-            rows.append((f"g{g}", float(t)))
-    d = pd.DataFrame(rows, columns=["g", "t"])
-    d["f"] = rng.choice(list("abc"), len(d))
-    d["item"] = rng.choice(list("pqrs"), len(d))
-    d["x"] = rng.normal(size=len(d))
-    d["y"] = d.x + rng.normal(size=len(d))
-    d["w"] = rng.uniform(0.5, 2.0, len(d))
+    shape, n = (6, 7), 42
+    steps = rng.choice([0.25, 0.5, 1.0], shape) if grid else rng.exponential(0.8, shape) + 0.05
+    d = pd.DataFrame({"g": np.repeat([f"g{i}" for i in range(6)], 7), "t": np.cumsum(steps, axis=1).ravel()})
+    d = d.assign(f=rng.choice(list("abc"), n), item=rng.choice(list("pqrs"), n), x=rng.normal(size=n))
+    d = d.assign(y=d.x + rng.normal(size=n), w=rng.uniform(0.5, 2.0, n))
     return d.sample(frac=1, random_state=1).reset_index(drop=True)
 
 
@@ -93,14 +87,16 @@ def test_pieces_match_dense_weighted_crossproducts(monkeypatch, fill):
     cross, _ = pc.cross_at(phi)
     Sigma = dense_sigma(d, st, phi)
     W = np.linalg.inv(Sigma)
-    Z, X = design.Zt.T.toarray(), design.X
-    y = design.y - X @ cross.beta_shift
-    np.testing.assert_allclose(cross.ZtWZ.toarray(), Z.T @ W @ Z, atol=1e-11)
-    np.testing.assert_allclose(cross.ZtWX, Z.T @ W @ X, atol=1e-11)
-    np.testing.assert_allclose(cross.ZtWy, Z.T @ W @ y, atol=1e-11)
-    np.testing.assert_allclose(cross.XtWX, X.T @ W @ X, atol=1e-11)
-    np.testing.assert_allclose(cross.XtWy, X.T @ W @ y, atol=1e-11)
-    assert cross.ytWy == pytest.approx(y @ W @ y, rel=1e-11)
+    M = np.column_stack([design.Zt.T.toarray(), design.X, design.y - design.X @ cross.beta_shift])
+    c = cross
+    got = np.block(
+        [
+            [c.ZtWZ.toarray(), c.ZtWX, c.ZtWy[:, None]],
+            [c.ZtWX.T, c.XtWX, c.XtWy[:, None]],
+            [c.ZtWy[None, :], c.XtWy[None, :], np.array([[c.ytWy]])],
+        ]
+    )
+    np.testing.assert_allclose(got, M.T @ W @ M, rtol=1e-11, atol=1e-11)
     assert cross.sum_log_w == pytest.approx(-np.linalg.slogdet(Sigma)[1], rel=1e-11)
 
 
