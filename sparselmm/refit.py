@@ -10,9 +10,9 @@ fit's optimiser and its checks.
 :class:`~sparselmm.results.LmerResult`'s ``refit``, ``refit_ml`` and ``refit_reml`` call these functions. The
 new result is built by the fitted model itself (its ``_new_fit``), so this module never names its class.
 
-A glmer fit's ``refit`` comes here too: the new response is checked against the family (:func:`glmm_response`)
-and refitted by :func:`sparselmm.glmm.fit.refit_glmm`, under the same rule as lmer's refits — from the fit's
-estimates and from a fresh fit's start, keeping the lower optimum.
+A glmer fit refits itself (:meth:`sparselmm.glmm.GlmerResult.refit`: the new response checked against the
+family by :func:`glmm_response`, then glmer's stages run again under the same rule as lmer's refits — from the
+fit's estimates and from a fresh fit's start, keeping the lower optimum); :func:`refit` hands it on.
 
 :func:`update` is R's ``update``: the call that made a fit (:class:`FitCall`, recorded by ``lmer`` and
 ``glmer``), run again with a changed formula (R's ``.`` notation), data or arguments — a fresh fit.
@@ -138,12 +138,8 @@ def refit(result, newresp, check_conv: bool = True, control: dict | None = None)
     sparselmm.ArgumentError
         ``control`` for a glmer fit.
     """
-    if getattr(result, "family", None) is not None:
-        from .glmm.fit import refit_glmm
-
-        if control is not None:
-            raise ArgumentError("A glmer refit takes no control=: glmer's optimiser is not selectable.")
-        return refit_glmm(result, glmm_response(result, newresp), check_conv=check_conv)
+    if getattr(result, "family", None) is not None:  # a glmer fit refits itself (GlmerResult.refit)
+        return result.refit(newresp, check_conv=check_conv, control=control)
     y = _response_vector(newresp, result.nobs)
     devfun = result.deviance_function.with_response(y)
     return _fit(result, devfun, control, check_conv)

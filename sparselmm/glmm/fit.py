@@ -138,7 +138,7 @@ def refit_glmm(
     if calc_derivs is None:
         calc_derivs = result.optinfo.hessian is not None
     # glmer's BLAS policy (sparselmm.glmm.glmer): one thread unless the dense part of the factor is big
-    with blas_threads(base.chol.q2 if base.schur else base.q):
+    with blas_threads(base.blas_size):
         return _refit(result, base, y, nAGQ, polish, check_conv, fresh, calc_derivs, family)
 
 

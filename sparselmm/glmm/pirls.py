@@ -190,6 +190,12 @@ class PirlsModel:
         new.n_pirls = new.n_factor = 0
         return new
 
+    @property
+    def blas_size(self) -> int:
+        """The size of the dense part of the factor, by which glmer's fits, refits and profiles hold the BLAS
+        threads (:func:`sparselmm.linalg.threads.blas_threads`): the Schur complement's rows, or ``q``."""
+        return self.chol.q2 if self.schur else self.q
+
     def _schur_pays(self, q1: int, q2: int) -> bool:
         """``schur="auto"``: the dense-Schur factor for complements of at least ``AUTO_SCHUR_MIN_Q2`` rows
         that are at least ``AUTO_SCHUR_MIN_DENSITY`` full (lmer's rule; both in :mod:`sparselmm.linalg.thresholds`).

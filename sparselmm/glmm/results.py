@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import ModelSpecError
+from ..errors import ArgumentError, ModelSpecError
 from ..result_base import MixedModelResult
 from ..summary import GlmmSummary
+from .objective import GlmmObjective
 
 __all__ = ["GlmerResult"]
 
@@ -306,7 +307,7 @@ class GlmerResult(MixedModelResult):
         values = np.concatenate([sdcor(self._design, self.theta, 1.0), sigma, self._beta])
         return pd.Series(values, index=parameter_names(self), name="estimate")
 
-    def refit(self, newresp, check_conv: bool = True) -> GlmerResult:
+    def refit(self, newresp, check_conv: bool = True, control: dict | None = None) -> GlmerResult:
         """The model refitted to a new response (lme4's ``refit``).
 
         The refit starts from this fit's estimates (lme4's ``refit``) and from a fresh fit's start, and keeps
@@ -322,11 +323,14 @@ class GlmerResult(MixedModelResult):
             (see :func:`sparselmm.refit.glmm_response`).
         check_conv : bool, default True
             Warn as a fit does (singular fit, lme4's convergence checks).
+        control : None
+            Only None: glmer's optimiser is not selectable (the parameter is :meth:`LmerResult.refit
+            <sparselmm.LmerResult.refit>`'s).
 
         Returns
         -------
         GlmerResult
-            An independent fit; this one is left as it was.
+            An independent fit of this fit's class; this one is left as it was.
 
         Raises
         ------
@@ -335,12 +339,48 @@ class GlmerResult(MixedModelResult):
         sparselmm.DataError
             ``newresp`` has missing values or values outside the family's support (negative or non-integer
             counts, non-integer numbers of successes).
+        sparselmm.ArgumentError
+            ``control`` given.
         sparselmm.glmm.SeparationError
             A fixed effect separates the new response (as for a fresh fit).
         """
-        from ..refit import refit
+        from ..refit import glmm_response
+        from .fit import refit_glmm
 
-        return refit(self, newresp, check_conv=check_conv)
+        if control is not None:
+            raise ArgumentError("A glmer refit takes no control=: glmer's optimiser is not selectable.")
+        return refit_glmm(self, glmm_response(self, newresp), check_conv=check_conv)
+
+    def refit_ml(self) -> GlmerResult:
+        """This fit itself: glmer's criterion is the likelihood already (the method is
+        :meth:`LmerResult.refit_ml <sparselmm.LmerResult.refit_ml>`'s, lme4's ``refitML``, so that a
+        likelihood-ratio test takes either kind of fit).
+
+        Returns
+        -------
+        GlmerResult
+            ``self``.
+        """
+        return self
+
+    def _refit_replicate(self, y: np.ndarray, calc_derivs: bool = False) -> GlmerResult:
+        """This model refitted to a simulated response ``y`` (on the scale glmer fits, unchecked): a
+        parametric bootstrap's replicate (:mod:`sparselmm.inference.bootstrap_fits`,
+        :mod:`sparselmm.inference.bootstrap_lrt`), as lme4's ``bootMer`` refits — from this fit's estimates
+        only (:func:`~sparselmm.glmm.fit.refit_glmm` with ``fresh=False``), without the convergence checks,
+        with the Hessian only if ``calc_derivs``. Each refit has its own copy of the PIRLS model."""
+        from .fit import refit_glmm
+
+        return refit_glmm(self, y, check_conv=False, fresh=False, calc_derivs=calc_derivs)
+
+    def _criterion_function(self) -> GlmmObjective:
+        """The criterion this fit minimised as a function of (θ, β)
+        (:meth:`GlmmObjective.at_theta_beta <sparselmm.glmm.objective.GlmmObjective.at_theta_beta>`) on its
+        own copy of the fit's PIRLS model, so that evaluating it leaves the fit as it was: what a likelihood
+        profile (:mod:`sparselmm.inference.profile_glmm`) holds parameters in. Its ``model.blas_size`` is
+        glmer's BLAS policy."""
+        base = self._model
+        return GlmmObjective(base.with_response(base.y), self.nAGQ)
 
     def bootstrap(
         self,

@@ -90,8 +90,7 @@ def fit_family(
     # one BLAS thread unless the dense part is big: threaded OpenBLAS on small triangular solves and
     # factors costs milliseconds of synchronisation per call (4 ms per solve on VerbAgg's 24 x 24 block
     # on a busy 2-core machine); the policy is sparselmm.linalg.threads'
-    dense = model.chol.q2 if model.schur else model.q
-    with blas_threads(dense):
+    with blas_threads(model.blas_size):
         try:
             return fit_glmm(model, nAGQ, start, calc_derivs, polish, setup, data_name, result_class)
         except PirlsNotConverged as err:

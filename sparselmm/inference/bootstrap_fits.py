@@ -332,11 +332,9 @@ class _GlmmReplicator(_Replicates):
 
     def one(self, index: int, seed: np.random.SeedSequence):
         """``(index, values or None, failure reason or None, n_evals, converged, singular)``."""
-        from ..glmm.fit import refit_glmm
-
         try:
             y = self.sim.draw(np.random.default_rng(seed))
-            fit = refit_glmm(self.result, y, check_conv=False, fresh=False, calc_derivs=self.calc_derivs)
+            fit = self.result._refit_replicate(y, calc_derivs=self.calc_derivs)
             if self.func is None:
                 values = fit.boot_statistics().to_numpy()
             else:

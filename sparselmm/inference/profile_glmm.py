@@ -90,8 +90,6 @@ class GlmmConstrainedFits(ConstrainedFits):
     devfun = None  # no lmer deviance function: BLAS threads follow glmer's policy (blas_size)
 
     def __init__(self, result, criterion: str):
-        from ..glmm.objective import GlmmObjective
-
         if criterion != "ML":
             raise ModelSpecError(
                 f"criterion={criterion!r}: a glmer fit is profiled on the criterion it minimised (the Laplace "
@@ -102,10 +100,8 @@ class GlmmConstrainedFits(ConstrainedFits):
         self.fit = result
         self.criterion = criterion
         self.design = result.design
-        base = result._model
-        self.blas_size = base.chol.q2 if base.schur else base.q
-        # the profile's own PIRLS workspace: the fit's model is not touched
-        self.obj = GlmmObjective(base.with_response(base.y), result.nAGQ)
+        self.obj = result._criterion_function()  # on the profile's own PIRLS workspace: the fit is not touched
+        self.blas_size = self.obj.model.blas_size
         self.psi_map = GlmmScale(self.design)
         self.names = parameter_names(result)
         self.n_var = self.design.n_theta
