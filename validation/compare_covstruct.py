@@ -32,6 +32,19 @@ Checks per case (tolerances in ``TOL``):
 * an ar1 or toep term's correlations by lag (``rho lag l``) with the same tolerance, and ``Toeplitz``: every
   entry of sparselmm's correlation matrix is its lag's correlation (ρ^|i−j| for ar1), within 1e-10.
 
+Intervals and df (issue 21 item 5), for the cases with ``intervals`` / ``lmertest_formula``:
+
+* ``wald``: ``confint(method="Wald")``'s SD, correlation and σ rows against glmmTMB's ``confint(m, method = "wald")``
+  (both on the log-SD scale; a cs correlation of two coefficients on atanh's, the same interval as glmmTMB's 2·atanh)
+  within ``ci_rel`` relative (``ci_abs`` absolute near 0); a cs correlation of more coefficients and ar1/toep
+  correlations are on glmmTMB's own scales (``invlogit``, ``θ/√(1+θ²)``), so their Wald intervals differ by design
+  and are not compared;
+* ``profile``: ``confint(method="profile")`` (ML) against glmmTMB's profile ends on its theta scale mapped to the
+  SD/correlation scale (exact: a profile interval does not depend on the parametrisation), within ``profile_rel``
+  relative or ``profile_abs`` absolute (glmmTMB interpolates a spline through its profile points);
+* ``df``: Satterthwaite's df (``coef_table()``) against lmerTest's on the equivalent lme4 model
+  (``diag(1 + x | g)`` = ``(1 + x || g)``), within ``df_rel`` relative.
+
 A case marked ``pending`` (a model sparselmm does not fit yet) keeps its glmmTMB reference and is listed in the
 report, not compared.
 
@@ -63,7 +76,15 @@ TOL = {
     "rho_abs": 1e-4,
     "at_ref_rel": 1e-9,
     "se_rel": 1e-4,
+    "ci_rel": 2e-4,
+    "ci_abs": 1e-4,
+    "profile_rel": 2e-3,
+    "profile_abs": 1e-3,
+    "df_rel": 1e-4,
 }
+
+
+BAR = "\\|"  # a bar inside a Markdown table cell
 
 
 def _close(ours: float, ref: float, abs_tol: float | None = None) -> bool:
@@ -120,6 +141,91 @@ def criterion_at(m, theta: np.ndarray, beta: np.ndarray | None) -> float:
 
     model = m._model.with_response(m._model.y)
     return float(GlmmObjective(model, m.nAGQ).at_theta_beta(theta, np.asarray(beta, dtype=float)))
+
+
+def _theta_map(structure: str, k: int) -> list:
+    """glmmTMB's internal theta of one term → its SDs/correlations in sparselmm's order (the SDs, then the
+    correlations), one function per theta element."""
+    n_sd = 1 if structure == "ar1" else k
+    n_cor = {"us": k * (k - 1) // 2, "cs": 1, "ar1": 1, "toep": k - 1}.get(structure, 0)
+    if structure == "cs":
+        a = 1.0 / (k - 1)
+
+        def cor(t):
+            return (1 + a) / (1 + np.exp(-t)) - a
+    else:
+
+        def cor(t):
+            return t / np.sqrt(1 + t * t)
+
+    return [np.exp] * n_sd + [cor] * n_cor
+
+
+def interval_checks(m, case: dict, ref: dict) -> list[tuple[str, bool, str]]:
+    """Wald and profile intervals of the variance parameters against glmmTMB's; Satterthwaite's df against
+    lmerTest's (see the module docstring)."""
+    checks = []
+    ivals = ref.get("intervals") or {}
+    terms = {t["group"]: t for t in ref["terms"]}
+    design = m.design
+
+    def close(ours, theirs, rel, abs_):
+        return bool(np.all(np.abs(ours - theirs) <= np.maximum(rel * np.abs(theirs), abs_)))
+
+    if "wald" in ivals:
+        w = ivals["wald"]
+        ref_rows = dict(zip(w["names"], zip(w["lower"], w["upper"])))
+        ours = m.confint(method="Wald")
+        for t in design.terms:
+            rt = terms[t.group_name]
+            sds = [n for n in ref_rows if n.startswith("cond.Std.Dev.") and n.endswith(f"|{t.group_name}")]
+            cors = [n for n in ref_rows if n.startswith("cond.Cor.") and n.endswith(f"|{t.group_name}")]
+            is_sd = t.structure.is_sd() if not t.unstructured else np.array([True] * t.n_theta)
+            pairs = [(t.theta_offset + i, sds[i]) for i in range(int(is_sd.sum()))]
+            if rt["structure"] == "cs" and t.k == 2:
+                pairs.append((t.theta_offset + t.n_theta - 1, cors[0]))
+            for j, rname in pairs:
+                a = ours.iloc[j].to_numpy()
+                b = np.array(ref_rows[rname])
+                ok = close(a, b, TOL["ci_rel"], TOL["ci_abs"])
+                checks.append(
+                    (f"Wald {ours.index[j]} ({rname})", ok, f"[{a[0]:.6g}, {a[1]:.6g}] vs [{b[0]:.6g}, {b[1]:.6g}]")
+                )
+        a, b = ours.loc[".sigma"].to_numpy(), np.array(ref_rows["sigma"])
+        checks.append(
+            (
+                "Wald .sigma",
+                close(a, b, TOL["ci_rel"], TOL["ci_abs"]),
+                f"[{a[0]:.6g}, {a[1]:.6g}] vs [{b[0]:.6g}, {b[1]:.6g}]",
+            )
+        )
+    if "profile_theta" in ivals:
+        p = ivals["profile_theta"]
+        ours = m.confint(method="profile", parm="theta_")
+        pos = 0
+        for rt in ref["terms"]:  # glmmTMB's theta: term by term in VarCorr's order
+            maps = _theta_map(rt["structure"], len(rt["names"]))
+            t = next(t for t in design.terms if t.group_name == rt["group"])
+            for i, fn in enumerate(maps):
+                b = np.sort(fn(np.array([p["lower"][pos + i], p["upper"][pos + i]])))
+                a = ours.iloc[t.theta_offset + i].to_numpy()
+                ok = close(a, b, TOL["profile_rel"], TOL["profile_abs"])
+                name = ours.index[t.theta_offset + i]
+                checks.append(
+                    (
+                        f"profile {name} ({p['names'][pos + i]})",
+                        ok,
+                        f"[{a[0]:.6g}, {a[1]:.6g}] vs [{b[0]:.6g}, {b[1]:.6g}]",
+                    )
+                )
+            pos += len(maps)
+    lt = ref.get("lmertest")
+    if lt:
+        tab = m.coef_table()
+        for name, df_ours, df_ref in zip(lt["names"], tab["df"].to_numpy(), lt["df"]):
+            ok = abs(df_ours - df_ref) <= TOL["df_rel"] * abs(df_ref)
+            checks.append((f"Satterthwaite df {name} (lmerTest {lt['formula']})", ok, f"{df_ours:.8g} vs {df_ref:.8g}"))
+    return checks
 
 
 def compare_case(case: dict, ref: dict) -> tuple[list[tuple[str, bool, str]], float]:
@@ -180,6 +286,8 @@ def compare_case(case: dict, ref: dict) -> tuple[list[tuple[str, bool, str]], fl
                 toeplitz = C[1, 0] ** np.abs(np.subtract.outer(np.arange(k), np.arange(k)))
             err = float(np.max(np.abs(C - toeplitz)))
             checks.append((f"Toeplitz {g}", err <= 1e-10, f"max deviation {err:.1e}"))
+    if not glmm and (case.get("intervals") or case.get("lmertest_formula")):
+        checks += interval_checks(m, case, ref)
     return checks, seconds
 
 
@@ -198,7 +306,8 @@ def main(argv=None) -> int:
         "",
         "Generated by `python validation/compare_covstruct.py` from `validation/run_glmmtmb_covstruct.R`'s "
         "references (glmmTMB's criterion −2 logLik, fixef, sigma, the GLMMs' fixed-effect SEs, VarCorr SDs, the "
-        "us and cs correlations and the ar1/toep correlations by lag).",
+        "us and cs correlations and the ar1/toep correlations by lag; Wald and profile intervals of the variance "
+        "parameters, and lmerTest's Satterthwaite df for diag = ||).",
         f"Tolerances: {TOL}.",
         "",
         "| case | formula | REML / family | criterion (sparselmm − glmmTMB) | checks | sparselmm s |",
@@ -207,6 +316,7 @@ def main(argv=None) -> int:
     n_pass = n_all = 0
     failures = []
     pending: list[str] = []
+    inference: list[str] = []
     versions = set()
     for case in cases:
         path = Path(args.reference) / f"{case['id']}.json"
@@ -225,12 +335,29 @@ def main(argv=None) -> int:
         n_pass += passed
         n_all += len(checks)
         failures += [f"{case['id']}: {name}: {detail}" for name, ok, detail in checks if not ok]
+        inference += [
+            f"| {case['id']} | {name.replace('|', BAR)} | {detail} | {'ok' if ok else 'FAIL'} |"
+            for name, ok, detail in checks
+            if name.startswith(("Wald", "profile", "Satterthwaite"))
+        ]
         kind = case.get("family") or case["reml"]
         lines.append(
             f"| {case['id']} | `{formula}` | {kind} | {checks[0][2]} | {passed}/{len(checks)} | {seconds:.2f} |"
         )
         print(f"{case['id']:18s} {passed}/{len(checks)}  {checks[0][2]}")
     lines += ["", f"**{n_pass}/{n_all} checks passed.** References: {'; '.join(sorted(versions))}.", ""]
+    if inference:
+        lines += [
+            "## Intervals of the variance parameters and Satterthwaite's df (issue 21 item 5)",
+            "",
+            'sparselmm vs glmmTMB\'s `confint(m, method = "wald")` / `confint(m, method = "profile")` (mapped from '
+            "its theta scale) and lmerTest's df of the equivalent lme4 model.",
+            "",
+            "| case | check | sparselmm vs R | |",
+            "|---|---|---|---|",
+            *inference,
+            "",
+        ]
     if pending:
         lines += ["## Not compared yet", ""] + [f"* {p}" for p in pending] + [""]
     if failures:

@@ -20,6 +20,15 @@
 ##              (lme4's order); the structure's blockCode name
 ##   se         sqrt(diag(vcov(m)$cond)): the fixed effects' SEs from the joint Hessian of the criterion (sdreport;
 ##              compared for the GLMM cases, whose glmer SEs come from the same Hessian)
+## A case with "intervals" (issue 21 item 5) also records glmmTMB's intervals of the variance parameters:
+##   wald       confint(m, method = "wald", full = TRUE), its Std.Dev, Cor and sigma rows (SDs on the log scale
+##              back-transformed; a cs correlation of two coefficients on glmmTMB's 2 atanh scale, the same interval
+##              as atanh's)
+##   profile    confint(m, method = "profile", parm = "theta_"): the ends on glmmTMB's internal theta scale (log SD;
+##              cs rho = invlogit(theta) (1 + a) - a with a = 1 / (k - 1); ar1 / toep rho = theta / sqrt(1 + theta^2)),
+##              mapped to the SD/correlation scale by compare_covstruct.py (a profile interval is invariant to the map)
+## and a case with "lmertest_formula" lmerTest's Satterthwaite df of the equivalent lme4 model (diag(1 + x | g) =
+## (1 + x || g)): summary(lmerTest::lmer(formula, data, REML = cs$reml))$coefficients[, "df"].
 ## A case with "family" (e.g. "poisson", "binomial") is a GLMM: glmmTMB(..., family = <family>) (the Laplace
 ## criterion, -2 logLik with the family's normalising constant, as glmer's; for count ~ x + (1 | subj) on
 ## covstruct_ar1.csv glmmTMB gives 2456.3327067836, sparselmm's glmer 2456.3327067698).
@@ -27,6 +36,35 @@
 .here <- if (length(.script)) dirname(gsub("~+~", " ", .script[[1]], fixed = TRUE)) else "validation"
 source(file.path(.here, "common.R"))
 attach_quietly("glmmTMB", "jsonlite")
+
+## glmmTMB's intervals of the variance parameters (see the header)
+intervals <- function(m, which) {
+  out <- list()
+  if ("wald" %in% which) {
+    w <- confint(m, method = "wald", full = TRUE)
+    keep <- grepl("^(cond\\.Std\\.Dev|cond\\.Cor|sigma$)", rownames(w))
+    out$wald <- list(names = I(rownames(w)[keep]), lower = vec(w[keep, 1]), upper = vec(w[keep, 2]),
+                     call = "confint(m, method = 'wald', full = TRUE)")
+  }
+  if ("profile" %in% which) {
+    p <- confint(m, method = "profile", parm = "theta_")
+    out$profile_theta <- list(names = I(rownames(p)), lower = vec(p[, 1]), upper = vec(p[, 2]),
+                              call = "confint(m, method = 'profile', parm = 'theta_')")
+  }
+  out
+}
+
+## lmerTest's Satterthwaite df of the equivalent lme4 model
+lmertest_df <- function(cs, data) {
+  attach_quietly("lmerTest")
+  m <- lmerTest::lmer(as.formula(cs$lmertest_formula), data = data, REML = isTRUE(cs$reml))
+  co <- summary(m)$coefficients
+  list(formula = cs$lmertest_formula, names = I(rownames(co)), df = vec(co[, "df"]), se = vec(co[, "Std. Error"]),
+       criterion = as.numeric(-2 * logLik(m)), lmerTest_version = as.character(packageVersion("lmerTest")),
+       lme4_version = as.character(packageVersion("lme4")),
+       call = sprintf("summary(lmerTest::lmer(%s, data, REML = %s))$coefficients", cs$lmertest_formula,
+                      if (isTRUE(cs$reml)) "TRUE" else "FALSE"))
+}
 
 args <- script_args(file.path("validation", "reference_covstruct"))
 cases <- select_cases(fromJSON(file.path("validation", "covstruct_cases.json"), simplifyVector = FALSE), args$rest)
@@ -50,7 +88,9 @@ run_case <- function(cs) {
                       cs$formula, if (isTRUE(cs$reml)) "TRUE" else "FALSE", fam),
        criterion = -2 * as.numeric(logLik(m)), beta = vec(fixef(m)$cond), beta_names = I(names(fixef(m)$cond)),
        se = vec(sqrt(diag(vcov(m)$cond))),
-       sigma = if (fam == "gaussian") sigma(m) else NULL, terms = terms, converged = m$fit$convergence == 0, pdHess = isTRUE(m$sdr$pdHess),
+       sigma = if (fam == "gaussian") sigma(m) else NULL, terms = terms,
+       intervals = if (is.null(cs$intervals)) NULL else intervals(m, unlist(cs$intervals)),
+       lmertest = if (is.null(cs$lmertest_formula)) NULL else lmertest_df(cs, data), converged = m$fit$convergence == 0, pdHess = isTRUE(m$sdr$pdHess),
        r_version = R.version.string, glmmTMB_version = as.character(packageVersion("glmmTMB")),
        TMB_version = as.character(packageVersion("TMB")))
 }
