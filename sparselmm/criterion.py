@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.lapack import dpotrf, dtrtrs
+from scipy.linalg.lapack import dpotrf, dpotrs, dtrtrs
 
 from .errors import NumericalError
 from .linalg.dense import DenseFactor, lambda_pattern
@@ -131,7 +131,6 @@ class DenseCriterion(_PiecesCriterion):
         self.ZtX = np.ascontiguousarray(cross.ZtWX, dtype=float).reshape(self.q, self.p)
         self.XtX = np.asarray(cross.XtWX, dtype=float)
         self.rows, self.cols, self.idx = self.factor.rows, self.factor.cols, self.factor.idx
-        self._eye_p = np.eye(self.p)
         self.set_response(cross.ZtWy, cross.XtWy, cross.ytWy, cross.beta_shift)
 
     def set_response(self, ZtWy, XtWy, ytWy: float, beta_shift) -> None:
@@ -141,6 +140,9 @@ class DenseCriterion(_PiecesCriterion):
         self.yty = float(ytWy)
         self.beta_shift = np.asarray(beta_shift, dtype=float).ravel()
         self.ZtXy = np.column_stack([self.ZtX, self.Zty])
+        self._XtZ = np.ascontiguousarray(self.ZtX.T)
+        # the augmented matrix's fixed lower-right block [[XᵀWX, XᵀWy], [yᵀWX, yᵀWy]]
+        self._tail = np.block([[self.XtX, self.Xty[:, None]], [self.Xty[None, :], np.array([[self.yty]])]])
 
     def with_response(self, ZtWy, XtWy, ytWy: float, beta_shift) -> DenseCriterion:
         """A copy for another response, sharing ``G`` and the pattern."""
@@ -159,7 +161,6 @@ class DenseCriterion(_PiecesCriterion):
         new.p = cross.XtWX.shape[0]
         new.ZtX = np.ascontiguousarray(cross.ZtWX, dtype=float).reshape(self.q, new.p)
         new.XtX = np.asarray(cross.XtWX, dtype=float)
-        new._eye_p = np.eye(new.p)
         new.set_response(cross.ZtWy, cross.XtWy, cross.ytWy, cross.beta_shift)
         return new
 
@@ -174,37 +175,47 @@ class DenseCriterion(_PiecesCriterion):
         return new
 
     def parts(self, theta, gradient: bool = True) -> CriterionPieces:
+        """The pieces at θ from one Cholesky factor of the augmented matrix (MixedModels.jl's layout)::
+
+            Ω = [[ΛᵀGΛ + I, ΛᵀZᵀWX, ΛᵀZᵀWy],     L_Ω = [[L,     0,    0],
+                 [XᵀWZΛ,    XᵀWX,   XᵀWy ],            [R_ZXᵀ, R_Xᵀ, 0],
+                 [yᵀWZΛ,    yᵀWX,   yᵀWy ]]            [c_uᵀ,  c_βᵀ, r]]
+
+        so ``r² = r*r``, and the leading ``q + p`` block gives ``u`` and ``β`` in one triangular solve. The
+        REML gradient's ``M`` is the first ``q`` rows of ``Ω₍q+p₎⁻¹ [ΛᵀG; XᵀWZ]`` (the derivative of
+        ``log|Ω₍q+p₎|``). One LAPACK call replaces the three factorisations and four solves of the blockwise
+        route: these evaluations are most of a small model's fit and of every refit loop."""
         theta = np.asarray(theta, dtype=float)
-        p = self.p
+        q, p = self.q, self.p
         fac = self.factor
-        fac.refactor(theta)
-        L, LtG = fac.L, fac.LtG
-        B = fac.Lambdat_times(self.ZtXy)
-        sol = dtrtrs(L, B, lower=1)[0]
-        R_ZX, c_u = sol[:, :p], sol[:, p]
-        if p:
-            R_X, info = dpotrf(self.XtX - R_ZX.T @ R_ZX, lower=0, clean=0)  # the solves read the upper triangle
-            if info != 0:
+        A = fac.form(theta)
+        m = q + p + 1
+        Om = np.empty((m, m), order="F")  # only the lower triangle is written and read
+        Om[:q, :q] = A
+        Om[q:, :q] = fac.Lambdat_times(self.ZtXy).T
+        Om[q:, q:] = self._tail
+        Lf, info = dpotrf(Om, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            if info <= q:
+                raise NumericalError("ΛᵀZᵀWZΛ + I is not positive definite at this theta.")
+            if info <= q + p:
                 raise NumericalError("The fixed-effects block R_X is not positive definite at this theta.")
-            c_beta = dtrtrs(R_X, self.Xty - R_ZX.T @ c_u, lower=0, trans=1)[0]
-            beta = dtrtrs(R_X, c_beta, lower=0)[0]
-        else:
-            R_X, c_beta, beta = None, np.zeros(0), np.zeros(0)
-        r2 = self.yty - c_u @ c_u - c_beta @ c_beta
-        if not r2 > 0:
             raise NumericalError("The penalised residual sum of squares is not positive at this theta.")
-        ld = 2.0 * float(np.sum(np.log(np.diagonal(L))))
-        if self.reml and p:
-            ld += 2.0 * float(np.sum(np.log(np.abs(np.diagonal(R_X)))))
-        parts = CriterionPieces(theta, ld, float(r2), beta + self.beta_shift)
+        d = np.diagonal(Lf)
+        r2 = float(d[q + p]) ** 2
+        ld = 2.0 * float(np.sum(np.log(d[: q + p] if self.reml else d[:q])))
         if not gradient:
-            return parts
-        u = dtrtrs(L, c_u - R_ZX @ beta, lower=1, trans=1)[0]
-        M = fac.Cinv_times(LtG)
+            beta = dtrtrs(Lf[q : q + p, q : q + p], Lf[q + p, q : q + p], lower=1, trans=1)[0] if p else np.zeros(0)
+            return CriterionPieces(theta, ld, r2, beta + self.beta_shift)
+        Lqp = Lf[: q + p, : q + p]
+        ub = dtrtrs(Lqp, Lf[q + p, : q + p], lower=1, trans=1)[0]
+        u, beta = ub[:q], ub[q:]
+        parts = CriterionPieces(theta, ld, r2, beta + self.beta_shift)
+        LtG = fac.LtG
         if self.reml and p:
-            W1 = dtrtrs(L, R_ZX, lower=1, trans=1)[0]
-            Rinv = dtrtrs(R_X, self._eye_p, lower=0)[0]
-            M += W1 @ ((Rinv @ Rinv.T) @ (W1.T @ LtG - self.ZtX.T))
+            M = dpotrs(Lqp, np.vstack([LtG, self._XtZ]), lower=1)[0][:q]
+        else:
+            M = dpotrs(Lf[:q, :q], LtG, lower=1)[0]
         Lu = fac.Lambda_times(u)
         a = self.Zty - self.ZtX @ beta - self.G @ Lu
         nt = self.n_theta

@@ -57,8 +57,9 @@ class DenseFactor:
         self.L = None
         self.LtG = None
 
-    def refactor(self, theta: np.ndarray, factors: list[np.ndarray] | None = None) -> None:
-        """Form ``ΛᵀGΛ + I`` at θ and factor it (LAPACK ``potrf``); ``factors`` is not needed here."""
+    def form(self, theta: np.ndarray) -> np.ndarray:
+        """``C = ΛᵀGΛ + I`` at θ, unfactored (C-ordered, symmetric); keeps ``Λ`` and ``ΛᵀG`` for the products
+        below. :class:`sparselmm.criterion.DenseCriterion` factors it inside a larger matrix."""
         self.L = None
         theta = np.asarray(theta, dtype=float)
         if self.scalar:
@@ -71,10 +72,16 @@ class DenseFactor:
             LtG = Lam.T @ self.G
             A = LtG @ Lam
         A.ravel()[:: self.n + 1] += 1.0  # A is C-contiguous (G is): ravel is a view
+        self.LtG = LtG
+        return A
+
+    def refactor(self, theta: np.ndarray, factors: list[np.ndarray] | None = None) -> None:
+        """Form ``ΛᵀGΛ + I`` at θ and factor it (LAPACK ``potrf``); ``factors`` is not needed here."""
+        A = self.form(theta)
         L, info = dpotrf(A.T, lower=1, clean=0, overwrite_a=1)  # symmetric: the transpose is F-ordered
         if info != 0:
             raise NumericalError("ΛᵀZᵀWZΛ + I is not positive definite at this theta.")
-        self.L, self.LtG = L, LtG
+        self.L = L
 
     def Lambdat_times(self, V: np.ndarray) -> np.ndarray:
         """``ΛᵀV`` at the θ of the last :meth:`refactor`."""
