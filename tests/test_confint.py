@@ -13,38 +13,21 @@ Tolerances:
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CI_CASES as CASES
+from helpers import REFERENCE_CI as REF
+from helpers import reference_ci_fit as fit
 
 import sparselmm
 from sparselmm.errors import ModelSpecError
 from sparselmm.parameters import estimates, parameter_names, percent_labels, sdcor
 
-ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT / "validation" / "reference_ci"
-CASES = json.loads((REF / "cases.json").read_text())
 WALD = json.loads((REF / "wald.json").read_text())
 WALD_RTOL = 1e-5
-
-_cache: dict[str, sparselmm.LmerResult] = {}
-
-
-def fit(case_id: str) -> sparselmm.LmerResult:
-    """The case's model fitted by sparselmm (cached: tests never mutate fits)."""
-    if case_id not in _cache:
-        cs = CASES["models"][case_id]
-        src = cs["data"]
-        data = sparselmm.datasets.load(src[8:]) if src.startswith("dataset:") else pd.read_csv(ROOT / src[4:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _cache[case_id] = sparselmm.lmer(
-                cs["formula"], data, reml=cs["reml"], weights=cs.get("weights"), offset=cs.get("offset")
-            )
-    return _cache[case_id]
 
 
 def same_names(ours: list[str], theirs: list[str]) -> None:

@@ -9,40 +9,29 @@ validation/compare_glmer_inference.py's ``pbmodcomp`` section.
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CBPP, DATA, quiet_call
 
 import sparselmm
 from sparselmm import DataError, ModelSpecError
 from sparselmm.inference.bootstrap_lrt import _LRTReplicator
 from sparselmm.inference.lrt import bootstrap_lrt
 
-DATA = Path(__file__).resolve().parents[1] / "validation" / "data"
-CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 CBPP0 = "cbind(incidence, size - incidence) ~ 1 + (1 | herd)"
 POISSON_TOBS = 3.60749828776079  # pbkrtest's observed statistic of sim_poisson_pb (see its test)
 
 
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def cbpp(cbpp_data):
-    d = cbpp_data.copy()
-    return d
+    return cbpp_data.copy()
 
 
 @pytest.fixture(scope="module")
 def cbpp_pair(cbpp):
     """(g0, g1): cbpp without and with ``period``."""
-    return _quiet(sparselmm.glmer, CBPP0, cbpp, family="binomial"), _quiet(
+    return quiet_call(sparselmm.glmer, CBPP0, cbpp, family="binomial"), quiet_call(
         sparselmm.glmer, CBPP, cbpp, family="binomial"
     )
 
@@ -83,8 +72,8 @@ def test_observed_poisson_statistic_is_lme4s():
     """
     d = pd.read_csv(DATA / "glmm_sim_poisson.csv")
     re = "(1 | subj) + (1 | item)"
-    g1 = _quiet(sparselmm.glmer, f"y0 ~ x + cond + log_exposure + {re}", d, family="poisson")
-    g0 = _quiet(sparselmm.glmer, f"y0 ~ x + cond + {re}", d, family="poisson")
+    g1 = quiet_call(sparselmm.glmer, f"y0 ~ x + cond + log_exposure + {re}", d, family="poisson")
+    g0 = quiet_call(sparselmm.glmer, f"y0 ~ x + cond + {re}", d, family="poisson")
     table = bootstrap_lrt(g0, g1, nsim=2, seed=1, progress=False)
     assert table.loc["LRT", "stat"] == pytest.approx(POISSON_TOBS, rel=1e-6)
     assert table.loc["LRT", "df"] == 1 and table.attrs["failures"] == 0
@@ -110,7 +99,7 @@ def test_reproducible_for_any_n_jobs_and_order(cbpp_pair, cbpp_table):
 def _fresh(cbpp, formula: str, y: np.ndarray):
     """A fresh glmer fit of ``formula`` (a cbind response of ``k`` successes) to the proportions ``y``."""
     d = cbpp.assign(k=np.round(y * cbpp["size"]))
-    return _quiet(sparselmm.glmer, formula.replace("incidence", "k"), d, family="binomial")
+    return quiet_call(sparselmm.glmer, formula.replace("incidence", "k"), d, family="binomial")
 
 
 def test_replicate_refits_reach_fresh_fits(cbpp, cbpp_pair, cbpp_table):
@@ -121,7 +110,7 @@ def test_replicate_refits_reach_fresh_fits(cbpp, cbpp_pair, cbpp_table):
     rep = _LRTReplicator(g0, g1)
     for i in (0, 5, 17):
         y = sims.iloc[:, i].to_numpy()
-        stat, dev0, dev1 = _quiet(rep.statistic, y)
+        stat, dev0, dev1 = quiet_call(rep.statistic, y)
         assert stat == cbpp_table.attrs["draws"][i]
         fresh0, fresh1 = _fresh(cbpp, CBPP0, y), _fresh(cbpp, CBPP, y)
         for ours, fresh in ((dev0, fresh0.deviance), (dev1, fresh1.deviance)):
@@ -146,26 +135,28 @@ def test_binomial_draws_are_counts_of_the_trials(cbpp, cbpp_pair):
 
 def test_refusals(cbpp, cbpp_pair):
     g0, g1 = cbpp_pair
-    probit = _quiet(sparselmm.glmer, CBPP, cbpp, family="binomial", link="probit")
+    probit = quiet_call(sparselmm.glmer, CBPP, cbpp, family="binomial", link="probit")
     with pytest.raises(ModelSpecError, match=r"different kinds.*glmer \(binomial, logit link\).*probit"):
         g0.bootstrap_lrt(probit, nsim=2)
-    poisson = _quiet(sparselmm.glmer, "incidence ~ period + (1 | herd)", cbpp, family="poisson")
+    poisson = quiet_call(sparselmm.glmer, "incidence ~ period + (1 | herd)", cbpp, family="poisson")
     with pytest.raises(ModelSpecError, match="different kinds.*poisson"):
         bootstrap_lrt(g0, poisson, nsim=2)
-    lmer = _quiet(sparselmm.lmer, "incidence ~ period + (1 | herd)", cbpp, reml=False)
+    lmer = quiet_call(sparselmm.lmer, "incidence ~ period + (1 | herd)", cbpp, reml=False)
     with pytest.raises(ModelSpecError, match=r"different kinds.*lmer \(gaussian\)"):
         bootstrap_lrt(lmer, g1, nsim=2)
     with pytest.raises(ModelSpecError, match=r"different kinds"):
         lmer.bootstrap_lrt(g1, nsim=2)
-    by_size = _quiet(sparselmm.glmer, "cbind(incidence, size - incidence) ~ size + (1 | herd)", cbpp, family="binomial")
+    by_size = quiet_call(
+        sparselmm.glmer, "cbind(incidence, size - incidence) ~ size + (1 | herd)", cbpp, family="binomial"
+    )
     with pytest.raises(ModelSpecError, match=r"not nested.*\['size'\]"):
         by_size.bootstrap_lrt(g1, nsim=2)
-    fewer = _quiet(sparselmm.glmer, CBPP0, cbpp.iloc[1:], family="binomial")
+    fewer = quiet_call(sparselmm.glmer, CBPP0, cbpp.iloc[1:], family="binomial")
     with pytest.raises(DataError, match="different numbers of rows"):
         fewer.bootstrap_lrt(g1, nsim=2)
     changed = cbpp.copy()
     changed.loc[0, "incidence"] = (changed.loc[0, "incidence"] + 1) % (changed.loc[0, "size"] + 1)
-    other_y = _quiet(sparselmm.glmer, CBPP0, changed, family="binomial")
+    other_y = quiet_call(sparselmm.glmer, CBPP0, changed, family="binomial")
     with pytest.raises(DataError, match="different response values"):
         other_y.bootstrap_lrt(g1, nsim=2)
     for nsim in (0, -1, 2.5):

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import pickle
 import sys
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CBPP, DATA, ROOT, quiet_call
 from scipy import special
 
 import sparselmm
@@ -27,26 +26,15 @@ from sparselmm import ArgumentError, DataError, ModelSpecError
 from sparselmm.glmm import SeparationError
 from sparselmm.glmm.fit import refit_glmm
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "validation" / "data"
-CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
 
 @pytest.fixture(scope="module")
 def cbpp(cbpp_data):
-    d = cbpp_data.copy()
-    return d
+    return cbpp_data.copy()
 
 
 @pytest.fixture(scope="module")
 def cbpp_fit(cbpp):
-    return _quiet(sparselmm.glmer, CBPP, cbpp, family="binomial")
+    return quiet_call(sparselmm.glmer, CBPP, cbpp, family="binomial")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,7 @@ def poisson_data():
 
 @pytest.fixture(scope="module")
 def poisson_fit(poisson_data):
-    return _quiet(
+    return quiet_call(
         sparselmm.glmer,
         "y ~ x + cond + (1 | subj) + (1 | item)",
         poisson_data,
@@ -123,7 +111,7 @@ def test_simulated_poisson_moments_with_offset(poisson_fit):
 
 def test_simulated_gamma_moments_use_the_dispersion():
     d = pd.read_csv(DATA / "glmm_sim_gamma_log.csv")
-    g = _quiet(sparselmm.glmer, "y ~ x + cond + (1 | g)", d, family="Gamma", link="log")
+    g = quiet_call(sparselmm.glmer, "y ~ x + cond + (1 | g)", d, family="Gamma", link="log")
     nsim = 2000
     sims = g.simulate(nsim, seed=5, use_u=True).to_numpy()
     mu = g.fitted()
@@ -141,11 +129,11 @@ def test_simulated_gamma_moments_use_the_dispersion():
 def test_simulate_refuses_non_integer_trials_and_warns_of_poisson_weights(cbpp, poisson_data):
     # trials 1e-5 off whole numbers: glmer accepts them (its check allows 1e-3), simulate does not
     d = cbpp.assign(prop=cbpp["incidence"] / cbpp["size"], w=cbpp["size"] + 1e-5)
-    g = _quiet(sparselmm.glmer, "prop ~ period + (1 | herd)", d, family="binomial", weights="w")
+    g = quiet_call(sparselmm.glmer, "prop ~ period + (1 | herd)", d, family="binomial", weights="w")
     with pytest.raises(ModelSpecError, match="not whole numbers of trials"):
         g.simulate(2, seed=1)
     pw = poisson_data.assign(w=np.where(np.arange(len(poisson_data)) % 2 == 0, 1.0, 2.0))
-    gp = _quiet(sparselmm.glmer, "y0 ~ x + (1 | subj)", pw, family="poisson", weights="w")
+    gp = quiet_call(sparselmm.glmer, "y0 ~ x + (1 | subj)", pw, family="poisson", weights="w")
     with pytest.warns(UserWarning, match="prior weights are ignored"):
         gp.simulate(1, seed=1)
 
@@ -168,7 +156,7 @@ def test_simulate_refuses_a_bad_seed(cbpp_fit):
 # ---- refit -----------------------------------------------------------------------------------------------
 def _fresh_cbpp(cbpp, y):
     d = cbpp.assign(k=np.round(y * cbpp["size"]))
-    return _quiet(sparselmm.glmer, "cbind(k, size - k) ~ period + (1 | herd)", d, family="binomial")
+    return quiet_call(sparselmm.glmer, "cbind(k, size - k) ~ period + (1 | herd)", d, family="binomial")
 
 
 def _check_against_fresh(refitted, fresh):
@@ -209,7 +197,7 @@ def test_refit_takes_cbind_columns(cbpp, cbpp_fit):
 def test_refit_of_crossed_poisson_with_offset(poisson_data, poisson_fit):
     y = poisson_fit.simulate(1, seed=9).iloc[:, 0].to_numpy()
     r = poisson_fit.refit(y)
-    fresh = _quiet(
+    fresh = quiet_call(
         sparselmm.glmer,
         "ysim ~ x + cond + (1 | subj) + (1 | item)",
         poisson_data.assign(ysim=y),
@@ -221,10 +209,10 @@ def test_refit_of_crossed_poisson_with_offset(poisson_data, poisson_fit):
 
 @pytest.mark.parametrize("nAGQ", [0, 5])
 def test_refit_with_nagq(cbpp, nAGQ):
-    g = _quiet(sparselmm.glmer, CBPP, cbpp, family="binomial", nAGQ=nAGQ)
+    g = quiet_call(sparselmm.glmer, CBPP, cbpp, family="binomial", nAGQ=nAGQ)
     y = g.simulate(1, seed=10).iloc[:, 0].to_numpy()
     d = cbpp.assign(k=np.round(y * cbpp["size"]))
-    fresh = _quiet(sparselmm.glmer, "cbind(k, size - k) ~ period + (1 | herd)", d, family="binomial", nAGQ=nAGQ)
+    fresh = quiet_call(sparselmm.glmer, "cbind(k, size - k) ~ period + (1 | herd)", d, family="binomial", nAGQ=nAGQ)
     _check_against_fresh(g.refit(y), fresh)
 
 
@@ -311,8 +299,8 @@ def test_warm_refit_that_ends_at_the_bound_is_checked_from_the_fresh_start(cbpp)
     ref = json.loads((ROOT / "validation" / "reference_glmer_inference" / "cbpp_prop_weights.json").read_text())
     y = np.array(ref["boot"]["responses"][96], dtype=float)
     d = cbpp.assign(prop=cbpp["incidence"] / cbpp["size"])
-    g = _quiet(sparselmm.glmer, "prop ~ period + (1 | herd)", d, family="binomial", weights="size")
-    r = _quiet(refit_glmm, g, y, check_conv=False, fresh=False, calc_derivs=False)
+    g = quiet_call(sparselmm.glmer, "prop ~ period + (1 | herd)", d, family="binomial", weights="size")
+    r = quiet_call(refit_glmm, g, y, check_conv=False, fresh=False, calc_derivs=False)
     assert r.deviance <= 162.85240889919 + 1e-6
     assert r.theta[0] == pytest.approx(0.0520120827852814, abs=1e-3)
     assert r.optinfo.details["refit"]["kept"] == "fresh"

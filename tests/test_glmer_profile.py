@@ -10,26 +10,15 @@ live comparison over more cases is validation/compare_glmer_inference.py's ``pro
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CBPP, DATA, quiet_call
 
 import sparselmm
 from sparselmm import ModelSpecError
 from sparselmm.inference.profile import Profile
 from sparselmm.optimize import nlopt_minimize
-
-DATA = Path(__file__).resolve().parents[1] / "validation" / "data"
-CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +31,7 @@ def cbpp(cbpp_data):
 
 @pytest.fixture(scope="module")
 def cbpp_fit(cbpp):
-    return _quiet(sparselmm.glmer, CBPP, cbpp, family="binomial")
+    return quiet_call(sparselmm.glmer, CBPP, cbpp, family="binomial")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +78,7 @@ def test_cbpp_profile_table_is_lme4s_layout(cbpp_profile):
 
 
 def test_profile_leaves_the_fit_alone(cbpp, cbpp_fit, cbpp_profile):
-    fresh = _quiet(sparselmm.glmer, CBPP, cbpp, family="binomial")
+    fresh = quiet_call(sparselmm.glmer, CBPP, cbpp, family="binomial")
     assert cbpp_fit.criterion == fresh.criterion
     np.testing.assert_array_equal(cbpp_fit.theta, fresh.theta)
     np.testing.assert_array_equal(cbpp_fit._u, fresh._u)
@@ -102,7 +91,7 @@ def test_fixed_effect_profile_point_is_a_fresh_constrained_fit(cbpp, cbpp_fit, c
     pts = cbpp_profile.points[cbpp_profile.points["par"] == "period[T.2]"]
     for _, pt in pts.iloc[[0, len(pts) // 2, -1]].iterrows():
         d = cbpp.assign(off=pt["value"] * cbpp["p2"])
-        fresh = _quiet(
+        fresh = quiet_call(
             sparselmm.glmer,
             "cbind(incidence, size - incidence) ~ p3 + p4 + (1 | herd)",
             d,
@@ -150,7 +139,7 @@ POISSON_LME4 = {
 
 def test_crossed_poisson_profile_intervals_match_lme4():
     d = pd.read_csv(DATA / "glmm_sim_poisson.csv")
-    g = _quiet(sparselmm.glmer, "y0 ~ x + cond + (1 | subj) + (1 | item)", d, family="poisson")
+    g = quiet_call(sparselmm.glmer, "y0 ~ x + cond + (1 | subj) + (1 | item)", d, family="poisson")
     ci = g.confint(method="profile", progress=False)
     assert list(ci.index) == list(POISSON_LME4)
     np.testing.assert_allclose(ci.to_numpy(), np.array(list(POISSON_LME4.values())), rtol=0, atol=5e-4)
@@ -173,7 +162,7 @@ def test_singular_fit_profiles_without_crashing():
     d = pd.DataFrame(
         {"g": [f"g{k % 20:02d}" for k in i], "x": (i % 7) / 7.0, "y": (((i * 37) % 101) < 35).astype(float)}
     )
-    m = _quiet(sparselmm.glmer, "y ~ x + (1 | g)", d, family="binomial")
+    m = quiet_call(sparselmm.glmer, "y ~ x + (1 | g)", d, family="binomial")
     assert m.theta[0] == 0.0
     prof = m.profile(progress=False)
     ci = prof.confint()
@@ -202,11 +191,11 @@ def test_profile_refuses_bad_input(cbpp, cbpp_fit):
         cbpp_fit.profile(criterion="REML")
     with pytest.raises(ModelSpecError, match="not known"):
         cbpp_fit.confint(method="likelihood")
-    g0 = _quiet(sparselmm.glmer, CBPP, cbpp, family="binomial", nAGQ=0)
+    g0 = quiet_call(sparselmm.glmer, CBPP, cbpp, family="binomial", nAGQ=0)
     with pytest.raises(ModelSpecError, match="nAGQ=0"):
         g0.confint(method="profile")
     d = cbpp.assign(rate=(cbpp["incidence"] + 1) / cbpp["size"])
-    gam = _quiet(sparselmm.glmer, "rate ~ period + (1 | herd)", d, family="Gamma", link="log")
+    gam = quiet_call(sparselmm.glmer, "rate ~ period + (1 | herd)", d, family="Gamma", link="log")
     with pytest.raises(ModelSpecError, match="dispersion"):
         gam.profile()
 

@@ -17,32 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REFERENCE_CI as REF
+from helpers import ROOT
+from helpers import reference_ci_fit as fit
 
 import sparselmm
 from sparselmm.errors import DataError, ModelSpecError
 from sparselmm.inference.lrt import check_nested, drop1, likelihood_ratio_table
 
-ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT / "validation" / "reference_ci"
-CASES = json.loads((REF / "cases.json").read_text())
 ANOVA = json.loads((REF / "anova.json").read_text())
 DROP1 = json.loads((REF / "drop1.json").read_text())
 RTOL = 1e-6
-
-_cache: dict[str, sparselmm.LmerResult] = {}
-
-
-def fit(case_id: str) -> sparselmm.LmerResult:
-    if case_id not in _cache:
-        cs = CASES["models"][case_id]
-        src = cs["data"]
-        data = sparselmm.datasets.load(src[8:]) if src.startswith("dataset:") else pd.read_csv(ROOT / src[4:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _cache[case_id] = sparselmm.lmer(
-                cs["formula"], data, reml=cs["reml"], weights=cs.get("weights"), offset=cs.get("offset")
-            )
-    return _cache[case_id]
 
 
 def column(ref: dict, name: str) -> np.ndarray:
@@ -230,8 +215,6 @@ def test_drop1_and_anova_refits_reach_fresh_fits():
 
 # ---- glmer fits: anova(g0, g1) and drop1 (issue 20 item 3) ---------------------------------------------------
 def _cbpp():
-    from pathlib import Path
-
     d = pd.read_csv(Path(__file__).parents[1] / "validation" / "data" / "glmm_cbpp.csv")
     d["herd"] = d["herd"].astype(str)
     d["period"] = d["period"].astype(str)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REFERENCE_CI as REF
+from helpers import ROOT
+from helpers import reference_ci_fit as fit
 
 import sparselmm
 from sparselmm.errors import ModelSpecError
@@ -30,26 +32,8 @@ from sparselmm.inference import profile_fits
 from sparselmm.inference.profile import ProfileWarning, _Profiler, profile
 from sparselmm.parameters import estimates, parameter_names
 
-ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT / "validation" / "reference_ci"
-CASES = json.loads((REF / "cases.json").read_text())
 TABLE = json.loads((REF / "profile_table.json").read_text())
 PROFILE = json.loads((REF / "profile.json").read_text())
-
-_cache: dict[str, sparselmm.LmerResult] = {}
-
-
-def fit(case_id: str) -> sparselmm.LmerResult:
-    if case_id not in _cache:
-        cs = CASES["models"][case_id]
-        src = cs["data"]
-        data = sparselmm.datasets.load(src[8:]) if src.startswith("dataset:") else pd.read_csv(ROOT / src[4:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _cache[case_id] = sparselmm.lmer(
-                cs["formula"], data, reml=cs["reml"], weights=cs.get("weights"), offset=cs.get("offset")
-            )
-    return _cache[case_id]
 
 
 def r_name(name: str) -> str:

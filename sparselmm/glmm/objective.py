@@ -193,10 +193,7 @@ def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9, upper=None):
         def gradient(x):
             return fd_gradient_box(fun, x, lower, hi)
 
-    x, f, _, _, n_steps, ok = quasi_newton(
-        None, x0, lower, hi, H, tol, first=(f0, g), return_H=False, fun=fun, gradient=gradient
-    )
-    return (x, f, n_steps) if ok else None
+    return _polish(fun, gradient, x0, (f0, g), lower, hi, H, tol)
 
 
 # the exact-gradient polish stops at this predicted decrease (the difference polish's 5e-9 is set by its
@@ -226,16 +223,15 @@ def newton_polish_exact(fun_grad, gradient, fun, x0, lower, H_beta, n_theta: int
     H = (H + H.T) / 2
     if not np.all(np.isfinite(H)) or np.min(np.linalg.eigvalsh(H)) <= 0:
         return None
+    hi = np.full(m, np.inf) if upper is None else np.asarray(upper, dtype=float)
+    polished = _polish(fun, gradient, x0, (f0, g0), lower, hi, H, tol)
+    return None if polished is None else (*polished[:2], polished[2] + n_theta + 1)
+
+
+def _polish(fun, gradient, x0, first, lower, upper, H, tol):
+    """The quasi-Newton iteration both polishes run from ``x0`` (``first = (f0, g0)`` there) with the start
+    Hessian ``H``: ``(x, f, n_steps)``, or None where it does not converge."""
     x, f, _, _, n_steps, ok = quasi_newton(
-        None,
-        x0,
-        lower,
-        np.full(m, np.inf) if upper is None else np.asarray(upper, dtype=float),
-        H,
-        tol,
-        first=(f0, g0),
-        return_H=False,
-        fun=fun,
-        gradient=gradient,
+        None, x0, lower, upper, H, tol, first=first, return_H=False, fun=fun, gradient=gradient
     )
-    return (x, f, n_steps + n_theta + 1) if ok else None
+    return (x, f, n_steps) if ok else None

@@ -39,6 +39,7 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..errors import ModelSpecError, NumericalError, caller_stacklevel
 
@@ -72,6 +73,15 @@ def n_workers(n_jobs) -> int:
 
 
 # ---- simulation ------------------------------------------------------------------------------
+def _marginal_parts(result) -> tuple[np.ndarray, sp.csr_matrix]:
+    """What a draw with new random effects adds them to: ``Xβ̂ + offset`` and ``Z Λ̂`` (``b* = Λ̂ u*``)."""
+    design = result.design
+    fixed = design.X @ result.fixef.to_numpy()
+    if design.offset is not None:
+        fixed = fixed + design.offset
+    return fixed, (design.Zt.T @ result.Lambda).tocsr()
+
+
 class Simulator:
     """What a draw of ``y*`` needs, formed once: the mean, ``Z Λ̂`` and the residual scale."""
 
@@ -84,10 +94,7 @@ class Simulator:
             self.mean = result.fitted()
             self.ZLambda = None
         else:
-            self.mean = design.X @ result.fixef.to_numpy()
-            if design.offset is not None:
-                self.mean = self.mean + design.offset
-            self.ZLambda = (design.Zt.T @ result.Lambda).tocsr()
+            self.mean, self.ZLambda = _marginal_parts(result)
         w = design.weights
         self.noise_scale = self.sigma if w is None else self.sigma / np.sqrt(w)
 
@@ -131,10 +138,7 @@ class GlmmSimulator:
             self.eta = np.asarray(result._state["eta"], dtype=float)  # Xβ̂ + offset + Zb̂ of the fit
             self.ZLambda = None
         else:
-            self.eta = design.X @ result.fixef.to_numpy()
-            if design.offset is not None:
-                self.eta = self.eta + design.offset
-            self.ZLambda = (design.Zt.T @ result.Lambda).tocsr()
+            self.eta, self.ZLambda = _marginal_parts(result)
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         eta = self.eta if self.use_u else self.eta + self.ZLambda @ rng.standard_normal(self.q)

@@ -1,0 +1,40 @@
+"""What several test modules share: paths, the cbpp formula, a warnings-silenced call and the cached fits of
+validation/reference_ci's cases. Import it as ``from helpers import ...`` (pytest puts tests/ on ``sys.path``)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+import sparselmm
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "validation" / "data"
+REFERENCE_CI = ROOT / "validation" / "reference_ci"
+CI_CASES = json.loads((REFERENCE_CI / "cases.json").read_text())
+CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+
+
+def quiet_call(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with every warning silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+_ci_fits: dict[str, sparselmm.LmerResult] = {}
+
+
+def reference_ci_fit(case_id: str) -> sparselmm.LmerResult:
+    """The reference_ci case's model fitted by sparselmm (cached: tests never mutate fits)."""
+    if case_id not in _ci_fits:
+        cs = CI_CASES["models"][case_id]
+        src = cs["data"]
+        data = sparselmm.datasets.load(src[8:]) if src.startswith("dataset:") else pd.read_csv(ROOT / src[4:])
+        _ci_fits[case_id] = quiet_call(
+            sparselmm.lmer, cs["formula"], data, reml=cs["reml"], weights=cs.get("weights"), offset=cs.get("offset")
+        )
+    return _ci_fits[case_id]
