@@ -92,7 +92,8 @@ def validate(session: nox.Session) -> None:
     # pbkrtest's Kenward-Roger (issue #10); intervals, LRT tables, bootstrap and profiles (issue #11); lme4's
     # glmer, default and tight-PIRLS refits (issue #14); emmeans; glmer's Wald intervals, anova, drop1 and
     # bootstrap (issue #20); covariance structures diag()/cs() against glmmTMB (issue #21); the negative binomial
-    # glmer_nb against lme4's glmer.nb and glmmTMB's nbinom2 (issue #21)
+    # glmer_nb against lme4's glmer.nb and glmmTMB's nbinom2 (issue #21); residual-structure parameters' Wald
+    # intervals against nlme's intervals() (issue #21 item 5)
     suites = [
         ("run_lme4.R", "compare.py", "REPORT.md"),
         ("run_lmertest.R", "compare_inference.py", "REPORT_INFERENCE.md"),
@@ -103,6 +104,7 @@ def validate(session: nox.Session) -> None:
         ("run_glmmtmb_covstruct.R", "compare_covstruct.py", "REPORT_COVSTRUCT.md"),
         ("run_glmer_nb.R", "compare_glmer_nb.py", "REPORT_GLMER_NB.md"),
         ("run_residual.R", "compare_residual.py", "REPORT_RESIDUAL.md"),
+        ("run_residual_inference.R", "compare_residual_inference.py", "REPORT_RESIDUAL_INFERENCE.md"),
     ]
     for r_script, compare, report in suites:
         live = session.create_tmp() + "/reference_" + r_script.removesuffix(".R")

@@ -16,7 +16,8 @@ It serves two users:
   there).
 * Wald intervals of the variance parameters on their unconstrained scale (:func:`wald_variance_intervals`):
   ``η = (log sd, atanh cor, …, log σ, δ, atanh ρ)`` — the SDs and correlations of lme4's order (a structure's
-  SDs, its ρ or lag correlations), σ, then the log SD ratios of ``varIdent`` and ``corAR1``'s ρ — with the
+  SDs, its ρ or lag correlations), σ, then the log SD ratios of ``varIdent`` and ``corAR1``'s ρ (corCAR1's φ on
+  the logit scale, as nlme) — with the
   Hessian of the criterion in η, ``vcov(η) = 2 H⁻¹`` and ``η̂ ± z·SE`` mapped back, as nlme's ``intervals()``
   (its ``apVar``) and glmmTMB's ``confint(method = "wald")`` do. A parameter on its bound (an SD at 0, a
   correlation at ±1) is held there and gets no interval (NaN), as it has no unconstrained value.
@@ -45,11 +46,12 @@ def needs_numeric(result) -> bool:
 
 def residual_names(result) -> list[str]:
     """The residual parameters' rows of the intervals: ``.ratio.<level>`` (nlme's varIdent SD ratios to the first
-    level) and ``.rho`` (corAR1's Phi)."""
+    level), then ``.rho`` (corAR1's) or ``.Phi`` (corCAR1's)."""
     s = getattr(result, "residual_structure", None)
     if s is None:
         return []
-    return [f".ratio.{lev}" for lev in s.levels[1:]] + ([".rho"] if s.correlation is not None else [])
+    cor = [f".{s.correlation.parameter}"] if s.correlation is not None else []
+    return [f".ratio.{lev}" for lev in s.levels[1:]] + cor
 
 
 def variance_names(result) -> list[str]:
@@ -93,8 +95,9 @@ class VarparCriterion:
 
     def _state(self, theta, phi):
         if self._pieces is not None:
-            if self.structure.correlation is not None and not abs(phi[-1]) < 1.0:
-                raise NumericalError("the AR(1) correlation is outside (-1, 1)")
+            cor = self.structure.correlation
+            if cor is not None and not cor.admissible(float(phi[-1])):
+                raise NumericalError(f"the {cor.name} parameter is outside its range")
             self._devfun.set_cross(self._pieces.cross_at(phi)[0])
         return self._devfun.solve(theta)
 
@@ -166,24 +169,29 @@ class NumericDerivatives:
 
 # ---- Wald intervals on the unconstrained scale -------------------------------------------------------------
 def _eta_kinds(crit: VarparCriterion, psi_map: SdCorMap) -> list[str]:
-    """``"log"`` for SDs and σ, ``"atanh"`` for correlations and corAR1's ρ, ``"id"`` for log SD ratios."""
+    """``"log"`` for SDs and σ, ``"atanh"`` for correlations and corAR1's ρ, ``"logit"`` for corCAR1's φ in (0, 1)
+    (nlme's unconstrained scales), ``"id"`` for log SD ratios."""
     kinds = ["atanh" if c else "log" for c in psi_map.is_cor]  # ψ = (sd/cor…, σ)
     s = crit.structure
     if s is not None:
-        kinds += ["id"] * s.n_delta + (["atanh"] if s.correlation is not None else [])
+        kinds += ["id"] * s.n_delta
+        if s.correlation is not None:
+            kinds.append("logit" if s.correlation.lower == 0.0 else "atanh")
     return kinds
 
 
+FORWARD = {"log": np.log, "atanh": np.arctanh, "logit": lambda x: np.log(x / (1.0 - x)), "id": lambda x: x}
+BACKWARD = {"log": np.exp, "atanh": np.tanh, "logit": lambda e: 1.0 / (1.0 + np.exp(-e)), "id": lambda e: e}
+
+
 def _forward(values: np.ndarray, kinds: list[str]) -> np.ndarray:
-    out = np.full(values.size, np.nan)
-    for i, (x, k) in enumerate(zip(values, kinds)):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[i] = np.log(x) if k == "log" else (np.arctanh(x) if k == "atanh" else x)
-    return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.array([FORWARD[k](x) for x, k in zip(values, kinds)], dtype=float)
 
 
 def _backward(eta: np.ndarray, kinds: list[str]) -> np.ndarray:
-    return np.array([np.exp(e) if k == "log" else (np.tanh(e) if k == "atanh" else e) for e, k in zip(eta, kinds)])
+    with np.errstate(over="ignore"):
+        return np.array([BACKWARD[k](e) for e, k in zip(eta, kinds)], dtype=float)
 
 
 def wald_variance_intervals(result, level: float) -> tuple[pd.DataFrame, pd.Series]:
@@ -199,7 +207,7 @@ def wald_variance_intervals(result, level: float) -> tuple[pd.DataFrame, pd.Seri
     Returns
     -------
     (DataFrame, Series)
-        The intervals (rows: ``.sig01`` …, ``.sigma``, then ``.ratio.<level>`` and ``.rho``; varIdent's δ is
+        The intervals (rows: ``.sig01`` …, ``.sigma``, then ``.ratio.<level>`` and ``.rho``/``.Phi``; varIdent's δ is
         reported as the SD ratio ``exp δ``) and the standard errors on the unconstrained scale (NaN for a
         parameter on its bound or without a positive variance).
     """
