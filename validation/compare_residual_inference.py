@@ -27,32 +27,24 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "validation"))
 
-import sparselmm  # noqa: E402
+from compare_residual import fit_case  # noqa: E402
 
 TOL = {"crit_above": 1e-9, "crit_rel": 1e-6, "ci_rel": 5e-4}
 
 
 def compare_case(case: dict, ref: dict) -> tuple[list[tuple[str, bool, str]], float]:
     """The checks of one case: (name, passed, detail) and sparselmm's fit time."""
-    data = pd.read_csv(ROOT / case["data"].removeprefix("csv:"))
-    spec = case.get("ar1") or case.get("car1")
-    make = sparselmm.corCAR1 if case.get("car1") else sparselmm.corAR1
-    correlation = make(spec["time"], spec["group"]) if spec else None
-    dispformula = f"~ {case['dispformula']}" if case.get("dispformula") else None
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        m = sparselmm.lmer(case["formula"], data, reml=case["reml"], dispformula=dispformula, correlation=correlation)
-        ci = m.confint(method="Wald")
+    m = fit_case(case)  # the residual suite's fit of the same case keys
+    ci = m.confint(method="Wald")
     seconds = time.perf_counter() - t0
     crit, rcrit = float(m.objective), float(ref["criterion"])
     ok = crit <= rcrit + TOL["crit_above"] * abs(rcrit) and abs(crit - rcrit) <= TOL["crit_rel"] * abs(rcrit)
