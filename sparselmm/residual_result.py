@@ -138,8 +138,9 @@ class ResidualLmerResult(LmerResult):
     def confint(self, parm=None, level: float = 0.95, method: str = "Wald", **kwargs) -> pd.DataFrame:
         """Wald intervals (``method="Wald"`` only): the fixed effects', and the variance parameters' on their
         unconstrained scale as nlme's ``intervals()`` — ``.sig01`` …, ``.sigma``, ``.ratio.<level>`` (varIdent's SD
-        ratios) and ``.rho`` (corAR1's Phi) — from the Hessian of the criterion (:mod:`sparselmm.inference.varpar`).
-        Profile and bootstrap intervals are refused (their refits would hold φ fixed)."""
+        ratios), ``.rho`` (corAR1's) or ``.Phi`` (corCAR1's) — from the Hessian of the criterion
+        (:mod:`sparselmm.inference.varpar`). Profile and bootstrap intervals are refused (their refits would hold
+        φ fixed)."""
         if str(method).lower() != "wald":
             raise ModelSpecError(
                 f"confint(method={method!r}) is not available yet for a fit with a dispformula or correlation (its "

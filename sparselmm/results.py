@@ -422,7 +422,9 @@ class LmerResult(MixedModelResult):
         method : {"profile", "Wald", "boot"}
             Likelihood-profile intervals (lme4's default; on the ML criterion, a REML fit is refitted by ML
             first, as lme4 does), Wald intervals ``β̂ ± z·SE`` (NaN for the variance parameters, as lme4's
-            NA), or parametric-bootstrap intervals.
+            NA — except with covariance-structure terms, whose variance parameters get Wald intervals on their
+            unconstrained scale as glmmTMB's: :mod:`sparselmm.inference.varpar`), or parametric-bootstrap
+            intervals.
         nsim : int, default 500
             Bootstrap replicates (``method="boot"``).
         seed : int or numpy.random.SeedSequence, optional
