@@ -267,14 +267,21 @@ def deriv12(fun: Callable, x: np.ndarray, fx: float, lower: np.ndarray | None = 
     return g, H
 
 
-def fd_gradient(fun: Callable, x: np.ndarray, lower: np.ndarray | None = None, h: float = DERIV_STEP) -> np.ndarray:
-    """Central-difference gradient (steps clipped at the lower bounds), as :func:`deriv12`'s.
+def fd_gradient(
+    fun: Callable,
+    x: np.ndarray,
+    lower: np.ndarray | None = None,
+    h: float = DERIV_STEP,
+    upper: np.ndarray | None = None,
+) -> np.ndarray:
+    """Central-difference gradient (steps clipped at the lower bounds, and at ``upper`` where given: a
+    covariance structure's correlation, past which it has no factor), as :func:`deriv12`'s.
 
     ``fun`` may return an array: the result is then its Jacobian, one row per element of ``x``
     (``out[i] = ∂fun/∂x_i``, of ``fun``'s shape).
     """
     x = np.asarray(x, dtype=float)
-    up = x + h
+    up = x + h if upper is None else np.minimum(x + h, upper)
     dn = x - h if lower is None else np.maximum(x - h, lower)
     rows = []
     for i in range(x.size):

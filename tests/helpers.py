@@ -1,5 +1,6 @@
-"""What several test modules share: paths, the cbpp formula, a warnings-silenced call and the cached fits of
-validation/reference_ci's cases. Import it as ``from helpers import ...`` (pytest puts tests/ on ``sys.path``)."""
+"""What several test modules share: paths, the cbpp formula, a warnings-silenced call, the cached fits of
+validation/reference_ci's cases and the central-difference Jacobian of a covariance structure's factor.
+Import it as ``from helpers import ...`` (pytest puts tests/ on ``sys.path``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import sparselmm
+from sparselmm.covstruct import tril_by_column
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "validation" / "data"
@@ -38,3 +41,15 @@ def reference_ci_fit(case_id: str) -> sparselmm.LmerResult:
             sparselmm.lmer, cs["formula"], data, reml=cs["reml"], weights=cs.get("weights"), offset=cs.get("offset")
         )
     return _ci_fits[case_id]
+
+
+def structure_fd_jacobian(s, params: np.ndarray, h: float = 1e-7) -> np.ndarray:
+    """``∂ tril(factor) / ∂ params`` of the covariance structure ``s`` by central differences (column by column
+    of the lower triangle, as ``s.jacobian``)."""
+    r, c = tril_by_column(s.k)
+    out = np.empty((r.size, params.size))
+    for m in range(params.size):
+        e = np.zeros(params.size)
+        e[m] = h
+        out[:, m] = (s.factor(params + e)[r, c] - s.factor(params - e)[r, c]) / (2 * h)
+    return out

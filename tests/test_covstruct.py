@@ -20,9 +20,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import structure_fd_jacobian
 
 import sparselmm
-from sparselmm.covstruct import CompoundSymmetry, Diagonal, make_structure, tril_by_column
+from sparselmm.covstruct import CompoundSymmetry, Diagonal, make_structure
 from sparselmm.errors import FormulaError, ModelSpecError
 from sparselmm.formula import parse_formula
 
@@ -42,16 +43,6 @@ def crossed():
 
 
 # ---- the structure maps --------------------------------------------------------------------------
-def _fd_jacobian(s, params, h=1e-7):
-    r, c = tril_by_column(s.k)
-    out = np.empty((r.size, params.size))
-    for m in range(params.size):
-        e = np.zeros(params.size)
-        e[m] = h
-        out[:, m] = (s.factor(params + e)[r, c] - s.factor(params - e)[r, c]) / (2 * h)
-    return out
-
-
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_cs_factor_is_cholesky_of_d_r_d(k):
     s = make_structure("cs", k)
@@ -68,7 +59,7 @@ def test_cs_factor_is_cholesky_of_d_r_d(k):
 def test_cs_jacobian_matches_finite_differences(k):
     s = CompoundSymmetry(k)
     params = np.append(np.linspace(0.5, 1.5, k), 0.37)
-    np.testing.assert_allclose(s.jacobian(params), _fd_jacobian(s, params), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(s.jacobian(params), structure_fd_jacobian(s, params), rtol=1e-6, atol=1e-8)
 
 
 def test_cs_on_the_bounds_is_singular_and_finite():
@@ -84,7 +75,7 @@ def test_diag_map_and_jacobian():
     s = Diagonal(3)
     params = np.array([0.5, 1.0, 2.0])
     np.testing.assert_array_equal(s.factor(params), np.diag(params))
-    np.testing.assert_allclose(s.jacobian(params), _fd_jacobian(s, params), atol=1e-9)
+    np.testing.assert_allclose(s.jacobian(params), structure_fd_jacobian(s, params), atol=1e-9)
     assert s.n_params == 3 and np.all(s.lower == 0)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import structure_fd_jacobian
 
 import sparselmm
 from sparselmm.covstruct import AR1, Toeplitz, acf_to_pacf, make_structure, pacf_to_acf, tril_by_column
@@ -40,16 +41,6 @@ def ar1data():
 
 def _lags(k: int) -> np.ndarray:
     return np.abs(np.subtract.outer(np.arange(k), np.arange(k)))
-
-
-def _fd_jacobian(s, params, h=1e-7):
-    r, c = tril_by_column(s.k)
-    out = np.empty((r.size, params.size))
-    for m in range(params.size):
-        e = np.zeros(params.size)
-        e[m] = h
-        out[:, m] = (s.factor(params + e)[r, c] - s.factor(params - e)[r, c]) / (2 * h)
-    return out
 
 
 def _pacf_yule_walker(rho: np.ndarray) -> np.ndarray:
@@ -120,7 +111,7 @@ def test_bounds_start_and_names():
 def test_ar1_jacobian_matches_finite_differences(k, rho):
     s = AR1(k)
     params = np.array([0.8, rho])
-    np.testing.assert_allclose(s.jacobian(params), _fd_jacobian(s, params), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(s.jacobian(params), structure_fd_jacobian(s, params), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 5])
@@ -129,7 +120,7 @@ def test_toeplitz_jacobian_matches_finite_differences(k):
     rng = np.random.default_rng(10 + k)
     for _ in range(3):
         params = np.append(rng.uniform(0.3, 2.0, k), rng.uniform(-0.9, 0.9, k - 1))
-        np.testing.assert_allclose(s.jacobian(params), _fd_jacobian(s, params), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(s.jacobian(params), structure_fd_jacobian(s, params), rtol=1e-6, atol=1e-7)
 
 
 def test_on_the_bounds_factor_is_singular_and_jacobian_finite():
@@ -148,7 +139,7 @@ def test_on_the_bounds_factor_is_singular_and_jacobian_finite():
     J = t.jacobian(params)
     assert np.all(np.isfinite(J))
     interior = [0, 1, 2, 3, 4, 6]  # the columns of the parameters not on a bound are still analytic
-    np.testing.assert_allclose(J[:, interior], _fd_jacobian(t, params)[:, interior], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(J[:, interior], structure_fd_jacobian(t, params)[:, interior], rtol=1e-6, atol=1e-6)
 
 
 def test_outside_the_box_has_no_factor():

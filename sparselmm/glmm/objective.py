@@ -16,7 +16,7 @@ from ..optimize import DERIV_STEP, fd_gradient
 from .gradient import LaplaceGradient, gradient_supported
 from .pirls import InvalidStart, PirlsModel, PirlsNotConverged
 
-__all__ = ["GlmmObjective", "fd_gradient_box", "newton_polish", "newton_polish_exact"]
+__all__ = ["GlmmObjective", "newton_polish", "newton_polish_exact"]
 
 
 # PIRLS starts from the mode extrapolated along dû/dp (from the last exact gradient) at points this close to
@@ -140,19 +140,6 @@ class GlmmObjective:
         return float(devc0.sum() + np.log(Cjj).sum() - 2 * np.log(mult).sum())
 
 
-def fd_gradient_box(fun, x, lower, upper, h: float = DERIV_STEP) -> np.ndarray:
-    """Central-difference gradient with the steps clipped at both bounds (:func:`sparselmm.optimize.fd_gradient`
-    clips only lower ones; a covariance structure's correlation has an upper bound, past which it has no
-    factor)."""
-    up, dn = np.minimum(x + h, upper), np.maximum(x - h, lower)
-    g = np.empty(x.size)
-    for i in range(x.size):
-        xa, xs = x.copy(), x.copy()
-        xa[i], xs[i] = up[i], dn[i]
-        g[i] = (fun(xa) - fun(xs)) / (up[i] - dn[i])
-    return g
-
-
 def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9, upper=None):
     """Minimise ``fun`` from ``x0`` by :func:`sparselmm.newton.quasi_newton` on central-difference gradients.
 
@@ -183,15 +170,9 @@ def newton_polish(fun, x0, f0, lower, H_beta, tol=5e-9, upper=None):
     H[np.arange(nt), np.arange(nt)] = np.where(np.diag(H)[:nt] > 0, np.diag(H)[:nt], 1.0)
     if np.min(np.linalg.eigvalsh(H)) <= 0:
         return None
-    if upper is None:
 
-        def gradient(x):
-            return fd_gradient(fun, x, lower)
-
-    else:
-
-        def gradient(x):
-            return fd_gradient_box(fun, x, lower, hi)
+    def gradient(x):
+        return fd_gradient(fun, x, lower, upper=hi)
 
     return _polish(fun, gradient, x0, (f0, g), lower, hi, H, tol)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import ModelSpecError, NumericalError
 from ..newton import PROBE, quasi_newton
-from ..optimize import DERIV_STEP, SINGULAR_TOL, deriv12, is_singular
+from ..optimize import DERIV_STEP, SINGULAR_TOL, deriv12, fd_gradient, is_singular
 from ..parameters import SdCorMap, parameter_names, sdcor
 from .profile_fits import ConstrainedFits, Point, _minimise, slope_from_curvature
 
@@ -212,12 +212,7 @@ class GlmmConstrainedFits(ConstrainedFits):
 
     def _gradient(self, f, z: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Central differences (glmer's step, lme4's ``deriv12``), one-sided at a bound."""
-        up, dn = np.minimum(z + DERIV_STEP, hi), np.maximum(z - DERIV_STEP, lo)
-        g = np.empty(z.size)
-        for i in range(z.size):
-            a, b = z.copy(), z.copy()
-            a[i], b[i] = up[i], dn[i]
-            g[i] = (f(a) - f(b)) / (up[i] - dn[i])
+        g = fd_gradient(f, z, lo, upper=hi)
         if not np.all(np.isfinite(g)):
             raise NumericalError("the criterion is not finite next to this point")
         return g
