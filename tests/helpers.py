@@ -1,9 +1,10 @@
 """What several test modules share: paths, the cbpp formula, a warnings-silenced call, the cached fits of
-validation/reference_ci's cases and the central-difference Jacobian of a covariance structure's factor.
-Import it as ``from helpers import ...`` (pytest puts tests/ on ``sys.path``)."""
+validation/reference_ci's cases, the contrast tests' frames and the central-difference Jacobian of a covariance
+structure's factor. Import it as ``from helpers import ...`` (pytest puts tests/ on ``sys.path``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from sparselmm.covstruct import tril_by_column
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "validation" / "data"
+TEST_DATA = ROOT / "tests" / "data"
 REFERENCE_CI = ROOT / "validation" / "reference_ci"
 CI_CASES = json.loads((REFERENCE_CI / "cases.json").read_text())
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
@@ -53,3 +55,18 @@ def structure_fd_jacobian(s, params: np.ndarray, h: float = 1e-7) -> np.ndarray:
         e[m] = h
         out[:, m] = (s.factor(params + e)[r, c] - s.factor(params - e)[r, c]) / (2 * h)
     return out
+
+
+@functools.cache
+def contrast_frames() -> dict[str, pd.DataFrame]:
+    """The data of tests/data/contrasts_lmertest.json's cases (as tests/data/make_contrasts_lmertest.R builds them),
+    by name."""
+    sim = pd.read_csv(TEST_DATA / "contrasts_sim.csv")
+    sim["x2"] = 2 * sim["x"] + 1  # as in the R script: collinear with the intercept and x
+    missing = sim[~((sim["f3"] == "c") & (sim["f2"] == "lo"))].reset_index(drop=True)
+    return {
+        "cake": sparselmm.datasets.load("cake"),
+        "sleepstudy": sparselmm.datasets.load("sleepstudy"),
+        "sim": sim,
+        "sim_missing": missing,
+    }

@@ -18,8 +18,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from helpers import contrast_frames
 
 import sparselmm
 from sparselmm.errors import ModelSpecError
@@ -50,23 +50,10 @@ SUM_LEVELS = {"a": "1", "b": "2"}  # R's contr.sum columns of f3 are numbered, f
 
 
 @cache
-def frames() -> dict[str, pd.DataFrame]:
-    sim = pd.read_csv(DATA / "contrasts_sim.csv")
-    sim["x2"] = 2 * sim["x"] + 1  # as in the R script: collinear with the intercept and x
-    missing = sim[~((sim["f3"] == "c") & (sim["f2"] == "lo"))].reset_index(drop=True)
-    return {
-        "cake": sparselmm.datasets.load("cake"),
-        "sleepstudy": sparselmm.datasets.load("sleepstudy"),
-        "sim": sim,
-        "sim_missing": missing,
-    }
-
-
-@cache
 def fit(name: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank-deficiency and convergence notes are not under test here
-        return sparselmm.lmer(PY_FORMULA[name], frames()[CASES[name]["data"]])
+        return sparselmm.lmer(PY_FORMULA[name], contrast_frames()[CASES[name]["data"]])
 
 
 def r_column_name(name: str) -> str:

@@ -7,7 +7,6 @@ models with weights and offsets.
 
 from __future__ import annotations
 
-import functools
 import json
 import warnings
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import contrast_frames
 
 import sparselmm
 from sparselmm.errors import DataError, RowsNotHeldError
@@ -440,19 +440,6 @@ DATA = Path(__file__).resolve().parent / "data"
 CONTRAST_CASES = json.loads((DATA / "contrasts_lmertest.json").read_text())["cases"]
 
 
-@functools.cache
-def _contrast_frames() -> dict[str, pd.DataFrame]:
-    sim = pd.read_csv(DATA / "contrasts_sim.csv")
-    sim["x2"] = 2 * sim["x"] + 1  # collinear with the intercept and x
-    missing = sim[~((sim["f3"] == "c") & (sim["f2"] == "lo"))].reset_index(drop=True)
-    return {
-        "cake": sparselmm.datasets.load("cake"),
-        "sleepstudy": sparselmm.datasets.load("sleepstudy"),
-        "sim": sim,
-        "sim_missing": missing,
-    }
-
-
 @pytest.mark.parametrize("name", list(CONTRAST_CASES))
 def test_term_contrasts_from_cross_products(name):
     """lmerTest's contrasts of types I-III (tests/test_contrasts.py's cases: a missing cell, collinear and
@@ -461,7 +448,7 @@ def test_term_contrasts_from_cross_products(name):
     from sparselmm.inference.contrasts import term_contrasts
 
     case = CONTRAST_CASES[name]
-    formula, frame = case["formula"].replace("^", "**"), _contrast_frames()[case["data"]]
+    formula, frame = case["formula"].replace("^", "**"), contrast_frames()[case["data"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank deficiency, singular fits: not under test
         a = sparselmm.lmer(formula, frame)
