@@ -116,9 +116,12 @@ class DenseCriterion(_PiecesCriterion):
     terms : list of ReTerm
     cross : CrossProducts
     reml : bool
+    factor : DenseFactor, optional
+        The dense factor of this ``ZᵀWZ`` to work in (a deviance function on the dense path holds one); by
+        default one is built.
     """
 
-    def __init__(self, terms, cross, reml: bool):
+    def __init__(self, terms, cross, reml: bool, factor: DenseFactor | None = None):
         self.terms = terms
         self.reml = bool(reml)
         self.q = cross.ZtWZ.shape[0]
@@ -126,7 +129,7 @@ class DenseCriterion(_PiecesCriterion):
         self.n = cross.n
         self.slw = cross.sum_log_w
         self.n_theta = sum(t.n_theta for t in terms)
-        self.factor = DenseFactor(terms, cross.ZtWZ)
+        self.factor = DenseFactor(terms, cross.ZtWZ) if factor is None else factor
         self.G = self.factor.G
         self.ZtX = np.ascontiguousarray(cross.ZtWX, dtype=float).reshape(self.q, self.p)
         self.XtX = np.asarray(cross.XtWX, dtype=float)

@@ -34,11 +34,13 @@ from .linalg.cost import (
     PREFERENCE_HOLDS_SECONDS,
     SLOWER_PATH_TOLERANCE,
     PathCost,
+    dense_cost,
     format_bytes,
     format_seconds,
     memory_limit_bytes,
     predict_costs,
 )
+from .linalg.dense import DenseFactor
 from .linalg.factor import BlockUpdater, CholmodFactor, Factor
 from .linalg.matrix_free import MatrixFreeDeviance
 from .linalg.schur import (
@@ -48,7 +50,7 @@ from .linalg.schur import (
     complement_density,
     schur_applicable,
 )
-from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY
+from .linalg.thresholds import AUTO_SCHUR_MIN_DENSITY, DENSE_MAX_Q
 
 __all__ = ["BlockUpdater", "PLSState", "ProfiledDeviance", "describe_path", "profiled_deviance"]
 
@@ -138,6 +140,11 @@ class ProfiledDeviance:
         ``"auto"``: the first of these paths that applies and whose predicted memory
         (:func:`sparselmm.linalg.cost.predict_costs`, kept in :attr:`costs`) fits ``memory_limit``:
 
+        * the dense Cholesky of the whole ``C`` (:class:`~sparselmm.linalg.dense.DenseFactor`) for at most
+          :data:`~sparselmm.linalg.thresholds.DENSE_MAX_Q` random effects without a covariance structure: the
+          evaluations are :class:`~sparselmm.criterion.DenseCriterion`'s, and on a model this small the other
+          factors' set-up (and the other paths' predictions, not computed here) cost more than the fit's
+          evaluations save;
         * the scalar dense-Schur factor (:mod:`sparselmm.linalg.schur`): all terms scalar, the first
           diagonal and at least as large as the rest, the complement at least ``AUTO_SCHUR_MIN_DENSITY``
           full. It gives the analytic gradient; whole fits were faster than CHOLMOD + BOBYQA at every size
@@ -157,7 +164,10 @@ class ProfiledDeviance:
         G = self.cross.ZtWZ
         q = G.shape[0]
         self.memory_limit = memory_limit_bytes(memory_limit)
-        self.costs = predict_costs(self.terms, G, self.design.p, self.memory_limit)
+        self._costs = None
+        dense = dense_cost(q)
+        if ordering == "auto" and self._dense_applies(q) and dense.fits(self.memory_limit):
+            return self._chosen(dense, DenseFactor(self.terms, G))
         scalar, block, cholmod, _ = self.costs  # the last, matrix-free, is profiled_deviance's fallback
         limit = self.memory_limit
         fitting = [c.fit_seconds for c in self.costs[:3] if c.fits(limit)]
@@ -204,6 +214,19 @@ class ProfiledDeviance:
             raise err
         factor = CholmodFactor(self.terms, G, self.factors(self.design.theta0), ordering, self._reweightable)
         return self._chosen(cholmod, factor)
+
+    def _dense_applies(self, q: int) -> bool:
+        """The whole ``C`` in dense algebra: few random effects (:data:`DENSE_MAX_Q`), no covariance structure
+        (the dense factor puts θ straight into Λ) and fixed weights."""
+        return q <= DENSE_MAX_Q and not self.design.structured and not self._reweightable
+
+    @property
+    def costs(self) -> list[PathCost]:
+        """Each path's prediction (:func:`~sparselmm.linalg.cost.predict_costs`): scalar Schur, block Schur,
+        CHOLMOD, matrix-free; computed on first use where the dense path was taken without it."""
+        if self._costs is None:
+            self._costs = predict_costs(self.terms, self.cross.ZtWZ, self.design.p, self.memory_limit)
+        return self._costs
 
     def _chosen(self, cost: PathCost, factor: Factor) -> Factor:
         self.predicted = cost
@@ -393,7 +416,8 @@ class ProfiledDeviance:
         """
         if self._dense is False:
             small = self.has_gradient and evaluator_kind(self) == "dense"
-            self._dense = DenseCriterion(self.terms, self.cross, self.reml) if small else None
+            own = self.chol.workspace_copy() if isinstance(self.chol, DenseFactor) else None
+            self._dense = DenseCriterion(self.terms, self.cross, self.reml, factor=own) if small else None
         if self._dense is not None:
             self.n_evals += 1
             self.state = None

@@ -16,7 +16,7 @@ from .formula import parse_formula
 from .optimize import optimize_theta
 from .progress import as_progress
 from .refit import FitCall
-from .residual import AR1Correlation, fit_residual
+from .residual import GapCorrelation, fit_residual
 from .results import LmerResult
 from .scale import as_source, streamed_model, streamed_setup
 from .start import moment_start, start_theta
@@ -147,7 +147,7 @@ def lmer(
     verbose: bool | Progress = False,
     progress: bool | None = None,
     dispformula: str | None = None,
-    correlation: AR1Correlation | None = None,
+    correlation: GapCorrelation | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model by REML or maximum likelihood, as lme4's ``lmer``.
 
@@ -209,9 +209,10 @@ def lmer(
         Residual variance by stratum (glmmTMB's name; nlme's ``weights = varIdent(form = ~ 1 | f)``):
         ``"~ f"`` with ``f`` a factor (categorical or string) column gives each level its own residual SD,
         ``sigma`` being the first level's. See :mod:`sparselmm.residual`.
-    correlation : AR1Correlation, optional
-        AR(1) residual correlation within groups, :func:`sparselmm.corAR1` (nlme's
-        ``correlation = corAR1(form = ~ t | g)``). With a ``dispformula`` or ``correlation`` the result is a
+    correlation : GapCorrelation, optional
+        AR(1) residual correlation within groups: :func:`sparselmm.corAR1` for integer times (nlme's
+        ``correlation = corAR1(form = ~ t | g)``) or :func:`sparselmm.corCAR1` for continuous ones (nlme's
+        ``corCAR1``). With a ``dispformula`` or ``correlation`` the result is a
         :class:`~sparselmm.residual_result.ResidualLmerResult`; these fits need unstructured terms, run
         BOBYQA, and refuse refits, profiles, the bootstrap and Satterthwaite/KR df for now.
 

@@ -10,6 +10,8 @@ guarantee.
 
 What each path holds (8-byte values, 4-byte indices):
 
+* dense (:class:`~sparselmm.linalg.dense.DenseFactor`, taken first for small q without the other
+  predictions: :func:`dense_cost`): ``C``, ``ΛᵀG`` and the augmented (q + p + 1)² matrix.
 * scalar Schur (:mod:`sparselmm.linalg.schur`): the dense q₂ × q₂ complement; ``Q`` with one entry per pair
   of effects sharing a first-term level (``Σ_s k_s(k_s+1)/2``, ``k_s`` the other effects of level ``s``),
   built in CSC then converted (both held for a moment); while the pattern is marked, a q₂ × q₂ byte mask
@@ -36,6 +38,7 @@ import scipy.sparse as sp
 __all__ = [
     "PathCost",
     "available_memory",
+    "dense_cost",
     "format_bytes",
     "memory_limit_bytes",
     "predict_costs",
@@ -53,6 +56,8 @@ SMALL_BLOCK_SECONDS = 2.5e-7
 CHOLMOD_FLOPS_PER_SECOND = 3.2e10
 # Python and small-array work of one evaluation, whatever its size: sleepstudy, 20 evaluations in 5.9 ms
 EVALUATION_OVERHEAD_SECONDS = 3e-4
+# the dense path's evaluation with its gradient (a dozen LAPACK/numpy calls): sleepstudy (q = 36) 51 µs
+DENSE_EVALUATION_SECONDS = 5e-5
 # the CHOLMOD path's further calls per evaluation (scikit-sparse's factor update, LDLᵀ → LLᵀ, two solves):
 # nested benchmark (q = 11,000, no fill) 2.4 ms measured against 1.0 ms predicted without it
 CHOLMOD_CALL_SECONDS = 1e-3
@@ -93,7 +98,8 @@ class PathCost:
     Attributes
     ----------
     path : str
-        ``"dense Schur complement"``, ``"block Schur complement"`` or ``"CHOLMOD"``.
+        ``"dense Cholesky"``, ``"dense Schur complement"``, ``"block Schur complement"``, ``"CHOLMOD sparse
+        Cholesky"`` or ``"matrix-free (approximate)"``.
     applicable : bool
         The path applies to this model's structure (memory aside).
     bytes : float
@@ -266,6 +272,16 @@ def dense_levels_threshold(k: np.ndarray, q2: int, budget: float) -> tuple[int |
     if best == 0:
         return all_in_q
     return int(k_sorted[best - 1]), float(seconds[best]), float(nbytes[best])
+
+
+def dense_cost(q: int) -> PathCost:
+    """The dense path (:class:`~sparselmm.linalg.dense.DenseFactor`, evaluated by
+    :class:`~sparselmm.criterion.DenseCriterion`): ``C`` and ``ΛᵀG`` (q × q) and the augmented matrix; time
+    ``~3q³`` flops plus its own, smaller per-call overhead."""
+    qf = float(q)
+    return PathCost(
+        "dense Cholesky", True, 8 * 4 * (qf + 3) ** 2, 3 * qf**3 / dense_rate(qf) + DENSE_EVALUATION_SECONDS, True
+    )
 
 
 def predict_costs(terms, G: sp.spmatrix, p: int = 1, memory_limit: float = np.inf) -> list[PathCost]:

@@ -62,15 +62,18 @@ class DenseFactor:
         below. :class:`sparselmm.criterion.DenseCriterion` factors it inside a larger matrix."""
         self.L = None
         theta = np.asarray(theta, dtype=float)
-        if self.scalar:
-            self.lam = lam = theta[self.lam_index]
-            LtG = lam[:, None] * self.G
-            A = LtG * lam[None, :]
-        else:
-            self.Lam = Lam = np.zeros((self.n, self.n))
-            Lam[self.rows, self.cols] = theta[self.idx]
-            LtG = Lam.T @ self.G
-            A = LtG @ Lam
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.scalar:
+                self.lam = lam = theta[self.lam_index]
+                LtG = lam[:, None] * self.G
+                A = LtG * lam[None, :]
+            else:
+                self.Lam = Lam = np.zeros((self.n, self.n))
+                Lam[self.rows, self.cols] = theta[self.idx]
+                LtG = Lam.T @ self.G
+                A = LtG @ Lam
+        if not np.isfinite(A.sum()):  # one reduction: an overflow anywhere makes the sum inf or nan
+            raise NumericalError("ΛᵀZᵀWZΛ + I overflows at this theta.")
         A.ravel()[:: self.n + 1] += 1.0  # A is C-contiguous (G is): ravel is a view
         self.LtG = LtG
         return A
