@@ -213,8 +213,10 @@ def lmer(
         AR(1) residual correlation within groups: :func:`sparselmm.corAR1` for integer times (nlme's
         ``correlation = corAR1(form = ~ t | g)``) or :func:`sparselmm.corCAR1` for continuous ones (nlme's
         ``corCAR1``). With a ``dispformula`` or ``correlation`` the result is a
-        :class:`~sparselmm.residual_result.ResidualLmerResult`; these fits need unstructured terms, run
-        BOBYQA, and refuse refits, profiles, the bootstrap and Satterthwaite/KR df for now.
+        :class:`~sparselmm.residual_result.ResidualLmerResult`; these fits need unstructured terms and run
+        BOBYQA; t tests use Satterthwaite's df (the residual parameters in the Hessian) and ``confint`` gives
+        Wald intervals for every variance parameter; refits, profiles, the bootstrap and Kenward–Roger are
+        refused for now.
 
     Returns
     -------
