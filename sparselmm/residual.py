@@ -77,6 +77,8 @@ __all__ = [
     "corAR1",
     "corCAR1",
     "fit_residual",
+    "gls_loglik",
+    "refit_residual",
 ]
 
 DENSE_STACK_FILL = 0.25  # piece stacks at least this full are stored dense, else CSR
@@ -415,8 +417,6 @@ def _rows_subset(frame: pd.DataFrame, columns: list[str], weights, offset, missi
 def fit_residual(formula, data, reml, weights, offset, missing, optimizer, control, start, check_conv, ordering,
                  memory_limit, data_name, progress, dispformula, correlation):  # fmt: skip
     """:func:`sparselmm.lmer` with a ``dispformula`` or a ``correlation`` (see the module docstring)."""
-    from .residual_result import ResidualLmerResult
-
     t0 = time.perf_counter()
     if correlation is not None and not isinstance(correlation, GapCorrelation):
         raise ArgumentError(
@@ -456,23 +456,129 @@ def fit_residual(formula, data, reml, weights, offset, missing, optimizer, contr
     if not plain.ytWy > 0:
         raise ModelSpecError("The response is constant or exactly fitted by the fixed effects.")
     pieces = ResidualPieces(design, structure, plain.beta_shift)
-    cholmod_ordering = "default" if ordering in ("auto", "schur", "matrix-free") else ordering  # a CHOLMOD one
-    crit = ResidualCriterion(design, pieces, reml, cholmod_ordering)
     theta0 = moment_start(design) if start is None else start_theta(design, start)
     x0 = np.concatenate([theta0, start_phi(pieces)])
-    setup_seconds = time.perf_counter() - t0
-    # tighter than lme4's 1e-8: φ is less well scaled than θ (ρ's criterion is flat near the optimum) and an
-    # evaluation costs no pass over the rows; the crossed AR(1) validation case stopped 2e-7 above its optimum
-    ctrl = {"xtol_abs": TIGHT_TOL, "ftol_abs": TIGHT_TOL, **(control or {})}
-    x, _, info = optimize_theta(crit, x0, crit.lower, optimizer, ctrl, check_conv, progress=progress, upper=crit.upper)
-    info.setup_seconds = setup_seconds
-    theta, phi = crit.split(x)
-    cross, _ = pieces.cross_at(phi)
-    # the final weighted model on a general sparse factor: vcov, ranef and their conditional variances
-    devfun = profiled_deviance(design, cross, reml=reml, ordering="default", memory_limit=memory_limit)
-    info.path, info.predicted = devfun.path, devfun.predicted.as_dict()
-    info.details["residual_parameters"] = dict(zip(structure.phi_names(), phi.tolist()))
-    state = devfun.solve(theta)
-    if progress is not None:
-        progress.done(f"done: criterion {state.deviance:.6f} after {info.n_evals} evaluations")
-    return ResidualLmerResult(devfun, state, info, data_name=data_name, structure=structure, phi=phi)
+    fit = ResidualFit(design, pieces, reml, ordering, memory_limit, data_name, progress)
+    return fit.optimise(x0, optimizer, control, check_conv, setup_seconds=time.perf_counter() - t0)
+
+
+@dataclass
+class ResidualFit:
+    """One optimisation of a residual-structure model: :class:`ResidualCriterion` minimised over ``(θ, φ)``
+    from a start, and the result built on a general sparse factor at the optimum (``vcov``, ``ranef``).
+    :func:`fit_residual` and :func:`refit_residual` use it."""
+
+    design: object
+    pieces: ResidualPieces
+    reml: bool
+    ordering: str = "default"
+    memory_limit: object = None
+    data_name: str | None = None
+    progress: object = None
+
+    def optimise(self, x0, optimizer, control, check_conv, setup_seconds: float = 0.0):
+        from .residual_result import ResidualLmerResult
+
+        design, pieces, progress = self.design, self.pieces, self.progress
+        structure = pieces.structure
+        t0 = time.perf_counter()
+        cholmod_ordering = "default" if self.ordering in ("auto", "schur", "matrix-free") else self.ordering
+        crit = ResidualCriterion(design, pieces, self.reml, cholmod_ordering)
+        setup_seconds += time.perf_counter() - t0
+        # tighter than lme4's 1e-8: φ is less well scaled than θ (ρ's criterion is flat near the optimum) and an
+        # evaluation costs no pass over the rows; the crossed AR(1) validation case stopped 2e-7 above its optimum
+        ctrl = {"xtol_abs": TIGHT_TOL, "ftol_abs": TIGHT_TOL, **(control or {})}
+        x, _, info = optimize_theta(
+            crit, x0, crit.lower, optimizer, ctrl, check_conv, progress=progress, upper=crit.upper
+        )
+        info.setup_seconds = setup_seconds
+        theta, phi = crit.split(x)
+        cross, _ = pieces.cross_at(phi)
+        # the final weighted model on a general sparse factor: vcov, ranef and their conditional variances
+        devfun = profiled_deviance(design, cross, reml=self.reml, ordering="default", memory_limit=self.memory_limit)
+        info.path, info.predicted = devfun.path, devfun.predicted.as_dict()
+        info.details["residual_parameters"] = dict(zip(structure.phi_names(), phi.tolist()))
+        state = devfun.solve(theta)
+        if progress is not None:
+            progress.done(f"done: criterion {state.deviance:.6f} after {info.n_evals} evaluations")
+        return ResidualLmerResult(devfun, state, info, data_name=self.data_name, structure=structure, phi=phi)
+
+
+def refit_residual(result, reml: bool):
+    """A residual-structure fit on the other criterion (lme4's ``refitML``; nlme's ``update(m, method = "ML")``):
+    θ and φ re-optimised jointly from the fit's estimates, on the fit's own pieces; ``result`` itself when it is
+    already on that criterion.
+
+    Parameters
+    ----------
+    result : ResidualLmerResult
+    reml : bool
+        True for the REML criterion, False for ML.
+
+    Returns
+    -------
+    ResidualLmerResult
+        The new fit (its ``call`` records ``reml``, so :func:`sparselmm.update` of it keeps the criterion).
+    """
+    if bool(result.reml) == bool(reml):
+        return result
+    design = result.design
+    pieces = ResidualPieces(design, result.residual_structure, result.deviance_function.cross.beta_shift)
+    x0 = np.concatenate([result.theta, result.phi])
+    fit = ResidualFit(design, pieces, bool(reml), data_name=result.data_name)
+    new = fit.optimise(x0, result.optinfo.optimizer, None, True)
+    new.optinfo.theta_start = result.optinfo.theta_start
+    call = getattr(result, "call", None)
+    if call is not None:
+        from dataclasses import replace
+
+        new.call = replace(call, kwargs={**call.kwargs, "reml": bool(reml)})
+    return new
+
+
+def gls_loglik(result) -> tuple[float, int]:
+    """The log-likelihood of ``result``'s model without its random effects (nlme's ``gls`` with the same varIdent
+    and corAR1 / corCAR1), on the fit's criterion (ML or REML), and its number of parameters: what ``ranova``
+    compares a model left with no random-effects term against.
+
+    φ is re-optimised (BOBYQA within its bounds, from the fit's φ̂) on the criterion of the weighted linear model
+    at φ, ``−Σ log w(φ) [+ log|XᵀWX|] + ν (1 + log(2π r²/ν))`` (``ν = n`` or ``n − p``, ``r²`` the weighted residual sum
+    of squares): the lmer criterion of :mod:`sparselmm.criterion` without ``Z``, formed from the pieces' ``[X y]``
+    cross-products.
+
+    Parameters
+    ----------
+    result : ResidualLmerResult
+
+    Returns
+    -------
+    (float, int)
+        The log-likelihood and ``p + 1 + len(φ)``.
+    """
+    from .optimize import nlopt_minimize
+
+    design = result.design
+    pieces = ResidualPieces(design, result.residual_structure, result.deviance_function.cross.beta_shift)
+    reml, n, p = bool(result.reml), design.n, design.p
+    nu = n - p if reml else n
+    cor = pieces.structure.correlation
+
+    def criterion(phi) -> float:
+        if cor is not None and not cor.admissible(float(phi[-1])):
+            return float("inf")
+        c = pieces.cross_at(phi, sparse=False)[0]
+        try:
+            L = np.linalg.cholesky(c.XtWX) if p else np.zeros((0, 0))
+            v = np.linalg.solve(L, c.XtWy) if p else np.zeros(0)
+        except np.linalg.LinAlgError:
+            return float("inf")
+        r2 = c.ytWy - float(v @ v)
+        if not r2 > 0:
+            return float("inf")
+        ld = 2.0 * float(np.sum(np.log(np.diag(L)))) if reml and p else 0.0
+        return ld - c.sum_log_w + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
+
+    lower, upper = pieces.structure.bounds()
+    x0 = np.clip(result.phi, lower, upper)
+    _, value, _, _ = nlopt_minimize(criterion, x0, lower, upper, xtol_abs=TIGHT_TOL, ftol_abs=TIGHT_TOL)
+    return -0.5 * float(value), p + 1 + x0.size

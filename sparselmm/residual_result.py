@@ -4,9 +4,13 @@ An :class:`~sparselmm.results.LmerResult` of the weighted model at the fitted re
 ``fixef``, ``vcov``, ``sigma``, ``theta``, ``ranef``, ``predict`` are the usual ones at ``W(φ̂)``), which also
 reports φ̂ as nlme does (``varIdent``'s SD ratios, ``corAR1``'s ρ) and counts it in ``n_params``.
 Satterthwaite's df count φ among the variance parameters and Wald intervals cover them
-(:mod:`sparselmm.inference.varpar`). What would treat φ as fixed, or refit without the residual structure —
-refits, the bootstrap, profiles, Kenward–Roger df, ``ranova``, ``drop1`` — is refused with a
-:class:`~sparselmm.ModelSpecError`.
+(:mod:`sparselmm.inference.varpar`). ``refit_ml`` / ``refit_reml`` re-optimise θ and φ jointly
+(:func:`~sparselmm.residual.refit_residual`), so ``anova`` between REML fits refits them by ML as lme4's does;
+profiles and profile intervals hold each parameter, φ's included, and re-optimise the rest
+(:mod:`sparselmm.inference.profile_residual`); ``drop1`` refits each reduced model afresh with the structure, and
+``ranova`` too (a model left without random effects is nlme's ``gls``: :func:`~sparselmm.residual.gls_loglik`).
+What would hold φ fixed or simulate without the structure — ``refit`` to a new response, ``simulate``, the
+bootstrap, Kenward–Roger df — is refused with a :class:`~sparselmm.ModelSpecError` that says what to use.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from .summary import LmerSummary
 __all__ = ["ResidualLmerResult", "ResidualSummary"]
 
 
-def _refuse(what: str):
+def _refuse(what: str, instead: str):
     raise ModelSpecError(
-        f"{what} is not available yet for a fit with a dispformula or correlation (it would hold the residual "
-        "parameters fixed, or refit without them)."
+        f"{what} is not available yet for a fit with a dispformula or correlation (it does not simulate or refit "
+        f"the residual structure); {instead}."
     )
 
 
@@ -136,18 +140,44 @@ class ResidualLmerResult(LmerResult):
         return super().anova(type=type, ddf=ddf, **kwargs)
 
     def confint(self, parm=None, level: float = 0.95, method: str = "Wald", **kwargs) -> pd.DataFrame:
-        """Wald intervals (``method="Wald"`` only): the fixed effects', and the variance parameters' on their
-        unconstrained scale as nlme's ``intervals()`` — ``.sig01`` …, ``.sigma``, ``.ratio.<level>`` (varIdent's SD
-        ratios), ``.rho`` (corAR1's) or ``.Phi`` (corCAR1's) — from the Hessian of the criterion
-        (:mod:`sparselmm.inference.varpar`). Profile and bootstrap intervals are refused (their refits would hold
-        φ fixed)."""
-        if str(method).lower() != "wald":
+        """Wald (default) or likelihood-profile intervals of every parameter — ``.sig01`` …, ``.sigma``,
+        ``.ratio.<level>`` (varIdent's SD ratios), ``.rho`` (corAR1's) or ``.Phi`` (corCAR1's), the fixed effects.
+
+        Parameters
+        ----------
+        parm : str, int or list, optional
+            Parameters to report (names, ``"theta_"`` for all variance and residual parameters, ``"beta_"``,
+            positions); all by default.
+        level : float, default 0.95
+            Confidence level, strictly between 0 and 1.
+        method : {"Wald", "profile"}
+            ``"Wald"``: the fixed effects' ``β̂ ± z·SE`` and the variance parameters' on their unconstrained scale
+            as nlme's ``intervals()``, from the Hessian of the criterion (:mod:`sparselmm.inference.varpar`).
+            ``"profile"``: lme4's profile intervals on the ML criterion (a REML fit is refitted by ML first),
+            the residual parameters re-optimised at every point (:mod:`sparselmm.inference.profile_residual`).
+        **kwargs
+            ``criterion`` (``"ML"`` or ``"REML"``) and ``progress`` of :meth:`profile` with ``method="profile"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter, columns named by the percentages.
+
+        Raises
+        ------
+        sparselmm.ModelSpecError
+            ``method="boot"`` (no parametric bootstrap of a residual structure yet), an unknown method or
+            parameter, or a ``level`` outside (0, 1).
+        """
+        if str(method).lower() == "boot":
             raise ModelSpecError(
-                f"confint(method={method!r}) is not available yet for a fit with a dispformula or correlation (its "
-                "refits would hold the residual parameters fixed); use confint(method='Wald'), whose intervals of "
-                "the variance and residual parameters are nlme's intervals() on the unconstrained scale."
+                "confint(method='boot') is not available yet for a fit with a dispformula or correlation (the "
+                "bootstrap does not simulate the residual structure); use confint(method='profile') or "
+                "confint(method='Wald')."
             )
-        return super().confint(parm=parm, level=level, method="Wald", **kwargs)
+        if str(method).lower() == "wald":
+            method = "Wald"
+        return super().confint(parm=parm, level=level, method=method, **kwargs)
 
     @property
     def deviance(self) -> float:
@@ -155,37 +185,40 @@ class ResidualLmerResult(LmerResult):
         return self.objective if not self.reml else self._devfun.with_reml(False)(self.theta)
 
     def refit(self, *args, **kwargs):
-        _refuse("refit")
+        _refuse("refit", "fit the new response with sparselmm.lmer(..., dispformula=..., correlation=...)")
 
-    def refit_ml(self):
-        raise ModelSpecError(
-            "refit_ml is not available yet for a fit with a dispformula or correlation: for likelihood-ratio "
-            "tests fit each model with reml=False."
-        )
+    def refit_ml(self) -> ResidualLmerResult:
+        """The model fitted by maximum likelihood (lme4's ``refitML``, nlme's ``update(m, method = "ML")``): θ and
+        the residual parameters φ re-optimised jointly from the REML estimates, on this fit's cross-product
+        pieces (:func:`sparselmm.residual.refit_residual`); ``self`` when this fit is ML.
 
-    def refit_reml(self):
-        _refuse("refit_reml")
+        Returns
+        -------
+        ResidualLmerResult
+            The ML fit (what ``sparselmm.anova`` compares, as lme4's ``anova`` refits REML fits).
+        """
+        from .residual import refit_residual
+
+        return refit_residual(self, reml=False)
+
+    def refit_reml(self) -> ResidualLmerResult:
+        """The model fitted by REML, as :meth:`refit_ml` in the other direction (``self`` when this fit is
+        REML)."""
+        from .residual import refit_residual
+
+        return refit_residual(self, reml=True)
 
     def simulate(self, *args, **kwargs):
-        _refuse("simulate")
+        _refuse("simulate", "simulate from nlme or glmmTMB, or fit simulated responses with sparselmm.lmer")
 
     def bootstrap(self, *args, **kwargs):
-        _refuse("The parametric bootstrap")
+        _refuse("The parametric bootstrap", "for intervals use confint(method='profile') or confint(method='Wald')")
 
     def bootstrap_lrt(self, *args, **kwargs):
-        _refuse("bootstrap_lrt")
-
-    def profile(self, *args, **kwargs):
-        _refuse("profile")
-
-    def ranova(self, *args, **kwargs):
-        _refuse("ranova")
-
-    def drop1(self, *args, **kwargs):
-        _refuse("drop1")
+        _refuse("bootstrap_lrt", "use the likelihood-ratio test of sparselmm.anova(m0, m1)")
 
     def _new_fit(self, *args, **kwargs):
-        _refuse("A refit")
+        _refuse("A refit of this kind", "fit the model with sparselmm.lmer(..., dispformula=..., correlation=...)")
 
 
 class ResidualSummary(LmerSummary):

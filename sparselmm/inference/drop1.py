@@ -51,9 +51,10 @@ def _drop_term(full, label: str, cols: np.ndarray) -> tuple[int, float]:
 
     An lmer fit moves the term's columns into the offset at 0 and refits θ from θ̂ on its own factor (the
     same optimum a fresh fit reaches: :func:`~sparselmm.optimize.refit_theta`); a glmer fit is fitted
-    afresh without the term (:func:`sparselmm.refit.update`), as lme4's ``drop1`` does.
+    afresh without the term (:func:`sparselmm.refit.update`), as lme4's ``drop1`` does, and so is a fit with a
+    residual structure (its ML refit records ``reml=False``; the residual parameters re-estimated).
     """
-    if is_glmm(full):
+    if is_glmm(full) or getattr(full, "residual_structure", None) is not None:  # a fresh (ML) fit without it
         from ..refit import update
 
         reduced = update(full, f"~ . - {label}")

@@ -45,6 +45,7 @@ from ..linalg.threads import blas_threads
 from ..parameters import check_level, percent_labels, select_parameters
 from .profile_fits import ConstrainedFits, Point
 from .profile_glmm import GlmmConstrainedFits
+from .profile_residual import ResidualConstrainedFits
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -331,6 +332,11 @@ class _GlmmProfiler(_Profiler, GlmmConstrainedFits):
     """The same search over a glmer fit's constrained fits (:mod:`sparselmm.inference.profile_glmm`)."""
 
 
+class _ResidualProfiler(_Profiler, ResidualConstrainedFits):
+    """The same search over a residual-structure fit's constrained fits, its SD ratios and ρ on further axes
+    (:mod:`sparselmm.inference.profile_residual`)."""
+
+
 def _profiler(result, criterion: str) -> _Profiler:
     """The profiler of an lmer or a glmer fit (a covariance structure's SDs and correlations are profiled as an
     unstructured term's: :class:`~sparselmm.parameters.SdCorMap` maps them to the structure's θ; a glmer fit's
@@ -344,6 +350,8 @@ def _profiler(result, criterion: str) -> _Profiler:
             "or use confint(method='Wald')",
         )
         return _GlmmProfiler(result, criterion)
+    if getattr(result, "residual_structure", None) is not None:
+        return _ResidualProfiler(result, criterion)
     if not result.deviance_function.exact:  # the matrix-free criterion: no factor to profile on
         result.deviance_function.needs_exact("A likelihood profile (profile, confint(method='profile'))")
     return _Profiler(result, criterion)

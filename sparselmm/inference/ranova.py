@@ -103,6 +103,11 @@ def ranova(result, reduce_terms: bool = True) -> AnovaTable:
             if random:
                 reduced = update(result, f"{fixed} + {' + '.join(random)}")
                 rows.append((label, reduced.n_params, float(reduced.loglik)))
+            elif getattr(result, "residual_structure", None) is not None:  # nlme's gls with the same structure
+                from ..residual import gls_loglik
+
+                loglik, npar = gls_loglik(result)
+                rows.append((label, npar, loglik))
             else:
                 rows.append((label, result.design.X.shape[1] + 1, _linear_model_loglik(result)))
     labels = [r[0] for r in rows]
