@@ -93,7 +93,7 @@ def validate(session: nox.Session) -> None:
     # glmer, default and tight-PIRLS refits (issue #14); emmeans; glmer's Wald intervals, anova, drop1 and
     # bootstrap (issue #20); covariance structures diag()/cs() against glmmTMB (issue #21); the negative binomial
     # glmer_nb against lme4's glmer.nb and glmmTMB's nbinom2 (issue #21); residual-structure parameters' Wald
-    # intervals against nlme's intervals() (issue #21 item 5)
+    # intervals against nlme's intervals() and their profile intervals against glmmTMB's (issue #21 item 5)
     suites = [
         ("run_lme4.R", "compare.py", "REPORT.md"),
         ("run_lmertest.R", "compare_inference.py", "REPORT_INFERENCE.md"),
@@ -105,6 +105,7 @@ def validate(session: nox.Session) -> None:
         ("run_glmer_nb.R", "compare_glmer_nb.py", "REPORT_GLMER_NB.md"),
         ("run_residual.R", "compare_residual.py", "REPORT_RESIDUAL.md"),
         ("run_residual_inference.R", "compare_residual_inference.py", "REPORT_RESIDUAL_INFERENCE.md"),
+        ("run_residual_profile.R", "compare_residual_profile.py", "REPORT_RESIDUAL_PROFILE.md"),
     ]
     for r_script, compare, report in suites:
         live = session.create_tmp() + "/reference_" + r_script.removesuffix(".R")
